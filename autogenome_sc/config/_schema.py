@@ -1,0 +1,160 @@
+"""The expert-mode JSON configuration: the paper's five modules, validated by pydantic.
+
+Modules: ``data`` (data loader), ``trainer`` (general training hyperparameters),
+``loss``, ``models`` (the architecture of each mode when trained without search),
+``search`` (modes and their search spaces, the paper's defaults) and ``save``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    """Data loader module."""
+
+    preprocess: Literal["auto", "none", "log1p", "normalize_log1p"] = Field(
+        "auto",
+        description=(
+            "How the matrix is turned into log-expression before 0-1 scaling. 'auto' detects raw counts "
+            "(normalised to 10,000 per cell, then log1p), normalised non-log values (log1p) and "
+            "log or scaled values (left as they are)."
+        ),
+    )
+    scale: bool = Field(True, description="Per-gene 0-1 scaling fitted on the training split (the paper's).")
+    split: tuple[float, float, float] = Field(
+        (0.8, 0.1, 0.1), description="Train, validation and test fractions of the stratified split."
+    )
+    chunk_mb: float = Field(
+        64.0, gt=0, description="Densified minibatches are prepared in chunks of at most this many MB."
+    )
+    min_gene_overlap: float = Field(
+        0.5, ge=0, le=1, description="Prediction refuses a query sharing fewer than this fraction of the model's genes."
+    )
+
+    @field_validator("split")
+    @classmethod
+    def _split_sums_to_one(cls, v):
+        if any(f <= 0 for f in v) or abs(sum(v) - 1) > 1e-6:
+            raise ValueError("the three fractions must be positive and sum to 1")
+        return v
+
+
+class TrainerConfig(_Strict):
+    """Model trainer module: the general hyperparameters (Smith's one-cycle policy)."""
+
+    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="AdamW or SGD with Nesterov momentum.")
+    learning_rate: float = Field(3e-3, gt=0, description="Peak learning rate of the one-cycle schedule.")
+    batch_size: int = Field(128, ge=2, description="Minibatch size (cells).")
+    momentum: float = Field(
+        0.95, gt=0, lt=1, description="Peak momentum (Adam's beta1); cycled down by 0.1 while the rate rises."
+    )
+    weight_decay: float = Field(1e-2, ge=0, description="Decoupled weight decay.")
+    max_epochs: int = Field(100, ge=1, description="Upper bound on epochs.")
+    patience: int = Field(15, ge=1, description="Early stopping: epochs without a better validation loss.")
+    pct_start: float = Field(0.3, gt=0, lt=1, description="Fraction of the cycle spent raising the rate.")
+    grad_clip: float = Field(5.0, gt=0, description="Clip gradients to this global norm.")
+
+
+class LossConfig(_Strict):
+    """Loss function module."""
+
+    name: Literal["auto", "cross_entropy", "mse", "auc"] = Field(
+        "auto",
+        description=(
+            "'auto': cross entropy for categorical labels, MSE for float labels; 'auc' is a pairwise AUC "
+            "surrogate for imbalanced binary labels."
+        ),
+    )
+    label_smoothing: float = Field(0.1, ge=0, lt=1, description="Label smoothing for cross entropy.")
+
+
+class _Arch(_Strict):
+    input_keep: float = Field(0.8, gt=0, le=1, description="Keep ratio of the input dropout (1.0: none).")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout after each hidden FC unit.")
+    activation: Literal["relu", "gelu", "silu", "elu", "tanh"] = "relu"
+
+
+class MLPConfig(_Arch):
+    """Multilayer perceptron of FC units."""
+
+    widths: list[int] = Field([256, 256], min_length=1, description="Width of each hidden FC unit.")
+
+
+class ResNetConfig(_Arch):
+    """RFCN-ResNet: each FC unit adds its input to its output."""
+
+    width: int = Field(256, ge=1)
+    n_blocks: int = Field(3, ge=1, description="Number of residual FC units after the first.")
+
+
+class DenseNetConfig(_Arch):
+    """RFCN-DenseNet: each FC unit takes the concatenation of all earlier outputs of its block."""
+
+    block_structure: list[int] = Field([2, 3, 4], min_length=1, description="FC units per dense block.")
+    growth_rate: int = Field(64, ge=1, description="Width of each FC unit in a dense block.")
+    compression: float = Field(0.5, gt=0, le=1, description="Transition units shrink the block output by this.")
+
+
+class ModelsConfig(_Strict):
+    """Architecture of each mode, used by ``ag.tl.train`` (search overrides what it searches)."""
+
+    mlp: MLPConfig = Field(default_factory=MLPConfig)
+    resnet: ResNetConfig = Field(default_factory=ResNetConfig)
+    densenet: DenseNetConfig = Field(default_factory=DenseNetConfig)
+
+
+class SearchSpaces(_Strict):
+    """The paper's default search spaces (Methods)."""
+
+    mlp_widths: list[int] = Field([8, 16, 32, 64, 128, 256, 512, 1024], min_length=1)
+    mlp_layers: list[int] = Field([1, 2, 3, 4], min_length=1)
+    resnet_blocks: list[int] = Field([1, 2, 3, 5, 6], min_length=1)
+    resnet_widths: list[int] = Field([8, 16, 32, 64, 128, 256, 512], min_length=1)
+    densenet_blocks: list[list[int]] = Field([[2, 3, 4], [3, 4, 5]], min_length=1)
+    densenet_growth_rates: list[int] = Field([8, 16, 32, 64, 128, 256, 512], min_length=1)
+    input_keep: list[float] = Field([0.6, 0.8, 1.0], min_length=1)
+    learning_rate: tuple[float, float] = Field((1e-4, 1e-2), description="Log-uniform range.")
+    batch_size: list[int] = Field([32, 64, 128, 256], min_length=1)
+    momentum: list[float] = Field([0.85, 0.9, 0.95], min_length=1)
+    weight_decay: tuple[float, float] = Field((1e-5, 1e-1), description="Log-uniform range.")
+
+
+class SearchConfig(_Strict):
+    """Search mode module: which modes, how long, over which spaces."""
+
+    modes: list[Literal["mlp", "resnet", "densenet", "enas", "resvae"]] = Field(
+        ["mlp", "resnet", "densenet"], min_length=1
+    )
+    n_trials: int | None = Field(None, ge=1)
+    timeout: float | None = Field(None, gt=0, description="Seconds.")
+    spaces: SearchSpaces = Field(default_factory=SearchSpaces)
+
+
+class SaveConfig(_Strict):
+    """Best-model save path module."""
+
+    path: str | None = Field(
+        None, description="Where to save the model; default: a new folder under ag.settings.model_dir."
+    )
+
+
+class Config(_Strict):
+    """The whole expert-mode configuration."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    save: SaveConfig = Field(default_factory=SaveConfig)
+
+    @model_validator(mode="after")
+    def _loss_fits(self):
+        return self

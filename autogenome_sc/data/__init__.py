@@ -1,0 +1,75 @@
+"""AnnData -> arrays: matrix choice, input detection, labels, split, scaling, gene alignment."""
+
+from __future__ import annotations
+
+import numpy as np
+from anndata import AnnData
+
+from ._align import GeneAlignment, align_genes
+from ._labels import SPLITS, Targets, encode_targets, read_split, stratified_split
+from ._matrix import (
+    PREPROCESSING,
+    MatrixSource,
+    apply_preprocessing,
+    check_finite_and_detect,
+    get_source,
+    rows_per_chunk,
+)
+from ._pipeline import Pipeline, TrainData
+from ._scale import MinMaxScaler
+
+__all__ = [
+    "PREPROCESSING",
+    "SPLITS",
+    "GeneAlignment",
+    "MatrixSource",
+    "MinMaxScaler",
+    "Pipeline",
+    "Targets",
+    "TrainData",
+    "align_genes",
+    "apply_preprocessing",
+    "check_finite_and_detect",
+    "encode_targets",
+    "get_source",
+    "prepare",
+    "read_split",
+    "resolve_preprocessing",
+    "rows_per_chunk",
+    "stratified_split",
+]
+
+
+def resolve_preprocessing(kind: str, requested: str) -> str:
+    """The transform to apply: the config's choice, or the detected kind's under 'auto'."""
+    return PREPROCESSING[kind] if requested == "auto" else requested
+
+
+def prepare(
+    adata: AnnData,
+    label_key: str,
+    *,
+    layer: str | None,
+    use_raw: bool,
+    split_key: str | None,
+    data_cfg,
+    loss: str,
+    rng: np.random.Generator,
+) -> tuple[TrainData, str]:
+    """Build the training problem; return it with the detected input kind."""
+    source = get_source(adata, layer=layer, use_raw=use_raw)
+    targets = encode_targets(adata, label_key, loss)
+    kind = check_finite_and_detect(source, data_cfg.chunk_mb)
+    how = resolve_preprocessing(kind, data_cfg.preprocess)
+    split = (
+        read_split(adata, split_key, targets)
+        if split_key is not None
+        else stratified_split(targets, tuple(data_cfg.split), rng)
+    )
+    pipe = Pipeline(source=source, preprocess=how)
+    data = TrainData(pipe, targets.y, split, targets.task, targets.classes, chunk_mb=data_cfg.chunk_mb)
+    if data_cfg.scale:
+        pipe.fit_scaler(data.idx["train"], data_cfg.chunk_mb)
+    else:
+        pipe.scaler = MinMaxScaler.identity(source.n_vars)
+    return data, kind

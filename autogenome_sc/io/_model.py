@@ -1,0 +1,308 @@
+"""A trained model: its network, weights, classes, genes and preprocessing; saved as a directory.
+
+Layout of a model directory::
+
+    model.json        format marker, architecture, task, classes, var_names, preprocessing,
+                      training config, test metrics and the package versions
+    weights.msgpack   network variables and the per-gene scaling statistics
+                      (flax.serialization; no pickle)
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+FORMAT = "autogenome_sc.model"
+FORMAT_VERSION = 1
+_GROUPS = {"counts": "log", "normalized": "log", "log": "log", "scaled": "scaled", "binary": "binary"}
+
+
+@dataclass
+class Model:
+    """A trained autogenome_sc model (``ag.Model``).
+
+    Obtain one from ``ag.read_model(path)`` or from the path that ``ag.tl.train`` and
+    ``ag.tl.search`` store in ``adata.uns["ag"]["model_path"]``.
+
+    Attributes
+    ----------
+    architecture
+        ``{"model": "resnet", "width": ..., ...}``: enough to rebuild the network.
+    task
+        ``"classification"`` or ``"regression"``.
+    classes_
+        Class names (classification).
+    var_names_
+        The genes the model reads, in order.
+    preprocessing_
+        ``{"input": detected kind, "applied": transform, "config": requested}``.
+    metrics_
+        Test-split metrics from training.
+    """
+
+    architecture: dict[str, Any]
+    task: str
+    classes_: list[str] | None
+    var_names_: pd.Index
+    preprocessing_: dict[str, str]
+    variables: dict
+    scaler_min_: np.ndarray
+    scaler_scale_: np.ndarray
+    target_mean_: float = 0.0
+    target_std_: float = 1.0
+    config: dict = field(default_factory=dict)
+    metrics_: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+    path: Path | None = None
+
+    def __post_init__(self):
+        from ..nn import build_network
+        from ..train import make_apply
+
+        self.var_names_ = pd.Index(self.var_names_).astype(str)
+        self.net = build_network(self.architecture, self.n_out)
+        self._apply = make_apply(self.net)
+
+    @property
+    def n_out(self) -> int:
+        """Number of network outputs."""
+        return len(self.classes_) if self.task == "classification" else 1
+
+    def __repr__(self) -> str:
+        what = f"{len(self.classes_)} classes" if self.classes_ else "regression"
+        return f"ag.Model({self.architecture['model']}, {what}, {len(self.var_names_)} genes)"
+
+    # ------------------------------------------------------------------ inference
+    def pipeline(self, adata: AnnData, *, layer: str | None = None, use_raw: bool = False):
+        """The data pipeline that maps ``adata`` onto this model's genes and scaling."""
+        from ..data import MinMaxScaler, Pipeline, align_genes, check_finite_and_detect, get_source
+        from ..data import resolve_preprocessing as _resolve
+
+        source = get_source(adata, layer=layer, use_raw=use_raw)
+        min_overlap = self.config.get("data", {}).get("min_gene_overlap", 0.5)
+        alignment = align_genes(source.var_names, self.var_names_, min_overlap)
+        kind = check_finite_and_detect(source, self.config.get("data", {}).get("chunk_mb", 64.0))
+        trained_kind = self.preprocessing_["input"]
+        if _GROUPS[kind] != _GROUPS[trained_kind]:
+            warnings.warn(
+                f"The model was trained on {trained_kind} input but adata.{source.where} looks like {kind}; "
+                "predictions may be unreliable. Pass the matching `layer`.",
+                UserWarning,
+                stacklevel=3,
+            )
+        how = _resolve(kind, self.preprocessing_.get("config", "auto"))
+        scaler = MinMaxScaler(self.scaler_min_, self.scaler_scale_)
+        pipe = Pipeline(source=source, preprocess=how, scaler=scaler, alignment=alignment)
+        return pipe, alignment, kind
+
+    def outputs(
+        self, adata: AnnData, *, layer: str | None = None, use_raw: bool = False, batch_size: int = 1024
+    ) -> tuple[np.ndarray, np.ndarray, dict]:
+        """Raw network outputs and embeddings of every cell, with alignment info."""
+        from ..train import predict_arrays
+
+        pipe, alignment, kind = self.pipeline(adata, layer=layer, use_raw=use_raw)
+        bs = int(min(batch_size, adata.n_obs))
+        out, emb = predict_arrays(self._apply, self.variables, pipe, np.arange(adata.n_obs), bs)
+        info = {"genes_missing_fraction": alignment.fraction_missing, "input": kind}
+        return out, emb, info
+
+    def _postprocess(self, out: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.task == "regression":
+            return out[:, 0] * self.target_std_ + self.target_mean_, None
+        z = out - out.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(axis=1, keepdims=True)
+        return p.argmax(axis=1), p
+
+    def predict_proba(self, adata: AnnData, *, layer: str | None = None, use_raw: bool = False) -> pd.DataFrame:
+        """Class probabilities of every cell (cells x classes).
+
+        Parameters
+        ----------
+        adata
+            Cells to label; genes are aligned to the model's by name.
+        layer, use_raw
+            Which matrix to read.
+
+        Returns
+        -------
+        A DataFrame indexed by ``adata.obs_names`` with one column per class.
+        """
+        if self.task != "classification":
+            raise ValueError("predict_proba is for classification models; this model does regression.")
+        out, _, _ = self.outputs(adata, layer=layer, use_raw=use_raw)
+        _, p = self._postprocess(out)
+        return pd.DataFrame(p, index=adata.obs_names, columns=self.classes_)
+
+    def predict(self, adata: AnnData, *, layer: str | None = None, use_raw: bool = False) -> pd.DataFrame:
+        """Predict every cell of ``adata``; genes are aligned to the model's by name.
+
+        Parameters
+        ----------
+        adata
+            Cells to label. Missing genes are set to zero (with a warning); too few shared
+            genes raise an error.
+        layer, use_raw
+            Which matrix to read.
+
+        Returns
+        -------
+        A DataFrame indexed by ``adata.obs_names`` with ``prediction`` and, for
+        classification, ``confidence`` (the largest class probability).
+        """
+        out, _, _ = self.outputs(adata, layer=layer, use_raw=use_raw)
+        pred, p = self._postprocess(out)
+        if p is None:
+            return pd.DataFrame({"prediction": pred}, index=adata.obs_names)
+        labels = pd.Categorical.from_codes(pred, categories=self.classes_)
+        return pd.DataFrame({"prediction": labels, "confidence": p.max(axis=1)}, index=adata.obs_names)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Save the model as a directory (``model.json`` + ``weights.msgpack``).
+
+        Parameters
+        ----------
+        path
+            Directory to create.
+        overwrite
+            Replace an existing model directory.
+
+        Returns
+        -------
+        The directory written.
+        """
+        from flax import serialization
+
+        path = Path(path)
+        if path.exists() and any(path.iterdir()) and not overwrite:
+            raise FileExistsError(f"'{path}' exists and is not empty; pass overwrite=True to replace it.")
+        path.mkdir(parents=True, exist_ok=True)
+        state = {"variables": self.variables, "scaler": {"min": self.scaler_min_, "scale": self.scaler_scale_}}
+        (path / "weights.msgpack").write_bytes(serialization.msgpack_serialize(_to_numpy(state)))
+        meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "versions": _versions(),
+            "architecture": self.architecture,
+            "task": self.task,
+            "classes": self.classes_,
+            "var_names": self.var_names_.tolist(),
+            "preprocessing": self.preprocessing_,
+            "target_mean": self.target_mean_,
+            "target_std": self.target_std_,
+            "config": self.config,
+            "metrics": _jsonable(self.metrics_),
+            "extra": _jsonable(self.extra),
+        }
+        (path / "model.json").write_text(json.dumps(meta, indent=1))
+        self.path = path
+        return path
+
+
+def read_model(path: str | Path) -> Model:
+    """Load a model saved by :meth:`Model.save`, ``ag.tl.train`` or ``ag.tl.search``.
+
+    Parameters
+    ----------
+    path
+        The model directory.
+
+    Returns
+    -------
+    The :class:`Model`, ready to ``predict``.
+    """
+    import jax
+    import jax.numpy as jnp
+    from flax import serialization
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"Model directory '{path}' does not exist.")
+    if not path.is_dir():
+        raise NotADirectoryError(f"'{path}' is a file; an autogenome_sc model is a directory.")
+    meta_file, weights_file = path / "model.json", path / "weights.msgpack"
+    if not meta_file.is_file():
+        raise FileNotFoundError(f"'{path}' is not an autogenome_sc model directory: model.json is missing.")
+    try:
+        meta = json.loads(meta_file.read_text())
+    except json.JSONDecodeError:
+        raise ValueError(f"'{meta_file}' is not valid JSON; the model directory is damaged.") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError(f"'{path}' holds a model.json of another format (expected '{FORMAT}').")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise ValueError(
+            f"'{path}' was saved by a newer autogenome_sc (format {meta['format_version']}); upgrade to read it."
+        )
+    if not weights_file.is_file():
+        raise FileNotFoundError(f"'{path}' is incomplete: weights.msgpack is missing.")
+    try:
+        state = serialization.msgpack_restore(weights_file.read_bytes())
+    except Exception:  # noqa: BLE001 - any decoding failure means a damaged file
+        raise ValueError(f"'{weights_file}' could not be read; the model directory is damaged.") from None
+    model = Model(
+        architecture=meta["architecture"],
+        task=meta["task"],
+        classes_=meta["classes"],
+        var_names_=pd.Index(meta["var_names"]),
+        preprocessing_=meta["preprocessing"],
+        variables={},
+        scaler_min_=np.asarray(state["scaler"]["min"], np.float32),
+        scaler_scale_=np.asarray(state["scaler"]["scale"], np.float32),
+        target_mean_=meta.get("target_mean", 0.0),
+        target_std_=meta.get("target_std", 1.0),
+        config=meta.get("config", {}),
+        metrics_=meta.get("metrics", {}),
+        extra=meta.get("extra", {}),
+        path=path,
+    )
+    template = model.net.init(jax.random.key(0), jnp.zeros((1, len(model.var_names_))), train=False)
+    try:
+        variables = serialization.from_state_dict(_to_numpy(template), state["variables"])
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"The weights in '{path}' do not match its architecture ({e}).") from None
+    if jax.tree.structure(variables) != jax.tree.structure(_to_numpy(template)) or any(
+        np.shape(a) != np.shape(b) for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(template), strict=True)
+    ):
+        raise ValueError(f"The weights in '{path}' do not match its architecture.")
+    model.variables = variables
+    return model
+
+
+def _to_numpy(tree):
+    import jax
+
+    return jax.tree.map(np.asarray, jax.device_get(tree))
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("autogenome_sc", "jax", "flax", "optax", "anndata", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "unknown"
+    return out

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import numpy as np
+from anndata import AnnData
+from matplotlib.axes import Axes
+
+from ._utils import finish, get_uns, new_ax
+
+
+def training_history(
+    adata: AnnData, *, key: str = "ag", ax: Axes | None = None, show: bool | None = None
+) -> Axes | None:
+    """Plot training and validation loss per epoch, marking the epoch whose weights were kept.
+
+    Parameters
+    ----------
+    adata
+        Annotated data with ``adata.uns[key]["history"]``.
+    key
+        The ``key_added`` of the training call.
+    ax
+        Axes to draw into; a new figure otherwise.
+    show
+        Show the figure; when ``False`` return the Axes.
+
+    Returns
+    -------
+    The Axes when ``show=False``, else ``None``.
+    """
+    uns = get_uns(adata, key, "history", "ag.tl.train")
+    h = uns["history"]
+    fig, ax = new_ax(ax, (5, 3.5))
+    ax.plot(h["epoch"], h["train_loss"], label="train loss")
+    ax.plot(h["epoch"], h["val_loss"], label="validation loss")
+    best = uns["metrics"].get("best_epoch")
+    if best is not None:
+        ax.axvline(best, color="grey", ls="--", lw=1, label=f"kept (epoch {int(best)})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log" if np.min(h["val_loss"]) > 0 else "linear")
+    ax.legend(frameon=False)
+    return finish(fig, ax, show)

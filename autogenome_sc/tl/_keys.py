@@ -1,0 +1,36 @@
+"""Every storage name derived from ``key_added`` (like scanpy's ``_keys.py``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Where results go for a given ``key_added``."""
+
+    key: str = "ag"
+
+    @property
+    def prediction(self) -> str:
+        return f"{self.key}_prediction"
+
+    @property
+    def confidence(self) -> str:
+        return f"{self.key}_confidence"
+
+    @property
+    def split(self) -> str:
+        return f"{self.key}_split"
+
+    @property
+    def obsm(self) -> str:
+        return f"X_{self.key}"
+
+    @property
+    def reconstruction(self) -> str:
+        return f"{self.key}_reconstruction"
+
+    @property
+    def uns(self) -> str:
+        return self.key

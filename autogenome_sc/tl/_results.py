@@ -1,0 +1,39 @@
+"""Writing a model's outputs into AnnData, h5ad-safe."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from ..io import Model
+from ._keys import Keys
+
+
+def write_predictions(adata: AnnData, model: Model, out: np.ndarray, emb: np.ndarray, keys: Keys) -> list[str]:
+    """Write prediction, confidence and embedding; return what was added, for the log."""
+    pred, p = model._postprocess(out)
+    if p is None:
+        adata.obs[keys.prediction] = pred.astype(np.float32)
+        added = [f"'{keys.prediction}' (adata.obs)"]
+    else:
+        adata.obs[keys.prediction] = pd.Categorical.from_codes(pred, categories=model.classes_)
+        adata.obs[keys.confidence] = p.max(axis=1).astype(np.float32)
+        added = [f"'{keys.prediction}', '{keys.confidence}' (adata.obs)"]
+    adata.obsm[keys.obsm] = emb.astype(np.float32)
+    added.append(f"'{keys.obsm}' (adata.obsm)")
+    return added
+
+
+def h5ad_safe(obj):
+    """Drop ``None`` and turn tuples and numpy scalars into what h5ad can store."""
+    if isinstance(obj, dict):
+        return {str(k): h5ad_safe(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, tuple | list):
+        arr = np.asarray(obj)
+        if arr.dtype == object:
+            return np.asarray([str(v) for v in obj])
+        return arr
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj

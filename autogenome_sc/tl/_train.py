@@ -1,0 +1,205 @@
+"""``ag.tl.train``: one supervised model with fixed hyperparameters."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from anndata import AnnData
+
+from .. import _logging as logg
+from .. import config as _config
+from .._settings import settings
+from ..data import TrainData, prepare
+from ..io import Model
+from ..nn import MODELS, build_network
+from ..train import FitResult, classification_metrics, fit, predict_arrays, regression_metrics
+from ._keys import Keys
+from ._results import h5ad_safe, write_predictions
+
+
+def train(
+    adata: AnnData,
+    label_key: str,
+    *,
+    model: str = "resnet",
+    layer: str | None = None,
+    use_raw: bool = False,
+    split_key: str | None = None,
+    key_added: str = "ag",
+    config: dict[str, Any] | str | Path | None = None,
+    rng: int = 0,
+    copy: bool = False,
+) -> AnnData | None:
+    """Train one network on labelled cells, evaluate it on a held-out test split and save it.
+
+    The cells are split 8:1:1 (stratified) into train, validation and test; genes are
+    scaled to 0-1 on the training split; the network is trained with a one-cycle schedule
+    and early stopping on the validation loss (the best epoch's weights are kept); the test
+    split is used once, for the reported metrics.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix (cells x genes), dense or sparse.
+    label_key
+        Column of ``adata.obs`` to learn: categorical, string or integer for classification,
+        float for regression.
+    model
+        ``"mlp"``, ``"resnet"`` (RFCN-ResNet) or ``"densenet"`` (RFCN-DenseNet); their
+        architecture comes from the config's ``models`` section.
+    layer
+        Use ``adata.layers[layer]`` instead of ``adata.X``.
+    use_raw
+        Use ``adata.raw.X`` (and ``adata.raw.var_names``).
+    split_key
+        Column of ``adata.obs`` holding ``"train"``/``"val"``/``"test"`` to use instead of a new split.
+    key_added
+        Prefix of every key written (see Returns).
+    config
+        Expert-mode configuration: a dict (partial is fine) or a path to a JSON file;
+        see :func:`autogenome_sc.config.default`.
+    rng
+        Seed of everything random (split, initialisation, shuffling, dropout).
+    copy
+        Return a copy instead of writing to ``adata``.
+
+    Returns
+    -------
+    ``None``, or a copy of ``adata`` when ``copy=True``, with
+
+    ``.obs["ag_prediction"]``
+        Predicted class (categorical) or value.
+    ``.obs["ag_confidence"]``
+        Largest class probability (classification).
+    ``.obs["ag_split"]``
+        ``"train"``, ``"val"`` or ``"test"``.
+    ``.obsm["X_ag"]``
+        The penultimate-layer embedding.
+    ``.uns["ag"]``
+        ``params``, ``config`` (JSON), ``metrics`` (test split: accuracy, macro-F1, balanced
+        accuracy, confusion matrix), ``classes``, ``history``, ``preprocessing``, ``model_path``.
+    """
+    cfg = _config.validate(config)
+    if label_key is None:
+        raise ValueError("ag.tl.train needs a label_key; for unlabelled data use a Res-VAE.")
+    if model not in MODELS:
+        raise ValueError(f"Unknown model '{model}'; choose one of {', '.join(sorted(MODELS))}.")
+    adata = adata.copy() if copy else adata
+    start = logg.info(f"training {model} on adata.obs['{label_key}']")
+    data, kind = prepare(
+        adata,
+        label_key,
+        layer=layer,
+        use_raw=use_raw,
+        split_key=split_key,
+        data_cfg=cfg.data,
+        loss=cfg.loss.name,
+        rng=np.random.default_rng(rng),
+    )
+    _log_input(data, kind)
+    arch = {"model": model, **getattr(cfg.models, model).model_dump(mode="json")}
+    key = jax.random.key(rng)
+    net = build_network(arch, data.n_out)
+    result = fit(net, data, cfg.trainer, cfg.loss, key, desc=f"training {model}")
+    fitted = finish(adata, data, kind, arch, result, cfg, label_key=label_key, key_added=key_added, rng=rng)
+    logg.info(
+        "    finished",
+        time=start,
+        deep=f"test {_headline(fitted.metrics_)}; model saved to '{fitted.path}'",
+    )
+    return adata if copy else None
+
+
+def _log_input(data: TrainData, kind: str) -> None:
+    pipe = data.pipeline
+    what = {"none": "used as is", "log1p": "log1p applied", "normalize_log1p": "normalised to 1e4 per cell, log1p"}
+    logg.info(
+        f"    adata.{pipe.source.where} looks like {kind} values: {what[pipe.preprocess]}, "
+        "then per-gene 0-1 scaling fitted on the training split"
+    )
+
+
+def _headline(metrics: dict) -> str:
+    if "accuracy" in metrics:
+        return f"accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}"
+    return f"R2 {metrics['r2']:.3f}, RMSE {metrics['rmse']:.3g}"
+
+
+def default_model_path(save_path: str | None, key_added: str, label_key: str | None) -> Path:
+    """The save path from the config, or a fresh folder under ``ag.settings.model_dir``."""
+    if save_path is not None:
+        return Path(save_path)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(settings.model_dir) / f"{key_added}_{label_key or 'unsupervised'}_{stamp}"
+    path, i = base, 1
+    while path.exists():
+        path, i = Path(f"{base}_{i}"), i + 1
+    return path
+
+
+def finish(
+    adata: AnnData,
+    data: TrainData,
+    kind: str,
+    arch: dict,
+    result: FitResult,
+    cfg,
+    *,
+    label_key: str,
+    key_added: str,
+    rng: int,
+    extra_uns: dict | None = None,
+) -> Model:
+    """Evaluate the fitted network on the test split once, save it, write results to ``adata``."""
+    pipe = data.pipeline
+    model = Model(
+        architecture=arch,
+        task=data.task,
+        classes_=data.classes,
+        var_names_=pipe.source.var_names,
+        preprocessing_={"input": kind, "applied": pipe.preprocess, "config": cfg.data.preprocess},
+        variables=result.variables,
+        scaler_min_=pipe.scaler.min_,
+        scaler_scale_=pipe.scaler.scale_,
+        target_mean_=result.target_mean,
+        target_std_=result.target_std,
+        config=cfg.model_dump(mode="json"),
+    )
+    out, emb = predict_arrays(model._apply, model.variables, pipe, np.arange(adata.n_obs), min(1024, adata.n_obs))
+    pred, _ = model._postprocess(out)
+    test = data.idx["test"]
+    if data.task == "classification":
+        metrics = classification_metrics(data.y[test], pred[test], len(data.classes))
+    else:
+        metrics = regression_metrics(data.y[test], pred[test])
+    metrics["best_epoch"] = result.best_epoch
+    metrics["best_val_loss"] = result.best_val_loss
+    model.metrics_ = metrics
+    model.save(default_model_path(cfg.save.path, key_added, label_key), overwrite=cfg.save.path is not None)
+
+    keys = Keys(key_added)
+    added = write_predictions(adata, model, out, emb, keys)
+    adata.obs[keys.split] = data.split
+    adata.obs[keys.split] = adata.obs[keys.split].astype("category")
+    params = {"label_key": label_key, "rng": rng, **{f"arch_{k}": v for k, v in arch.items()}}
+    uns = {
+        "params": params,
+        "config": json.dumps(cfg.model_dump(mode="json")),
+        "task": data.task,
+        "metrics": metrics,
+        "history": result.history,
+        "preprocessing": dict(model.preprocessing_, matrix=pipe.source.where),
+        "model_path": str(model.path),
+    }
+    if data.classes is not None:
+        uns["classes"] = np.asarray(data.classes)
+    uns.update(extra_uns or {})
+    adata.uns[keys.uns] = h5ad_safe(uns)
+    added += [f"'{keys.split}' (adata.obs)", f"'{keys.uns}' (adata.uns)"]
+    logg.info("    added " + ", ".join(added))
+    return model

@@ -1,0 +1,22 @@
+"""Compiled training: losses, one-cycle optimizers, the epoch loop, metrics."""
+
+from ._loop import FitResult, fit, make_apply, predict_arrays
+from ._losses import LOSSES, auc_surrogate, cross_entropy, host_loss, mse
+from ._metrics import classification_metrics, regression_metrics
+from ._optim import make_optimizer, one_cycle
+
+__all__ = [
+    "LOSSES",
+    "FitResult",
+    "auc_surrogate",
+    "classification_metrics",
+    "cross_entropy",
+    "fit",
+    "host_loss",
+    "make_apply",
+    "make_optimizer",
+    "mse",
+    "one_cycle",
+    "predict_arrays",
+    "regression_metrics",
+]

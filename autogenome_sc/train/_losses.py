@@ -1,0 +1,53 @@
+"""Losses: cross entropy, MSE, and a pairwise AUC surrogate for imbalanced binary labels."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+
+def cross_entropy(out, y, label_smoothing: float = 0.0):
+    """Softmax cross entropy with integer labels and optional label smoothing."""
+    n = out.shape[-1]
+    target = optax.smooth_labels(jax.nn.one_hot(y, n), label_smoothing) if label_smoothing > 0 else jax.nn.one_hot(y, n)
+    return optax.softmax_cross_entropy(out, target).mean()
+
+
+def mse(out, y, label_smoothing: float = 0.0):
+    """Mean squared error of a single regression output."""
+    return jnp.mean((out[:, 0] - y) ** 2)
+
+
+def auc_surrogate(out, y, label_smoothing: float = 0.0):
+    """Pairwise logistic AUC surrogate: mean softplus(-(s_pos - s_neg)) over positive/negative pairs.
+
+    The score is ``out[:, 1] - out[:, 0]``. A batch without both classes falls back to
+    cross entropy, so every step has a gradient.
+    """
+    s = out[:, 1] - out[:, 0]
+    pos = (y == 1).astype(out.dtype)
+    neg = 1.0 - pos
+    pair = pos[:, None] * neg[None, :]
+    n_pairs = pair.sum()
+    pairwise = (jax.nn.softplus(-(s[:, None] - s[None, :])) * pair).sum() / jnp.maximum(n_pairs, 1.0)
+    return jnp.where(n_pairs > 0, pairwise, cross_entropy(out, y))
+
+
+LOSSES = {"cross_entropy": cross_entropy, "mse": mse, "auc": auc_surrogate}
+
+
+def host_loss(name: str, out: np.ndarray, y: np.ndarray) -> float:
+    """The validation loss used for early stopping (no label smoothing), in numpy."""
+    if name == "mse":
+        return float(np.mean((out[:, 0] - y) ** 2))
+    logp = out - out.max(axis=1, keepdims=True)
+    logp = logp - np.log(np.exp(logp).sum(axis=1, keepdims=True))
+    ce = float(-logp[np.arange(len(y)), y].mean())
+    if name == "auc":
+        from sklearn.metrics import roc_auc_score
+
+        if len(np.unique(y)) == 2:
+            return 1.0 - float(roc_auc_score(y, out[:, 1] - out[:, 0]))
+    return ce
