@@ -56,8 +56,8 @@ class TrainerConfig(_Strict):
         0.95, gt=0, lt=1, description="Peak momentum (Adam's beta1); cycled down by 0.1 while the rate rises."
     )
     weight_decay: float = Field(1e-2, ge=0, description="Decoupled weight decay.")
-    max_epochs: int = Field(100, ge=1, description="Upper bound on epochs.")
-    patience: int = Field(15, ge=1, description="Early stopping: epochs without a better validation loss.")
+    max_epochs: int = Field(60, ge=1, description="Upper bound on epochs.")
+    patience: int = Field(20, ge=1, description="Early stopping: epochs without a better validation loss.")
     pct_start: float = Field(0.3, gt=0, lt=1, description="Fraction of the cycle spent raising the rate.")
     grad_clip: float = Field(5.0, gt=0, description="Clip gradients to this global norm.")
 

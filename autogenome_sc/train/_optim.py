@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import optax
 
 
@@ -15,12 +16,12 @@ def one_cycle(cfg, total_steps: int):
         div_factor=25.0,
         final_div_factor=1e4,
     )
-    lo_lr = cfg.learning_rate / 25.0 / 1e4
+    start_lr = cfg.learning_rate / 25.0
     mom_hi = cfg.momentum
     mom_lo = max(cfg.momentum - 0.1, 0.5)
 
     def momentum(step):
-        frac = (lr(step) - lo_lr) / (cfg.learning_rate - lo_lr)
+        frac = jnp.clip((lr(step) - start_lr) / (cfg.learning_rate - start_lr), 0.0, 1.0)
         return mom_hi - (mom_hi - mom_lo) * frac
 
     return lr, momentum
