@@ -59,3 +59,27 @@ def synthetic_counts(n_cells=600, n_genes=200, n_types=4, seed=0, sparse=True) -
 @pytest.fixture
 def counts() -> AnnData:
     return synthetic_counts()
+
+
+class _Records(list):
+    @property
+    def text(self) -> str:
+        return "\n".join(self)
+
+
+@pytest.fixture
+def ag_log():
+    """Messages the package logged (at whatever ag.settings.verbosity allows)."""
+    import logging
+
+    records = _Records()
+
+    class _Handler(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    handler = _Handler()
+    logger = logging.getLogger("autogenome_sc")
+    logger.addHandler(handler)
+    yield records
+    logger.removeHandler(handler)

@@ -108,13 +108,10 @@ def test_layer_and_use_raw(pbmc):
     assert pbmc.uns["raw"]["preprocessing"]["matrix"] == "raw.X"
 
 
-def test_counts_are_normalised_and_say_so(counts, caplog):
+def test_counts_are_normalised_and_say_so(counts, ag_log):
     ag.settings.verbosity = 2
-    import logging
-
-    with caplog.at_level(logging.INFO, logger="autogenome_sc"):
-        ag.tl.train(counts, "cell_type", config=FAST)
-    assert "looks like counts values: normalised to 1e4 per cell, log1p" in caplog.text
+    ag.tl.train(counts, "cell_type", config=FAST)
+    assert "looks like counts values: normalised to 1e4 per cell, log1p" in ag_log.text
     assert counts.uns["ag"]["preprocessing"]["applied"] == "normalize_log1p"
 
 
