@@ -83,3 +83,19 @@ def ag_log():
     logger.addHandler(handler)
     yield records
     logger.removeHandler(handler)
+
+
+@pytest.fixture(scope="module")
+def _trained_counts(tmp_path_factory):
+    adata = synthetic_counts()
+    path = tmp_path_factory.mktemp("trained") / "model"
+    ag.settings.verbosity = 1
+    ag.tl.train(adata, "cell_type", config={**FAST, "save": {"path": str(path)}}, rng=0)
+    return adata, path
+
+
+@pytest.fixture
+def trained(_trained_counts):
+    """(adata trained on synthetic counts with FAST, its model freshly read from disk); one training per module."""
+    adata, path = _trained_counts
+    return adata.copy(), ag.read_model(path)

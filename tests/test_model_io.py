@@ -2,15 +2,8 @@ import json
 
 import numpy as np
 import pytest
-from conftest import FAST
 
 import autogenome_sc as ag
-
-
-@pytest.fixture
-def trained(counts):
-    ag.tl.train(counts, "cell_type", config=FAST, rng=0)
-    return counts, ag.read_model(counts.uns["ag"]["model_path"])
 
 
 def test_saved_model_reproduces_training_predictions(trained, tmp_path):

@@ -3,18 +3,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
-from conftest import FAST  # noqa: E402
 
 import autogenome_sc as ag  # noqa: E402
 
 
-@pytest.fixture
-def trained(counts):
-    ag.tl.train(counts, "cell_type", config=FAST)
-    return counts
-
-
 def test_confusion_matrix_labels_classes(trained):
+    trained, _ = trained
     ax = ag.pl.confusion_matrix(trained, show=False)
     assert [t.get_text() for t in ax.get_xticklabels()] == list(trained.uns["ag"]["classes"])
     assert ax.get_ylabel() == "true" and "accuracy" in ax.get_title()
@@ -24,6 +18,7 @@ def test_confusion_matrix_labels_classes(trained):
 
 
 def test_training_history_marks_kept_epoch(trained):
+    trained, _ = trained
     ax = ag.pl.training_history(trained, show=False)
     labels = [line.get_label() for line in ax.get_lines()]
     assert labels[:2] == ["train loss", "validation loss"] and labels[2].startswith("kept (epoch")
