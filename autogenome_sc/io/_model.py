@@ -184,12 +184,15 @@ class Model:
     def _reconstruct_rows(self, pipe, idx: np.ndarray, chunk_size: int = 1024) -> np.ndarray:
         import jax.numpy as jnp
 
+        from ..train import make_reconstruct
+
+        rec_fn = make_reconstruct(self.net)
         bs = int(min(chunk_size, max(len(idx), 1)))
         out = np.empty((len(idx), self.n_out), dtype=np.float32)
         scaled = self.architecture.get("likelihood") != "nb"
         span = np.divide(1.0, self.scaler_scale_, out=np.zeros_like(self.scaler_scale_), where=self.scaler_scale_ > 0)
         for i, (x, n) in enumerate(pipe.eval_batches(idx, bs)):
-            rec = np.asarray(self._apply(self.variables, jnp.asarray(x))[0][:n])
+            rec = np.asarray(rec_fn(self.variables, jnp.asarray(x))[:n])
             out[i * bs : i * bs + n] = rec * span + self.scaler_min_ if scaled else rec
         return out
 

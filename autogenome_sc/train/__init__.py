@@ -4,7 +4,7 @@ from ._loop import FitResult, fit, make_apply, predict_arrays
 from ._losses import LOSSES, auc_surrogate, cross_entropy, host_loss, mse
 from ._metrics import classification_metrics, regression_metrics
 from ._optim import make_optimizer, one_cycle
-from ._vae import embed_arrays, evaluate_elbo, fit_vae, make_embed, make_terms
+from ._vae import embed_arrays, evaluate_elbo, fit_vae, make_embed, make_reconstruct, make_terms
 
 __all__ = [
     "LOSSES",
@@ -20,6 +20,7 @@ __all__ = [
     "make_apply",
     "make_embed",
     "make_optimizer",
+    "make_reconstruct",
     "make_terms",
     "mse",
     "one_cycle",
