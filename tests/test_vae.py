@@ -113,6 +113,14 @@ def test_nb_counts_same_rng_same_latent_and_reconstruction(counts):
     assert {"davies_bouldin", "silhouette", "leiden_ari", "leiden_nmi"} <= set(m)
     c = ag.tl.train_vae(counts, config=cfg, rng=4, copy=True)
     assert not np.allclose(a.obsm["X_ag"], c.obsm["X_ag"])
+    # the saved NB model reads raw counts, and refuses log values
+    model = ag.read_model(a.uns["ag"]["model_path"])
+    np.testing.assert_allclose(model.embed(counts), a.obsm["X_ag"], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(model.reconstruct(counts), rec, rtol=1e-3, atol=1e-3)
+    logged = counts.copy()
+    logged.X = logged.X.log1p()
+    with pytest.raises(ValueError, match="reads raw counts"):
+        model.embed(logged)
 
 
 def test_one_compilation_per_fit(counts):
@@ -148,3 +156,21 @@ def test_bad_input(pbmc, counts):
     with pytest.raises(ValueError, match="non-integer values"):
         ag.tl.train_vae(bad, likelihood="nb")
     assert "X_ag" not in pbmc.obsm and "X_ag" not in counts.obsm
+
+
+def test_suggest_vae_arch_samples_the_papers_space():
+    import optuna
+
+    spaces = ag.config.validate(None).search.spaces
+    assert spaces.resvae_layers == [3, 4, 5] and spaces.resvae_decay == [0.8, 0.6, 0.5]
+    assert spaces.resvae_first_widths == [4096, 2048, 1024, 512, 256, 128]
+    from autogenome_sc.tl._vae import suggest_vae_arch
+
+    base = {"model": "resvae", "latent": 128, "likelihood": "mse", "n_layers": 3}
+    trial = optuna.trial.FixedTrial({"n_layers": 5, "first_width": 256, "decay": 0.6, "input_keep": 0.6})
+    arch = suggest_vae_arch(trial, spaces, base)
+    assert arch == {**base, "n_layers": 5, "first_width": 256, "decay": 0.6, "input_keep": 0.6}
+    with pytest.raises(ValueError):
+        suggest_vae_arch(
+            optuna.trial.FixedTrial({"n_layers": 7, "first_width": 256, "decay": 0.6, "input_keep": 0.6}), spaces, base
+        )

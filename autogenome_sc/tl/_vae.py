@@ -207,6 +207,32 @@ def validation_elbo(data: TrainData, arch: dict, cfg=None, *, rng: int = 0, call
     return -fit_vae_config(data, arch, cfg, rng=rng, callback=callback).best_val_loss
 
 
+def suggest_vae_arch(trial, spaces, arch: dict) -> dict:
+    """Sample the paper's Res-VAE space with an Optuna ``trial``; return ``arch`` with the choices.
+
+    Parameters
+    ----------
+    trial
+        An ``optuna.Trial``.
+    spaces
+        The config's ``search.spaces`` (``resvae_layers``, ``resvae_first_widths``,
+        ``resvae_decay``, ``input_keep``).
+    arch
+        The base architecture from :func:`prepare_vae` (likelihood, latent size, ...).
+
+    Returns
+    -------
+    A new architecture dict for :func:`fit_vae_config` / :func:`validation_elbo`.
+    """
+    return {
+        **arch,
+        "n_layers": trial.suggest_categorical("n_layers", list(spaces.resvae_layers)),
+        "first_width": trial.suggest_categorical("first_width", list(spaces.resvae_first_widths)),
+        "decay": trial.suggest_categorical("decay", list(spaces.resvae_decay)),
+        "input_keep": trial.suggest_categorical("input_keep", list(spaces.input_keep)),
+    }
+
+
 def latent_metrics(latent: np.ndarray, labels, *, rng: int = 0) -> dict[str, float]:
     """Davies-Bouldin and silhouette of known groups, and ARI/NMI of Leiden clusters, on a latent space."""
     import pandas as pd
