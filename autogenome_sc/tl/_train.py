@@ -97,7 +97,7 @@ def train(
         )  # fmt: skip
     cfg = _config.validate(config)
     if label_key is None:
-        raise ValueError("ag.tl.train needs a label_key; for unlabelled data use a Res-VAE.")
+        raise ValueError("ag.tl.train needs a label_key; for unlabelled data pass model='resvae' (or 'vae').")
     if model not in MODELS:
         raise ValueError(f"Unknown model '{model}'; choose one of {', '.join(sorted(MODELS))}.")
     adata = adata.copy() if copy else adata

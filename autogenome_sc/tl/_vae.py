@@ -326,7 +326,7 @@ def finish_vae(
     adata.obs[keys.split] = adata.obs[keys.split].astype("category")
     params = {
         "model": arch["model"],
-        "layer": pipe.source.where,
+        "matrix": pipe.source.where,
         "eval_key": eval_key,
         "reconstruct": reconstruct,
         "rng": rng,
