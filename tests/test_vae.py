@@ -128,6 +128,16 @@ def test_nb_counts_same_rng_same_latent_and_reconstruction(counts):
         model.embed(logged)
 
 
+def test_random_split_is_8_1_1():
+    from autogenome_sc.data import random_split
+
+    split = random_split(700, (0.8, 0.1, 0.1), np.random.default_rng(0))
+    assert [(split == s).sum() for s in ("train", "val", "test")] == [560, 70, 70]
+    assert not np.array_equal(split, random_split(700, (0.8, 0.1, 0.1), np.random.default_rng(1)))
+    with pytest.raises(ValueError, match="at least 3 cells"):
+        random_split(2, (0.8, 0.1, 0.1), np.random.default_rng(0))
+
+
 def test_bad_input(pbmc, counts):
     with pytest.raises(ValueError, match="negative values"):
         ag.tl.train_vae(pbmc, likelihood="nb", config=FAST_VAE)  # X is z-scored

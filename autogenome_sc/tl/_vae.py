@@ -237,7 +237,7 @@ def latent_metrics(latent: np.ndarray, labels, *, rng: int = 0) -> dict[str, flo
     """Davies-Bouldin and silhouette of known groups, and ARI/NMI of Leiden clusters, on a latent space.
 
     Leiden (igraph flavour, resolution 1) runs on scanpy's 15-nearest-neighbour graph of the
-    latent space with Gaussian-kernel connectivities.
+    latent space with Gaussian-kernel connectivities. Cells without a label are left out.
     """
     import pandas as pd
     import scanpy as sc
@@ -248,7 +248,9 @@ def latent_metrics(latent: np.ndarray, labels, *, rng: int = 0) -> dict[str, flo
         silhouette_score,
     )
 
-    labels = pd.Series(labels).astype(str).to_numpy()
+    labels = pd.Series(labels)
+    known = labels.notna().to_numpy()  # unlabelled cells are embedded but not scored
+    latent, labels = latent[known], labels[known].astype(str).to_numpy()
     if len(np.unique(labels)) < 2:
         raise ValueError("The eval_key column has a single group; scores need at least two.")
     tmp = AnnData(np.zeros((latent.shape[0], 1), np.float32))
