@@ -102,12 +102,33 @@ class DenseNetConfig(_Arch):
     compression: float = Field(0.5, gt=0, le=1, description="Transition units shrink the block output by this.")
 
 
+class ResVAEConfig(_Strict):
+    """Res-VAE (or, under ``models.vae``, the plain VAE without skip connections)."""
+
+    n_layers: int = Field(3, ge=1, description="FC units in the encoder (the decoder mirrors them).")
+    first_width: int = Field(512, ge=8, description="Width of the encoder's first FC unit.")
+    decay: float = Field(0.5, gt=0, le=1, description="Each encoder unit is this fraction of the previous one.")
+    latent: int = Field(128, ge=1, description="Size of the latent code.")
+    input_keep: float = Field(0.8, gt=0, le=1, description="Keep ratio of the input dropout (1.0: none).")
+    activation: Literal["relu", "gelu", "silu", "elu", "tanh"] = "relu"
+    likelihood: Literal["auto", "mse", "bernoulli", "nb"] = Field(
+        "auto",
+        description=(
+            "'mse' or 'bernoulli' on the 0-1 scaled input (the paper's), 'nb' (negative binomial) on raw counts; "
+            "'auto' picks 'nb' for raw counts and 'mse' otherwise."
+        ),
+    )
+    kl_warmup: int = Field(10, ge=0, description="Epochs over which the KL weight rises linearly from 0 to 1.")
+
+
 class ModelsConfig(_Strict):
     """Architecture of each mode, used by ``ag.tl.train`` (search overrides what it searches)."""
 
     mlp: MLPConfig = Field(default_factory=MLPConfig)
     resnet: ResNetConfig = Field(default_factory=ResNetConfig)
     densenet: DenseNetConfig = Field(default_factory=DenseNetConfig)
+    resvae: ResVAEConfig = Field(default_factory=ResVAEConfig)
+    vae: ResVAEConfig = Field(default_factory=ResVAEConfig)
 
 
 class SearchSpaces(_Strict):
@@ -120,6 +141,9 @@ class SearchSpaces(_Strict):
     densenet_blocks: list[list[int]] = Field([[2, 3, 4], [3, 4, 5]], min_length=1)
     densenet_growth_rates: list[int] = Field([8, 16, 32, 64, 128, 256, 512], min_length=1)
     input_keep: list[float] = Field([0.6, 0.8, 1.0], min_length=1)
+    resvae_layers: list[int] = Field([3, 4, 5], min_length=1)
+    resvae_first_widths: list[int] = Field([4096, 2048, 1024, 512, 256, 128], min_length=1)
+    resvae_decay: list[float] = Field([0.8, 0.6, 0.5], min_length=1)
     learning_rate: tuple[float, float] = Field((1e-4, 1e-2), description="Log-uniform range.")
     batch_size: list[int] = Field([32, 64, 128, 256], min_length=1)
     momentum: list[float] = Field([0.85, 0.9, 0.95], min_length=1)

@@ -17,6 +17,7 @@ from ._matrix import (
 )
 from ._pipeline import Pipeline, TrainData
 from ._scale import MinMaxScaler
+from ._unsupervised import check_counts, prepare_unsupervised, random_split
 
 __all__ = [
     "PREPROCESSING",
@@ -29,10 +30,13 @@ __all__ = [
     "TrainData",
     "align_genes",
     "apply_preprocessing",
+    "check_counts",
     "check_finite_and_detect",
     "encode_targets",
     "get_source",
     "prepare",
+    "prepare_unsupervised",
+    "random_split",
     "read_split",
     "resolve_preprocessing",
     "rows_per_chunk",

@@ -37,7 +37,8 @@ class Model:
     architecture
         ``{"model": "resnet", "width": ..., ...}``: enough to rebuild the network.
     task
-        ``"classification"`` or ``"regression"``.
+        ``"classification"``, ``"regression"`` or ``"embedding"`` (a Res-VAE or VAE; see
+        :meth:`embed` and :meth:`reconstruct`).
     classes_
         Class names (classification).
     var_names_
@@ -64,20 +65,29 @@ class Model:
     path: Path | None = None
 
     def __post_init__(self):
-        from ..nn import build_network
-        from ..train import make_apply
+        from ..nn import build_network, build_vae
+        from ..train import make_apply, make_embed
 
         self.var_names_ = pd.Index(self.var_names_).astype(str)
-        self.net = build_network(self.architecture, self.n_out)
+        if self.task == "embedding":
+            self.net = build_vae(self.architecture, self.n_out)
+            self._embed = make_embed(self.net)
+        else:
+            self.net = build_network(self.architecture, self.n_out)
         self._apply = make_apply(self.net)
 
     @property
     def n_out(self) -> int:
         """Number of network outputs."""
+        if self.task == "embedding":
+            return len(self.var_names_)
         return len(self.classes_) if self.task == "classification" else 1
 
     def __repr__(self) -> str:
-        what = f"{len(self.classes_)} classes" if self.classes_ else "regression"
+        if self.task == "embedding":
+            what = f"embedding, {self.architecture.get('likelihood')} likelihood"
+        else:
+            what = f"{len(self.classes_)} classes" if self.classes_ else "regression"
         return f"ag.Model({self.architecture['model']}, {what}, {len(self.var_names_)} genes)"
 
     # ------------------------------------------------------------------ inference
@@ -98,6 +108,11 @@ class Model:
                 UserWarning,
                 stacklevel=3,
             )
+        if self.architecture.get("likelihood") == "nb" and kind != "counts":
+            raise ValueError(
+                f"This model reads raw counts (negative-binomial likelihood), but adata.{source.where} looks like "
+                f"{kind} values; pass the counts with `layer=`."
+            )
         how = _resolve(kind, self.preprocessing_.get("config", "auto"))
         scaler = MinMaxScaler(self.scaler_min_, self.scaler_scale_)
         pipe = Pipeline(source=source, preprocess=how, scaler=scaler, alignment=alignment)
@@ -115,7 +130,75 @@ class Model:
         info = {"genes_missing_fraction": alignment.fraction_missing, "input": kind}
         return out, emb, info
 
+    def embed(self, adata: AnnData, *, layer: str | None = None, use_raw: bool = False) -> np.ndarray:
+        """Posterior means of the latent code of every cell (embedding models).
+
+        Parameters
+        ----------
+        adata
+            Cells to embed; genes are aligned to the model's by name (missing ones set to zero,
+            with a warning; too few shared genes raise an error).
+        layer, use_raw
+            Which matrix to read.
+
+        Returns
+        -------
+        An array of shape ``(n_obs, latent)``.
+        """
+        self._need_embedding("embed")
+        pipe, _, _ = self.pipeline(adata, layer=layer, use_raw=use_raw)
+        return self._embed_rows(pipe, np.arange(adata.n_obs))
+
+    def reconstruct(
+        self, adata: AnnData, *, layer: str | None = None, use_raw: bool = False, chunk_size: int = 1024
+    ) -> np.ndarray:
+        """Reconstruction of every cell from its posterior mean (embedding models), in chunks.
+
+        Parameters
+        ----------
+        adata
+            Cells to reconstruct; genes are aligned to the model's by name.
+        layer, use_raw
+            Which matrix to read.
+        chunk_size
+            Cells per compiled call.
+
+        Returns
+        -------
+        A float32 array ``(n_obs, n_model_genes)``: expected counts for the negative-binomial
+        likelihood, otherwise the preprocessed (e.g. log) values, the 0-1 scaling undone.
+        """
+        self._need_embedding("reconstruct")
+        pipe, _, _ = self.pipeline(adata, layer=layer, use_raw=use_raw)
+        return self._reconstruct_rows(pipe, np.arange(adata.n_obs), chunk_size)
+
+    def _need_embedding(self, what: str) -> None:
+        if self.task != "embedding":
+            raise ValueError(f"`{what}` is for embedding models (Res-VAE, VAE); this model does {self.task}.")
+
+    def _embed_rows(self, pipe, idx: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        from ..train import embed_arrays
+
+        return embed_arrays(self._embed, self.variables, pipe, idx, int(min(batch_size, max(len(idx), 1))))
+
+    def _reconstruct_rows(self, pipe, idx: np.ndarray, chunk_size: int = 1024) -> np.ndarray:
+        import jax.numpy as jnp
+
+        from ..train import make_reconstruct
+
+        rec_fn = make_reconstruct(self.net)
+        bs = int(min(chunk_size, max(len(idx), 1)))
+        out = np.empty((len(idx), self.n_out), dtype=np.float32)
+        scaled = self.architecture.get("likelihood") != "nb"
+        span = np.divide(1.0, self.scaler_scale_, out=np.zeros_like(self.scaler_scale_), where=self.scaler_scale_ > 0)
+        for i, (x, n) in enumerate(pipe.eval_batches(idx, bs)):
+            rec = np.asarray(rec_fn(self.variables, jnp.asarray(x))[:n])
+            out[i * bs : i * bs + n] = rec * span + self.scaler_min_ if scaled else rec
+        return out
+
     def _postprocess(self, out: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.task == "embedding":
+            raise ValueError("This is an embedding model (Res-VAE/VAE): it has no predictions; use `model.embed`.")
         if self.task == "regression":
             return out[:, 0] * self.target_std_ + self.target_mean_, None
         z = out - out.max(axis=1, keepdims=True)

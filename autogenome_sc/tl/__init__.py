@@ -2,5 +2,6 @@
 
 from ._predict import predict
 from ._train import train
+from ._vae import train_vae
 
-__all__ = ["predict", "train"]
+__all__ = ["predict", "train", "train_vae"]

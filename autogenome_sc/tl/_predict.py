@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from anndata import AnnData
 
 from .. import _logging as logg
@@ -53,7 +54,8 @@ def predict(
     ``.obs["ag_confidence"]``
         Largest class probability (classification).
     ``.obsm["X_ag"]``
-        The model's embedding.
+        The model's embedding (for an embedding model, the posterior mean; nothing else
+        but ``.uns`` is written then).
     ``.uns["ag"]["prediction"]``
         ``model_path`` and ``genes_missing_fraction``.
     """
@@ -63,9 +65,15 @@ def predict(
         raise TypeError(f"Expected an AnnData object as query, got {type(query).__name__}.")
     query = query.copy() if copy else query
     start = logg.info(f"predicting {query.n_obs} cells with {model!r}")
-    out, emb, info = model.outputs(query, layer=layer, use_raw=use_raw)
     keys = Keys(key_added)
-    added = write_predictions(query, model, out, emb, keys)
+    if model.task == "embedding":  # a Res-VAE/VAE: only the latent means
+        pipe, alignment, kind = model.pipeline(query, layer=layer, use_raw=use_raw)
+        query.obsm[keys.obsm] = model._embed_rows(pipe, np.arange(query.n_obs)).astype(np.float32)
+        info = {"genes_missing_fraction": alignment.fraction_missing, "input": kind}
+        added = [f"'{keys.obsm}' (adata.obsm)"]
+    else:
+        out, emb, info = model.outputs(query, layer=layer, use_raw=use_raw)
+        added = write_predictions(query, model, out, emb, keys)
     uns = dict(query.uns.get(keys.uns, {}))
     uns["prediction"] = {"model_path": str(model.path or ""), **info}
     query.uns[keys.uns] = uns

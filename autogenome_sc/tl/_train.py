@@ -16,7 +16,7 @@ from .. import config as _config
 from .._settings import settings
 from ..data import TrainData, prepare
 from ..io import Model
-from ..nn import MODELS, build_network
+from ..nn import MODELS, VAE_MODELS, build_network
 from ..train import FitResult, classification_metrics, fit, predict_arrays, regression_metrics
 from ._keys import Keys
 from ._results import h5ad_safe, write_predictions
@@ -24,7 +24,7 @@ from ._results import h5ad_safe, write_predictions
 
 def train(
     adata: AnnData,
-    label_key: str,
+    label_key: str | None,
     *,
     model: str = "resnet",
     layer: str | None = None,
@@ -51,7 +51,9 @@ def train(
         float for regression.
     model
         ``"mlp"``, ``"resnet"`` (RFCN-ResNet) or ``"densenet"`` (RFCN-DenseNet); their
-        architecture comes from the config's ``models`` section.
+        architecture comes from the config's ``models`` section. ``"resvae"`` or ``"vae"``
+        (with ``label_key=None``) trains an unsupervised VAE instead: see
+        :func:`autogenome_sc.tl.train_vae`, which documents what it writes.
     layer
         Use ``adata.layers[layer]`` instead of ``adata.X``.
     use_raw
@@ -84,9 +86,18 @@ def train(
         ``params``, ``config`` (JSON), ``metrics`` (test split: accuracy, macro-F1, balanced
         accuracy, confusion matrix), ``classes``, ``history``, ``preprocessing``, ``model_path``.
     """
+    if model in VAE_MODELS:
+        from ._vae import train_vae  # the VAE module imports this one
+
+        if label_key is not None:
+            raise ValueError(f"model='{model}' is unsupervised; pass label_key=None (use eval_key to score labels).")
+        return train_vae(
+            adata, model=model, layer=layer, use_raw=use_raw, split_key=split_key, key_added=key_added,
+            config=config, rng=rng, copy=copy,
+        )  # fmt: skip
     cfg = _config.validate(config)
     if label_key is None:
-        raise ValueError("ag.tl.train needs a label_key; for unlabelled data use a Res-VAE.")
+        raise ValueError("ag.tl.train needs a label_key; for unlabelled data pass model='resvae' (or 'vae').")
     if model not in MODELS:
         raise ValueError(f"Unknown model '{model}'; choose one of {', '.join(sorted(MODELS))}.")
     adata = adata.copy() if copy else adata

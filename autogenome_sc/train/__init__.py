@@ -4,6 +4,7 @@ from ._loop import FitResult, fit, make_apply, predict_arrays
 from ._losses import LOSSES, auc_surrogate, cross_entropy, host_loss, mse
 from ._metrics import classification_metrics, regression_metrics
 from ._optim import make_optimizer, one_cycle
+from ._vae import embed_arrays, evaluate_elbo, fit_vae, make_embed, make_reconstruct, make_terms
 
 __all__ = [
     "LOSSES",
@@ -11,10 +12,16 @@ __all__ = [
     "auc_surrogate",
     "classification_metrics",
     "cross_entropy",
+    "embed_arrays",
+    "evaluate_elbo",
     "fit",
+    "fit_vae",
     "host_loss",
     "make_apply",
+    "make_embed",
     "make_optimizer",
+    "make_reconstruct",
+    "make_terms",
     "mse",
     "one_cycle",
     "predict_arrays",

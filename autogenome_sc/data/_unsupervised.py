@@ -1,0 +1,97 @@
+"""Unlabelled training problems (VAE): a random split, and the raw-count route for the NB likelihood."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from anndata import AnnData
+
+from ._labels import Targets, read_split
+from ._matrix import MatrixSource, check_finite_and_detect, get_source, rows_per_chunk
+from ._pipeline import Pipeline, TrainData
+from ._scale import MinMaxScaler
+
+
+def random_split(n: int, fractions: tuple[float, float, float], rng: np.random.Generator) -> np.ndarray:
+    """Assign ``n`` cells at random to ``"train"``, ``"val"`` and ``"test"`` (at least one each)."""
+    if n < 3:
+        raise ValueError(f"A train/validation/test split needs at least 3 cells, got {n}.")
+    _, f_val, f_test = fractions
+    n_test = max(1, int(round(f_test * n)))
+    n_val = max(1, int(round(f_val * n)))
+    out = np.full(n, "train", dtype=object)
+    perm = rng.permutation(n)
+    out[perm[:n_test]] = "test"
+    out[perm[n_test : n_test + n_val]] = "val"
+    return out.astype(str)
+
+
+def check_counts(source: MatrixSource, chunk_mb: float) -> None:
+    """Refuse negative or non-integer values (the negative-binomial likelihood needs raw counts)."""
+    if sp.issparse(source.X):
+        blocks = [np.asarray(source.X.data)]
+    else:
+        per = rows_per_chunk(source.n_vars, chunk_mb)
+        blocks = (b for _, b in source.chunks(np.arange(source.n_obs), per))
+    for b in blocks:
+        if b.size and b.min() < 0:
+            raise ValueError(
+                f"The negative-binomial likelihood needs raw counts, but adata.{source.where} has negative values; "
+                "pass the counts with `layer=` or use likelihood='mse'."
+            )
+        if b.size and not np.all(np.abs(b - np.round(b)) < 1e-6):
+            raise ValueError(
+                f"The negative-binomial likelihood needs raw counts, but adata.{source.where} has non-integer values; "
+                "pass the counts with `layer=` or use likelihood='mse'."
+            )
+
+
+def prepare_unsupervised(
+    adata: AnnData,
+    *,
+    layer: str | None,
+    use_raw: bool,
+    split_key: str | None,
+    data_cfg,
+    likelihood: str,
+    rng: np.random.Generator,
+) -> tuple[TrainData, str, str]:
+    """Build an unlabelled training problem; return it with the detected input kind and the likelihood.
+
+    ``likelihood="auto"`` becomes ``"nb"`` for raw counts and ``"mse"`` otherwise. For ``"nb"``
+    the rows reach the network as raw counts (no preprocessing, no scaling); for ``"mse"`` and
+    ``"bernoulli"`` they are preprocessed and 0-1 scaled as for supervised training.
+    """
+    from . import resolve_preprocessing
+
+    source = get_source(adata, layer=layer, use_raw=use_raw)
+    kind = check_finite_and_detect(source, data_cfg.chunk_mb)
+    if likelihood == "auto":
+        likelihood = "nb" if kind == "counts" else "mse"
+    if likelihood == "nb":
+        check_counts(source, data_cfg.chunk_mb)
+        how = "none"
+    else:
+        how = resolve_preprocessing(kind, data_cfg.preprocess)
+        if kind == "counts" and (how == "none" or not data_cfg.scale):
+            raise ValueError(
+                f"adata.{source.where} holds raw counts, which the '{likelihood}' likelihood cannot model "
+                "without log-normalisation and 0-1 scaling; use likelihood='nb', or data.preprocess='auto' "
+                "with data.scale=True."
+            )
+        if not data_cfg.scale:
+            raise ValueError(f"The '{likelihood}' likelihood needs 0-1 scaled input; set data.scale=True.")
+    dummy = np.zeros(source.n_obs, dtype=np.int32)
+    if split_key is not None:
+        split = read_split(adata, split_key, Targets(dummy, "embedding", None))
+        if not (split == "test").any():
+            raise ValueError(f"adata.obs['{split_key}'] has no 'test' cells.")
+    else:
+        split = random_split(source.n_obs, tuple(data_cfg.split), rng)
+    pipe = Pipeline(source=source, preprocess=how)
+    data = TrainData(pipe, dummy, split, "embedding", None, chunk_mb=data_cfg.chunk_mb)
+    if likelihood != "nb":
+        pipe.fit_scaler(data.idx["train"], data_cfg.chunk_mb)
+    else:
+        pipe.scaler = MinMaxScaler.identity(source.n_vars)
+    return data, kind, likelihood

@@ -1,0 +1,350 @@
+"""``train_vae``: one Res-VAE (or plain VAE) on unlabelled cells; latent means and reconstructions in AnnData.
+
+For a search: :func:`prepare_vae` once, :func:`fit_vae_config` (or :func:`validation_elbo`)
+per trial, then :func:`finish_vae` for the winner.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from anndata import AnnData
+
+from .. import _logging as logg
+from .. import config as _config
+from ..data import TrainData, prepare_unsupervised
+from ..io import Model
+from ..nn import VAE_MODELS, build_vae
+from ..train import FitResult, evaluate_elbo, fit_vae, make_terms
+from ._keys import Keys
+from ._results import h5ad_safe
+from ._train import default_model_path
+
+
+def train_vae(
+    adata: AnnData,
+    *,
+    model: str = "resvae",
+    layer: str | None = None,
+    use_raw: bool = False,
+    likelihood: str | None = None,
+    reconstruct: bool = False,
+    eval_key: str | None = None,
+    split_key: str | None = None,
+    key_added: str = "ag",
+    config: dict[str, Any] | str | Path | None = None,
+    rng: int = 0,
+    copy: bool = False,
+) -> AnnData | None:
+    """Train a Res-VAE (or a plain VAE) on unlabelled cells; write latent means and, if asked, reconstructions.
+
+    The cells are split at random 8:1:1 into train, validation and test; the network is
+    trained on the ELBO (reconstruction + KL, the KL weight warmed up over
+    ``models.<model>.kl_warmup`` epochs) with a one-cycle schedule, keeping the epoch with
+    the best validation ELBO. Labels are never read for training: ``eval_key`` only scores
+    the latent space afterwards.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix (cells x genes), dense or sparse.
+    model
+        ``"resvae"`` (skip connections by concatenation, paper Fig. 4a) or ``"vae"`` (none);
+        the architecture comes from the config's ``models.resvae`` / ``models.vae``.
+    layer
+        Use ``adata.layers[layer]`` (e.g. ``"counts"``) instead of ``adata.X``.
+    use_raw
+        Use ``adata.raw.X``.
+    likelihood
+        ``"mse"`` or ``"bernoulli"`` on 0-1 scaled log-expression (the paper's), ``"nb"``
+        (negative binomial) on raw counts, ``"auto"`` (``"nb"`` for raw counts, else ``"mse"``),
+        or ``None`` for the config's choice.
+    reconstruct
+        Also write the reconstruction of every cell (computed in chunks; dense, cells x genes).
+    eval_key
+        Column of ``adata.obs`` with known groups to score the latent space against.
+    split_key
+        Column of ``adata.obs`` holding ``"train"``/``"val"``/``"test"`` to use instead of a new split.
+    key_added
+        Prefix of every key written (see Returns).
+    config
+        Expert-mode configuration (dict or JSON path); see :func:`autogenome_sc.config.default`.
+    rng
+        Seed of everything random (split, initialisation, shuffling, dropout, sampled codes).
+    copy
+        Return a copy instead of writing to ``adata``.
+
+    Returns
+    -------
+    ``None``, or a copy of ``adata`` when ``copy=True``, with
+
+    ``.obsm["X_ag"]``
+        Posterior mean of the latent code of every cell.
+    ``.layers["ag_reconstruction"]``
+        Only with ``reconstruct=True``: expected counts (``"nb"``) or the preprocessed
+        values (scaling undone) decoded from the posterior mean.
+    ``.obs["ag_split"]``
+        ``"train"``, ``"val"`` or ``"test"``.
+    ``.uns["ag"]``
+        ``params``, ``config`` (JSON), ``task`` (``"embedding"``), ``metrics`` (``val_elbo``,
+        ``test_elbo``, ``best_epoch`` and, with ``eval_key``, ``davies_bouldin``,
+        ``silhouette``, ``leiden_ari``, ``leiden_nmi``, ``n_leiden``), ``history``,
+        ``preprocessing``, ``model_path``.
+    """
+    cfg = _config.validate(config)
+    _check_model(model)
+    if eval_key is not None and eval_key not in adata.obs.columns:
+        raise KeyError(f"eval_key '{eval_key}' is not a column of adata.obs.")
+    if reconstruct and use_raw and adata.raw is not None and not adata.raw.var_names.equals(adata.var_names):
+        raise ValueError(
+            "reconstruct=True with use_raw=True needs adata.raw to hold the same genes as adata; "
+            "reconstruct from a layer instead."
+        )
+    adata = adata.copy() if copy else adata
+    start = logg.info(f"training {model} (unsupervised)")
+    data, kind, arch = prepare_vae(
+        adata, model=model, layer=layer, use_raw=use_raw, likelihood=likelihood, split_key=split_key, cfg=cfg, rng=rng
+    )
+    result = fit_vae_config(data, arch, cfg, rng=rng)
+    fitted = finish_vae(
+        adata, data, kind, arch, result, cfg, key_added=key_added, rng=rng, reconstruct=reconstruct, eval_key=eval_key
+    )
+    logg.info(
+        "    finished",
+        time=start,
+        deep=f"validation ELBO {fitted.metrics_['val_elbo']:.2f} per cell; model saved to '{fitted.path}'",
+    )
+    return adata if copy else None
+
+
+def _check_model(model: str) -> None:
+    if model not in VAE_MODELS:
+        raise ValueError(f"Unknown unsupervised model '{model}'; choose 'resvae' or 'vae'.")
+
+
+def prepare_vae(
+    adata: AnnData,
+    *,
+    model: str = "resvae",
+    layer: str | None = None,
+    use_raw: bool = False,
+    likelihood: str | None = None,
+    split_key: str | None = None,
+    cfg=None,
+    rng: int = 0,
+) -> tuple[TrainData, str, dict]:
+    """Prepare the unlabelled problem once; return ``(data, input kind, architecture dict)``.
+
+    The architecture is the config's ``models.<model>`` with the likelihood resolved; a
+    search overrides its ``n_layers``, ``first_width``, ``decay`` and ``input_keep``.
+    """
+    cfg = _config.validate(cfg)
+    _check_model(model)
+    section = getattr(cfg.models, model)
+    lik = likelihood if likelihood is not None else section.likelihood
+    if lik not in ("auto", "mse", "bernoulli", "nb"):
+        raise ValueError(f"Unknown likelihood '{lik}'; choose 'auto', 'mse', 'bernoulli' or 'nb'.")
+    data, kind, lik = prepare_unsupervised(
+        adata,
+        layer=layer,
+        use_raw=use_raw,
+        split_key=split_key,
+        data_cfg=cfg.data,
+        likelihood=lik,
+        rng=np.random.default_rng(rng),
+    )
+    what = {"none": "used as is", "log1p": "log1p", "normalize_log1p": "normalised to 1e4 per cell, log1p"}
+    scaled = "raw counts to the network (log1p inside)" if lik == "nb" else "then per-gene 0-1 scaling"
+    logg.info(
+        f"    adata.{data.pipeline.source.where} looks like {kind} values: {what[data.pipeline.preprocess]}, "
+        f"{scaled}; {lik} likelihood"
+    )
+    arch = {"model": model, **section.model_dump(mode="json"), "likelihood": lik}
+    return data, kind, arch
+
+
+def fit_vae_config(data: TrainData, arch: dict, cfg=None, *, rng: int = 0, callback=None) -> FitResult:
+    """Train one (Res-)VAE configuration; ``-result.best_val_loss`` is its validation ELBO.
+
+    Parameters
+    ----------
+    data
+        From :func:`prepare_vae`.
+    arch
+        Architecture dict (``model``, ``n_layers``, ``first_width``, ``decay``, ``latent``,
+        ``input_keep``, ``activation``, ``likelihood``, ``kl_warmup``).
+    cfg
+        The validated config (its ``trainer`` section is used).
+    rng
+        Seed.
+    callback
+        ``callback(epoch, metrics)`` after each epoch (``metrics["val_loss"]`` is the negative
+        validation ELBO); may raise ``optuna.TrialPruned``.
+
+    Returns
+    -------
+    The :class:`~autogenome_sc.train.FitResult` of the best epoch.
+    """
+    cfg = _config.validate(cfg)
+    net = build_vae(arch, data.pipeline.n_features)
+    return fit_vae(
+        net,
+        data,
+        cfg.trainer,
+        jax.random.key(rng),
+        kl_warmup=int(arch.get("kl_warmup", 10)),
+        callback=callback,
+        desc=f"training {arch['model']}",
+    )
+
+
+def validation_elbo(data: TrainData, arch: dict, cfg=None, *, rng: int = 0, callback=None) -> float:
+    """Train one configuration and return its best validation ELBO per cell (higher is better)."""
+    return -fit_vae_config(data, arch, cfg, rng=rng, callback=callback).best_val_loss
+
+
+def suggest_vae_arch(trial, spaces, arch: dict) -> dict:
+    """Sample the paper's Res-VAE space with an Optuna ``trial``; return ``arch`` with the choices.
+
+    Parameters
+    ----------
+    trial
+        An ``optuna.Trial``.
+    spaces
+        The config's ``search.spaces`` (``resvae_layers``, ``resvae_first_widths``,
+        ``resvae_decay``, ``input_keep``).
+    arch
+        The base architecture from :func:`prepare_vae` (likelihood, latent size, ...).
+
+    Returns
+    -------
+    A new architecture dict for :func:`fit_vae_config` / :func:`validation_elbo`.
+    """
+    return {
+        **arch,
+        "n_layers": trial.suggest_categorical("n_layers", list(spaces.resvae_layers)),
+        "first_width": trial.suggest_categorical("first_width", list(spaces.resvae_first_widths)),
+        "decay": trial.suggest_categorical("decay", list(spaces.resvae_decay)),
+        "input_keep": trial.suggest_categorical("input_keep", list(spaces.input_keep)),
+    }
+
+
+def latent_metrics(latent: np.ndarray, labels, *, rng: int = 0) -> dict[str, float]:
+    """Davies-Bouldin and silhouette of known groups, and ARI/NMI of Leiden clusters, on a latent space.
+
+    Leiden (igraph flavour, resolution 1) runs on scanpy's 15-nearest-neighbour graph of the
+    latent space with Gaussian-kernel connectivities. Cells without a label are left out.
+    """
+    import pandas as pd
+    import scanpy as sc
+    from sklearn.metrics import (
+        adjusted_rand_score,
+        davies_bouldin_score,
+        normalized_mutual_info_score,
+        silhouette_score,
+    )
+
+    labels = pd.Series(labels)
+    known = labels.notna().to_numpy()  # unlabelled cells are embedded but not scored
+    latent, labels = latent[known], labels[known].astype(str).to_numpy()
+    if len(np.unique(labels)) < 2:
+        raise ValueError("The eval_key column has a single group; scores need at least two.")
+    tmp = AnnData(np.zeros((latent.shape[0], 1), np.float32))
+    tmp.obsm["X_lat"] = latent
+    # a Gaussian-kernel kNN graph: no numba compilation (the UMAP kernel costs seconds on first use)
+    sc.pp.neighbors(tmp, use_rep="X_lat", method="gauss", random_state=rng)
+    sc.tl.leiden(tmp, flavor="igraph", n_iterations=2, directed=False, random_state=rng)
+    clusters = tmp.obs["leiden"].to_numpy()
+    return {
+        "davies_bouldin": float(davies_bouldin_score(latent, labels)),
+        "silhouette": float(silhouette_score(latent, labels)),
+        "leiden_ari": float(adjusted_rand_score(labels, clusters)),
+        "leiden_nmi": float(normalized_mutual_info_score(labels, clusters)),
+        "n_leiden": int(len(np.unique(clusters))),
+    }
+
+
+def finish_vae(
+    adata: AnnData,
+    data: TrainData,
+    kind: str,
+    arch: dict,
+    result: FitResult,
+    cfg,
+    *,
+    key_added: str = "ag",
+    rng: int = 0,
+    reconstruct: bool = False,
+    eval_key: str | None = None,
+    extra_uns: dict | None = None,
+) -> Model:
+    """Score the fitted VAE on the test split once, save it, write latent (and reconstruction) to ``adata``."""
+    cfg = _config.validate(cfg)
+    pipe = data.pipeline
+    # an NB model reads raw counts: a query must get no preprocessing either
+    applied = {
+        "input": kind,
+        "applied": pipe.preprocess,
+        "config": "none" if arch["likelihood"] == "nb" else cfg.data.preprocess,
+    }
+    model = Model(
+        architecture=arch,
+        task="embedding",
+        classes_=None,
+        var_names_=pipe.source.var_names,
+        preprocessing_=applied,
+        variables=result.variables,
+        scaler_min_=pipe.scaler.min_,
+        scaler_scale_=pipe.scaler.scale_,
+        config=cfg.model_dump(mode="json"),
+    )
+    key = jax.random.fold_in(jax.random.key(rng), 1)
+    test = evaluate_elbo(make_terms(model.net), model.variables, pipe, data.idx["test"], key)
+    metrics: dict[str, Any] = {
+        "val_elbo": -result.best_val_loss,
+        "test_elbo": test["elbo"],
+        "test_recon": test["recon"],
+        "test_kl": test["kl"],
+        "best_epoch": result.best_epoch,
+    }
+    every = np.arange(adata.n_obs)
+    latent = model._embed_rows(pipe, every)
+    if eval_key is not None:
+        metrics.update(latent_metrics(latent, adata.obs[eval_key].to_numpy(), rng=rng))
+    model.metrics_ = metrics
+    model.save(default_model_path(cfg.save.path, key_added, None), overwrite=cfg.save.path is not None)
+
+    keys = Keys(key_added)
+    adata.obsm[keys.obsm] = latent.astype(np.float32)
+    added = [f"'{keys.obsm}' (adata.obsm)"]
+    if reconstruct:
+        adata.layers[keys.reconstruction] = model._reconstruct_rows(pipe, every)
+        added.append(f"'{keys.reconstruction}' (adata.layers)")
+    adata.obs[keys.split] = data.split
+    adata.obs[keys.split] = adata.obs[keys.split].astype("category")
+    params = {
+        "model": arch["model"],
+        "matrix": pipe.source.where,
+        "eval_key": eval_key,
+        "reconstruct": reconstruct,
+        "rng": rng,
+        **{f"arch_{k}": v for k, v in arch.items()},
+    }
+    uns = {
+        "params": params,
+        "config": json.dumps(cfg.model_dump(mode="json")),
+        "task": "embedding",
+        "metrics": metrics,
+        "history": result.history,
+        "preprocessing": dict(model.preprocessing_, matrix=pipe.source.where),
+        "model_path": str(model.path),
+    }
+    uns.update(extra_uns or {})
+    adata.uns[keys.uns] = h5ad_safe(uns)
+    added += [f"'{keys.split}' (adata.obs)", f"'{keys.uns}' (adata.uns)"]
+    logg.info("    added " + ", ".join(added))
+    return model

@@ -1,0 +1,220 @@
+"""The VAE training loop: scanned chunks of minibatches, KL warm-up, early stopping on the validation ELBO.
+
+Same pattern as :func:`autogenome_sc.train.fit`: the compiled ``train_chunk`` runs
+``lax.scan`` over K minibatches already on the device, every chunk has one shape, so a fit
+compiles ``train_chunk`` and the validation step once each (``FitResult.n_traces``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from functools import lru_cache, partial
+from types import SimpleNamespace
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from .. import _logging as logg
+from ..data import TrainData
+from ._loop import FitResult
+from ._optim import make_optimizer
+
+#: Traces of the cached compiled functions, by (name, net): a fit reports how many it caused.
+_TRACES: Counter = Counter()
+
+
+def _traced(fn, name: str, net):
+    def wrapped(*args):
+        _TRACES[(name, net)] += 1  # runs only while tracing
+        return fn(*args)
+
+    return wrapped
+
+
+@lru_cache(maxsize=32)
+def make_terms(net) -> Callable:
+    """A jitted ``(variables, x, n_valid, key) -> (sum of reconstruction NLL, sum of KL)`` over valid rows.
+
+    Cached by network (Flax modules compare by their attributes), so every fit, evaluation
+    and saved model of one architecture shares the compiled function.
+    """
+
+    def terms(variables, x, n_valid, key):
+        recon, kl = net.apply(variables, x, train=False, rngs={"noise": key}, method="terms")
+        ok = jnp.arange(x.shape[0]) < n_valid
+        return jnp.where(ok, recon, 0.0).sum(), jnp.where(ok, kl, 0.0).sum()
+
+    return jax.jit(_traced(terms, "terms", net))
+
+
+def evaluate_elbo(terms, variables, pipeline, idx: np.ndarray, key: jax.Array, batch_size: int = 512) -> dict:
+    """Mean per-cell ELBO (KL weight 1), reconstruction NLL and KL of rows ``idx``.
+
+    One sampled code per cell from ``key``, so the same key gives the same value.
+    """
+    bs = _eval_batch(len(idx), batch_size)
+    rec = kl = 0.0
+    for i, (x, n) in enumerate(pipeline.eval_batches(idx, bs)):
+        r, k = terms(variables, jnp.asarray(x), n, jax.random.fold_in(key, i))
+        rec += float(r)
+        kl += float(k)
+    n = max(len(idx), 1)
+    return {"elbo": -(rec + kl) / n, "recon": rec / n, "kl": kl / n}
+
+
+def _eval_batch(n: int, batch_size: int) -> int:
+    """A power of two >= ``n`` (at least 8), capped by ``batch_size``: few distinct shapes, few compilations."""
+    return int(min(batch_size, max(8, 1 << max(n - 1, 0).bit_length())))
+
+
+@lru_cache(maxsize=16)
+def _train_chunk_fn(net, trainer_json: str, total_steps: int, warm_steps: float, use_warmup: bool):
+    """The compiled chunk step and its optimizer, cached by everything that defines them."""
+    trainer = SimpleNamespace(**json.loads(trainer_json))
+    tx = make_optimizer(trainer, total_steps)
+
+    def train_chunk(state, xs, valid, key):
+        def step(carry, inp):
+            params, bstats, opt_state, t = carry
+            x, ok, k = inp
+            k_d, k_n = jax.random.split(k)
+            beta = jnp.minimum(1.0, t / warm_steps) if use_warmup else 1.0
+
+            def objective(p):
+                (recon, kl), upd = net.apply(
+                    {"params": p, "batch_stats": bstats},
+                    x,
+                    train=True,
+                    rngs={"dropout": k_d, "noise": k_n},
+                    mutable=["batch_stats"],
+                    method="terms",
+                )
+                return (recon + beta * kl).mean(), ((recon + kl).mean(), upd["batch_stats"])
+
+            (_, (neg_elbo, new_bstats)), grads = jax.value_and_grad(objective, has_aux=True)(params)
+            updates, new_opt = tx.update(grads, opt_state, params)
+            new = (optax.apply_updates(params, updates), new_bstats, new_opt, t + 1)
+            carry = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, carry)
+            return carry, jnp.where(ok, neg_elbo, 0.0)
+
+        state, losses = jax.lax.scan(step, state, (xs, valid, jax.random.split(key, xs.shape[0])))
+        return state, losses.sum() / jnp.maximum(valid.sum(), 1)
+
+    return jax.jit(_traced(train_chunk, "train_chunk", net)), tx
+
+
+def fit_vae(
+    net,
+    data: TrainData,
+    trainer,
+    key: jax.Array,
+    *,
+    kl_warmup: int = 10,
+    callback: Callable[[int, dict], None] | None = None,
+    desc: str = "training VAE",
+) -> FitResult:
+    """Train a (Res-)VAE on ``data`` with early stopping on the validation ELBO.
+
+    Parameters
+    ----------
+    net
+        A :class:`autogenome_sc.nn.ResVAE`.
+    data
+        An unlabelled problem from :func:`autogenome_sc.data.prepare_unsupervised`.
+    trainer
+        The ``trainer`` section of the config (optimizer, rate, batch size, epochs, patience).
+    key
+        PRNG key for initialisation, shuffling, dropout and the sampled codes.
+    kl_warmup
+        Epochs over which the KL weight rises linearly from 0 to 1. Early stopping counts
+        only after the warm-up; the validation ELBO always uses weight 1.
+    callback
+        Called after each epoch with ``(epoch, metrics)``; may raise to stop (pruning).
+
+    Returns
+    -------
+    The :class:`~autogenome_sc.train.FitResult` of the epoch with the best validation ELBO;
+    ``best_val_loss`` is the negative validation ELBO per cell.
+    """
+    batch = data.batch_size_for(trainer.batch_size)
+    steps_per_epoch, k = data.steps_per_chunk(batch)
+    total_steps = trainer.max_epochs * steps_per_epoch
+    warm_steps = float(max(kl_warmup * steps_per_epoch, 1))
+    trainer_json = json.dumps(trainer.model_dump(mode="json"), sort_keys=True)
+    train_chunk, tx = _train_chunk_fn(net, trainer_json, total_steps, warm_steps, kl_warmup > 0)
+    before = {name: _TRACES[(name, net)] for name in ("train_chunk", "terms")}
+
+    k_init, k_noise, k_shuffle, k_drop, k_val = jax.random.split(key, 5)
+    x0 = jnp.zeros((batch, data.pipeline.n_features), jnp.float32)
+    variables = jax.jit(partial(net.init, train=False))({"params": k_init, "noise": k_noise}, x0)
+    params, batch_stats = variables["params"], variables.get("batch_stats", {})
+    state = (params, batch_stats, tx.init(params), jnp.zeros((), jnp.int32))
+    terms = make_terms(net)
+
+    seed = int(jax.random.randint(k_shuffle, (), 0, 2**31 - 1))
+    np_rng = np.random.default_rng(seed)
+    val_idx = data.idx["val"]
+    hist: dict[str, list] = {"epoch": [], "train_loss": [], "val_loss": [], "val_recon": [], "val_kl": []}
+    best = (np.inf, -1, None)
+    wait = 0
+    bar = logg.progress(range(trainer.max_epochs), desc=desc)
+    for epoch in bar:
+        total, n = 0.0, 0
+        for xs, _, valid in data.train_chunks(batch, np_rng):
+            k_drop, sub = jax.random.split(k_drop)
+            state, loss = train_chunk(state, jnp.asarray(xs), jnp.asarray(valid), sub)
+            total += float(loss) * int(valid.sum())
+            n += int(valid.sum())
+        cur = {"params": state[0], "batch_stats": state[1]}
+        ev = evaluate_elbo(terms, cur, data.pipeline, val_idx, k_val)
+        metrics = {
+            "train_loss": total / max(n, 1),
+            "val_loss": -ev["elbo"],
+            "val_recon": ev["recon"],
+            "val_kl": ev["kl"],
+        }
+        hist["epoch"].append(epoch)
+        for name, v in metrics.items():
+            hist[name].append(v)
+        if metrics["val_loss"] < best[0] - 1e-7:
+            best = (metrics["val_loss"], epoch, jax.device_get(cur))
+            wait = 0
+        elif epoch >= kl_warmup:
+            wait += 1
+        bar.set_postfix({"train": f"{metrics['train_loss']:.1f}", "val": f"{metrics['val_loss']:.1f}"}, refresh=False)
+        if callback is not None:
+            callback(epoch, metrics)
+        if wait >= trainer.patience or not np.isfinite(metrics["train_loss"]):
+            break
+    bar.close()
+    if best[2] is None:
+        raise FloatingPointError("VAE training diverged (non-finite validation ELBO); lower the learning rate.")
+    return FitResult(
+        variables=best[2],
+        history={k_: np.asarray(v) for k_, v in hist.items()},
+        best_epoch=best[1],
+        best_val_loss=float(best[0]),
+        n_traces={name: _TRACES[(name, net)] - n for name, n in before.items()},
+    )
+
+
+@lru_cache(maxsize=32)
+def make_embed(net) -> Callable:
+    """A jitted ``(variables, x) -> posterior mean`` (cached by network)."""
+    return jax.jit(partial(net.apply, method="embed"))
+
+
+@lru_cache(maxsize=32)
+def make_reconstruct(net) -> Callable:
+    """A jitted ``(variables, x) -> reconstruction`` from the posterior mean (cached by network)."""
+    return jax.jit(lambda variables, x: net.apply(variables, x, train=False)[0])
+
+
+def embed_arrays(embed, variables, pipeline, idx: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """Posterior means of rows ``idx`` in fixed-shape batches (one compilation)."""
+    out = [np.asarray(embed(variables, jnp.asarray(x))[:n]) for x, n in pipeline.eval_batches(idx, batch_size)]
+    return np.concatenate(out)
