@@ -1,5 +1,13 @@
 """Compiled training: losses, one-cycle optimizers, the epoch loop, metrics."""
 
+from ._confidence import (
+    expected_calibration_error,
+    fit_novelty,
+    fit_temperature,
+    reliability_bins,
+    softmax_t,
+    uncertainty,
+)
 from ._loop import FitResult, fit, make_apply, predict_arrays
 from ._losses import LOSSES, auc_surrogate, cross_entropy, host_loss, mse
 from ._metrics import classification_metrics, regression_metrics
@@ -11,7 +19,10 @@ __all__ = [
     "auc_surrogate",
     "classification_metrics",
     "cross_entropy",
+    "expected_calibration_error",
     "fit",
+    "fit_novelty",
+    "fit_temperature",
     "host_loss",
     "make_apply",
     "make_optimizer",
@@ -19,4 +30,7 @@ __all__ = [
     "one_cycle",
     "predict_arrays",
     "regression_metrics",
+    "reliability_bins",
+    "softmax_t",
+    "uncertainty",
 ]
