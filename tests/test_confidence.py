@@ -111,18 +111,22 @@ def test_reject_marks_unseen_cells_unassigned(open_set):
     rejected = (pred == "Unassigned").to_numpy()
     assert rejected[unseen].mean() > 0.7
     assert rejected[~unseen].mean() < 0.4
-    # the rule: confidence below 0.9 or uncertainty above 0.9
-    rule = (query.obs["ag_confidence"] < 0.9) | (query.obs["ag_uncertainty"] > 0.9)
+    # the rule: confidence below 0.9 or uncertainty above 0.95
+    rule = (query.obs["ag_confidence"] < 0.9) | (query.obs["ag_uncertainty"] > 0.95)
     np.testing.assert_array_equal(rejected, rule.to_numpy())
     info = query.uns["ag"]["prediction"]
-    assert info["n_unassigned"] == rejected.sum() and info["reject_uncertainty"] == 0.9
+    assert info["n_unassigned"] == rejected.sum() and info["reject_uncertainty"] == 0.95
 
 
-def test_reject_uncertainty_one_leaves_only_the_probability_rule(open_set):
+def test_reject_uncertainty_none_leaves_only_the_probability_rule(open_set):
     _, model, query = open_set
-    q = ag.tl.predict(query, model, use_raw=True, reject=0.5, reject_uncertainty=1.0, copy=True)
+    q = ag.tl.predict(query, model, use_raw=True, reject=0.5, reject_uncertainty=None, copy=True)
     rejected = (q.obs["ag_prediction"] == "Unassigned").to_numpy()
     np.testing.assert_array_equal(rejected, (q.obs["ag_confidence"] < 0.5).to_numpy())
+    # with the novelty rule (default 0.95) more unseen cells are rejected at the same threshold
+    q2 = ag.tl.predict(query, model, use_raw=True, reject=0.5, copy=True)
+    unseen = (query.obs["bulk_labels"] == UNSEEN).to_numpy()
+    assert (q2.obs["ag_prediction"] == "Unassigned").to_numpy()[unseen].mean() > rejected[unseen].mean()
     plain = ag.tl.predict(query, model, use_raw=True, copy=True)
     assert "Unassigned" not in plain.obs["ag_prediction"].cat.categories
 

@@ -12,6 +12,8 @@ from ..io import Model, read_model
 from ._keys import Keys
 from ._results import UNASSIGNED, write_predictions
 
+REJECT_UNCERTAINTY = 0.95
+
 
 def predict(
     query: AnnData,
@@ -20,7 +22,7 @@ def predict(
     layer: str | None = None,
     use_raw: bool = False,
     reject: float | None = None,
-    reject_uncertainty: float | None = None,
+    reject_uncertainty: float | None = REJECT_UNCERTAINTY,
     key_added: str = "ag",
     copy: bool = False,
 ) -> AnnData | None:
@@ -56,10 +58,11 @@ def predict(
         ``ag_confidence`` below it, or with ``ag_uncertainty`` above ``reject_uncertainty``,
         are labelled ``"Unassigned"``.
     reject_uncertainty
-        The uncertainty above which cells are ``"Unassigned"``, in (0, 1]; ``None`` uses
-        ``reject``, so ``reject=0.9`` also rejects cells more unusual than 90% of held-out
-        reference cells (about 10% of cells like the reference, and most cells of types the
-        reference lacks). ``1`` turns this part off. Needs ``reject``.
+        Used with ``reject``: cells with ``ag_uncertainty`` above it are ``"Unassigned"``
+        too, in (0, 1]. The default 0.95 rejects cells more unusual than 95% of held-out
+        reference cells: about 5% of cells like the reference, and many cells of types the
+        reference lacks, even when the network is confidently wrong about them. ``None``
+        turns this part off.
     key_added
         Prefix of the keys written.
     copy
@@ -97,8 +100,8 @@ def predict(
         uns["prediction"]["temperature"] = model.temperature
     if reject is not None:
         n_unassigned = int((query.obs[keys.prediction] == UNASSIGNED).sum())
-        level = reject if reject_uncertainty is None else reject_uncertainty
-        uns["prediction"].update(reject=float(reject), reject_uncertainty=float(level), n_unassigned=n_unassigned)
+        level = 1.0 if reject_uncertainty is None else float(reject_uncertainty)
+        uns["prediction"].update(reject=float(reject), reject_uncertainty=level, n_unassigned=n_unassigned)
         added.append(f"{n_unassigned} of {query.n_obs} cells '{UNASSIGNED}'")
     query.uns[keys.uns] = uns
     logg.info("    finished", time=start, deep="added " + ", ".join(added))
@@ -107,7 +110,7 @@ def predict(
 
 def _check_reject(model: Model, reject, reject_uncertainty) -> None:
     if reject is None:
-        if reject_uncertainty is not None:
+        if reject_uncertainty not in (None, REJECT_UNCERTAINTY):
             raise ValueError("reject_uncertainty needs reject; pass reject=<probability> as well.")
         return
     if model.task != "classification":

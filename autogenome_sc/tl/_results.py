@@ -25,7 +25,7 @@ def write_predictions(
     """Write prediction, confidence, uncertainty and embedding; return what was added, for the log.
 
     With ``reject``, cells whose confidence is below ``reject`` or whose uncertainty is
-    above ``reject_uncertainty`` (``reject`` when ``None``) get the label ``"Unassigned"``.
+    above ``reject_uncertainty`` (unless ``None``) get the label ``"Unassigned"``.
     """
     pred, p = model._postprocess(out)
     if p is None:
@@ -36,8 +36,10 @@ def write_predictions(
         unc = model._uncertainty(emb, p)
         categories = list(model.classes_)
         if reject is not None:
-            level = reject if reject_uncertainty is None else reject_uncertainty
-            pred = np.where((conf < reject) | (unc > level), len(categories), pred)
+            rejected = conf < reject
+            if reject_uncertainty is not None:
+                rejected |= unc > reject_uncertainty
+            pred = np.where(rejected, len(categories), pred)
             categories.append(UNASSIGNED)
         adata.obs[keys.prediction] = pd.Categorical.from_codes(pred, categories=categories)
         adata.obs[keys.confidence] = conf.astype(np.float32)
