@@ -12,11 +12,13 @@ several seeds (each seed: another split and initialisation). For each left-out t
   cells of the left-out type (unseen). AUROC of the uncertainty (ours: ``ag_uncertainty``;
   ablations: ``1 - ag_confidence`` and the embedding distance alone; peer: ``1 - p_max``),
   and the rejection at a threshold: the fraction of unseen cells rejected and of seen
-  cells kept (ours: ``reject=0.9``; peer: p_max < 0.5, CellTypist's default, and < 0.9).
+  cells kept (ours: ``reject`` 0.5 and 0.9, with and without the novelty rule
+  ``reject_uncertainty=0.95``; peer: p_max < 0.5, CellTypist's default, and < 0.9), and
+  the fraction of unseen cells rejected at the thresholds that keep 90% or 80% of seen cells.
 * calibration on the same held-out seen cells: ECE (15 bins) before and after
   temperature scaling, and the peer's.
 
-Run: ``PYTHONPATH=. python benchmarks/open_set.py [--seeds 0 1 2]`` (about 5 minutes on 2 cores).
+Run: ``PYTHONPATH=. python benchmarks/open_set.py [--seeds 0 1 2]`` (about 6 minutes on 2 cores).
 """
 
 from __future__ import annotations

@@ -78,17 +78,20 @@ def test_save_load_keeps_calibration(open_set, tmp_path):
 
 def test_model_saved_without_calibration_loads_with_temperature_one(open_set, tmp_path):
     _, model, query = open_set
-    path = model.save(tmp_path / "old")
+    bare = ag.read_model(model.path)
+    bare.calibration, bare.novelty_ = {}, {}
+    path = bare.save(tmp_path / "old")
     meta = json.loads((path / "model.json").read_text())
-    del meta["calibration"]
+    del meta["calibration"]  # as written before calibration existed
     (path / "model.json").write_text(json.dumps(meta))
     old = ag.read_model(path)
-    old.novelty_ = {}  # as saved before novelty statistics existed
-    assert old.temperature == 1.0
+    assert old.temperature == 1.0 and old.novelty_ == {}
     out, _, _ = old.outputs(query, use_raw=True)
     df = old.predict(query, use_raw=True)
     np.testing.assert_allclose(df["confidence"], softmax(out, axis=1).max(axis=1), rtol=1e-5)
     np.testing.assert_allclose(df["uncertainty"], 1 - df["confidence"], rtol=1e-5)
+    q = ag.tl.predict(query, old, use_raw=True, reject=0.9, copy=True)
+    assert q.uns["ag"]["prediction"]["temperature"] == 1.0
 
 
 # ---------------------------------------------------------------------------- open set
