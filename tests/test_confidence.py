@@ -62,6 +62,10 @@ def test_calibration_lowers_ece_and_is_stored(open_set):
     assert list(ref.obs["bulk_labels"].cat.categories) == model.classes_
     p = softmax(out[val] / model.temperature, axis=1)
     assert metrics["ece_after"] == pytest.approx(expected_calibration_error(p, y[val]))
+    # the temperature minimises the validation NLL: any other temperature does worse
+    nll = {t: -np.log(softmax(out[val] / t, axis=1)[np.arange(val.sum()), y[val]]).mean() for t in (0.5, 1.0, 2.0)}
+    best = -np.log(p[np.arange(val.sum()), y[val]]).mean()
+    assert all(best <= v + 1e-9 for v in nll.values())
     rel = ref.uns["ag"]["reliability"]
     assert rel["test"]["after"]["count"].sum() == (ref.obs["ag_split"] == "test").sum()
 

@@ -152,7 +152,7 @@ class Model:
         return uncertainty(emb, p.max(axis=1), self.novelty_)
 
     def predict_proba(self, adata: AnnData, *, layer: str | None = None, use_raw: bool = False) -> pd.DataFrame:
-        """Class probabilities of every cell (cells x classes).
+        """Class probabilities of every cell (cells x classes), calibrated by the model's temperature.
 
         Parameters
         ----------
