@@ -59,10 +59,11 @@ def reliability(
         title = f"{split} split of the training run"
     else:
         curves = {"calibrated": _bins_from_obs(adata, key, label_key, n_bins)}
-        title = f"adata.obs['{label_key}']"
+        title = f"assigned cells vs adata.obs['{label_key}']"
     fig, ax = new_ax(ax, (4.5, 4.5))
     ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls=":", label="perfect calibration")
-    for (name, bins), style in zip(curves.items(), ({"color": "0.5", "ls": "--"}, {"color": "C0"}), strict=False):
+    for name, bins in curves.items():
+        style = {"color": "0.5", "ls": "--"} if name.startswith("before") else {"color": "C0"}
         count = np.asarray(bins["count"], float)
         ok = count > 0
         conf = np.asarray(bins["confidence_sum"], float)[ok] / count[ok]
