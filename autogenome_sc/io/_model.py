@@ -4,8 +4,12 @@ Layout of a model directory::
 
     model.json        format marker, architecture, task, classes, var_names, preprocessing,
                       training config, test metrics and the package versions
-    weights.msgpack   network variables and the per-gene scaling statistics
+    weights.msgpack   network variables, the per-gene scaling statistics and, for
+                      classification, the novelty statistics behind ``ag_uncertainty``
                       (flax.serialization; no pickle)
+
+``model.json`` also holds ``calibration`` (temperature and calibration errors); models
+saved without it load with temperature 1 and ``ag_uncertainty = 1 - confidence``.
 """
 
 from __future__ import annotations
@@ -47,6 +51,14 @@ class Model:
         ``{"input": detected kind, "applied": transform, "config": requested}``.
     metrics_
         Test-split metrics from training.
+    calibration
+        ``{"temperature": T, "ece_before": ..., "ece_after": ..., ...}``: the temperature
+        fitted on the validation split and the expected calibration error (15 bins) before
+        and after, on validation and test. Empty for a model saved without calibration
+        (temperature 1).
+    novelty_
+        Class centroids and shared diagonal covariance of the embedding (training split)
+        and the validation reference of the novelty score behind ``ag_uncertainty``.
     """
 
     architecture: dict[str, Any]
@@ -63,6 +75,8 @@ class Model:
     metrics_: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
     path: Path | None = None
+    calibration: dict = field(default_factory=dict)
+    novelty_: dict = field(default_factory=dict)
 
     def __post_init__(self):
         from ..nn import build_network, build_vae
@@ -196,18 +210,32 @@ class Model:
             out[i * bs : i * bs + n] = rec * span + self.scaler_min_ if scaled else rec
         return out
 
+    @property
+    def temperature(self) -> float:
+        """The calibration temperature (1 when the model was saved without calibration)."""
+        return float(self.calibration.get("temperature", 1.0))
+
     def _postprocess(self, out: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         if self.task == "embedding":
             raise ValueError("This is an embedding model (Res-VAE/VAE): it has no predictions; use `model.embed`.")
         if self.task == "regression":
             return out[:, 0] * self.target_std_ + self.target_mean_, None
+        out = out / self.temperature
         z = out - out.max(axis=1, keepdims=True)
         p = np.exp(z)
         p /= p.sum(axis=1, keepdims=True)
         return p.argmax(axis=1), p
 
+    def _uncertainty(self, emb: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """``ag_uncertainty`` from embeddings and calibrated probabilities (see ``train/_confidence``)."""
+        from ..train import uncertainty
+
+        if not self.novelty_:  # saved without novelty statistics
+            return 1.0 - p.max(axis=1)
+        return uncertainty(emb, p.max(axis=1), self.novelty_)
+
     def predict_proba(self, adata: AnnData, *, layer: str | None = None, use_raw: bool = False) -> pd.DataFrame:
-        """Class probabilities of every cell (cells x classes).
+        """Class probabilities of every cell (cells x classes), calibrated by the model's temperature.
 
         Parameters
         ----------
@@ -240,14 +268,18 @@ class Model:
         Returns
         -------
         A DataFrame indexed by ``adata.obs_names`` with ``prediction`` and, for
-        classification, ``confidence`` (the largest class probability).
+        classification, ``confidence`` (the largest calibrated class probability) and
+        ``uncertainty`` (see ``ag.tl.predict``).
         """
-        out, _, _ = self.outputs(adata, layer=layer, use_raw=use_raw)
+        out, emb, _ = self.outputs(adata, layer=layer, use_raw=use_raw)
         pred, p = self._postprocess(out)
         if p is None:
             return pd.DataFrame({"prediction": pred}, index=adata.obs_names)
         labels = pd.Categorical.from_codes(pred, categories=self.classes_)
-        return pd.DataFrame({"prediction": labels, "confidence": p.max(axis=1)}, index=adata.obs_names)
+        return pd.DataFrame(
+            {"prediction": labels, "confidence": p.max(axis=1), "uncertainty": self._uncertainty(emb, p)},
+            index=adata.obs_names,
+        )
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
@@ -271,6 +303,8 @@ class Model:
             raise FileExistsError(f"'{path}' exists and is not empty; pass overwrite=True to replace it.")
         path.mkdir(parents=True, exist_ok=True)
         state = {"variables": self.variables, "scaler": {"min": self.scaler_min_, "scale": self.scaler_scale_}}
+        if self.novelty_:
+            state["novelty"] = dict(self.novelty_)
         (path / "weights.msgpack").write_bytes(serialization.msgpack_serialize(_to_numpy(state)))
         meta = {
             "format": FORMAT,
@@ -286,6 +320,7 @@ class Model:
             "config": self.config,
             "metrics": _jsonable(self.metrics_),
             "extra": _jsonable(self.extra),
+            "calibration": _jsonable(self.calibration),
         }
         (path / "model.json").write_text(json.dumps(meta, indent=1))
         self.path = path
@@ -347,6 +382,8 @@ def read_model(path: str | Path) -> Model:
         metrics_=meta.get("metrics", {}),
         extra=meta.get("extra", {}),
         path=path,
+        calibration=meta.get("calibration", {}),
+        novelty_={k: np.asarray(v) for k, v in state.get("novelty", {}).items()},
     )
     template = model.net.init(jax.random.key(0), jnp.zeros((1, len(model.var_names_))), train=False)
     try:

@@ -2,5 +2,6 @@
 
 from ._confusion import confusion_matrix
 from ._history import training_history
+from ._reliability import reliability
 
-__all__ = ["confusion_matrix", "training_history"]
+__all__ = ["confusion_matrix", "reliability", "training_history"]

@@ -20,6 +20,14 @@ class Keys:
         return f"{self.key}_confidence"
 
     @property
+    def uncertainty(self) -> str:
+        return f"{self.key}_uncertainty"
+
+    @property
+    def smoothed(self) -> str:
+        return f"{self.key}_prediction_smoothed"
+
+    @property
     def split(self) -> str:
         return f"{self.key}_split"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from numbers import Real
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,9 @@ from anndata import AnnData
 from .. import _logging as logg
 from ..io import Model, read_model
 from ._keys import Keys
-from ._results import write_predictions
+from ._results import UNASSIGNED, write_predictions
+
+REJECT_UNCERTAINTY = 0.95
 
 
 def predict(
@@ -19,16 +22,27 @@ def predict(
     *,
     layer: str | None = None,
     use_raw: bool = False,
+    reject: float | None = None,
+    reject_uncertainty: float | None = REJECT_UNCERTAINTY,
     key_added: str = "ag",
     copy: bool = False,
 ) -> AnnData | None:
-    """Label the cells of ``query`` with a trained model.
+    """Label the cells of ``query`` with a trained model, with calibrated confidence and rejection.
 
     The query's genes are matched to the model's by name: reordered, missing ones set to
     zero (with a warning giving the fraction), and the call refuses when fewer than the
     config's ``data.min_gene_overlap`` (default half) are shared. The query gets the same
     preprocessing as the training data (detected from its values) and the model's
     training-split scaling.
+
+    ``ag_confidence`` is the largest class probability after temperature scaling (fitted
+    on the reference's validation split), so among cells with confidence 0.9 about 90%
+    are labelled correctly, as long as the query resembles the reference.
+    ``ag_uncertainty`` also rises for cells unlike anything in the reference: it combines
+    the distance of the cell's embedding to the nearest class centroid (diagonal
+    Mahalanobis, fitted on the training split) with ``1 - confidence``, and is expressed
+    as the fraction of held-out reference cells (validation split) that look more
+    typical. See ``docs/confidence.md``.
 
     Parameters
     ----------
@@ -40,6 +54,16 @@ def predict(
         Read ``query.layers[layer]`` instead of ``query.X``.
     use_raw
         Read ``query.raw.X``.
+    reject
+        A probability in (0, 1), or ``None`` (default) to label every cell. Cells with
+        ``ag_confidence`` below it, or with ``ag_uncertainty`` above ``reject_uncertainty``,
+        are labelled ``"Unassigned"``.
+    reject_uncertainty
+        Used with ``reject``: cells with ``ag_uncertainty`` above it are ``"Unassigned"``
+        too, in (0, 1]. The default 0.95 rejects cells more unusual than 95% of held-out
+        reference cells: about 5% of cells like the reference, and many cells of types the
+        reference lacks, even when the network is confidently wrong about them. ``None``
+        turns this part off.
     key_added
         Prefix of the keys written.
     copy
@@ -50,19 +74,23 @@ def predict(
     ``None``, or a copy when ``copy=True``, with
 
     ``.obs["ag_prediction"]``
-        Predicted class or value.
+        Predicted class (with the category ``"Unassigned"`` when ``reject`` is set) or value.
     ``.obs["ag_confidence"]``
-        Largest class probability (classification).
+        Largest calibrated class probability (classification).
+    ``.obs["ag_uncertainty"]``
+        Novelty score between 0 and 1 (classification).
     ``.obsm["X_ag"]``
         The model's embedding (for an embedding model, the posterior mean; nothing else
         but ``.uns`` is written then).
     ``.uns["ag"]["prediction"]``
-        ``model_path`` and ``genes_missing_fraction``.
+        ``model_path``, ``genes_missing_fraction``, ``temperature``, ``reject``,
+        ``reject_uncertainty`` and ``n_unassigned``.
     """
     if not isinstance(model, Model):
         model = read_model(model)
     if not isinstance(query, AnnData):
         raise TypeError(f"Expected an AnnData object as query, got {type(query).__name__}.")
+    _check_reject(model, reject, reject_uncertainty)
     query = query.copy() if copy else query
     start = logg.info(f"predicting {query.n_obs} cells with {model!r}")
     keys = Keys(key_added)
@@ -73,9 +101,35 @@ def predict(
         added = [f"'{keys.obsm}' (adata.obsm)"]
     else:
         out, emb, info = model.outputs(query, layer=layer, use_raw=use_raw)
-        added = write_predictions(query, model, out, emb, keys)
+        added = write_predictions(query, model, out, emb, keys, reject=reject, reject_uncertainty=reject_uncertainty)
     uns = dict(query.uns.get(keys.uns, {}))
     uns["prediction"] = {"model_path": str(model.path or ""), **info}
+    if model.task == "classification":
+        uns["prediction"]["temperature"] = model.temperature
+    if reject is not None:
+        n_unassigned = int((query.obs[keys.prediction] == UNASSIGNED).sum())
+        level = 1.0 if reject_uncertainty is None else float(reject_uncertainty)
+        uns["prediction"].update(reject=float(reject), reject_uncertainty=level, n_unassigned=n_unassigned)
+        added.append(f"{n_unassigned} of {query.n_obs} cells '{UNASSIGNED}'")
     query.uns[keys.uns] = uns
     logg.info("    finished", time=start, deep="added " + ", ".join(added))
     return query if copy else None
+
+
+def _check_reject(model: Model, reject, reject_uncertainty) -> None:
+    if reject is None:
+        if reject_uncertainty not in (None, REJECT_UNCERTAINTY):
+            raise ValueError("reject_uncertainty needs reject; pass reject=<probability> as well.")
+        return
+    if model.task != "classification":
+        raise ValueError(f"reject applies to classification models; this model does {model.task}.")
+    if isinstance(reject, bool) or not isinstance(reject, Real) or not 0 < reject < 1:
+        raise ValueError(f"reject must be a probability strictly between 0 and 1 (or None), got {reject!r}.")
+    if reject_uncertainty is not None and (
+        isinstance(reject_uncertainty, bool)
+        or not isinstance(reject_uncertainty, Real)
+        or not 0 < reject_uncertainty <= 1
+    ):
+        raise ValueError(f"reject_uncertainty must be in (0, 1] (or None), got {reject_uncertainty!r}.")
+    if UNASSIGNED in model.classes_:
+        raise ValueError(f"The model has a class named '{UNASSIGNED}', which rejection would mix with rejected cells.")

@@ -9,17 +9,42 @@ from anndata import AnnData
 from ..io import Model
 from ._keys import Keys
 
+UNASSIGNED = "Unassigned"
 
-def write_predictions(adata: AnnData, model: Model, out: np.ndarray, emb: np.ndarray, keys: Keys) -> list[str]:
-    """Write prediction, confidence and embedding; return what was added, for the log."""
+
+def write_predictions(
+    adata: AnnData,
+    model: Model,
+    out: np.ndarray,
+    emb: np.ndarray,
+    keys: Keys,
+    *,
+    reject: float | None = None,
+    reject_uncertainty: float | None = None,
+) -> list[str]:
+    """Write prediction, confidence, uncertainty and embedding; return what was added, for the log.
+
+    With ``reject``, cells whose confidence is below ``reject`` or whose uncertainty is
+    above ``reject_uncertainty`` (unless ``None``) get the label ``"Unassigned"``.
+    """
     pred, p = model._postprocess(out)
     if p is None:
         adata.obs[keys.prediction] = pred.astype(np.float32)
         added = [f"'{keys.prediction}' (adata.obs)"]
     else:
-        adata.obs[keys.prediction] = pd.Categorical.from_codes(pred, categories=model.classes_)
-        adata.obs[keys.confidence] = p.max(axis=1).astype(np.float32)
-        added = [f"'{keys.prediction}', '{keys.confidence}' (adata.obs)"]
+        conf = p.max(axis=1)
+        unc = model._uncertainty(emb, p)
+        categories = list(model.classes_)
+        if reject is not None:
+            rejected = conf < reject
+            if reject_uncertainty is not None:
+                rejected |= unc > reject_uncertainty
+            pred = np.where(rejected, len(categories), pred)
+            categories.append(UNASSIGNED)
+        adata.obs[keys.prediction] = pd.Categorical.from_codes(pred, categories=categories)
+        adata.obs[keys.confidence] = conf.astype(np.float32)
+        adata.obs[keys.uncertainty] = unc.astype(np.float32)
+        added = [f"'{keys.prediction}', '{keys.confidence}', '{keys.uncertainty}' (adata.obs)"]
     adata.obsm[keys.obsm] = emb.astype(np.float32)
     added.append(f"'{keys.obsm}' (adata.obsm)")
     return added

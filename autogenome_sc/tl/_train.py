@@ -18,6 +18,7 @@ from ..data import TrainData, prepare
 from ..io import Model
 from ..nn import MODELS, VAE_MODELS, build_network
 from ..train import FitResult, classification_metrics, fit, predict_arrays, regression_metrics
+from ._calibrate import calibrate
 from ._keys import Keys
 from ._results import h5ad_safe, write_predictions
 
@@ -77,14 +78,21 @@ def train(
     ``.obs["ag_prediction"]``
         Predicted class (categorical) or value.
     ``.obs["ag_confidence"]``
-        Largest class probability (classification).
+        Largest class probability (classification), calibrated by a temperature fitted on
+        the validation split.
+    ``.obs["ag_uncertainty"]``
+        Novelty score in [0, 1) (classification; see ``ag.tl.predict``).
     ``.obs["ag_split"]``
         ``"train"``, ``"val"`` or ``"test"``.
     ``.obsm["X_ag"]``
         The penultimate-layer embedding.
     ``.uns["ag"]``
         ``params``, ``config`` (JSON), ``metrics`` (test split: accuracy, macro-F1, balanced
-        accuracy, confusion matrix), ``classes``, ``history``, ``preprocessing``, ``model_path``.
+        accuracy, confusion matrix; for classification also ``temperature`` and the expected
+        calibration error before/after on validation, ``ece_before``/``ece_after``, and on
+        test, ``ece_test_before``/``ece_test_after``), ``classes``, ``history``,
+        ``preprocessing``, ``model_path`` and, for classification, ``reliability``
+        (per-bin counts for ``ag.pl.reliability``).
     """
     if model in VAE_MODELS:
         from ._vae import train_vae  # the VAE module imports this one
@@ -182,6 +190,7 @@ def finish(
         config=cfg.model_dump(mode="json"),
     )
     out, emb = predict_arrays(model._apply, model.variables, pipe, np.arange(adata.n_obs), min(1024, adata.n_obs))
+    calib_metrics, calib_uns = calibrate(model, data, out, emb) if data.task == "classification" else ({}, {})
     pred, _ = model._postprocess(out)
     test = data.idx["test"]
     if data.task == "classification":
@@ -190,6 +199,7 @@ def finish(
         metrics = regression_metrics(data.y[test], pred[test])
     metrics["best_epoch"] = result.best_epoch
     metrics["best_val_loss"] = result.best_val_loss
+    metrics.update(calib_metrics)
     model.metrics_ = metrics
     model.save(default_model_path(cfg.save.path, key_added, label_key), overwrite=cfg.save.path is not None)
 
@@ -209,6 +219,7 @@ def finish(
     }
     if data.classes is not None:
         uns["classes"] = np.asarray(data.classes)
+    uns.update(calib_uns)
     uns.update(extra_uns or {})
     adata.uns[keys.uns] = h5ad_safe(uns)
     added += [f"'{keys.split}' (adata.obs)", f"'{keys.uns}' (adata.uns)"]

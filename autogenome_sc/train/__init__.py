@@ -1,5 +1,13 @@
 """Compiled training: losses, one-cycle optimizers, the epoch loop, metrics."""
 
+from ._confidence import (
+    expected_calibration_error,
+    fit_novelty,
+    fit_temperature,
+    reliability_bins,
+    softmax_t,
+    uncertainty,
+)
 from ._loop import FitResult, fit, make_apply, predict_arrays
 from ._losses import LOSSES, auc_surrogate, cross_entropy, host_loss, mse
 from ._metrics import classification_metrics, regression_metrics
@@ -14,7 +22,10 @@ __all__ = [
     "cross_entropy",
     "embed_arrays",
     "evaluate_elbo",
+    "expected_calibration_error",
     "fit",
+    "fit_novelty",
+    "fit_temperature",
     "fit_vae",
     "host_loss",
     "make_apply",
@@ -26,4 +37,7 @@ __all__ = [
     "one_cycle",
     "predict_arrays",
     "regression_metrics",
+    "reliability_bins",
+    "softmax_t",
+    "uncertainty",
 ]

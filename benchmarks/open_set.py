@@ -1,0 +1,205 @@
+"""Open-set label transfer on pbmc68k_reduced: can the model tell cells of an unseen type?
+
+Leave-one-type-out over every ``bulk_labels`` type with at least 30 cells, repeated over
+several seeds (each seed: another split and initialisation). For each left-out type:
+
+* ``ag.tl.train`` (default settings, ``use_raw=True``: log-normalised input) on all other
+  cells; ``ag.tl.predict`` on every cell.
+* the peer: CellTypist's recipe in scikit-learn on the same input and the same training
+  cells (train + validation split of ours): per-gene z-scores clipped at 10, multinomial
+  logistic regression; its score is the max class probability.
+* evaluation on held-out cells only: the reference's test split (seen types) against all
+  cells of the left-out type (unseen). AUROC of the uncertainty (ours: ``ag_uncertainty``;
+  ablations: ``1 - ag_confidence`` and the embedding distance alone; peer: ``1 - p_max``),
+  and the rejection at a threshold: the fraction of unseen cells rejected and of seen
+  cells kept (ours: ``reject`` 0.5 and 0.9, with and without the novelty rule
+  ``reject_uncertainty=0.95``; peer: p_max < 0.5, CellTypist's default, and < 0.9), and
+  the fraction of unseen cells rejected at the thresholds that keep 90% or 80% of seen cells.
+* calibration on the same held-out seen cells: ECE (15 bins) before and after
+  temperature scaling, and the peer's.
+
+Run: ``PYTHONPATH=. python benchmarks/open_set.py [--seeds 0 1 2]`` (about 6 minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+import scanpy as sc
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.preprocessing import StandardScaler
+
+import autogenome_sc as ag
+from autogenome_sc.train import expected_calibration_error
+from autogenome_sc.train._confidence import _sq_distances, confidence_bins, ece_from_bins
+
+RULES = [(0.5, 0.95), (0.5, None), (0.9, 0.95), (0.9, None)]  # (reject, reject_uncertainty)
+
+
+def celltypist_lr(x_train, y_train, x_all, rng):
+    """CellTypist's model on our input: z-score genes (fitted on training cells), clip at 10, LR."""
+    scaler = StandardScaler().fit(x_train)
+
+    def z(x):
+        return np.clip(scaler.transform(x), -10, 10)
+
+    lr = LogisticRegression(max_iter=1000, random_state=rng).fit(z(x_train), y_train)
+    return lr.classes_, lr.predict_proba(z(x_all))
+
+
+def one_fold(full, x, labels, unseen_type, seed, model_dir):
+    ref = full[labels != unseen_type].copy()
+    ag.tl.train(
+        ref, "bulk_labels", use_raw=True, rng=seed, config={"save": {"path": f"{model_dir}/{seed}_{hash(unseen_type)}"}}
+    )
+    model = ag.read_model(ref.uns["ag"]["model_path"])
+    query = full.copy()
+    ag.tl.predict(query, model, use_raw=True, reject=0.9)
+
+    split = pd.Series("unseen", index=full.obs_names)
+    split[ref.obs_names] = ref.obs["ag_split"].astype(str)
+    split = split.to_numpy()
+    unseen = split == "unseen"
+    held_out = unseen | (split == "test")
+    fit_cells = (split == "train") | (split == "val")
+    classes, proba = celltypist_lr(x[fit_cells], labels[fit_cells], x, seed)
+    p_max = proba.max(axis=1)
+
+    u = query.obs["ag_uncertainty"].to_numpy()
+    conf = query.obs["ag_confidence"].to_numpy()
+    out, emb, _ = model.outputs(full, use_raw=True)
+    dist = _sq_distances(emb, model.novelty_).min(axis=1)
+    y = unseen[held_out]
+    rules = {}
+    for r, level in RULES:  # the rule of ag.tl.predict(reject=r, reject_uncertainty=level)
+        rej = (conf < r) | (u > (1.0 if level is None else level))
+        rules[f"rule_{r}_{level}_unseen"] = rej[unseen].mean()
+        rules[f"rule_{r}_{level}_seen"] = 1 - rej[split == "test"].mean()
+    at_kept = {}
+    for name, score in (("ours", u), ("lr", -p_max)):
+        for kept in (0.9, 0.8):  # threshold keeping this fraction of held-out seen cells
+            cut = np.quantile(score[split == "test"], kept)
+            at_kept[f"unseen_rejected_{name}_at_{kept}"] = float((score[unseen] > cut).mean())
+    rejected = (query.obs["ag_prediction"] == "Unassigned").to_numpy()
+    seen_test = split == "test"
+    truth = labels[seen_test]
+    lr_pred = classes[proba[seen_test].argmax(axis=1)]
+    return {
+        "type": unseen_type,
+        "seed": seed,
+        "n_unseen": int(unseen.sum()),
+        "n_seen_test": int(seen_test.sum()),
+        "auroc_ours": roc_auc_score(y, u[held_out]),
+        "auroc_ours_confidence_only": roc_auc_score(y, -conf[held_out]),
+        "auroc_ours_distance_only": roc_auc_score(y, dist[held_out]),
+        "auroc_lr": roc_auc_score(y, -p_max[held_out]),
+        "unseen_rejected_ours": rejected[unseen].mean(),
+        **rules,
+        "unseen_rejected_lr_0.5": (p_max[unseen] < 0.5).mean(),
+        "seen_kept_lr_0.5": (p_max[seen_test] >= 0.5).mean(),
+        "unseen_rejected_lr_0.9": (p_max[unseen] < 0.9).mean(),
+        "seen_kept_lr_0.9": (p_max[seen_test] >= 0.9).mean(),
+        **at_kept,
+        "ece_before": _ece_test(model, out, seen_test, truth, temperature=1.0),
+        "ece_after": _ece_test(model, out, seen_test, truth, temperature=model.temperature),
+        "ece_lr": ece_from_bins(confidence_bins(p_max[seen_test], lr_pred == truth)),
+        "accuracy_ours": float((np.asarray(model.classes_)[out[seen_test].argmax(1)] == truth).mean()),
+        "accuracy_lr": float((lr_pred == truth).mean()),
+    }
+
+
+def _ece_test(model, out, cells, truth, temperature):
+    from scipy.special import softmax
+
+    index = {c: i for i, c in enumerate(model.classes_)}
+    y = np.asarray([index[t] for t in truth])
+    return expected_calibration_error(softmax(out[cells] / temperature, axis=1), y)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--min-cells", type=int, default=30)
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    ag.settings.verbosity = 0
+
+    full = sc.datasets.pbmc68k_reduced()
+    labels = full.obs["bulk_labels"].astype(str).to_numpy()
+    x = full.raw.X.toarray() if hasattr(full.raw.X, "toarray") else np.asarray(full.raw.X)
+    counts = full.obs["bulk_labels"].value_counts()
+    types = [t for t, n in counts.items() if n >= args.min_cells]
+    print(f"pbmc68k_reduced: {full.n_obs} cells; leaving out each of {len(types)} types; seeds {args.seeds}")
+
+    rows = []
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as model_dir:
+        for seed in args.seeds:
+            for t in types:
+                t0 = time.perf_counter()
+                rows.append(one_fold(full, x, labels, t, seed, model_dir))
+                r = rows[-1]
+                print(
+                    f"  seed {seed} {t:30s} AUROC ours {r['auroc_ours']:.3f} LR {r['auroc_lr']:.3f} "
+                    f"({time.perf_counter() - t0:.0f}s)",
+                    flush=True,
+                )
+    df = pd.DataFrame(rows)
+    per_type = df.drop(columns="seed").groupby("type", sort=False).mean()
+
+    print(f"\nTotal {time.perf_counter() - start:.0f}s. Mean over seeds, per left-out type:\n")
+    cols = ["n_unseen", "auroc_ours", "auroc_lr", "auroc_ours_confidence_only", "auroc_ours_distance_only"]
+    print(
+        "| left-out type | cells | AUROC ours | AUROC LR (CellTypist) | ratio | ours, confidence only | ours, distance only |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for t, r in per_type[cols].iterrows():
+        print(
+            f"| {t} | {int(r.n_unseen)} | {r.auroc_ours:.3f} | {r.auroc_lr:.3f} | {r.auroc_ours / r.auroc_lr:.2f} | "
+            f"{r.auroc_ours_confidence_only:.3f} | {r.auroc_ours_distance_only:.3f} |"
+        )
+    m = per_type.mean()
+    print(
+        f"| **mean** | | **{m.auroc_ours:.3f}** | **{m.auroc_lr:.3f}** | **{m.auroc_ours / m.auroc_lr:.2f}** | "
+        f"{m.auroc_ours_confidence_only:.3f} | {m.auroc_ours_distance_only:.3f} |"
+    )
+    seed_means = df.groupby("seed")[["auroc_ours", "auroc_lr"]].mean()
+    print(
+        "\nMean AUROC per seed: "
+        + ", ".join(f"seed {s}: ours {r.auroc_ours:.3f} / LR {r.auroc_lr:.3f}" for s, r in seed_means.iterrows())
+    )
+
+    print("\nRejection (mean over types and seeds; held-out cells):\n")
+    print("| rule | unseen cells rejected | seen cells kept |")
+    print("| --- | ---: | ---: |")
+    for r, level in RULES:
+        what = f"`reject={r}`" + (", `reject_uncertainty=None`" if level is None else "")
+        print(f"| ours, {what} | {m[f'rule_{r}_{level}_unseen']:.3f} | {m[f'rule_{r}_{level}_seen']:.3f} |")
+    print(f"| LR, p_max < 0.5 (CellTypist default) | {m['unseen_rejected_lr_0.5']:.3f} | {m['seen_kept_lr_0.5']:.3f} |")
+    print(f"| LR, p_max < 0.9 | {m['unseen_rejected_lr_0.9']:.3f} | {m['seen_kept_lr_0.9']:.3f} |")
+
+    print("\nUnseen cells rejected at the threshold that keeps a given fraction of held-out seen cells:\n")
+    print("| score | 90% of seen kept | 80% of seen kept |")
+    print("| --- | ---: | ---: |")
+    for name, label in (("ours", "ours, `ag_uncertainty`"), ("lr", "LR, 1 - p_max")):
+        print(f"| {label} | {m[f'unseen_rejected_{name}_at_0.9']:.3f} | {m[f'unseen_rejected_{name}_at_0.8']:.3f} |")
+
+    print("\nCalibration on held-out seen cells (test split; mean over types and seeds):\n")
+    print("| model | accuracy | ECE (15 bins) |")
+    print("| --- | ---: | ---: |")
+    print(f"| ours, before temperature scaling | {m['accuracy_ours']:.3f} | {m['ece_before']:.3f} |")
+    print(f"| ours, after temperature scaling | {m['accuracy_ours']:.3f} | {m['ece_after']:.3f} |")
+    print(f"| LR (CellTypist recipe) | {m['accuracy_lr']:.3f} | {m['ece_lr']:.3f} |")
+    print(
+        f"\nECE ratio after/before: {m['ece_after'] / m['ece_before']:.2f}; ours/LR: {m['ece_after'] / m['ece_lr']:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

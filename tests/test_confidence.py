@@ -1,0 +1,243 @@
+"""Calibration, open-set rejection, label smoothing and the reliability diagram (issue 9)."""
+
+from __future__ import annotations
+
+import json
+
+import anndata
+import matplotlib
+import numpy as np
+import pytest
+import scanpy as sc
+from scipy.special import softmax
+from sklearn.metrics import roc_auc_score
+from sklearn.neighbors import kneighbors_graph
+
+import autogenome_sc as ag
+from autogenome_sc.train import expected_calibration_error, fit_temperature, uncertainty
+
+matplotlib.use("Agg")
+
+UNSEEN = "CD19+ B"  # a lineage of its own: no reference class is a near neighbour of it
+CONFIG = {"trainer": {"max_epochs": 40, "patience": 10}, "models": {"resnet": {"width": 128, "n_blocks": 2}}}
+
+
+@pytest.fixture(scope="module")
+def open_set(tmp_path_factory):
+    """A model trained on pbmc68k_reduced without B cells; every cell predicted with reject=0.9."""
+    full = sc.datasets.pbmc68k_reduced()
+    ref = full[full.obs["bulk_labels"] != UNSEEN].copy()
+    cfg = dict(CONFIG, save={"path": str(tmp_path_factory.mktemp("m") / "model")})
+    ag.tl.train(ref, "bulk_labels", use_raw=True, config=cfg, rng=0)
+    model = ag.read_model(ref.uns["ag"]["model_path"])
+    query = full.copy()
+    ag.tl.predict(query, model, use_raw=True, reject=0.9)
+    return ref, model, query
+
+
+# ---------------------------------------------------------------------------- calibration
+def test_fit_temperature_recovers_the_true_temperature():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (4000, 6))
+    y = np.array([rng.choice(6, p=p) for p in softmax(logits / 2.5, axis=1)])
+    assert fit_temperature(logits, y) == pytest.approx(2.5, rel=0.1)
+    # the calibrated probabilities are well calibrated, the raw ones are not
+    assert expected_calibration_error(softmax(logits / 2.5, axis=1), y) < 0.03
+    assert expected_calibration_error(softmax(logits, axis=1), y) > 0.1
+
+
+def test_calibration_lowers_ece_and_is_stored(open_set):
+    ref, model, _ = open_set
+    metrics = ref.uns["ag"]["metrics"]
+    assert metrics["ece_after"] < metrics["ece_before"]
+    assert metrics["temperature"] == pytest.approx(model.calibration["temperature"])
+    assert model.temperature != 1.0
+    # the stored confidence uses the temperature: recompute it from raw outputs
+    out, _, _ = model.outputs(ref, use_raw=True)
+    expected = softmax(out / model.temperature, axis=1).max(axis=1)
+    np.testing.assert_allclose(ref.obs["ag_confidence"], expected, rtol=1e-5)
+    # the validation ECE in uns is the one of the stored confidences
+    val = (ref.obs["ag_split"] == "val").to_numpy()
+    y = ref.obs["bulk_labels"].cat.codes.to_numpy()  # same order as the model's sorted classes
+    assert list(ref.obs["bulk_labels"].cat.categories) == model.classes_
+    p = softmax(out[val] / model.temperature, axis=1)
+    assert metrics["ece_after"] == pytest.approx(expected_calibration_error(p, y[val]))
+    # the temperature minimises the validation NLL: any other temperature does worse
+    nll = {t: -np.log(softmax(out[val] / t, axis=1)[np.arange(val.sum()), y[val]]).mean() for t in (0.5, 1.0, 2.0)}
+    best = -np.log(p[np.arange(val.sum()), y[val]]).mean()
+    assert all(best <= v + 1e-9 for v in nll.values())
+    rel = ref.uns["ag"]["reliability"]
+    assert rel["test"]["after"]["count"].sum() == (ref.obs["ag_split"] == "test").sum()
+
+
+def test_save_load_keeps_calibration(open_set, tmp_path):
+    _, model, query = open_set
+    again = ag.read_model(model.path)
+    assert again.calibration == pytest.approx(model.calibration)
+    assert set(again.novelty_) == set(model.novelty_)
+    df = again.predict(query, use_raw=True)
+    np.testing.assert_allclose(df["confidence"], query.obs["ag_confidence"], rtol=1e-5)
+    np.testing.assert_allclose(df["uncertainty"], query.obs["ag_uncertainty"], rtol=1e-5, atol=1e-6)
+
+
+def test_model_saved_without_calibration_loads_with_temperature_one(open_set, tmp_path):
+    _, model, query = open_set
+    bare = ag.read_model(model.path)
+    bare.calibration, bare.novelty_ = {}, {}
+    path = bare.save(tmp_path / "old")
+    meta = json.loads((path / "model.json").read_text())
+    del meta["calibration"]  # as written before calibration existed
+    (path / "model.json").write_text(json.dumps(meta))
+    old = ag.read_model(path)
+    assert old.temperature == 1.0 and old.novelty_ == {}
+    out, _, _ = old.outputs(query, use_raw=True)
+    df = old.predict(query, use_raw=True)
+    np.testing.assert_allclose(df["confidence"], softmax(out, axis=1).max(axis=1), rtol=1e-5)
+    np.testing.assert_allclose(df["uncertainty"], 1 - df["confidence"], rtol=1e-5)
+    q = ag.tl.predict(query, old, use_raw=True, reject=0.9, copy=True)
+    assert q.uns["ag"]["prediction"]["temperature"] == 1.0
+
+
+# ---------------------------------------------------------------------------- open set
+def test_uncertainty_separates_an_unseen_type(open_set):
+    ref, _, query = open_set
+    unseen = (query.obs["bulk_labels"] == UNSEEN).to_numpy()
+    u = query.obs["ag_uncertainty"].to_numpy()
+    assert 0 <= u.min() and u.max() <= 1
+    assert roc_auc_score(unseen, u) > 0.8
+    # on held-out cells only: the unseen type against the reference's test split
+    held_out = unseen | query.obs_names.isin(ref.obs_names[ref.obs["ag_split"] == "test"])
+    assert roc_auc_score(unseen[held_out], u[held_out]) > 0.8
+
+
+def test_reject_marks_unseen_cells_unassigned(open_set):
+    _, model, query = open_set
+    unseen = (query.obs["bulk_labels"] == UNSEEN).to_numpy()
+    pred = query.obs["ag_prediction"]
+    assert list(pred.cat.categories) == [*model.classes_, "Unassigned"]
+    rejected = (pred == "Unassigned").to_numpy()
+    assert rejected[unseen].mean() > 0.7
+    assert rejected[~unseen].mean() < 0.4
+    # the rule: confidence below 0.9 or uncertainty above 0.95
+    rule = (query.obs["ag_confidence"] < 0.9) | (query.obs["ag_uncertainty"] > 0.95)
+    np.testing.assert_array_equal(rejected, rule.to_numpy())
+    info = query.uns["ag"]["prediction"]
+    assert info["n_unassigned"] == rejected.sum() and info["reject_uncertainty"] == 0.95
+
+
+def test_reject_uncertainty_none_leaves_only_the_probability_rule(open_set):
+    _, model, query = open_set
+    q = ag.tl.predict(query, model, use_raw=True, reject=0.5, reject_uncertainty=None, copy=True)
+    rejected = (q.obs["ag_prediction"] == "Unassigned").to_numpy()
+    np.testing.assert_array_equal(rejected, (q.obs["ag_confidence"] < 0.5).to_numpy())
+    # with the novelty rule (default 0.95) more unseen cells are rejected at the same threshold
+    q2 = ag.tl.predict(query, model, use_raw=True, reject=0.5, copy=True)
+    unseen = (query.obs["bulk_labels"] == UNSEEN).to_numpy()
+    assert (q2.obs["ag_prediction"] == "Unassigned").to_numpy()[unseen].mean() > rejected[unseen].mean()
+    plain = ag.tl.predict(query, model, use_raw=True, copy=True)
+    assert "Unassigned" not in plain.obs["ag_prediction"].cat.categories
+
+
+def test_uncertainty_is_the_rank_among_validation_cells():
+    rng = np.random.default_rng(1)
+    state = ag.train.fit_novelty(
+        rng.normal(size=(300, 8)), rng.integers(0, 3, 300), 3, rng.normal(size=(200, 8)), rng.uniform(0.5, 1, 200)
+    )
+    emb, conf = rng.normal(size=(5000, 8)), rng.uniform(0.5, 1, 5000)
+    u = uncertainty(emb, conf, state)
+    # cells drawn like the validation cells: uncertainty is roughly uniform
+    assert np.quantile(u, 0.9) == pytest.approx(0.9, abs=0.05)
+    assert np.mean(u > 0.95) == pytest.approx(0.05, abs=0.03)
+    far = uncertainty(emb[:50] + 10, conf[:50], state)
+    assert far.min() > 0.99
+
+
+# ---------------------------------------------------------------------------- smoothing, plots, h5ad
+def test_smooth_labels_repairs_scattered_errors(open_set):
+    _, model, query = open_set
+    q = ag.tl.predict(query, model, use_raw=True, copy=True)
+    # a 15-NN graph in the model's embedding, where its predictions are locally constant
+    knn = kneighbors_graph(q.obsm["X_ag"], 15, include_self=False)
+    q.obsp["connectivities"] = ((knn + knn.T) > 0).astype(np.float32).tocsr()
+    clean = q.obs["ag_prediction"].copy()
+    rng = np.random.default_rng(0)
+    flip = rng.random(q.n_obs) < 0.2
+    codes = clean.cat.codes.to_numpy().copy()
+    codes[flip] = (codes[flip] + rng.integers(1, len(model.classes_), flip.sum())) % len(model.classes_)
+    q.obs["ag_prediction"] = q.obs["ag_prediction"].cat.set_categories(clean.cat.categories)
+    q.obs["ag_prediction"] = clean.cat.categories[codes]
+    q.obs["ag_prediction"] = q.obs["ag_prediction"].astype(clean.dtype)
+    ag.tl.smooth_labels(q)
+    smoothed = q.obs["ag_prediction_smoothed"]
+    assert (smoothed.to_numpy() == clean.to_numpy()).mean() > 0.9
+    assert (q.obs["ag_prediction"].to_numpy() == clean.to_numpy()).mean() < 0.85
+    # one cell by hand: the label with the largest neighbour weight (plus its own vote)
+    i = int(np.flatnonzero(flip)[0])
+    row = q.obsp["connectivities"][i]
+    votes = {}
+    for j, w in zip(row.indices, row.data, strict=True):
+        votes[q.obs["ag_prediction"].iloc[j]] = votes.get(q.obs["ag_prediction"].iloc[j], 0) + w
+    votes[q.obs["ag_prediction"].iloc[i]] = votes.get(q.obs["ag_prediction"].iloc[i], 0) + 1.0 + 1e-6
+    assert smoothed.iloc[i] == max(votes, key=votes.get)
+
+
+def test_reliability_plot(open_set):
+    ref, _, query = open_set
+    ax = ag.pl.reliability(ref, show=False)
+    assert len(ax.lines) == 3  # diagonal, before, after
+    assert "ECE" in ax.get_legend().get_texts()[1].get_text()
+    ax = ag.pl.reliability(query, label_key="bulk_labels", show=False)
+    assert len(ax.lines) == 2
+    matplotlib.pyplot.close("all")
+
+
+def test_h5ad_round_trip(open_set, tmp_path):
+    ref, _, query = open_set
+    for name, adata in (("ref", ref), ("query", query)):
+        adata.write_h5ad(tmp_path / f"{name}.h5ad")
+        back = anndata.read_h5ad(tmp_path / f"{name}.h5ad")
+        assert back.obs["ag_prediction"].equals(adata.obs["ag_prediction"])
+        np.testing.assert_array_equal(back.obs["ag_uncertainty"], adata.obs["ag_uncertainty"])
+    back = anndata.read_h5ad(tmp_path / "ref.h5ad")
+    assert back.uns["ag"]["metrics"]["ece_after"] == ref.uns["ag"]["metrics"]["ece_after"]
+    ax = ag.pl.reliability(back, split="val", show=False)
+    assert ax is not None
+    matplotlib.pyplot.close("all")
+
+
+# ---------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("reject", [0, 1, 1.5, -0.1, "0.9", True])
+def test_reject_outside_unit_interval(open_set, reject):
+    _, model, query = open_set
+    with pytest.raises(ValueError, match="reject must be"):
+        ag.tl.predict(query, model, use_raw=True, reject=reject, copy=True)
+
+
+def test_bad_reject_uncertainty(open_set):
+    _, model, query = open_set
+    with pytest.raises(ValueError, match="reject_uncertainty must be"):
+        ag.tl.predict(query, model, use_raw=True, reject=0.9, reject_uncertainty=0, copy=True)
+    with pytest.raises(ValueError, match="needs reject"):
+        ag.tl.predict(query, model, use_raw=True, reject_uncertainty=0.9, copy=True)
+
+
+def test_smooth_labels_needs_neighbors_and_predictions(open_set):
+    _, _, query = open_set
+    bare = query.copy()
+    del bare.obsp["connectivities"]
+    with pytest.raises(KeyError, match=r"sc\.pp\.neighbors"):
+        ag.tl.smooth_labels(bare)
+    with pytest.raises(KeyError, match=r"sc\.pp\.neighbors\(adata, key_added='nb'\)"):
+        ag.tl.smooth_labels(query.copy(), neighbors_key="nb")
+    with pytest.raises(KeyError, match=r"ag\.tl\.predict"):
+        ag.tl.smooth_labels(query.copy(), key="other")
+
+
+def test_reliability_bad_input(open_set, pbmc):
+    ref, _, query = open_set
+    with pytest.raises(KeyError, match=r"ag\.tl\.train"):
+        ag.pl.reliability(pbmc, show=False)
+    with pytest.raises(ValueError, match="split must be"):
+        ag.pl.reliability(ref, split="train", show=False)
+    with pytest.raises(KeyError, match="nope"):
+        ag.pl.reliability(query, label_key="nope", show=False)
