@@ -1,6 +1,7 @@
-"""Tools: train, search, predict (``ag.tl``)."""
+"""Tools: train, search, predict, explain (``ag.tl``)."""
 
+from ._explain import explain
 from ._predict import predict
 from ._train import train
 
-__all__ = ["predict", "train"]
+__all__ = ["explain", "predict", "train"]
