@@ -71,7 +71,7 @@ def _cell_draws(key, n_samples: int, n_background: int, sampling: str):
     u = jax.random.uniform(kt, (n_samples,))
     t = (jnp.arange(n_samples) + u) / n_samples
     reps = -(-n_samples // n_background)
-    perms = jax.vmap(lambda k: jax.random.permutation(k, n_background))(jax.random.split(kb, reps))
+    perms = jnp.argsort(jax.random.uniform(kb, (reps, n_background)), axis=-1)  # random permutations
     return perms.reshape(-1)[:n_samples].astype(jnp.int32), t
 
 

@@ -1,6 +1,7 @@
 """Plots (``ag.pl``): read only from AnnData, never retrain."""
 
 from ._confusion import confusion_matrix
+from ._explain import importance, shap_summary
 from ._history import training_history
 
-__all__ = ["confusion_matrix", "training_history"]
+__all__ = ["confusion_matrix", "importance", "shap_summary", "training_history"]
