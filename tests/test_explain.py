@@ -85,11 +85,11 @@ def test_completeness_within_monte_carlo_error(kind):
     )
     # stratified t and background without replacement: smaller error at the same n_samples
     assert np.sqrt((strat**2).mean()) < 0.75 * np.sqrt((gaps**2).mean())
-    # same rng -> same values, whatever the chunking; another rng -> other draws
-    again = expected_gradients(f, v, x, bg, n_samples=50, sampling="stratified", rng=0, chunk_size=4).sum(1)
-    np.testing.assert_allclose(again - target, strat[0], atol=1e-6)
-    assert np.abs(strat[0] - strat[1]).max() > 1e-6
-    np.testing.assert_allclose(model_output(f, v, x, batch_size=4), np.asarray(f(v, x)), atol=1e-6)
+    assert np.abs(strat[0] - strat[1]).max() > 1e-6  # another rng, other draws
+    if kind == "resnet":  # same rng -> same values, whatever the chunking
+        again = expected_gradients(f, v, x, bg, n_samples=50, sampling="stratified", rng=0, chunk_size=4).sum(1)
+        np.testing.assert_allclose(again - target, strat[0], atol=1e-6)
+        np.testing.assert_allclose(model_output(f, v, x, batch_size=4), np.asarray(f(v, x)), atol=1e-6)
 
 
 def _numpy_mlp_grad(v, z, c):
@@ -137,7 +137,7 @@ def test_equals_numpy_gradient_explainer_loop_with_the_same_draws():
 
 
 def test_estimator_rejects_bad_input():
-    f, v = _net("mlp", 5, 2)
+    f, v = linear, jnp.ones((5, 2))
     x, bg = np.zeros((3, 5), np.float32), np.zeros((4, 5), np.float32)
     with pytest.raises(ValueError, match="same number of genes"):
         expected_gradients(f, v, x, np.zeros((4, 6)))
