@@ -86,7 +86,8 @@ def _phi(f, variables, x, background, idx, t):
     """phi[b, g, c] for a chunk: x [B, G], idx/t [B, S] -> [B, G, C]."""
     ref = background[idx]  # [B, S, G]
     delta = x[:, None, :] - ref
-    z = ref + t[..., None] * delta
+    tt = t[..., None]
+    z = tt * x[:, None, :] + (1 - tt) * ref  # shap's formula (same rounding)
     b, s, g = z.shape
 
     def summed(zf):  # rows are independent in eval mode: d sum_rows f / d z = per-row gradients

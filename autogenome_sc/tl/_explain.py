@@ -59,7 +59,8 @@ def explain(
     n_samples
         Monte-Carlo draws per explained cell.
     max_cells
-        Explain at most this many cells (a random subset); ``None`` explains all.
+        Explain at most this many cells (a random subset); ``None`` explains all. The
+        stored values take ``cells x genes x classes x 2`` bytes (float16).
     output
         ``"probability"`` explains the softmax class probabilities (what
         ``shap.GradientExplainer`` explains for a classifier ending in a softmax);
