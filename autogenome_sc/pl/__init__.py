@@ -1,7 +1,8 @@
 """Plots (``ag.pl``): read only from AnnData, never retrain."""
 
 from ._confusion import confusion_matrix
+from ._explain import importance, shap_summary
 from ._history import training_history
 from ._reliability import reliability
 
-__all__ = ["confusion_matrix", "reliability", "training_history"]
+__all__ = ["confusion_matrix", "importance", "reliability", "shap_summary", "training_history"]

@@ -1,8 +1,9 @@
-"""Tools: train, search, predict (``ag.tl``)."""
+"""Tools: train, search, predict, explain (``ag.tl``)."""
 
+from ._explain import explain
 from ._predict import predict
 from ._smooth import smooth_labels
 from ._train import train
 from ._vae import train_vae
 
-__all__ = ["predict", "smooth_labels", "train", "train_vae"]
+__all__ = ["explain", "predict", "smooth_labels", "train", "train_vae"]

@@ -1,0 +1,163 @@
+from __future__ import annotations
+
+import numpy as np
+from anndata import AnnData
+from matplotlib.axes import Axes
+
+from ..get import importance_df
+from ._utils import finish, get_uns, new_ax
+
+
+def _top(adata: AnnData, group: str | None, key: str, n_genes: int):
+    if isinstance(n_genes, bool) or not isinstance(n_genes, int | np.integer) or n_genes < 1:
+        raise ValueError(f"n_genes must be a positive integer, got {n_genes!r}.")
+    get_uns(adata, key, "importance", "ag.tl.explain")
+    df = importance_df(adata, key=key)
+    col = "overall" if group is None else group
+    if col not in df.columns:
+        classes = [c for c in df.columns if c != "overall"]
+        raise KeyError(f"Unknown group '{group}'; the explained classes are {classes}.")
+    return df, df[col].sort_values(ascending=False).index[: int(n_genes)]
+
+
+def importance(
+    adata: AnnData,
+    group: str | None = None,
+    *,
+    key: str = "ag",
+    n_genes: int = 20,
+    ax: Axes | None = None,
+    show: bool | None = None,
+) -> Axes | None:
+    """Bar chart of the most important genes for one class (or overall), from ``ag.tl.explain``.
+
+    Parameters
+    ----------
+    adata
+        Annotated data after ``ag.tl.explain``.
+    group
+        A class; ``None`` ranks genes by the ``"overall"`` importance (sum over classes).
+    key
+        The ``key`` of the ``ag.tl.explain`` call.
+    n_genes
+        Number of genes shown.
+    ax
+        Axes to draw into; a new figure otherwise.
+    show
+        Show the figure; when ``False`` return the Axes.
+
+    Returns
+    -------
+    The Axes when ``show=False``, else ``None``.
+    """
+    df, genes = _top(adata, group, key, n_genes)
+    vals = df.loc[genes, "overall" if group is None else group].to_numpy()
+    fig, ax = new_ax(ax, (5, 0.25 * len(genes) + 1.2))
+    y = np.arange(len(genes))[::-1]
+    ax.barh(y, vals, color="#1f77b4")
+    ax.set_yticks(y, list(genes))
+    ax.set_ylim(-0.6, len(genes) - 0.4)
+    ax.set_xlabel("importance (sum of |SHAP| over the class's cells)")
+    ax.set_title(group if group is not None else "all classes")
+    return finish(fig, ax, show)
+
+
+def shap_summary(
+    adata: AnnData,
+    group: str | None = None,
+    *,
+    key: str = "ag",
+    n_genes: int = 20,
+    ax: Axes | None = None,
+    show: bool | None = None,
+) -> Axes | None:
+    """SHAP summary of ``ag.tl.explain``: a beeswarm for one class, or stacked importance bars for all.
+
+    With ``group``, each explained cell is a dot at its SHAP value for that class's
+    output, coloured by the gene's (scaled) expression, for the ``n_genes`` genes most
+    important for the class (the AutoGenome paper's Fig. 3c). Without ``group``, the genes
+    with the largest overall importance are shown as bars stacked by class (Fig. 3b).
+
+    Parameters
+    ----------
+    adata
+        Annotated data after ``ag.tl.explain``.
+    group
+        A class; ``None`` shows all classes.
+    key
+        The ``key`` of the ``ag.tl.explain`` call.
+    n_genes
+        Number of genes shown.
+    ax
+        Axes to draw into; a new figure otherwise.
+    show
+        Show the figure; when ``False`` return the Axes.
+
+    Returns
+    -------
+    The Axes when ``show=False``, else ``None``.
+    """
+    df, genes = _top(adata, group, key, n_genes)
+    y = np.arange(len(genes))[::-1]
+    if group is None:
+        classes = [c for c in df.columns if c != "overall"]
+        fig, ax = new_ax(ax, (7, 0.25 * len(genes) + 1.2))
+        colors = _palette(len(classes))
+        left = np.zeros(len(genes))
+        for c, color in zip(classes, colors, strict=True):
+            w = df.loc[genes, c].to_numpy()
+            ax.barh(y, w, left=left, color=color, label=c)
+            left += w
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+        ax.set_xlabel("importance (sum of |SHAP| over each class's cells)")
+        ax.set_title("all classes")
+    else:
+        s = get_uns(adata, key, "shap", "ag.tl.explain")["shap"]
+        outputs = [str(c) for c in s["output_names"]]
+        features = [str(g) for g in s["feature_names"]]
+        col = {g: j for j, g in enumerate(features)}
+        gi = np.asarray([col[g] for g in genes])
+        values = np.asarray(s["values"][:, gi, outputs.index(group)], dtype=np.float32)
+        data = np.asarray(s["data"][:, gi], dtype=np.float32)
+        fig, ax = new_ax(ax, (6, 0.3 * len(genes) + 1.5))
+        rng = np.random.default_rng(0)
+        sc = None
+        for row, yy in enumerate(y):
+            v = values[:, row]
+            sc = ax.scatter(
+                v,
+                yy + _swarm_offsets(v, rng),
+                c=np.clip(data[:, row], 0, 1),
+                cmap="coolwarm",
+                vmin=0,
+                vmax=1,
+                s=6,
+                linewidths=0,
+                rasterized=True,
+            )
+        ax.axvline(0, color="0.6", lw=0.8, zorder=0)
+        cb = fig.colorbar(sc, ax=ax, fraction=0.04, pad=0.02)
+        cb.set_label("expression (scaled)")
+        cb.set_ticks([0, 1], labels=["low", "high"])
+        ax.set_xlabel(f"SHAP value for '{group}'")
+        ax.set_title(group)
+    ax.set_yticks(y, list(genes))
+    ax.set_ylim(-0.6, len(genes) - 0.4)
+    return finish(fig, ax, show)
+
+
+def _swarm_offsets(v: np.ndarray, rng: np.random.Generator, width: float = 0.4, bins: int = 50) -> np.ndarray:
+    """Vertical offsets that grow with the local density of values (a simple beeswarm)."""
+    if len(v) == 0 or np.ptp(v) == 0:
+        return rng.uniform(-width, width, len(v)) * 0.5
+    counts, edges = np.histogram(v, bins=bins)
+    where = np.clip(np.digitize(v, edges[1:-1]), 0, bins - 1)
+    spread = width * counts[where] / counts.max()
+    return rng.uniform(-1, 1, len(v)) * spread
+
+
+def _palette(n: int):
+    import matplotlib.pyplot as plt
+
+    cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
+    return [cmap(i % cmap.N) for i in range(n)]
