@@ -175,7 +175,9 @@ def test_explanation_and_importance_on_pbmc(explained):
     assert list(exp.feature_names) == list(adata.raw.var_names)
     np.testing.assert_allclose(exp.base_values.sum(1), 1.0, atol=1e-5)  # mean probabilities
     # completeness on the trained network: base + sum of SHAP ~= the predicted probabilities
-    proba = ag.read_model(adata.uns["ag"]["model_path"]).predict_proba(adata, use_raw=True)
+    model = ag.read_model(adata.uns["ag"]["model_path"])
+    assert abs(model.temperature - 1) > 0.05  # calibrated: the explained probabilities are softmax(logits / T)
+    proba = model.predict_proba(adata, use_raw=True)
     p = proba.loc[list(s["obs_names"]), classes].to_numpy()
     # (relative Monte-Carlo error ~0.15 at 100 draws; a wrong base or scale would give ~1)
     assert np.abs(exp.base_values + exp.values.sum(1) - p).mean() < 0.25 * np.abs(p - exp.base_values).mean()

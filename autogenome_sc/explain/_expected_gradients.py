@@ -45,19 +45,21 @@ class NetworkOutput:
 
     ``output="probability"`` explains the softmax class probabilities (what shap's
     GradientExplainer explains when given a classifier that ends in a softmax, the usual
-    choice); ``"logit"`` explains the raw outputs. ``scale``/``shift`` map a regression
-    network's standardised output back to the target's units.
+    choice), divided by the model's calibration ``temperature`` so that they are the
+    probabilities written to ``ag_confidence``; ``"logit"`` explains the raw outputs.
+    ``scale``/``shift`` map a regression network's standardised output back to the target's units.
     """
 
     net: object
     output: str = "probability"
     scale: float = 1.0
     shift: float = 0.0
+    temperature: float = 1.0
 
     def __call__(self, variables, x):
         out, _ = self.net.apply(variables, x, train=False)
         if self.output == "probability":
-            return jax.nn.softmax(out, axis=-1)
+            return jax.nn.softmax(out / self.temperature, axis=-1)
         return out * self.scale + self.shift
 
 

@@ -143,6 +143,7 @@ def explain(
         output=output if classification else "logit",
         scale=1.0 if classification else float(model.target_std_),
         shift=0.0 if classification else float(model.target_mean_),
+        temperature=model.temperature if classification else 1.0,
     )
     x = pipe.block(cells)
     background = pipe.block(bg_idx)
