@@ -1,0 +1,326 @@
+"""ENAS for RRFCN: shared-weight training, REINFORCE controller, derive and retrain.
+
+Each epoch trains the supernet's shared weights on the training split, a freshly sampled
+child per minibatch (``lax.scan`` over a chunk of minibatches with a per-step architecture
+array, so one compiled call per chunk), then updates the controller ``controller_steps``
+times: ``M`` children are sampled, scored on one validation minibatch in a single vmapped
+call (reward = accuracy + entropy bonus), the baseline moves ``b <- b - (1 - decay)(b - R)``
+and the REINFORCE gradient, averaged over the ``M`` children, takes one Adam step. At the
+end ``K`` candidates are scored on the whole validation split with the shared weights; the
+best is retrained from scratch as a standalone :class:`~autogenome_sc.nn.RRFCN` by
+:func:`autogenome_sc.train.fit`. The test split is never read here.
+
+Every compiled function is traced once for the whole search (the architecture is a traced
+array); :attr:`EnasResult.n_traces` records it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pandas as pd
+
+from .. import _logging as logg
+from ..data import TrainData
+from ..nn import build_network
+from ..nn._enas import Controller, SuperNet, sample_uniform, to_architecture
+from ..train import LOSSES, FitResult, fit, make_optimizer
+
+
+@dataclass
+class EnasResult:
+    """What :func:`run_enas` returns."""
+
+    architecture: dict  # {"widths": [...], "edges": [[source, target], ...]}
+    network: dict  # the architecture dict of the retrained model ({"model": "rrfcn", ...})
+    fit: FitResult | None  # the retrained standalone RRFCN (None when retrain=False)
+    history: dict[str, np.ndarray]  # per search epoch
+    candidates: pd.DataFrame  # derived candidates and their validation accuracy (shared weights)
+    n_traces: dict[str, int] = field(default_factory=dict)
+    search_seconds: float = 0.0
+    controller_params: dict | None = None
+
+
+def _counted(fn, counter: dict, name: str):
+    def wrapped(*args):
+        counter[name] = counter.get(name, 0) + 1  # runs only while tracing
+        return fn(*args)
+
+    return wrapped
+
+
+class EnasSearch:
+    """The compiled pieces of one search: supernet, controller and their steps.
+
+    Parameters
+    ----------
+    enas_cfg
+        The ``models.enas`` config section.
+    trainer, loss_cfg
+        The ``trainer`` and ``loss`` config sections (shared-weight optimiser, label smoothing).
+    n_features, n_out
+        Input genes and classes.
+    steps_total
+        Shared-weight steps of the whole search (length of the one-cycle schedule).
+    sampler
+        ``"controller"`` (ENAS) or ``"random"`` (uniform widths, skip bits with p = 0.5;
+        the same budget of shared training and scoring, no controller learning).
+    """
+
+    def __init__(self, enas_cfg, trainer, loss_cfg, n_features: int, n_out: int, steps_total: int, sampler: str):
+        if sampler not in ("controller", "random"):
+            raise ValueError(f"Unknown ENAS sampler '{sampler}'; choose 'controller' or 'random'.")
+        e = self.cfg = enas_cfg
+        self.sampler = sampler
+        self.n_nodes, self.options = e.n_nodes, tuple(e.widths)
+        self.net = SuperNet(
+            n_out=n_out,
+            n_nodes=e.n_nodes,
+            first_width=e.first_width,
+            widths=self.options,
+            input_keep=e.input_keep,
+            activation=e.activation,
+            dropout=e.dropout,
+        )
+        self.ctrl = Controller(n_nodes=e.n_nodes, n_widths=len(self.options), hidden=e.controller_hidden)
+        self.n_features = n_features
+        self.tx = make_optimizer(trainer, steps_total)
+        self.ctx = optax.adam(e.controller_lr)
+        smoothing = loss_cfg.label_smoothing
+        loss_fn = LOSSES["cross_entropy"]
+        self.counts: dict[str, int] = {}
+        net, tx, ctx = self.net, self.tx, self.ctx
+        ew, decay = e.entropy_weight, e.baseline_decay
+
+        def sample(ctrl_params, key, m):
+            keys = jax.random.split(key, m)
+            if sampler == "random":
+                w, s = jax.vmap(lambda k: sample_uniform(k, e.n_nodes, len(self.options)))(keys)
+                return w, s, jnp.zeros(m), jnp.zeros(m)
+            return jax.vmap(lambda k: self.ctrl.apply(ctrl_params, k))(keys)
+
+        def train_chunk(state, ctrl_params, xs, ys, valid, key):
+            k_arch, k_drop = jax.random.split(key)
+            ws, ss, _, _ = sample(ctrl_params, k_arch, xs.shape[0])
+
+            def step(carry, inp):
+                params, bstats, opt_state = carry
+                x, yb, ok, w, s, k = inp
+
+                def objective(p):
+                    (out, _), upd = net.apply(
+                        {"params": p, "batch_stats": bstats},
+                        x,
+                        w,
+                        s,
+                        train=True,
+                        rngs={"dropout": k},
+                        mutable=["batch_stats"],
+                    )
+                    return loss_fn(out, yb, smoothing), upd["batch_stats"]
+
+                (loss, new_bstats), grads = jax.value_and_grad(objective, has_aux=True)(params)
+                updates, new_opt = tx.update(grads, opt_state, params)
+                new = (optax.apply_updates(params, updates), new_bstats, new_opt)
+                carry = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, carry)
+                return carry, jnp.where(ok, loss, 0.0)
+
+            drop_keys = jax.random.split(k_drop, xs.shape[0])
+            state, losses = jax.lax.scan(step, state, (xs, ys, valid, ws, ss, drop_keys))
+            return state, losses.sum() / jnp.maximum(valid.sum(), 1)
+
+        def correct(variables, ws, ss, x, y, n_valid):
+            """Correct predictions of each of M children on one batch (BatchNorm batch statistics)."""
+
+            def one(w, s):
+                (out, _), _ = net.apply(variables, x, w, s, train=True, deterministic=True, mutable=["batch_stats"])
+                ok = (out.argmax(-1) == y) & (jnp.arange(x.shape[0]) < n_valid)
+                return ok.sum()
+
+            return jax.vmap(one)(ws, ss)
+
+        def ctrl_step(ctrl_params, opt_state, baseline, variables, x, y, key):
+            ws, ss, _, ent = sample(ctrl_params, key, e.n_arch_per_step)
+            acc = correct(variables, ws, ss, x, y, x.shape[0]) / x.shape[0]
+            if sampler == "random":
+                return ctrl_params, opt_state, baseline, acc.mean(), ent.mean()
+            reward = acc + ew * ent
+            baseline = baseline - (1.0 - decay) * (baseline - reward.mean())
+            adv = jax.lax.stop_gradient(reward - baseline)
+
+            def objective(p):
+                logp = jax.vmap(lambda w, s: self.ctrl.apply(p, key, w, s)[2])(ws, ss)
+                return -jnp.mean(logp * adv)
+
+            grads = jax.grad(objective)(ctrl_params)
+            updates, opt_state = ctx.update(grads, opt_state, ctrl_params)
+            return optax.apply_updates(ctrl_params, updates), opt_state, baseline, acc.mean(), ent.mean()
+
+        self.sample = jax.jit(_counted(sample, self.counts, "sample"), static_argnums=2)
+        self.train_chunk = jax.jit(_counted(train_chunk, self.counts, "train_chunk"))
+        self.correct = jax.jit(_counted(correct, self.counts, "correct"))
+        self.ctrl_step = jax.jit(_counted(ctrl_step, self.counts, "ctrl_step"))
+
+    def init(self, key, batch: int):
+        """Initial ``(supernet state, controller params, controller optimiser state)``."""
+        k_net, k_ctrl = jax.random.split(key)
+        n = self.n_nodes
+        x = jnp.zeros((batch, self.n_features), jnp.float32)
+        v = self.net.init(k_net, x, jnp.zeros(n, jnp.int32), jnp.zeros((n, n), jnp.int32), train=False)
+        ctrl_params = self.ctrl.init(k_ctrl, jax.random.key(0))
+        state = (v["params"], v["batch_stats"], self.tx.init(v["params"]))
+        return state, ctrl_params, self.ctx.init(ctrl_params)
+
+    def score(self, variables, ws, ss, pipeline, y: np.ndarray, idx: np.ndarray, batch: int) -> np.ndarray:
+        """Accuracy of each child (rows of ``ws, ss``; a multiple of M) on rows ``idx``.
+
+        Batches have a fixed size; the last is filled with rows from the start (counted once),
+        so BatchNorm statistics come from real cells and the compiled shape never changes.
+        """
+        m = self.cfg.n_arch_per_step
+        n_arch = ws.shape[0]
+        pad = (-n_arch) % m
+        ws = jnp.concatenate([ws, jnp.repeat(ws[:1], pad, 0)])
+        ss = jnp.concatenate([ss, jnp.repeat(ss[:1], pad, 0)])
+        total = np.zeros(n_arch + pad)
+        for s in range(0, len(idx), batch):
+            sel = idx[s : s + batch]
+            n_valid = len(sel)
+            rows = np.concatenate([sel, idx[: batch - n_valid]]) if n_valid < batch else sel
+            x = jnp.asarray(pipeline.block(rows))
+            yb = jnp.asarray(y[rows])
+            for a in range(0, n_arch + pad, m):
+                total[a : a + m] += np.asarray(self.correct(variables, ws[a : a + m], ss[a : a + m], x, yb, n_valid))
+        return total[:n_arch] / len(idx)
+
+
+def run_enas(
+    data: TrainData,
+    cfg,
+    key: jax.Array,
+    *,
+    callback: Callable[[int, dict], None] | None = None,
+    sampler: str = "controller",
+    retrain: bool = True,
+) -> EnasResult:
+    """Search an RRFCN architecture with ENAS and retrain the winner from scratch.
+
+    Parameters
+    ----------
+    data
+        The prepared classification problem (see :func:`autogenome_sc.data.prepare`).
+    cfg
+        The whole validated config; reads ``models.enas``, ``trainer`` and ``loss``.
+    key
+        PRNG key of everything random in the search and the retraining.
+    callback
+        Called after each search epoch with ``(epoch, metrics)``; may raise to stop.
+    sampler
+        ``"controller"`` (ENAS) or ``"random"`` (the same budget with uniformly sampled children).
+    retrain
+        Retrain the derived architecture as a standalone RRFCN (``False``: search only).
+
+    Returns
+    -------
+    An :class:`EnasResult`.
+    """
+    if data.task != "classification":
+        raise ValueError("ENAS rewards children by validation accuracy, so it needs a categorical label.")
+    if len(data.idx["val"]) == 0 or len(data.idx["train"]) < 2:
+        raise ValueError("ENAS needs at least 2 training cells and 1 validation cell.")
+    e = cfg.models.enas
+    t0 = time.perf_counter()
+    batch = data.batch_size_for(cfg.trainer.batch_size)
+    steps, _ = data.steps_per_chunk(batch)
+    search = EnasSearch(e, cfg.trainer, cfg.loss, data.pipeline.n_features, data.n_out, e.epochs * steps, sampler)
+    k_init, k_shuffle, k_loop, k_derive, k_retrain = jax.random.split(key, 5)
+    state, ctrl_params, ctrl_opt = search.init(k_init, batch)
+    baseline = jnp.zeros(())
+    val_idx = data.idx["val"]
+    vbatch = int(min(batch, len(val_idx)))
+    np_rng = np.random.default_rng(int(jax.random.randint(k_shuffle, (), 0, 2**31 - 1)))
+
+    hist: dict[str, list] = {"epoch": [], "train_loss": [], "mean_reward": [], "baseline": [], "entropy": []}
+    bar = logg.progress(range(e.epochs), desc=f"ENAS search ({sampler})")
+    for epoch in bar:
+        total, n = 0.0, 0
+        for xs, ys, valid in data.train_chunks(batch, np_rng):
+            k_loop, sub = jax.random.split(k_loop)
+            state, loss = search.train_chunk(
+                state, ctrl_params, jnp.asarray(xs), jnp.asarray(ys), jnp.asarray(valid), sub
+            )
+            total += float(loss) * int(valid.sum())
+            n += int(valid.sum())
+        variables = {"params": state[0], "batch_stats": state[1]}
+        rewards, ents = [], []
+        for _ in range(e.controller_steps):
+            rows = np_rng.choice(val_idx, vbatch, replace=False)
+            k_loop, sub = jax.random.split(k_loop)
+            ctrl_params, ctrl_opt, baseline, r, h = search.ctrl_step(
+                ctrl_params, ctrl_opt, baseline, variables, jnp.asarray(data.pipeline.block(rows)), data.y[rows], sub
+            )
+            rewards.append(float(r))
+            ents.append(float(h))
+        metrics = {
+            "train_loss": total / max(n, 1),
+            "mean_reward": float(np.mean(rewards)) if rewards else np.nan,
+            "baseline": float(baseline),
+            "entropy": float(np.mean(ents)) if ents else np.nan,
+        }
+        hist["epoch"].append(epoch)
+        for k_, v in metrics.items():
+            hist[k_].append(v)
+        bar.set_postfix({k_: f"{v:.3f}" for k_, v in metrics.items()}, refresh=False)
+        if callback is not None:
+            callback(epoch, metrics)
+        if not np.isfinite(metrics["train_loss"]):
+            raise FloatingPointError("ENAS shared-weight training diverged; lower the learning rate.")
+    bar.close()
+
+    # derive: K candidates scored on the whole validation split with the shared weights
+    variables = {"params": state[0], "batch_stats": state[1]}
+    ws, ss, logp, _ = search.sample(ctrl_params, k_derive, e.n_candidates)
+    acc = search.score(variables, ws, ss, data.pipeline, data.y, val_idx, vbatch)
+    archs = [to_architecture(w, s, search.options, e.first_width) for w, s in zip(np.asarray(ws), np.asarray(ss))]
+    table = pd.DataFrame(
+        {
+            "widths": [" ".join(map(str, a["widths"])) for a in archs],
+            "edges": [" ".join(f"{s}-{t}" for s, t in a["edges"]) for a in archs],
+            "n_skips": [len(a["edges"]) - (e.n_nodes - 1) for a in archs],
+            "log_prob": np.asarray(logp, dtype=float),
+            "val_accuracy": acc,
+        }
+    )
+    best = int(np.argmax(acc))
+    arch = archs[best]
+    search_seconds = time.perf_counter() - t0
+    logg.info(f"    ENAS picked widths {arch['widths']}, edges {arch['edges']} (val accuracy {acc[best]:.3f})")
+
+    network = {
+        "model": "rrfcn",
+        "widths": arch["widths"],
+        "edges": arch["edges"],
+        "input_keep": e.input_keep,
+        "dropout": e.dropout,
+        "activation": e.activation,
+    }
+    fitted = None
+    if retrain:
+        net = build_network(network, data.n_out)
+        fitted = fit(net, data, cfg.trainer, cfg.loss, k_retrain, desc="retraining RRFCN")
+    return EnasResult(
+        architecture=arch,
+        network=network,
+        fit=fitted,
+        history={k_: np.asarray(v) for k_, v in hist.items()},
+        candidates=table.drop_duplicates(["widths", "edges"]).sort_values("val_accuracy", ascending=False),
+        n_traces=dict(search.counts),
+        search_seconds=search_seconds,
+        controller_params=jax.device_get(ctrl_params),
+    )
