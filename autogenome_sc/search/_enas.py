@@ -16,6 +16,7 @@ array); :attr:`EnasResult.n_traces` records it.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,29 @@ class EnasResult:
     n_traces: dict[str, int] = field(default_factory=dict)
     search_seconds: float = 0.0
     controller_params: dict | None = None
+    shared_variables: dict | None = None  # the supernet's weights at the end of the search
+    search: EnasSearch | None = None  # the compiled pieces (to score more children)
+
+
+def reinforce_update(ctrl, ctx, params, opt_state, baseline, ws, ss, acc, ent, key, entropy_weight, decay):
+    """One REINFORCE step of the controller from M sampled architectures and their accuracies.
+
+    Reward ``R = acc + entropy_weight * entropy``; the baseline moves toward the mean reward,
+    ``b <- b - (1 - decay)(b - mean R)``; the loss ``-mean(log p(arch) (R - b))`` is averaged
+    over the M architectures (teacher-forced log-probabilities) and takes one ``ctx`` step.
+    Returns ``(params, opt_state, baseline, mean accuracy, mean entropy)``.
+    """
+    reward = acc + entropy_weight * ent
+    baseline = baseline - (1.0 - decay) * (baseline - reward.mean())
+    adv = jax.lax.stop_gradient(reward - baseline)
+
+    def objective(p):
+        logp = jax.vmap(lambda w, s: ctrl.apply(p, key, w, s)[2])(ws, ss)
+        return -jnp.mean(logp * adv)
+
+    grads = jax.grad(objective)(params)
+    updates, opt_state = ctx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, baseline, acc.mean(), ent.mean()
 
 
 def _counted(fn, counter: dict, name: str):
@@ -150,17 +174,7 @@ class EnasSearch:
             acc = correct(variables, ws, ss, x, y, x.shape[0]) / x.shape[0]
             if sampler == "random":
                 return ctrl_params, opt_state, baseline, acc.mean(), ent.mean()
-            reward = acc + ew * ent
-            baseline = baseline - (1.0 - decay) * (baseline - reward.mean())
-            adv = jax.lax.stop_gradient(reward - baseline)
-
-            def objective(p):
-                logp = jax.vmap(lambda w, s: self.ctrl.apply(p, key, w, s)[2])(ws, ss)
-                return -jnp.mean(logp * adv)
-
-            grads = jax.grad(objective)(ctrl_params)
-            updates, opt_state = ctx.update(grads, opt_state, ctrl_params)
-            return optax.apply_updates(ctrl_params, updates), opt_state, baseline, acc.mean(), ent.mean()
+            return reinforce_update(self.ctrl, ctx, ctrl_params, opt_state, baseline, ws, ss, acc, ent, key, ew, decay)
 
         self.sample = jax.jit(_counted(sample, self.counts, "sample"), static_argnums=2)
         self.train_chunk = jax.jit(_counted(train_chunk, self.counts, "train_chunk"))
@@ -169,13 +183,16 @@ class EnasSearch:
 
     def init(self, key, batch: int):
         """Initial ``(supernet state, controller params, controller optimiser state)``."""
-        k_net, k_ctrl = jax.random.split(key)
-        n = self.n_nodes
-        x = jnp.zeros((batch, self.n_features), jnp.float32)
-        v = self.net.init(k_net, x, jnp.zeros(n, jnp.int32), jnp.zeros((n, n), jnp.int32), train=False)
-        ctrl_params = self.ctrl.init(k_ctrl, jax.random.key(0))
-        state = (v["params"], v["batch_stats"], self.tx.init(v["params"]))
-        return state, ctrl_params, self.ctx.init(ctrl_params)
+        n, n_features = self.n_nodes, self.n_features
+
+        def init(key):  # one compiled call: eager Flax init dispatches hundreds of small ops
+            k_net, k_ctrl = jax.random.split(key)
+            x = jnp.zeros((batch, n_features), jnp.float32)
+            v = self.net.init(k_net, x, jnp.zeros(n, jnp.int32), jnp.zeros((n, n), jnp.int32), train=False)
+            ctrl_params = self.ctrl.init(k_ctrl, jax.random.key(0))
+            return (v["params"], v["batch_stats"], self.tx.init(v["params"])), ctrl_params, self.ctx.init(ctrl_params)
+
+        return jax.jit(init)(key)
 
     def score(self, variables, ws, ss, pipeline, y: np.ndarray, idx: np.ndarray, batch: int) -> np.ndarray:
         """Accuracy of each child (rows of ``ws, ss``; a multiple of M) on rows ``idx``.
@@ -198,6 +215,36 @@ class EnasSearch:
             for a in range(0, n_arch + pad, m):
                 total[a : a + m] += np.asarray(self.correct(variables, ws[a : a + m], ss[a : a + m], x, yb, n_valid))
         return total[:n_arch] / len(idx)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_search(enas_json: str, trainer_json: str, loss_json: str, n_features, n_out, steps_total, sampler):
+    from ..config._schema import EnasConfig, LossConfig, TrainerConfig
+
+    return EnasSearch(
+        EnasConfig.model_validate_json(enas_json),
+        TrainerConfig.model_validate_json(trainer_json),
+        LossConfig.model_validate_json(loss_json),
+        n_features,
+        n_out,
+        steps_total,
+        sampler,
+    )
+
+
+def get_search(enas_cfg, trainer, loss_cfg, n_features: int, n_out: int, steps_total: int, sampler: str):
+    """An :class:`EnasSearch`, reused (with its compiled steps) when the same problem shape comes again."""
+    if sampler not in ("controller", "random"):
+        raise ValueError(f"Unknown ENAS sampler '{sampler}'; choose 'controller' or 'random'.")
+    return _cached_search(
+        enas_cfg.model_dump_json(),
+        trainer.model_dump_json(),
+        loss_cfg.model_dump_json(),
+        n_features,
+        n_out,
+        steps_total,
+        sampler,
+    )
 
 
 def run_enas(
@@ -238,7 +285,8 @@ def run_enas(
     t0 = time.perf_counter()
     batch = data.batch_size_for(cfg.trainer.batch_size)
     steps, _ = data.steps_per_chunk(batch)
-    search = EnasSearch(e, cfg.trainer, cfg.loss, data.pipeline.n_features, data.n_out, e.epochs * steps, sampler)
+    search = get_search(e, cfg.trainer, cfg.loss, data.pipeline.n_features, data.n_out, e.epochs * steps, sampler)
+    traced = dict(search.counts)
     k_init, k_shuffle, k_loop, k_derive, k_retrain = jax.random.split(key, 5)
     state, ctrl_params, ctrl_opt = search.init(k_init, batch)
     baseline = jnp.zeros(())
@@ -287,7 +335,10 @@ def run_enas(
     variables = {"params": state[0], "batch_stats": state[1]}
     ws, ss, logp, _ = search.sample(ctrl_params, k_derive, e.n_candidates)
     acc = search.score(variables, ws, ss, data.pipeline, data.y, val_idx, vbatch)
-    archs = [to_architecture(w, s, search.options, e.first_width) for w, s in zip(np.asarray(ws), np.asarray(ss))]
+    archs = [
+        to_architecture(w, s, search.options, e.first_width)
+        for w, s in zip(np.asarray(ws), np.asarray(ss), strict=True)
+    ]
     table = pd.DataFrame(
         {
             "widths": [" ".join(map(str, a["widths"])) for a in archs],
@@ -320,7 +371,28 @@ def run_enas(
         fit=fitted,
         history={k_: np.asarray(v) for k_, v in hist.items()},
         candidates=table.drop_duplicates(["widths", "edges"]).sort_values("val_accuracy", ascending=False),
-        n_traces=dict(search.counts),
+        n_traces={k_: v - traced.get(k_, 0) for k_, v in search.counts.items()},
         search_seconds=search_seconds,
         controller_params=jax.device_get(ctrl_params),
+        shared_variables=jax.device_get(variables),
+        search=search,
     )
+
+
+def enas_uns(result: EnasResult) -> dict:
+    """The h5ad-safe ``.uns`` entries of a search: ``best["architecture"]`` and ``enas``."""
+    arch = result.architecture
+    return {
+        "best": {
+            "architecture": {
+                "nodes": np.arange(len(arch["widths"]), dtype=np.int64),
+                "widths": np.asarray(arch["widths"], dtype=np.int64),
+                "edges": np.asarray(arch["edges"], dtype=np.int64).reshape(-1, 2),
+            }
+        },
+        "enas": {
+            "history": {k: np.asarray(v) for k, v in result.history.items()},
+            "candidates": result.candidates.reset_index(drop=True),
+            "search_seconds": float(result.search_seconds),
+        },
+    }
