@@ -42,7 +42,7 @@ class EnasResult:
     network: dict  # the architecture dict of the retrained model ({"model": "rrfcn", ...})
     fit: FitResult | None  # the retrained standalone RRFCN (None when retrain=False)
     history: dict[str, np.ndarray]  # per search epoch
-    candidates: pd.DataFrame  # derived candidates and their validation accuracy (shared weights)
+    candidates: pd.DataFrame  # distinct derived candidates: validation accuracy (shared weights), n_sampled
     n_traces: dict[str, int] = field(default_factory=dict)
     search_seconds: float = 0.0
     controller_params: dict | None = None
@@ -370,13 +370,20 @@ def run_enas(
         network=network,
         fit=fitted,
         history={k_: np.asarray(v) for k_, v in hist.items()},
-        candidates=table.drop_duplicates(["widths", "edges"]).sort_values("val_accuracy", ascending=False),
+        candidates=_count_duplicates(table),
         n_traces={k_: v - traced.get(k_, 0) for k_, v in search.counts.items()},
         search_seconds=search_seconds,
         controller_params=jax.device_get(ctrl_params),
         shared_variables=jax.device_get(variables),
         search=search,
     )
+
+
+def _count_duplicates(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per distinct candidate, with ``n_sampled`` (how often the controller drew it), best first."""
+    n = table.groupby(["widths", "edges"], sort=False)["val_accuracy"].transform("size")
+    out = table.assign(n_sampled=n.to_numpy()).drop_duplicates(["widths", "edges"])
+    return out.sort_values(["val_accuracy", "n_sampled"], ascending=False).reset_index(drop=True)
 
 
 def enas_uns(result: EnasResult) -> dict:
