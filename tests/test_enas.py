@@ -52,7 +52,7 @@ def test_supernet_one_compilation_for_50_architectures():
     x = jax.random.normal(jax.random.key(0), (32, 20))
     y = jnp.arange(32) % 3
     w0, s0 = jnp.zeros(n, jnp.int32), jnp.zeros((n, n), jnp.int32)
-    v = net.init(jax.random.key(1), x, w0, s0)
+    v = jax.jit(net.init)(jax.random.key(1), x, w0, s0)
     tx = optax.sgd(0.1)
     traces = {"step": 0}
 
@@ -88,7 +88,7 @@ def test_reinforce_learns_a_synthetic_reward():
     # reward: fraction of nodes using the largest width, plus a bonus for the skip 0 -> 2
     n, n_w, m = 3, 4, 16
     ctrl = Controller(n_nodes=n, n_widths=n_w, hidden=32)
-    params = ctrl.init(jax.random.key(0), jax.random.key(1))
+    params = jax.jit(ctrl.init)(jax.random.key(0), jax.random.key(1))
     ctx = optax.adam(5e-2)
 
     def reward(ws, ss):
@@ -99,7 +99,8 @@ def test_reinforce_learns_a_synthetic_reward():
         ws, ss, _, ent = jax.vmap(lambda k: ctrl.apply(params, k))(jax.random.split(key, m))
         return reinforce_update(ctrl, ctx, params, opt, b, ws, ss, reward(ws, ss), ent, key, 1e-4, 0.9)
 
-    ws, ss, _, _ = jax.vmap(lambda k: ctrl.apply(params, k))(jax.random.split(jax.random.key(3), 256))
+    sample_many = jax.jit(lambda p, keys: jax.vmap(lambda k: ctrl.apply(p, k))(keys))
+    ws, ss, _, _ = sample_many(params, jax.random.split(jax.random.key(3), 256))
     before = float(reward(ws, ss).mean())  # the untrained policy: about uniform, 0.5/4 + 0.5/2
     opt, b = ctx.init(params), jnp.zeros(())
     rewards = []
@@ -109,9 +110,10 @@ def test_reinforce_learns_a_synthetic_reward():
     assert 0.25 < before < 0.5
     assert np.mean(rewards[-10:]) > 0.8
     # teacher forcing scores the architectures sampling produced
-    w, s, logp, ent = ctrl.apply(params, jax.random.key(9))
-    assert ctrl.apply(params, jax.random.key(0), w, s)[2] == pytest.approx(float(logp), abs=1e-5)
-    assert np.all(np.triu(np.asarray(s), k=-1) == 0)  # only skips j < i - 1
+    ws, ss, logp, _ = sample_many(params, jax.random.split(jax.random.key(9), 256))
+    forced = jax.jit(jax.vmap(lambda w, s: ctrl.apply(params, jax.random.key(0), w, s)[2]))(ws, ss)
+    np.testing.assert_allclose(forced, logp, atol=1e-5)
+    assert np.all(np.triu(np.asarray(ss), k=-1) == 0)  # only skips j < i - 1
 
 
 def test_enas_search_on_pbmc(searched):
@@ -198,11 +200,15 @@ def test_architecture_h5ad_round_trip_and_plot(searched, tmp_path):
 def test_rrfcn_builds_from_architecture_dict():
     arch = {"model": "rrfcn", "widths": [8, 4, 6], "edges": [[0, 1], [0, 2], [1, 2]]}
     net = build_network(arch, 3)
-    v = net.init(jax.random.key(0), jnp.zeros((2, 5)))
+    v = jax.eval_shape(net.init, jax.random.key(0), jnp.zeros((2, 5)))
     # node 2 reads the concatenation of nodes 0 and 1: 8 + 4 inputs
     assert v["params"]["FCUnit_2"]["Dense_0"]["kernel"].shape == (12, 6)
     with pytest.raises(ValueError, match="node 1 needs at least one input"):
-        build_network({"model": "rrfcn", "widths": [8, 4], "edges": []}, 3).init(jax.random.key(0), jnp.zeros((2, 5)))
+        jax.eval_shape(
+            build_network({"model": "rrfcn", "widths": [8, 4], "edges": []}, 3).init,
+            jax.random.key(0),
+            jnp.zeros((2, 5)),
+        )
 
 
 def test_bad_enas_input(pbmc):
