@@ -156,9 +156,9 @@ def test_controller_beats_random_children_on_same_weights(searched):
     assert all(v == 1 for v in res.search.counts.values())  # one trace per step, for both runs
     assert res.n_traces == dict.fromkeys(res.search.counts, 0)
     k = c.models.enas.n_candidates
-    ws, ss = jax.vmap(lambda key: sample_uniform(key, 3, 2))(jax.random.split(jax.random.key(5), k))
-    val = data.idx["val"]
-    rand = res.search.score(res.shared_variables, ws, ss, data.pipeline, data.y, val, len(val))
+    ws, ss = jax.jit(jax.vmap(lambda key: sample_uniform(key, 3, 2)))(jax.random.split(jax.random.key(5), k))
+    val = data.idx["val"]  # batches of 64 as in the search: the compiled scorer is reused
+    rand = res.search.score(res.shared_variables, ws, ss, data.pipeline, data.y, val, 64)
     cand = res.candidates
     assert cand["n_sampled"].sum() == k
     ours = np.average(cand["val_accuracy"], weights=cand["n_sampled"])
