@@ -121,6 +121,35 @@ class ResVAEConfig(_Strict):
     kl_warmup: int = Field(10, ge=0, description="Epochs over which the KL weight rises linearly from 0 to 1.")
 
 
+class EnasConfig(_Arch):
+    """RRFCN by ENAS (paper Methods; Pham et al. 2018 for the controller and REINFORCE settings).
+
+    The paper's defaults (6 nodes, first width 2048, widths up to 2048, long search) are sized
+    for a GPU; on a CPU use fewer nodes, smaller widths and fewer epochs.
+    """
+
+    n_nodes: int = Field(6, ge=2, description="FC nodes in the DAG (the paper's 'number of layers').")
+    first_width: int = Field(2048, ge=1, description="Width of the first node (fixed, not searched).")
+    widths: list[int] = Field(
+        [16, 32, 64, 128, 256, 512, 1024, 2048], min_length=1, description="Width options of nodes 2..N."
+    )
+    epochs: int = Field(310, ge=1, description="Search epochs (shared-weight training, then controller steps).")
+    controller_steps: int = Field(50, ge=0, description="Controller updates per epoch.")
+    n_arch_per_step: int = Field(20, ge=1, description="Architectures sampled per controller update (M).")
+    n_candidates: int = Field(100, ge=1, description="Architectures sampled at the end and scored on validation (K).")
+    entropy_weight: float = Field(1e-4, ge=0, description="Entropy bonus added to the reward.")
+    baseline_decay: float = Field(0.99, ge=0, lt=1, description="Moving-average reward baseline decay.")
+    controller_lr: float = Field(1e-3, gt=0, description="Adam learning rate of the controller.")
+    controller_hidden: int = Field(32, ge=1, description="LSTM size of the controller.")
+
+    @field_validator("widths")
+    @classmethod
+    def _positive_widths(cls, v):
+        if any(w < 1 for w in v):
+            raise ValueError("every width option must be a positive integer")
+        return v
+
+
 class ModelsConfig(_Strict):
     """Architecture of each mode, used by ``ag.tl.train`` (search overrides what it searches)."""
 
@@ -129,6 +158,7 @@ class ModelsConfig(_Strict):
     densenet: DenseNetConfig = Field(default_factory=DenseNetConfig)
     resvae: ResVAEConfig = Field(default_factory=ResVAEConfig)
     vae: ResVAEConfig = Field(default_factory=ResVAEConfig)
+    enas: EnasConfig = Field(default_factory=EnasConfig)
 
 
 class SearchSpaces(_Strict):

@@ -115,4 +115,6 @@ def build_network(arch: dict, n_out: int) -> nn.Module:
     for k in ("widths", "block_structure"):
         if k in arch:
             arch[k] = tuple(arch[k])
+    if "edges" in arch:  # RRFCN (nn/_enas.py, registered in MODELS by nn/__init__.py)
+        arch["edges"] = tuple(tuple(int(v) for v in e) for e in arch["edges"])
     return MODELS[name](n_out=n_out, **arch)

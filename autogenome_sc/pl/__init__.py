@@ -1,8 +1,9 @@
 """Plots (``ag.pl``): read only from AnnData, never retrain."""
 
+from ._architecture import architecture
 from ._confusion import confusion_matrix
 from ._explain import importance, shap_summary
 from ._history import training_history
 from ._reliability import reliability
 
-__all__ = ["confusion_matrix", "importance", "reliability", "shap_summary", "training_history"]
+__all__ = ["architecture", "confusion_matrix", "importance", "reliability", "shap_summary", "training_history"]

@@ -17,6 +17,7 @@ from .._settings import settings
 from ..data import TrainData, prepare
 from ..io import Model
 from ..nn import MODELS, VAE_MODELS, build_network
+from ..search._enas import enas_uns, run_enas
 from ..train import FitResult, classification_metrics, fit, predict_arrays, regression_metrics
 from ._calibrate import calibrate
 from ._keys import Keys
@@ -51,9 +52,10 @@ def train(
         Column of ``adata.obs`` to learn: categorical, string or integer for classification,
         float for regression.
     model
-        ``"mlp"``, ``"resnet"`` (RFCN-ResNet) or ``"densenet"`` (RFCN-DenseNet); their
-        architecture comes from the config's ``models`` section. ``"resvae"`` or ``"vae"``
-        (with ``label_key=None``) trains an unsupervised VAE instead: see
+        ``"mlp"``, ``"resnet"`` (RFCN-ResNet) or ``"densenet"`` (RFCN-DenseNet), whose
+        architecture comes from the config's ``models`` section; ``"enas"``: an RRFCN
+        architecture searched by ENAS (``models.enas``) and retrained from scratch; or
+        ``"resvae"``/``"vae"`` (with ``label_key=None``): an unsupervised VAE, see
         :func:`autogenome_sc.tl.train_vae`, which documents what it writes.
     layer
         Use ``adata.layers[layer]`` instead of ``adata.X``.
@@ -92,7 +94,9 @@ def train(
         calibration error before/after on validation, ``ece_before``/``ece_after``, and on
         test, ``ece_test_before``/``ece_test_after``), ``classes``, ``history``,
         ``preprocessing``, ``model_path`` and, for classification, ``reliability``
-        (per-bin counts for ``ag.pl.reliability``).
+        (per-bin counts for ``ag.pl.reliability``);
+        with ``model="enas"`` also ``best["architecture"]`` (``nodes``, ``widths``, ``edges``)
+        and ``enas`` (search ``history`` and the scored ``candidates``).
     """
     if model in VAE_MODELS:
         from ._vae import train_vae  # the VAE module imports this one
@@ -106,8 +110,9 @@ def train(
     cfg = _config.validate(config)
     if label_key is None:
         raise ValueError("ag.tl.train needs a label_key; for unlabelled data pass model='resvae' (or 'vae').")
-    if model not in MODELS:
-        raise ValueError(f"Unknown model '{model}'; choose one of {', '.join(sorted(MODELS))}.")
+    choices = sorted((set(MODELS) - {"rrfcn"}) | {"enas"} | set(VAE_MODELS))  # rrfcn is what "enas" finds
+    if model not in choices:
+        raise ValueError(f"Unknown model '{model}'; choose one of {', '.join(choices)}.")
     adata = adata.copy() if copy else adata
     start = logg.info(f"training {model} on adata.obs['{label_key}']")
     data, kind = prepare(
@@ -121,11 +126,18 @@ def train(
         rng=np.random.default_rng(rng),
     )
     _log_input(data, kind)
-    arch = {"model": model, **getattr(cfg.models, model).model_dump(mode="json")}
     key = jax.random.key(rng)
-    net = build_network(arch, data.n_out)
-    result = fit(net, data, cfg.trainer, cfg.loss, key, desc=f"training {model}")
-    fitted = finish(adata, data, kind, arch, result, cfg, label_key=label_key, key_added=key_added, rng=rng)
+    extra = None
+    if model == "enas":
+        found = run_enas(data, cfg, key)
+        arch, result, extra = found.network, found.fit, enas_uns(found)
+    else:
+        arch = {"model": model, **getattr(cfg.models, model).model_dump(mode="json")}
+        net = build_network(arch, data.n_out)
+        result = fit(net, data, cfg.trainer, cfg.loss, key, desc=f"training {model}")
+    fitted = finish(
+        adata, data, kind, arch, result, cfg, label_key=label_key, key_added=key_added, rng=rng, extra_uns=extra
+    )
     logg.info(
         "    finished",
         time=start,

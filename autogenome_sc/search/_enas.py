@@ -1,0 +1,405 @@
+"""ENAS for RRFCN: shared-weight training, REINFORCE controller, derive and retrain.
+
+Each epoch trains the supernet's shared weights on the training split, a freshly sampled
+child per minibatch (``lax.scan`` over a chunk of minibatches with a per-step architecture
+array, so one compiled call per chunk), then updates the controller ``controller_steps``
+times: ``M`` children are sampled, scored on one validation minibatch in a single vmapped
+call (reward = accuracy + entropy bonus), the baseline moves ``b <- b - (1 - decay)(b - R)``
+and the REINFORCE gradient, averaged over the ``M`` children, takes one Adam step. At the
+end ``K`` candidates are scored on the whole validation split with the shared weights; the
+best is retrained from scratch as a standalone :class:`~autogenome_sc.nn.RRFCN` by
+:func:`autogenome_sc.train.fit`. The test split is never read here.
+
+Every compiled function is traced once for the whole search (the architecture is a traced
+array); :attr:`EnasResult.n_traces` records it.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pandas as pd
+
+from .. import _logging as logg
+from ..data import TrainData
+from ..nn import build_network
+from ..nn._enas import Controller, SuperNet, sample_uniform, to_architecture
+from ..train import LOSSES, FitResult, fit, make_optimizer
+
+
+@dataclass
+class EnasResult:
+    """What :func:`run_enas` returns."""
+
+    architecture: dict  # {"widths": [...], "edges": [[source, target], ...]}
+    network: dict  # the architecture dict of the retrained model ({"model": "rrfcn", ...})
+    fit: FitResult | None  # the retrained standalone RRFCN (None when retrain=False)
+    history: dict[str, np.ndarray]  # per search epoch
+    candidates: pd.DataFrame  # distinct derived candidates: validation accuracy (shared weights), n_sampled
+    n_traces: dict[str, int] = field(default_factory=dict)
+    search_seconds: float = 0.0
+    controller_params: dict | None = None
+    shared_variables: dict | None = None  # the supernet's weights at the end of the search
+    search: EnasSearch | None = None  # the compiled pieces (to score more children)
+
+
+def reinforce_update(ctrl, ctx, params, opt_state, baseline, ws, ss, acc, ent, key, entropy_weight, decay):
+    """One REINFORCE step of the controller from M sampled architectures and their accuracies.
+
+    Reward ``R = acc + entropy_weight * entropy``; the baseline moves toward the mean reward,
+    ``b <- b - (1 - decay)(b - mean R)``; the loss ``-mean(log p(arch) (R - b))`` is averaged
+    over the M architectures (teacher-forced log-probabilities) and takes one ``ctx`` step.
+    Returns ``(params, opt_state, baseline, mean accuracy, mean entropy)``.
+    """
+    reward = acc + entropy_weight * ent
+    baseline = baseline - (1.0 - decay) * (baseline - reward.mean())
+    adv = jax.lax.stop_gradient(reward - baseline)
+
+    def objective(p):
+        logp = jax.vmap(lambda w, s: ctrl.apply(p, key, w, s)[2])(ws, ss)
+        return -jnp.mean(logp * adv)
+
+    grads = jax.grad(objective)(params)
+    updates, opt_state = ctx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, baseline, acc.mean(), ent.mean()
+
+
+def _counted(fn, counter: dict, name: str):
+    def wrapped(*args):
+        counter[name] = counter.get(name, 0) + 1  # runs only while tracing
+        return fn(*args)
+
+    return wrapped
+
+
+class EnasSearch:
+    """The compiled pieces of one search: supernet, controller and their steps.
+
+    Parameters
+    ----------
+    enas_cfg
+        The ``models.enas`` config section.
+    trainer, loss_cfg
+        The ``trainer`` and ``loss`` config sections (shared-weight optimiser, label smoothing).
+    n_features, n_out
+        Input genes and classes.
+    steps_total
+        Shared-weight steps of the whole search (length of the one-cycle schedule).
+    sampler
+        ``"controller"`` (ENAS) or ``"random"`` (uniform widths, skip bits with p = 0.5;
+        the same budget of shared training and scoring, no controller learning).
+    """
+
+    def __init__(self, enas_cfg, trainer, loss_cfg, n_features: int, n_out: int, steps_total: int, sampler: str):
+        if sampler not in ("controller", "random"):
+            raise ValueError(f"Unknown ENAS sampler '{sampler}'; choose 'controller' or 'random'.")
+        e = self.cfg = enas_cfg
+        self.sampler = sampler
+        self.n_nodes, self.options = e.n_nodes, tuple(e.widths)
+        self.net = SuperNet(
+            n_out=n_out,
+            n_nodes=e.n_nodes,
+            first_width=e.first_width,
+            widths=self.options,
+            input_keep=e.input_keep,
+            activation=e.activation,
+            dropout=e.dropout,
+        )
+        self.ctrl = Controller(n_nodes=e.n_nodes, n_widths=len(self.options), hidden=e.controller_hidden)
+        self.n_features = n_features
+        self.tx = make_optimizer(trainer, steps_total)
+        self.ctx = optax.adam(e.controller_lr)
+        smoothing = loss_cfg.label_smoothing
+        loss_fn = LOSSES["cross_entropy"]
+        self.counts: dict[str, int] = {}
+        net, tx, ctx = self.net, self.tx, self.ctx
+        ew, decay = e.entropy_weight, e.baseline_decay
+
+        def sample(ctrl_params, key, m):
+            keys = jax.random.split(key, m)
+            if sampler == "random":
+                w, s = jax.vmap(lambda k: sample_uniform(k, e.n_nodes, len(self.options)))(keys)
+                return w, s, jnp.zeros(m), jnp.zeros(m)
+            return jax.vmap(lambda k: self.ctrl.apply(ctrl_params, k))(keys)
+
+        def train_chunk(state, ctrl_params, xs, ys, valid, key):
+            k_arch, k_drop = jax.random.split(key)
+            ws, ss, _, _ = sample(ctrl_params, k_arch, xs.shape[0])
+
+            def step(carry, inp):
+                params, bstats, opt_state = carry
+                x, yb, ok, w, s, k = inp
+
+                def objective(p):
+                    (out, _), upd = net.apply(
+                        {"params": p, "batch_stats": bstats},
+                        x,
+                        w,
+                        s,
+                        train=True,
+                        rngs={"dropout": k},
+                        mutable=["batch_stats"],
+                    )
+                    return loss_fn(out, yb, smoothing), upd["batch_stats"]
+
+                (loss, new_bstats), grads = jax.value_and_grad(objective, has_aux=True)(params)
+                updates, new_opt = tx.update(grads, opt_state, params)
+                new = (optax.apply_updates(params, updates), new_bstats, new_opt)
+                carry = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, carry)
+                return carry, jnp.where(ok, loss, 0.0)
+
+            drop_keys = jax.random.split(k_drop, xs.shape[0])
+            state, losses = jax.lax.scan(step, state, (xs, ys, valid, ws, ss, drop_keys))
+            return state, losses.sum() / jnp.maximum(valid.sum(), 1)
+
+        def correct(variables, ws, ss, x, y, n_valid):
+            """Correct predictions of each of M children on one batch (BatchNorm batch statistics)."""
+
+            def one(w, s):
+                (out, _), _ = net.apply(variables, x, w, s, train=True, deterministic=True, mutable=["batch_stats"])
+                ok = (out.argmax(-1) == y) & (jnp.arange(x.shape[0]) < n_valid)
+                return ok.sum()
+
+            return jax.vmap(one)(ws, ss)
+
+        def ctrl_step(ctrl_params, opt_state, baseline, variables, x, y, key):
+            ws, ss, _, ent = sample(ctrl_params, key, e.n_arch_per_step)
+            acc = correct(variables, ws, ss, x, y, x.shape[0]) / x.shape[0]
+            if sampler == "random":
+                return ctrl_params, opt_state, baseline, acc.mean(), ent.mean()
+            return reinforce_update(self.ctrl, ctx, ctrl_params, opt_state, baseline, ws, ss, acc, ent, key, ew, decay)
+
+        self.sample = jax.jit(_counted(sample, self.counts, "sample"), static_argnums=2)
+        self.train_chunk = jax.jit(_counted(train_chunk, self.counts, "train_chunk"))
+        self.correct = jax.jit(_counted(correct, self.counts, "correct"))
+        self.ctrl_step = jax.jit(_counted(ctrl_step, self.counts, "ctrl_step"))
+
+    def init(self, key, batch: int):
+        """Initial ``(supernet state, controller params, controller optimiser state)``."""
+        n, n_features = self.n_nodes, self.n_features
+
+        def init(key):  # one compiled call: eager Flax init dispatches hundreds of small ops
+            k_net, k_ctrl = jax.random.split(key)
+            x = jnp.zeros((batch, n_features), jnp.float32)
+            v = self.net.init(k_net, x, jnp.zeros(n, jnp.int32), jnp.zeros((n, n), jnp.int32), train=False)
+            ctrl_params = self.ctrl.init(k_ctrl, jax.random.key(0))
+            return (v["params"], v["batch_stats"], self.tx.init(v["params"])), ctrl_params, self.ctx.init(ctrl_params)
+
+        return jax.jit(init)(key)
+
+    def score(self, variables, ws, ss, pipeline, y: np.ndarray, idx: np.ndarray, batch: int) -> np.ndarray:
+        """Accuracy of each child (rows of ``ws, ss``; a multiple of M) on rows ``idx``.
+
+        Batches have a fixed size; the last is filled with rows from the start (counted once),
+        so BatchNorm statistics come from real cells and the compiled shape never changes.
+        """
+        m = self.cfg.n_arch_per_step
+        n_arch = ws.shape[0]
+        pad = (-n_arch) % m
+        ws = jnp.concatenate([ws, jnp.repeat(ws[:1], pad, 0)])
+        ss = jnp.concatenate([ss, jnp.repeat(ss[:1], pad, 0)])
+        total = np.zeros(n_arch + pad)
+        for s in range(0, len(idx), batch):
+            sel = idx[s : s + batch]
+            n_valid = len(sel)
+            rows = np.concatenate([sel, idx[: batch - n_valid]]) if n_valid < batch else sel
+            x = jnp.asarray(pipeline.block(rows))
+            yb = jnp.asarray(y[rows])
+            for a in range(0, n_arch + pad, m):
+                total[a : a + m] += np.asarray(self.correct(variables, ws[a : a + m], ss[a : a + m], x, yb, n_valid))
+        return total[:n_arch] / len(idx)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_search(enas_json: str, trainer_json: str, loss_json: str, n_features, n_out, steps_total, sampler):
+    from ..config._schema import EnasConfig, LossConfig, TrainerConfig
+
+    return EnasSearch(
+        EnasConfig.model_validate_json(enas_json),
+        TrainerConfig.model_validate_json(trainer_json),
+        LossConfig.model_validate_json(loss_json),
+        n_features,
+        n_out,
+        steps_total,
+        sampler,
+    )
+
+
+def get_search(enas_cfg, trainer, loss_cfg, n_features: int, n_out: int, steps_total: int, sampler: str):
+    """An :class:`EnasSearch`, reused (with its compiled steps) when the same problem shape comes again."""
+    if sampler not in ("controller", "random"):
+        raise ValueError(f"Unknown ENAS sampler '{sampler}'; choose 'controller' or 'random'.")
+    return _cached_search(
+        enas_cfg.model_dump_json(),
+        trainer.model_dump_json(),
+        loss_cfg.model_dump_json(),
+        n_features,
+        n_out,
+        steps_total,
+        sampler,
+    )
+
+
+def run_enas(
+    data: TrainData,
+    cfg,
+    key: jax.Array,
+    *,
+    callback: Callable[[int, dict], None] | None = None,
+    sampler: str = "controller",
+    retrain: bool = True,
+) -> EnasResult:
+    """Search an RRFCN architecture with ENAS and retrain the winner from scratch.
+
+    Parameters
+    ----------
+    data
+        The prepared classification problem (see :func:`autogenome_sc.data.prepare`).
+    cfg
+        The whole validated config; reads ``models.enas``, ``trainer`` and ``loss``.
+    key
+        PRNG key of everything random in the search and the retraining.
+    callback
+        Called after each search epoch with ``(epoch, metrics)``; may raise to stop.
+    sampler
+        ``"controller"`` (ENAS) or ``"random"`` (the same budget with uniformly sampled children).
+    retrain
+        Retrain the derived architecture as a standalone RRFCN (``False``: search only).
+
+    Returns
+    -------
+    An :class:`EnasResult`.
+    """
+    if data.task != "classification":
+        raise ValueError("ENAS rewards children by validation accuracy, so it needs a categorical label.")
+    if len(data.idx["val"]) == 0 or len(data.idx["train"]) < 2:
+        raise ValueError("ENAS needs at least 2 training cells and 1 validation cell.")
+    e = cfg.models.enas
+    t0 = time.perf_counter()
+    batch = data.batch_size_for(cfg.trainer.batch_size)
+    steps, _ = data.steps_per_chunk(batch)
+    search = get_search(e, cfg.trainer, cfg.loss, data.pipeline.n_features, data.n_out, e.epochs * steps, sampler)
+    traced = dict(search.counts)
+    k_init, k_shuffle, k_loop, k_derive, k_retrain = jax.random.split(key, 5)
+    state, ctrl_params, ctrl_opt = search.init(k_init, batch)
+    baseline = jnp.zeros(())
+    val_idx = data.idx["val"]
+    vbatch = int(min(batch, len(val_idx)))
+    np_rng = np.random.default_rng(int(jax.random.randint(k_shuffle, (), 0, 2**31 - 1)))
+
+    hist: dict[str, list] = {"epoch": [], "train_loss": [], "mean_reward": [], "baseline": [], "entropy": []}
+    bar = logg.progress(range(e.epochs), desc=f"ENAS search ({sampler})")
+    for epoch in bar:
+        total, n = 0.0, 0
+        for xs, ys, valid in data.train_chunks(batch, np_rng):
+            k_loop, sub = jax.random.split(k_loop)
+            state, loss = search.train_chunk(
+                state, ctrl_params, jnp.asarray(xs), jnp.asarray(ys), jnp.asarray(valid), sub
+            )
+            total += float(loss) * int(valid.sum())
+            n += int(valid.sum())
+        variables = {"params": state[0], "batch_stats": state[1]}
+        rewards, ents = [], []
+        for _ in range(e.controller_steps):
+            rows = np_rng.choice(val_idx, vbatch, replace=False)
+            k_loop, sub = jax.random.split(k_loop)
+            ctrl_params, ctrl_opt, baseline, r, h = search.ctrl_step(
+                ctrl_params, ctrl_opt, baseline, variables, jnp.asarray(data.pipeline.block(rows)), data.y[rows], sub
+            )
+            rewards.append(float(r))
+            ents.append(float(h))
+        metrics = {
+            "train_loss": total / max(n, 1),
+            "mean_reward": float(np.mean(rewards)) if rewards else np.nan,
+            "baseline": float(baseline),
+            "entropy": float(np.mean(ents)) if ents else np.nan,
+        }
+        hist["epoch"].append(epoch)
+        for k_, v in metrics.items():
+            hist[k_].append(v)
+        bar.set_postfix({k_: f"{v:.3f}" for k_, v in metrics.items()}, refresh=False)
+        if callback is not None:
+            callback(epoch, metrics)
+        if not np.isfinite(metrics["train_loss"]):
+            raise FloatingPointError("ENAS shared-weight training diverged; lower the learning rate.")
+    bar.close()
+
+    # derive: K candidates scored on the whole validation split with the shared weights
+    variables = {"params": state[0], "batch_stats": state[1]}
+    ws, ss, logp, _ = search.sample(ctrl_params, k_derive, e.n_candidates)
+    acc = search.score(variables, ws, ss, data.pipeline, data.y, val_idx, vbatch)
+    archs = [
+        to_architecture(w, s, search.options, e.first_width)
+        for w, s in zip(np.asarray(ws), np.asarray(ss), strict=True)
+    ]
+    table = pd.DataFrame(
+        {
+            "widths": [" ".join(map(str, a["widths"])) for a in archs],
+            "edges": [" ".join(f"{s}-{t}" for s, t in a["edges"]) for a in archs],
+            "n_skips": [len(a["edges"]) - (e.n_nodes - 1) for a in archs],
+            "log_prob": np.asarray(logp, dtype=float),
+            "val_accuracy": acc,
+        }
+    )
+    best = int(np.argmax(acc))
+    arch = archs[best]
+    search_seconds = time.perf_counter() - t0
+    logg.info(f"    ENAS picked widths {arch['widths']}, edges {arch['edges']} (val accuracy {acc[best]:.3f})")
+
+    network = {
+        "model": "rrfcn",
+        "widths": arch["widths"],
+        "edges": arch["edges"],
+        "input_keep": e.input_keep,
+        "dropout": e.dropout,
+        "activation": e.activation,
+    }
+    fitted = None
+    if retrain:
+        net = build_network(network, data.n_out)
+        fitted = fit(net, data, cfg.trainer, cfg.loss, k_retrain, desc="retraining RRFCN")
+    return EnasResult(
+        architecture=arch,
+        network=network,
+        fit=fitted,
+        history={k_: np.asarray(v) for k_, v in hist.items()},
+        candidates=_count_duplicates(table),
+        n_traces={k_: v - traced.get(k_, 0) for k_, v in search.counts.items()},
+        search_seconds=search_seconds,
+        controller_params=jax.device_get(ctrl_params),
+        shared_variables=jax.device_get(variables),
+        search=search,
+    )
+
+
+def _count_duplicates(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per distinct candidate, with ``n_sampled`` (how often the controller drew it), best first."""
+    n = table.groupby(["widths", "edges"], sort=False)["val_accuracy"].transform("size")
+    out = table.assign(n_sampled=n.to_numpy()).drop_duplicates(["widths", "edges"])
+    return out.sort_values(["val_accuracy", "n_sampled"], ascending=False).reset_index(drop=True)
+
+
+def enas_uns(result: EnasResult) -> dict:
+    """The h5ad-safe ``.uns`` entries of a search: ``best["architecture"]`` and ``enas``."""
+    arch = result.architecture
+    return {
+        "best": {
+            "architecture": {
+                "nodes": np.arange(len(arch["widths"]), dtype=np.int64),
+                "widths": np.asarray(arch["widths"], dtype=np.int64),
+                "edges": np.asarray(arch["edges"], dtype=np.int64).reshape(-1, 2),
+            }
+        },
+        "enas": {
+            "history": {k: np.asarray(v) for k, v in result.history.items()},
+            "candidates": result.candidates.reset_index(drop=True),
+            "search_seconds": float(result.search_seconds),
+        },
+    }
