@@ -124,6 +124,18 @@ class SearchSpaces(_Strict):
     batch_size: list[int] = Field([32, 64, 128, 256], min_length=1)
     momentum: list[float] = Field([0.85, 0.9, 0.95], min_length=1)
     weight_decay: tuple[float, float] = Field((1e-5, 1e-1), description="Log-uniform range.")
+    dropout: list[float] = Field(
+        [0.1],
+        min_length=1,
+        description="Dropout after each hidden FC unit (a regularisation choice; not in the paper).",
+    )
+
+    @field_validator("learning_rate", "weight_decay")
+    @classmethod
+    def _log_range(cls, v):
+        if not 0 < v[0] <= v[1]:
+            raise ValueError("a log-uniform range needs 0 < low <= high")
+        return v
 
 
 class SearchConfig(_Strict):
@@ -135,6 +147,24 @@ class SearchConfig(_Strict):
     n_trials: int | None = Field(None, ge=1)
     timeout: float | None = Field(None, gt=0, description="Seconds.")
     spaces: SearchSpaces = Field(default_factory=SearchSpaces)
+    metric: Literal["val_loss", "val_accuracy"] = Field(
+        "val_loss",
+        description="What a trial is judged by, on the validation split (never the test split); "
+        "'val_accuracy' is for classification only.",
+    )
+    pruner: Literal["hyperband", "successive_halving", "none"] = Field(
+        "hyperband", description="Stops unpromising trials early, from the metric reported after each epoch."
+    )
+    min_epochs: int = Field(5, ge=1, description="Epochs every trial gets before it can be pruned.")
+    n_startup_trials: int = Field(8, ge=1, description="Random trials before the TPE sampler starts modelling.")
+    ensemble: int = Field(
+        1, ge=1, description="The final model averages the class probabilities of this many best trials (1: the best)."
+    )
+    heartbeat_interval: int = Field(10, ge=1, description="Seconds between a running trial's heartbeats.")
+    grace_period: int = Field(
+        60, ge=2, description="A running trial without a heartbeat for this many seconds is failed and retried."
+    )
+    max_retry: int = Field(2, ge=0, description="How often a trial of a killed worker is retried.")
 
 
 class SaveConfig(_Strict):

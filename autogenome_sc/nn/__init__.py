@@ -1,5 +1,5 @@
 """Flax modules only (no training code)."""
 
-from ._fc import ACTIVATIONS, MLP, MODELS, FCUnit, RFCNDenseNet, RFCNResNet, build_network
+from ._fc import ACTIVATIONS, MLP, MODELS, Ensemble, FCUnit, RFCNDenseNet, RFCNResNet, build_network
 
-__all__ = ["ACTIVATIONS", "MLP", "MODELS", "FCUnit", "RFCNDenseNet", "RFCNResNet", "build_network"]
+__all__ = ["ACTIVATIONS", "MLP", "MODELS", "Ensemble", "FCUnit", "RFCNDenseNet", "RFCNResNet", "build_network"]
