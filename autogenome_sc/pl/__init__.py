@@ -2,5 +2,6 @@
 
 from ._confusion import confusion_matrix
 from ._history import training_history
+from ._search import search_history
 
-__all__ = ["confusion_matrix", "training_history"]
+__all__ = ["confusion_matrix", "search_history", "training_history"]

@@ -22,7 +22,7 @@ from ..data import TrainData
 from ..nn import build_network
 from ..train import FitResult, fit
 from ._spaces import suggest
-from ._study import Heartbeat, recover_stale_trials, uses_own_heartbeat
+from ._study import Heartbeat, recover_stale_trials, uses_own_heartbeat, worker_name
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 SURPLUS_ATTR = "ag_surplus"
@@ -74,6 +74,7 @@ class Searcher:
                 raise _Surplus(f"the study already has its {n_target} trials")
         mode, arch, trainer = suggest(trial, self.cfg, self.modes)
         trial.set_user_attr("architecture", arch)
+        trial.set_user_attr("worker", worker_name())
         start = time.perf_counter()
 
         def report(epoch: int, metrics: dict) -> None:
@@ -229,6 +230,7 @@ def leaderboard(study: optuna.Study) -> pd.DataFrame:
             "epochs": t.user_attrs.get("epochs", len(t.intermediate_values) or None),
             "seconds": seconds,
             "retry_of": t.system_attrs.get("failed_trial"),
+            "worker": t.user_attrs.get("worker"),
         }
         row.update({k: v for k, v in sorted(t.params.items()) if k != "mode"})
         rows.append(row)

@@ -16,6 +16,7 @@ import os
 import socket
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import optuna
@@ -87,14 +88,15 @@ def uses_own_heartbeat(study: optuna.Study) -> bool:
 
 def make_sampler(seed: int, search_cfg) -> optuna.samplers.BaseSampler:
     """TPE over the conditional space (mode -> its own parameters)."""
-    return optuna.samplers.TPESampler(
-        seed=seed,
-        n_startup_trials=search_cfg.n_startup_trials,
-        multivariate=True,
-        group=True,
-        constant_liar=True,
-        warn_independent_sampling=False,
-    )
+    with warnings.catch_warnings():  # multivariate/group are marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            seed=seed,
+            n_startup_trials=search_cfg.n_startup_trials,
+            multivariate=True,
+            group=True,
+            constant_liar=True,
+        )
 
 
 def make_pruner(search_cfg, max_epochs: int) -> optuna.pruners.BasePruner:
@@ -115,6 +117,11 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def worker_name() -> str:
+    """``host:pid`` of this process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _worker_id() -> dict:

@@ -1,0 +1,199 @@
+import json
+import os
+import subprocess
+import sys
+import time
+
+import anndata
+import matplotlib
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from _search_helpers import TINY, cli
+from optuna.trial import TrialState
+
+import autogenome_sc as ag
+from autogenome_sc.search import leaderboard, recover_stale_trials
+from autogenome_sc.search._study import HEARTBEAT_ATTR, WORKER_ATTR
+
+matplotlib.use("Agg")
+
+
+def _cfg(**search):
+    cfg = json.loads(json.dumps(TINY))
+    cfg["search"].update(search)
+    return cfg
+
+
+def test_search_writes_results_resumes_and_round_trips(pbmc, tmp_path):
+    run_dir = tmp_path / "runs"
+    cfg = _cfg(ensemble=2)
+    ag.tl.search(pbmc, "bulk_labels", n_trials=3, config=cfg, study_name="s", run_dir=run_dir, use_raw=True, rng=0)
+    uns = pbmc.uns["ag"]
+    board, best = uns["leaderboard"], uns["best"]
+    assert (run_dir / "s.journal.log").is_file()
+    assert list(board["trial"]) == [0, 1, 2]
+    assert set(board["mode"]) <= {"mlp", "resnet"} and set(board["state"]) <= {"complete", "pruned"}
+    done = board[board["state"] == "complete"]
+    # the winner is the best validation loss, never a test-split choice
+    assert best["trial"] == int(done.loc[done["value"].idxmin(), "trial"])
+    assert best["value"] == pytest.approx(done["value"].min())
+    assert list(best["ensemble"]) == list(done.sort_values(["value", "trial"])["trial"][:2])
+    # evaluated once on the test split, written like ag.tl.train
+    assert 0 < uns["metrics"]["accuracy"] <= 1 and uns["metrics"]["n_test"] == (pbmc.obs["ag_split"] == "test").sum()
+    assert set(pbmc.obs["ag_prediction"].cat.categories) == set(pbmc.obs["bulk_labels"].cat.categories)
+    model = ag.read_model(uns["model_path"])
+    assert model.architecture["model"] == "ensemble" and len(model.architecture["members"]) == 2
+    pred = model.predict(pbmc, use_raw=True)["prediction"]
+    assert (pred.astype(str).to_numpy() == pbmc.obs["ag_prediction"].astype(str).to_numpy()).all()
+    # h5ad round trip of leaderboard and best
+    path = tmp_path / "a.h5ad"
+    pbmc.write_h5ad(path)
+    back = anndata.read_h5ad(path).uns["ag"]
+    pd.testing.assert_frame_equal(back["leaderboard"].reset_index(drop=True), board, check_dtype=False)
+    assert back["best"]["params"] == dict(best["params"])
+    # the plot reads the leaderboard only
+    ax = ag.pl.search_history(pbmc, show=False)
+    labels = {t.get_text() for t in ax.get_legend().get_texts()}
+    assert labels & {"mlp", "resnet"} and "best so far" in labels
+
+    # resume: the 3 trials count toward n_trials=5, so exactly 2 more run
+    ag.tl.search(pbmc, "bulk_labels", n_trials=5, config=cfg, study_name="s", run_dir=run_dir, use_raw=True, rng=0)
+    board2 = pbmc.uns["ag"]["leaderboard"]
+    assert list(board2["trial"]) == [0, 1, 2, 3, 4]
+    kept = board2.iloc[:3][board.columns].drop(columns=["seconds"])
+    pd.testing.assert_frame_equal(kept, board.drop(columns=["seconds"]), check_dtype=False)
+    # a later worker must not repeat the earlier draws of the sampler
+    params = board2.drop(columns=["trial", "state", "value", "val_loss", "val_accuracy", "seconds", "worker"])
+    assert (
+        not params.iloc[3:]
+        .astype(str)
+        .apply(tuple, axis=1)
+        .isin(params.iloc[:3].astype(str).apply(tuple, axis=1))
+        .any()
+    )
+    # same study, other data (another split): refused
+    with pytest.raises(ValueError, match="different data"):
+        ag.tl.search(pbmc, "bulk_labels", n_trials=6, config=cfg, study_name="s", run_dir=run_dir, use_raw=True, rng=1)
+
+
+def test_search_same_rng_same_result(pbmc, tmp_path):
+    cfg = _cfg()
+    out = []
+    for name in ("a", "b"):
+        a = pbmc.copy()
+        ag.tl.search(a, "bulk_labels", n_trials=2, config=cfg, study_name=name, run_dir=tmp_path, use_raw=True, rng=3)
+        out.append(a)
+    b0, b1 = (a.uns["ag"]["leaderboard"] for a in out)
+    pd.testing.assert_frame_equal(b0.drop(columns=["seconds", "worker"]), b1.drop(columns=["seconds", "worker"]))
+    np.testing.assert_allclose(out[0].obsm["X_ag"], out[1].obsm["X_ag"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"label_key": None}, "needs mode 'resvae'"),
+        ({"modes": ["transformer"]}, "Unknown search mode 'transformer'"),
+        ({"modes": []}, "modes is empty"),
+        ({"n_trials": 0}, "n_trials must be a positive integer"),
+        ({"timeout": -1}, "timeout must be a positive"),
+        ({"storage": "not-a-url"}, "not a database URL"),
+        ({"config": {"search": {"spaces": {"mlp_widths": []}}}}, "search.spaces.mlp_widths"),
+        ({"config": {"search": {"spaces": {"learning_rate": [0, 1e-3]}}}}, "search.spaces.learning_rate"),
+        ({"label_key": "no_such_column"}, "no_such_column"),
+    ],
+)
+def test_search_bad_input(pbmc, tmp_path, kwargs, match):
+    kwargs = {"label_key": "bulk_labels", "run_dir": tmp_path, **kwargs}
+    label = kwargs.pop("label_key")
+    with pytest.raises((ValueError, KeyError), match=match):
+        ag.tl.search(pbmc, label, **kwargs)
+
+
+def test_search_history_needs_a_search(pbmc):
+    with pytest.raises(KeyError, match="Run `ag.tl.search` first"):
+        ag.pl.search_history(pbmc)
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_journal_stale_trials_failed_and_retried(tmp_path):
+    """A RUNNING trial whose worker process is gone is failed and retried; live or fresh ones are left."""
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    cfg = ag.config.validate({"search": {"grace_period": 30}})
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "j.log")))
+    study = optuna.create_study(study_name="j", storage=storage)
+    dead, alive, remote = (study.ask({"x": optuna.distributions.FloatDistribution(0, 1)}) for _ in range(3))
+    host = os.uname().nodename
+    storage.set_trial_system_attr(dead._trial_id, WORKER_ATTR, {"host": host, "pid": _dead_pid()})
+    storage.set_trial_system_attr(alive._trial_id, WORKER_ATTR, {"host": host, "pid": os.getppid()})
+    storage.set_trial_system_attr(remote._trial_id, WORKER_ATTR, {"host": "elsewhere", "pid": 1})
+    storage.set_trial_system_attr(remote._trial_id, HEARTBEAT_ATTR, time.time() - 31)  # silent for too long
+    failed = recover_stale_trials(study, cfg.search)
+    assert sorted(failed) == sorted([dead.number, remote.number])
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[alive.number] == TrialState.RUNNING
+    retries = study.get_trials(states=(TrialState.WAITING,))
+    assert sorted(t.system_attrs["failed_trial"] for t in retries) == sorted(failed)
+    assert all(WORKER_ATTR not in t.system_attrs for t in retries)
+    assert {t.params["x"] for t in retries} == {dead.params["x"], remote.params["x"]}
+    assert recover_stale_trials(study, cfg.search) == []  # idempotent
+
+
+def test_killed_embedded_run_resumes_and_retries(pbmc, tmp_path):
+    """Kill a process mid-trial (journal file, no database); running the study again retries that trial."""
+    data = tmp_path / "pbmc.h5ad"
+    pbmc.write_h5ad(data)
+    slow = _cfg()
+    slow["trainer"] = {"max_epochs": 400, "patience": 400}
+    slow_path = tmp_path / "slow.json"
+    slow_path.write_text(json.dumps(slow))
+    run_dir = tmp_path / "runs"
+    proc = cli(
+        "worker", "--data", data, "--label-key", "bulk_labels", "--use-raw", "--study", "k", "--run-dir", run_dir,
+        "--n-trials", "2", "--config", slow_path, cwd=tmp_path, wait=False,
+    )  # fmt: skip
+    try:
+        running = _wait_for_running_trial(lambda: _journal_study(run_dir / "k.journal.log", "k"), proc)
+    finally:
+        proc.kill()
+        proc.wait()
+    ag.tl.search(pbmc, "bulk_labels", n_trials=2, config=_cfg(), study_name="k", run_dir=run_dir, use_raw=True)
+    board = pbmc.uns["ag"]["leaderboard"]
+    failed = board[board["state"] == "fail"]
+    assert list(failed["trial"]) == [running]
+    retry = board[board["retry_of"] == running]
+    assert len(retry) == 1 and retry["state"].iloc[0] in ("complete", "pruned")
+    assert ((board["state"] == "complete") | (board["state"] == "pruned")).sum() == 2
+    assert leaderboard(_journal_study(run_dir / "k.journal.log", "k")).shape[0] == len(board)
+
+
+def _journal_study(path, name):
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    if not path.exists():
+        return None
+    return optuna.load_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(path))))
+
+
+def _wait_for_running_trial(load, proc, limit=150):
+    t0 = time.time()
+    while time.time() - t0 < limit:
+        if proc.poll() is not None:
+            raise AssertionError("worker exited early: " + proc.stderr.read()[-2000:])
+        try:
+            study = load()
+        except Exception:  # noqa: BLE001 - the study may not exist yet
+            study = None
+        if study is not None:
+            for t in study.get_trials(states=(TrialState.RUNNING,)):
+                if t.intermediate_values:  # training has started
+                    return t.number
+        time.sleep(0.5)
+    raise AssertionError("no trial started in time")
