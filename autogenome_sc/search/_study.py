@@ -13,6 +13,7 @@ sharing the file). Stale trials are failed and a copy of their parameters is enq
 from __future__ import annotations
 
 import os
+import random
 import socket
 import threading
 import time
@@ -53,21 +54,32 @@ def make_storage(storage, run_dir: str | Path, study_name: str, search_cfg):
                 "leave storage=None for a journal file in run_dir."
             )
         if url.startswith(("postgresql", "mysql", "sqlite")):
-            try:
+            return _rdb(url, search_cfg)
+        return url
+    return storage  # an Optuna storage object
+
+
+def _rdb(url: str, search_cfg, attempts: int = 5) -> RDBStorage:
+    """RDBStorage with Optuna's heartbeat; retried because workers starting together race to create tables."""
+    for i in range(attempts):
+        try:
+            with warnings.catch_warnings():  # heartbeat and its retry callback are marked experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return RDBStorage(
                     url,
                     heartbeat_interval=search_cfg.heartbeat_interval,
                     grace_period=search_cfg.grace_period,
                     heartbeat_stale_trial_callback=_Retry(max_retry=search_cfg.max_retry),
                 )
-            except ImportError as e:
-                raise ImportError(
-                    f"Cannot open '{url.split('://')[0]}' storage ({e}); for PostgreSQL install 'psycopg[binary]'."
-                ) from None
-            except Exception as e:  # noqa: BLE001 - connection errors of any driver
-                raise ConnectionError(f"Cannot connect to the study storage '{_redact(url)}': {e}".strip()) from None
-        return url
-    return storage  # an Optuna storage object
+        except ImportError as e:
+            raise ImportError(
+                f"Cannot open '{url.split('://')[0]}' storage ({e}); for PostgreSQL install 'psycopg[binary]'."
+            ) from None
+        except Exception as e:  # noqa: BLE001 - connection errors of any driver
+            if i == attempts - 1:
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise ConnectionError(f"Cannot connect to the study storage '{_redact(url)}': {first}") from None
+            time.sleep(0.5 + random.random())
 
 
 def _redact(url: str) -> str:
