@@ -36,7 +36,7 @@ def postgres_url():
         if _sh("su postgres -c \"psql -tAc 'select 1'\"").stdout.strip() == "1":
             break
         time.sleep(0.2)
-    _sh("su postgres -c \"psql -c \\\"create user ag with password 'ag' superuser;\\\"\"")  # may exist already
+    _sh('su postgres -c "psql -c \\"create user ag with password \'ag\' superuser;\\""')  # may exist already
     db = f"agtest_{uuid.uuid4().hex[:8]}"
     r = _sh(f'su postgres -c "createdb -O ag {db}"')
     assert r.returncode == 0, f"could not create the test database: {r.stderr}"

@@ -113,16 +113,26 @@ class ModelsConfig(_Strict):
 class SearchSpaces(_Strict):
     """The paper's default search spaces (Methods)."""
 
-    mlp_widths: list[int] = Field([8, 16, 32, 64, 128, 256, 512, 1024], min_length=1)
-    mlp_layers: list[int] = Field([1, 2, 3, 4], min_length=1)
-    resnet_blocks: list[int] = Field([1, 2, 3, 5, 6], min_length=1)
-    resnet_widths: list[int] = Field([8, 16, 32, 64, 128, 256, 512], min_length=1)
-    densenet_blocks: list[list[int]] = Field([[2, 3, 4], [3, 4, 5]], min_length=1)
-    densenet_growth_rates: list[int] = Field([8, 16, 32, 64, 128, 256, 512], min_length=1)
-    input_keep: list[float] = Field([0.6, 0.8, 1.0], min_length=1)
+    mlp_widths: list[int] = Field(
+        [8, 16, 32, 64, 128, 256, 512, 1024], min_length=1, description="MLP: width of its FC units."
+    )
+    mlp_layers: list[int] = Field([1, 2, 3, 4], min_length=1, description="MLP: number of FC units.")
+    resnet_blocks: list[int] = Field([1, 2, 3, 5, 6], min_length=1, description="RFCN-ResNet: residual units.")
+    resnet_widths: list[int] = Field(
+        [8, 16, 32, 64, 128, 256, 512], min_length=1, description="RFCN-ResNet: width of every unit."
+    )
+    densenet_blocks: list[list[int]] = Field(
+        [[2, 3, 4], [3, 4, 5]], min_length=1, description="RFCN-DenseNet: block structures (units per block)."
+    )
+    densenet_growth_rates: list[int] = Field(
+        [8, 16, 32, 64, 128, 256, 512], min_length=1, description="RFCN-DenseNet: growth rates."
+    )
+    input_keep: list[float] = Field(
+        [0.6, 0.8, 1.0], min_length=1, description="Keep ratio of the input dropout (all modes)."
+    )
     learning_rate: tuple[float, float] = Field((1e-4, 1e-2), description="Log-uniform range.")
-    batch_size: list[int] = Field([32, 64, 128, 256], min_length=1)
-    momentum: list[float] = Field([0.85, 0.9, 0.95], min_length=1)
+    batch_size: list[int] = Field([32, 64, 128, 256], min_length=1, description="Minibatch sizes.")
+    momentum: list[float] = Field([0.85, 0.9, 0.95], min_length=1, description="Peak momentums (Adam's beta1).")
     weight_decay: tuple[float, float] = Field((1e-5, 1e-1), description="Log-uniform range.")
     dropout: list[float] = Field(
         [0.1],
@@ -142,10 +152,16 @@ class SearchConfig(_Strict):
     """Search mode module: which modes, how long, over which spaces."""
 
     modes: list[Literal["mlp", "resnet", "densenet", "enas", "resvae"]] = Field(
-        ["mlp", "resnet", "densenet"], min_length=1
+        ["mlp", "resnet", "densenet"], min_length=1, description="Modes the search draws from."
     )
-    n_trials: int | None = Field(None, ge=1)
-    timeout: float | None = Field(None, gt=0, description="Seconds.")
+    n_trials: int | None = Field(
+        None, ge=1, description="Trials of the study in total (all runs and workers); the argument wins."
+    )
+    timeout: float | None = Field(
+        None,
+        gt=0,
+        description="Seconds after which a run starts no new trial; with neither this nor n_trials: 30 trials or 240 s.",
+    )
     spaces: SearchSpaces = Field(default_factory=SearchSpaces)
     metric: Literal["val_loss", "val_accuracy"] = Field(
         "val_loss",

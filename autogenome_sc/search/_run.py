@@ -115,13 +115,18 @@ def open_study(
     run_dir = Path("ag_runs") if run_dir is None else Path(run_dir)
     store = make_storage(storage, run_dir, study_name, cfg.search)
     max_epochs = cfg.trainer.max_epochs
-    study = optuna.create_study(
-        study_name=study_name,
-        storage=store,
-        direction=direction(cfg.search.metric),
-        pruner=make_pruner(cfg.search, max_epochs),
-        load_if_exists=True,
-    )
+    old = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.create_study(
+            study_name=study_name,
+            storage=store,
+            direction=direction(cfg.search.metric),
+            pruner=make_pruner(cfg.search, max_epochs),
+            load_if_exists=True,
+        )
+    finally:
+        optuna.logging.set_verbosity(old)
     if study.direction.name.lower() != direction(cfg.search.metric):
         raise ValueError(
             f"Study '{study_name}' was created to {study.direction.name.lower()} its metric; "
