@@ -55,6 +55,8 @@ class Searcher:
     rng: int
     keep: int = 1  # how many best FitResults to keep in memory
     results: dict[int, FitResult] = field(default_factory=dict)
+    n_trials: int | None = None
+    deadline: float | None = None
 
     @property
     def metric(self) -> str:
@@ -79,7 +81,10 @@ class Searcher:
 
         def report(epoch: int, metrics: dict) -> None:
             trial.report(float(metrics[self.metric]), epoch)
-            if trial.should_prune():
+            over = self.deadline is not None and time.perf_counter() > self.deadline and self._has_complete()
+            if over:  # the time budget also stops the running trial, at an epoch boundary
+                trial.set_user_attr("stopped_by_timeout", True)
+            if over or trial.should_prune():
                 trial.set_user_attr("epochs", epoch + 1)
                 trial.set_user_attr("seconds", time.perf_counter() - start)
                 raise optuna.TrialPruned()
@@ -112,6 +117,12 @@ class Searcher:
         self._remember(trial.number, value, result)
         return value
 
+    def _has_complete(self) -> bool:
+        """Whether the study has a finished trial (the time budget never stops the first one)."""
+        if not getattr(self, "_complete_seen", False):
+            self._complete_seen = bool(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        return self._complete_seen
+
     def _remember(self, number: int, value: float, result: FitResult) -> None:
         sign = -1.0 if direction(self.metric) == "maximize" else 1.0
         self.results[number] = result
@@ -124,6 +135,7 @@ class Searcher:
     def run(self, n_trials: int | None, timeout: float | None, *, progress: bool = True) -> None:
         """Run trials in this process until the study has ``n_trials`` counted trials or ``timeout`` passes."""
         self.n_trials = n_trials
+        self.deadline = None if timeout is None else time.perf_counter() + timeout
         recover_stale_trials(self.study, self.cfg.search)
         done = self._n_counted()
         if n_trials is not None and done >= n_trials:
