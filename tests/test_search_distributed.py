@@ -8,7 +8,7 @@ import uuid
 
 import optuna
 import pytest
-from _search_helpers import TINY, cli
+from _search_helpers import TINY, cli, wait_for_running_trial
 from optuna.trial import TrialState
 
 URL_BASE = "postgresql://ag:ag@127.0.0.1:5432"
@@ -64,14 +64,14 @@ def _load(url, name):
 def test_two_workers_share_a_study(postgres_url, data_and_config, tmp_path):
     data, cfg_path, _ = data_and_config
     args = ("--data", data, "--label-key", "bulk_labels", "--use-raw", "--storage", postgres_url, "--study", "two")
-    args += ("--n-trials", "5", "--config", cfg_path)
+    args += ("--n-trials", "4", "--config", cfg_path)
     procs = [cli("worker", *args, "--worker-index", i, cwd=tmp_path, wait=False) for i in (1, 2)]
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (_, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-2000:]
     trials = _load(postgres_url, "two").get_trials()
     counted = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    assert len(counted) == 5  # exactly the requested trials, none lost
+    assert len(counted) == 4  # exactly the requested trials, none lost
     numbers = [t.number for t in trials]
     assert len(numbers) == len(set(numbers))  # none duplicated
     # any extra trial is one a worker drew after the budget was met, marked and not run
@@ -88,20 +88,19 @@ def test_killed_worker_trial_is_retried(postgres_url, data_and_config, tmp_path)
     slow_path = tmp_path / "slow.json"
     slow_path.write_text(json.dumps(slow))
     common = ("--data", data, "--label-key", "bulk_labels", "--use-raw", "--storage", postgres_url, "--study", "kill")
-    victim = cli("worker", *common, "--n-trials", "2", "--config", slow_path, cwd=tmp_path, wait=False)
+    log = tmp_path / "victim.log"
+    victim = cli("worker", *common, "--n-trials", "1", "--config", slow_path, cwd=tmp_path, wait=False, log=log)
     try:
-        from test_search import _wait_for_running_trial
-
-        killed = _wait_for_running_trial(lambda: _load(postgres_url, "kill"), victim)
+        killed = wait_for_running_trial(lambda: _load(postgres_url, "kill"), victim, log)
     finally:
         victim.kill()
         victim.wait()
     time.sleep(3.5)  # no heartbeat for longer than the grace period
-    r = cli("worker", *common, "--n-trials", "2", "--config", cfg_path, cwd=tmp_path)
+    r = cli("worker", *common, "--n-trials", "1", "--config", cfg_path, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     trials = {t.number: t for t in _load(postgres_url, "kill").get_trials()}
     assert trials[killed].state == TrialState.FAIL
     retries = [t for t in trials.values() if t.system_attrs.get("failed_trial") == killed]
     assert len(retries) == 1 and retries[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
     assert retries[0].params == trials[killed].params
-    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials.values()) == 2
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials.values()) == 1
