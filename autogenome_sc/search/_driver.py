@@ -66,6 +66,10 @@ class Searcher:
         trials = self.study.get_trials(deepcopy=False, states=states)
         return sum(1 for t in trials if not t.user_attrs.get(SURPLUS_ATTR) and (before is None or t.number < before))
 
+    def n_counted(self) -> int:
+        """Finished or pruned trials of the study (the ones ``n_trials`` counts)."""
+        return self._n_counted()
+
     def objective(self, trial: optuna.Trial) -> float:
         n_target = self.n_trials
         if n_target is not None:

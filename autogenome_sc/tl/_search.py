@@ -134,6 +134,11 @@ def search(
     s = opened.searcher
     s.run(opened.n_trials, opened.timeout)
     s.wait_for_others()
+    for _ in range(3):  # a worker that died after we stopped leaves a retry waiting: run it here
+        if opened.timeout is not None or opened.n_trials is None or s.n_counted() >= opened.n_trials:
+            break
+        s.run(opened.n_trials, None)
+        s.wait_for_others()
     top = s.top_trials(k)
     if not top:
         raise RuntimeError(
