@@ -1,3 +1,4 @@
+import inspect
 import json
 import os
 import subprocess
@@ -6,6 +7,7 @@ import time
 
 import anndata
 import matplotlib
+import matplotlib.pyplot
 import numpy as np
 import optuna
 import pandas as pd
@@ -57,6 +59,9 @@ def test_search_writes_results_resumes_and_round_trips(pbmc, tmp_path):
     ax = ag.pl.search_history(pbmc, show=False)
     labels = {t.get_text() for t in ax.get_legend().get_texts()}
     assert labels & {"mlp", "resnet"} and "best so far" in labels
+    fig, given = matplotlib.pyplot.subplots()
+    assert ag.pl.search_history(pbmc, ax=given, show=False) is given
+    matplotlib.pyplot.close("all")
 
     # resume: the 3 trials count toward n_trials=4, so exactly 1 more runs
     cfg1 = _cfg()
@@ -177,3 +182,14 @@ def _journal_study(path, name):
     if not path.exists():
         return None
     return optuna.load_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(path))))
+
+
+def test_search_signature_follows_scanpy():
+    sig = inspect.signature(ag.tl.search)
+    params = list(sig.parameters.values())
+    assert [p.name for p in params[:2]] == ["adata", "label_key"] and params[1].default is None
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params[2:])
+    defaults = {p.name: p.default for p in params[2:]}
+    assert defaults["copy"] is False and defaults["rng"] == 0 and defaults["key_added"] == "ag"
+    assert {"modes", "n_trials", "timeout", "storage", "study_name", "run_dir", "config"} <= set(defaults)
+    assert "Returns" in ag.tl.search.__doc__ and "leaderboard" in ag.tl.search.__doc__
