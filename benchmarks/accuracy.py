@@ -10,12 +10,14 @@ the paper's settings (gbtree, max_depth 6, gamma 0.1) and scikit-learn's MLP (2 
 autogenome_sc: ``ag.tl.search`` at a fixed budget (``N_TRIALS`` trials, the config below);
 the ensemble of the best ``ENSEMBLE`` trials and, from the same search, the best trial alone.
 
-Run: ``PYTHONPATH=. python benchmarks/accuracy.py [fold ...]`` (folds 1-5, default all; the
+Run: ``PYTHONPATH=. python benchmarks/accuracy.py [fold ...]`` (``AG_BENCH_PRUNER=none`` to search
+without pruning) (folds 1-5, default all; the
 folds are fixed, so separate processes may run separate folds). Not run by CI.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -40,6 +42,7 @@ CONFIG = {
         "modes": ["mlp", "resnet", "densenet"],
         "ensemble": ENSEMBLE,
         "n_startup_trials": 6,
+        "pruner": os.environ.get("AG_BENCH_PRUNER", "hyperband"),
         "spaces": {
             "mlp_widths": [128, 256, 512],
             "mlp_layers": [1, 2],
