@@ -164,31 +164,81 @@ class ModelsConfig(_Strict):
 class SearchSpaces(_Strict):
     """The paper's default search spaces (Methods)."""
 
-    mlp_widths: list[int] = Field([8, 16, 32, 64, 128, 256, 512, 1024], min_length=1)
-    mlp_layers: list[int] = Field([1, 2, 3, 4], min_length=1)
-    resnet_blocks: list[int] = Field([1, 2, 3, 5, 6], min_length=1)
-    resnet_widths: list[int] = Field([8, 16, 32, 64, 128, 256, 512], min_length=1)
-    densenet_blocks: list[list[int]] = Field([[2, 3, 4], [3, 4, 5]], min_length=1)
-    densenet_growth_rates: list[int] = Field([8, 16, 32, 64, 128, 256, 512], min_length=1)
-    input_keep: list[float] = Field([0.6, 0.8, 1.0], min_length=1)
-    resvae_layers: list[int] = Field([3, 4, 5], min_length=1)
-    resvae_first_widths: list[int] = Field([4096, 2048, 1024, 512, 256, 128], min_length=1)
-    resvae_decay: list[float] = Field([0.8, 0.6, 0.5], min_length=1)
+    mlp_widths: list[int] = Field(
+        [8, 16, 32, 64, 128, 256, 512, 1024], min_length=1, description="MLP: width of its FC units."
+    )
+    mlp_layers: list[int] = Field([1, 2, 3, 4], min_length=1, description="MLP: number of FC units.")
+    resnet_blocks: list[int] = Field([1, 2, 3, 5, 6], min_length=1, description="RFCN-ResNet: residual units.")
+    resnet_widths: list[int] = Field(
+        [8, 16, 32, 64, 128, 256, 512], min_length=1, description="RFCN-ResNet: width of every unit."
+    )
+    densenet_blocks: list[list[int]] = Field(
+        [[2, 3, 4], [3, 4, 5]], min_length=1, description="RFCN-DenseNet: block structures (units per block)."
+    )
+    densenet_growth_rates: list[int] = Field(
+        [8, 16, 32, 64, 128, 256, 512], min_length=1, description="RFCN-DenseNet: growth rates."
+    )
+    input_keep: list[float] = Field(
+        [0.6, 0.8, 1.0], min_length=1, description="Keep ratio of the input dropout (all modes)."
+    )
+    resvae_layers: list[int] = Field([3, 4, 5], min_length=1, description="Res-VAE: FC units in the encoder.")
+    resvae_first_widths: list[int] = Field(
+        [4096, 2048, 1024, 512, 256, 128], min_length=1, description="Res-VAE: width of the first encoder unit."
+    )
+    resvae_decay: list[float] = Field(
+        [0.8, 0.6, 0.5], min_length=1, description="Res-VAE: each encoder unit's width over the previous one's."
+    )
     learning_rate: tuple[float, float] = Field((1e-4, 1e-2), description="Log-uniform range.")
-    batch_size: list[int] = Field([32, 64, 128, 256], min_length=1)
-    momentum: list[float] = Field([0.85, 0.9, 0.95], min_length=1)
+    batch_size: list[int] = Field([32, 64, 128, 256], min_length=1, description="Minibatch sizes.")
+    momentum: list[float] = Field([0.85, 0.9, 0.95], min_length=1, description="Peak momentums (Adam's beta1).")
     weight_decay: tuple[float, float] = Field((1e-5, 1e-1), description="Log-uniform range.")
+    dropout: list[float] = Field(
+        [0.1],
+        min_length=1,
+        description="Dropout after each hidden FC unit (a regularisation choice; not in the paper).",
+    )
+
+    @field_validator("learning_rate", "weight_decay")
+    @classmethod
+    def _log_range(cls, v):
+        if not 0 < v[0] <= v[1]:
+            raise ValueError("a log-uniform range needs 0 < low <= high")
+        return v
 
 
 class SearchConfig(_Strict):
     """Search mode module: which modes, how long, over which spaces."""
 
     modes: list[Literal["mlp", "resnet", "densenet", "enas", "resvae"]] = Field(
-        ["mlp", "resnet", "densenet"], min_length=1
+        ["mlp", "resnet", "densenet"], min_length=1, description="Modes the search draws from."
     )
-    n_trials: int | None = Field(None, ge=1)
-    timeout: float | None = Field(None, gt=0, description="Seconds.")
+    n_trials: int | None = Field(
+        None, ge=1, description="Trials of the study in total (all runs and workers); the argument wins."
+    )
+    timeout: float | None = Field(
+        None,
+        gt=0,
+        description="Seconds after which a run starts no new trial; with neither this nor n_trials: 30 trials or 240 s.",
+    )
     spaces: SearchSpaces = Field(default_factory=SearchSpaces)
+    metric: Literal["val_loss", "val_accuracy"] = Field(
+        "val_loss",
+        description="What a trial is judged by, on the validation split (never the test split); "
+        "'val_accuracy' is for classification only.",
+    )
+    pruner: Literal["hyperband", "successive_halving", "none"] = Field(
+        "hyperband", description="Stops unpromising trials early, from the metric reported after each epoch."
+    )
+    min_epochs: int = Field(5, ge=1, description="Epochs every trial gets before it can be pruned.")
+    n_startup_trials: int = Field(8, ge=1, description="Random trials before the TPE sampler starts modelling.")
+    ensemble: int = Field(
+        1, ge=1, description="The final model averages the class probabilities of this many best trials (1: the best)."
+    )
+    heartbeat_interval: int = Field(10, ge=1, description="Seconds between a running trial's heartbeats.")
+    grace_period: int = Field(
+        60, ge=2, description="A running trial without a heartbeat for this many seconds is failed and retried."
+    )
+    max_retry: int = Field(2, ge=0, description="How often a trial of a killed worker is retried.")
 
 
 class SaveConfig(_Strict):

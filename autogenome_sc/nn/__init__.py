@@ -1,7 +1,7 @@
 """Flax modules only (no training code)."""
 
 from ._enas import RRFCN, Controller, SuperNet
-from ._fc import ACTIVATIONS, MLP, MODELS, FCUnit, RFCNDenseNet, RFCNResNet, build_network
+from ._fc import ACTIVATIONS, MLP, MODELS, Ensemble, FCUnit, RFCNDenseNet, RFCNResNet, build_network
 from ._vae import LIKELIHOODS, VAE_MODELS, ResVAE, build_vae, layer_widths, nb_log_prob
 
 MODELS["rrfcn"] = RRFCN  # saved ENAS winners load through build_network like any other model
@@ -14,6 +14,7 @@ __all__ = [
     "RRFCN",
     "VAE_MODELS",
     "Controller",
+    "Ensemble",
     "FCUnit",
     "RFCNDenseNet",
     "RFCNResNet",
@@ -23,5 +24,4 @@ __all__ = [
     "build_vae",
     "layer_widths",
     "nb_log_prob",
-    "rrfcn",
 ]

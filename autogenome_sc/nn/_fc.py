@@ -109,6 +109,8 @@ MODELS = {"mlp": MLP, "resnet": RFCNResNet, "densenet": RFCNDenseNet}
 def build_network(arch: dict, n_out: int) -> nn.Module:
     """Build a network from an architecture dict ``{"model": ..., <its hyperparameters>}``."""
     arch = dict(arch)
+    if arch.get("model") == "ensemble":
+        return _build(arch, n_out)
     name = arch.pop("model")
     if name not in MODELS:
         raise ValueError(f"Unknown model '{name}'; choose one of {sorted(MODELS)}.")
@@ -118,3 +120,30 @@ def build_network(arch: dict, n_out: int) -> nn.Module:
     if "edges" in arch:  # RRFCN (nn/_enas.py, registered in MODELS by nn/__init__.py)
         arch["edges"] = tuple(tuple(int(v) for v in e) for e in arch["edges"])
     return MODELS[name](n_out=n_out, **arch)
+
+
+class Ensemble(nn.Module):
+    """Averages member networks: class probabilities (returned as log-probabilities) or regression outputs.
+
+    The embedding is the concatenation of the members' embeddings. Built from
+    ``{"model": "ensemble", "average": "probs" | "mean", "members": [arch, ...]}``.
+    """
+
+    members: Sequence[nn.Module]
+    average: str = "probs"
+
+    def __call__(self, x, train: bool = False):
+        outs, embs = zip(*(m(x, train) for m in self.members), strict=True)
+        out = jnp.stack(outs)
+        if self.average == "probs":
+            out = jnp.log(jnp.mean(nn.softmax(out, axis=-1), axis=0) + 1e-12)
+        else:
+            out = jnp.mean(out, axis=0)
+        return out, jnp.concatenate(embs, axis=-1)
+
+
+def _build(arch: dict, n_out: int) -> nn.Module:
+    if arch.get("model") == "ensemble":
+        members = tuple(_build(m, n_out) for m in arch["members"])
+        return Ensemble(members=members, average=arch.get("average", "probs"))
+    return build_network(arch, n_out)

@@ -1,0 +1,214 @@
+"""The ``autogenome-sc`` command line: ``search``, ``worker`` and ``predict``.
+
+Errors a user can fix (a missing file, an unknown label column, a bad config) are printed
+as one sentence on stderr with exit code 1; argparse's usage errors exit with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+_EXAMPLES_SEARCH = """\
+example:
+  autogenome-sc search data.h5ad --label-key cell_type --config expert.json --out out.h5ad
+  autogenome-sc search data.h5ad --label-key cell_type --study pbmc --storage postgresql://ag:ag@db/ag --out out.h5ad
+"""
+_EXAMPLES_WORKER = """\
+example (one per process or machine; all share the study):
+  autogenome-sc worker --storage postgresql://ag:ag@db/ag --study pbmc --data data.h5ad --label-key cell_type
+"""
+
+
+class _UserError(Exception):
+    """Something the user can fix; printed as one sentence."""
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--layer", default=None, help="read adata.layers[LAYER] instead of adata.X")
+    p.add_argument("--use-raw", action="store_true", help="read adata.raw.X")
+
+
+def _add_study_args(p: argparse.ArgumentParser, *, need_study: bool) -> None:
+    p.add_argument("--label-key", required=True, help="column of adata.obs to learn")
+    p.add_argument("--modes", nargs="+", default=None, help="any of mlp resnet densenet (default: the config's)")
+    p.add_argument("--n-trials", type=int, default=None, help="trials the study should have in total")
+    p.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
+    p.add_argument("--config", default=None, help="expert-mode JSON config (see docs/config_reference.md)")
+    p.add_argument("--storage", default=None, help="Optuna storage URL, e.g. postgresql://user:pw@host/db")
+    p.add_argument("--study", required=need_study, default=None, help="study name; the same name continues or joins it")
+    p.add_argument("--run-dir", default=None, help="folder of journal files when no --storage (default ag_runs)")
+    p.add_argument("--rng", type=int, default=0, help="seed (split, sampler, training); same for every worker")
+    _add_data_args(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``autogenome-sc``."""
+    parser = argparse.ArgumentParser(
+        prog="autogenome-sc", description="AutoML for single-cell data: search, distributed workers, prediction."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{search,worker,predict}")
+
+    p = sub.add_parser(
+        "search",
+        help="search models on an .h5ad file and write the results",
+        description="Search architectures and hyperparameters (ag.tl.search), evaluate the winner on the "
+        "test split, save the model and write the annotated data.",
+        epilog=_EXAMPLES_SEARCH,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("data", help="input .h5ad file")
+    _add_study_args(p, need_study=False)
+    p.add_argument("--key-added", default="ag", help="prefix of the keys written (default ag)")
+    p.add_argument("--out", required=True, help="output .h5ad file")
+
+    p = sub.add_parser(
+        "worker",
+        help="run trials of a shared study (no evaluation, no output file)",
+        description="Join a study and run trials until it has --n-trials trials (or --timeout passes). "
+        "Start one per process or machine; finish with `autogenome-sc search` on the same study.",
+        epilog=_EXAMPLES_WORKER,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--data", required=True, help="input .h5ad file (the same for every worker)")
+    _add_study_args(p, need_study=True)
+    p.add_argument(
+        "--worker-index", type=int, default=None, help="distinct per worker; seeds its sampler (default: the pid)"
+    )
+
+    p = sub.add_parser(
+        "predict",
+        help="label an .h5ad file with a saved model",
+        description="Label the cells of an .h5ad file with a saved model (ag.tl.predict).",
+    )
+    p.add_argument("data", help="input .h5ad file")
+    p.add_argument("--model", required=True, help="model directory written by search or train")
+    p.add_argument("--key-added", default="ag", help="prefix of the keys written (default ag)")
+    p.add_argument("--out", required=True, help="output .h5ad file")
+    _add_data_args(p)
+    return parser
+
+
+def _read(path: str):
+    import anndata
+
+    p = Path(path)
+    if not p.is_file():
+        raise _UserError(f"Data file '{path}' does not exist.")
+    try:
+        return anndata.read_h5ad(p)
+    except Exception as e:  # noqa: BLE001 - any reader error means the file is not usable
+        raise _UserError(f"Cannot read '{path}' as .h5ad ({type(e).__name__}).") from None
+
+
+def _check_out(path: str) -> None:
+    parent = Path(path).resolve().parent
+    if not parent.is_dir():
+        raise _UserError(f"Output folder '{parent}' does not exist.")
+
+
+def _check_label(adata, key: str, path: str) -> None:
+    if key not in adata.obs.columns:
+        cols = ", ".join(map(str, adata.obs.columns[:10]))
+        raise _UserError(f"Label key '{key}' is not a column of adata.obs in '{path}' (columns: {cols}).")
+
+
+def _search(args) -> None:
+    import autogenome_sc as ag
+
+    _check_out(args.out)
+    adata = _read(args.data)
+    _check_label(adata, args.label_key, args.data)
+    ag.tl.search(
+        adata,
+        args.label_key,
+        modes=args.modes,
+        n_trials=args.n_trials,
+        timeout=args.timeout,
+        layer=args.layer,
+        use_raw=args.use_raw,
+        key_added=args.key_added,
+        config=args.config,
+        storage=args.storage,
+        study_name=args.study,
+        run_dir=args.run_dir,
+        rng=args.rng,
+    )
+    adata.write_h5ad(args.out)
+    best = adata.uns[args.key_added]["best"]
+    m = adata.uns[args.key_added]["metrics"]
+    print(
+        f"best trial {best['trial']} ({best['mode']}); test accuracy {m.get('accuracy', float('nan')):.3f}; "
+        f"model {adata.uns[args.key_added]['model_path']}; wrote {args.out}"
+    )
+
+
+def _worker(args) -> None:
+    import autogenome_sc as ag
+    from autogenome_sc.search import open_study
+
+    adata = _read(args.data)
+    _check_label(adata, args.label_key, args.data)
+    cfg = ag.config.validate(args.config)
+    opened = open_study(
+        adata,
+        args.label_key,
+        cfg=cfg,
+        modes=args.modes,
+        n_trials=args.n_trials,
+        timeout=args.timeout,
+        layer=args.layer,
+        use_raw=args.use_raw,
+        split_key=None,
+        storage=args.storage,
+        study_name=args.study,
+        run_dir=args.run_dir,
+        rng=args.rng,
+        worker_index=args.worker_index if args.worker_index is not None else os.getpid(),
+    )
+    s = opened.searcher
+    s.run(opened.n_trials, opened.timeout)
+    trials = s.study.get_trials(deepcopy=False)
+    states = {}
+    for t in trials:
+        states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
+    summary = ", ".join(f"{v} {k}" for k, v in sorted(states.items()))
+    print(f"worker {os.getpid()} done; study '{args.study}' has {len(trials)} trials ({summary})")
+
+
+def _predict(args) -> None:
+    import autogenome_sc as ag
+
+    _check_out(args.out)
+    adata = _read(args.data)
+    ag.tl.predict(adata, args.model, layer=args.layer, use_raw=args.use_raw, key_added=args.key_added)
+    adata.write_h5ad(args.out)
+    print(f"labelled {adata.n_obs} cells with '{args.model}'; wrote {args.out}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``autogenome-sc``; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    run = {"search": _search, "worker": _worker, "predict": _predict}[args.command]
+    try:
+        run(args)
+    except _UserError as e:
+        print(f"autogenome-sc: error: {e}", file=sys.stderr)
+        return 1
+    except (KeyError, ValueError, TypeError, FileNotFoundError, NotADirectoryError, FileExistsError) as e:
+        msg = e.args[0] if e.args else type(e).__name__
+        print(f"autogenome-sc: error: {msg}", file=sys.stderr)
+        return 1
+    except (ConnectionError, ImportError, RuntimeError) as e:
+        print(f"autogenome-sc: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("autogenome-sc: interrupted; run the same command again to continue the study.", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import numpy as np
+from anndata import AnnData
+from matplotlib.axes import Axes
+
+from ._utils import finish, get_uns, new_ax
+
+_COLOURS = {
+    "mlp": "tab:blue",
+    "resnet": "tab:orange",
+    "densenet": "tab:green",
+    "enas": "tab:red",
+    "resvae": "tab:purple",
+}
+
+
+def search_history(adata: AnnData, *, key: str = "ag", ax: Axes | None = None, show: bool | None = None) -> Axes | None:
+    """Plot the validation metric of every trial in order, coloured by mode, with the best so far.
+
+    Finished trials are filled dots, pruned trials hollow (their last reported value);
+    failed trials are left out. The line follows the best finished trial so far.
+
+    Parameters
+    ----------
+    adata
+        Annotated data with ``adata.uns[key]["leaderboard"]`` from ``ag.tl.search``.
+    key
+        The ``key_added`` of the search.
+    ax
+        Axes to draw into; a new figure otherwise.
+    show
+        Show the figure; when ``False`` return the Axes.
+
+    Returns
+    -------
+    The Axes when ``show=False``, else ``None``.
+    """
+    uns = get_uns(adata, key, "leaderboard", "ag.tl.search")
+    board = uns["leaderboard"]
+    metric = str(uns.get("best", {}).get("metric", "val_loss"))
+    fig, ax = new_ax(ax, (6, 3.5))
+    shown = board[board["state"].isin(["complete", "pruned"]) & np.isfinite(board["value"].astype(float))]
+    for mode, rows in shown.groupby("mode", sort=True):
+        colour = _COLOURS.get(str(mode), None)
+        done = rows[rows["state"] == "complete"]
+        pruned = rows[rows["state"] == "pruned"]
+        ax.scatter(done["trial"], done["value"], color=colour, label=f"{mode}", s=25, zorder=3)
+        if len(pruned):
+            ax.scatter(
+                pruned["trial"],
+                pruned["value"],
+                facecolors="none",
+                edgecolors=colour,
+                s=25,
+                zorder=3,
+                label=f"{mode} (pruned)",
+            )
+    done = shown[shown["state"] == "complete"].sort_values("trial")
+    if len(done):
+        vals = done["value"].to_numpy(float)
+        best = np.maximum.accumulate(vals) if metric == "val_accuracy" else np.minimum.accumulate(vals)
+        ax.step(done["trial"], best, where="post", color="black", lw=1, label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(f"validation {metric.removeprefix('val_').replace('_', ' ')}")
+    if metric == "val_loss" and len(shown) and shown["value"].min() > 0:
+        ax.set_yscale("log")
+    ax.legend(frameon=False, fontsize=8, loc="best")
+    return finish(fig, ax, show)

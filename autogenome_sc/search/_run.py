@@ -1,0 +1,172 @@
+"""Opening a study on prepared data: shared by ``ag.tl.search`` and ``autogenome-sc worker``."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import optuna
+from anndata import AnnData
+
+from .. import _logging as logg
+from ..data import TrainData, prepare
+from ._driver import DEFAULT_N_TRIALS, DEFAULT_TIMEOUT, Searcher, direction
+from ._spaces import check_modes
+from ._study import make_pruner, make_sampler, make_storage
+
+DATA_ATTR = "ag_data"
+N_TRIALS_ATTR = "ag_n_trials"
+
+
+@dataclass
+class Opened:
+    """A study joined by this process, with the data prepared once."""
+
+    searcher: Searcher
+    data: TrainData
+    kind: str
+    cfg: object
+    n_trials: int | None
+    timeout: float | None
+    storage_name: str
+
+
+def resolve_modes(label_key, modes, cfg) -> list[str]:
+    """The modes to search; ``label_key=None`` means the unsupervised Res-VAE."""
+    supervised = label_key is not None
+    if modes is None:
+        modes = cfg.search.modes if supervised else ["resvae"]
+    if not supervised:
+        from ._spaces import MODES
+
+        if "resvae" not in MODES:
+            raise ValueError(
+                "Unsupervised search (label_key=None) needs mode 'resvae', which this version of "
+                "autogenome_sc does not provide yet; pass a label_key for supervised search."
+            )
+    return check_modes(modes, supervised)
+
+
+def resolve_budget(n_trials, timeout, cfg) -> tuple[int | None, float | None]:
+    """Arguments first, then the config; with neither, the default budget (about 5 minutes)."""
+    n_trials = n_trials if n_trials is not None else cfg.search.n_trials
+    timeout = timeout if timeout is not None else cfg.search.timeout
+    if n_trials is not None and (not isinstance(n_trials, int | np.integer) or n_trials < 1):
+        raise ValueError(f"n_trials must be a positive integer, not {n_trials!r}.")
+    if timeout is not None and not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}.")
+    if n_trials is None and timeout is None:
+        return DEFAULT_N_TRIALS, DEFAULT_TIMEOUT
+    return n_trials, timeout
+
+
+def fingerprint(data: TrainData, label_key: str) -> dict:
+    """What must agree between the workers (and runs) of one study."""
+    digest = hashlib.sha1(np.asarray(data.split).astype("U5").tobytes()).hexdigest()[:16]
+    return {
+        "label_key": label_key,
+        "n_obs": int(len(data.y)),
+        "n_vars": int(data.pipeline.n_features),
+        "classes": "|".join(data.classes) if data.classes is not None else "",
+        "split": digest,
+    }
+
+
+def open_study(
+    adata: AnnData,
+    label_key: str | None,
+    *,
+    cfg,
+    modes,
+    n_trials,
+    timeout,
+    layer,
+    use_raw,
+    split_key,
+    storage,
+    study_name,
+    run_dir,
+    rng: int,
+    worker_index: int = 0,
+    keep: int = 1,
+) -> Opened:
+    """Prepare the data once, create or join the study, and return a ready :class:`Searcher`."""
+    modes = resolve_modes(label_key, modes, cfg)
+    if cfg.search.metric == "val_accuracy" and cfg.loss.name == "mse":
+        raise ValueError("search.metric 'val_accuracy' is for classification; use 'val_loss' for regression.")
+    data, kind = prepare(
+        adata,
+        label_key,
+        layer=layer,
+        use_raw=use_raw,
+        split_key=split_key,
+        data_cfg=cfg.data,
+        loss=cfg.loss.name,
+        rng=np.random.default_rng(rng),
+    )
+    if cfg.search.metric == "val_accuracy" and data.task != "classification":
+        raise ValueError("search.metric 'val_accuracy' is for classification; use 'val_loss' for regression.")
+    if study_name is None:
+        study_name = f"{label_key}_{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}"
+    run_dir = Path("ag_runs") if run_dir is None else Path(run_dir)
+    store = make_storage(storage, run_dir, study_name, cfg.search)
+    max_epochs = cfg.trainer.max_epochs
+    old = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.create_study(
+            study_name=study_name,
+            storage=store,
+            direction=direction(cfg.search.metric),
+            pruner=make_pruner(cfg.search, max_epochs),
+            load_if_exists=True,
+        )
+    finally:
+        optuna.logging.set_verbosity(old)
+    if study.direction.name.lower() != direction(cfg.search.metric):
+        raise ValueError(
+            f"Study '{study_name}' was created to {study.direction.name.lower()} its metric; "
+            f"search.metric '{cfg.search.metric}' needs {direction(cfg.search.metric)}. Use another study_name."
+        )
+    fp = fingerprint(data, label_key)
+    known = study.user_attrs.get(DATA_ATTR)
+    if known is None:
+        study.set_user_attr(DATA_ATTR, fp)
+    elif known != fp:
+        diff = ", ".join(k for k in fp if fp[k] != known.get(k))
+        raise ValueError(
+            f"Study '{study_name}' was run on different data ({diff} differ); "
+            "give every worker the same data, label_key, split and rng, or use another study_name."
+        )
+    if n_trials is None and timeout is None and N_TRIALS_ATTR in study.user_attrs:
+        n_trials = int(study.user_attrs[N_TRIALS_ATTR])
+    n_trials, timeout = resolve_budget(n_trials, timeout, cfg)
+    if n_trials is not None and N_TRIALS_ATTR not in study.user_attrs:
+        study.set_user_attr(N_TRIALS_ATTR, int(n_trials))
+    # Workers must not repeat each other's random draws, nor a resumed run its first run's.
+    seed = int(rng) + 1_000_003 * int(worker_index) + len(study.get_trials(deepcopy=False))
+    study.sampler = make_sampler(seed % (2**32), cfg.search)
+    n_before = len(study.get_trials(deepcopy=False))
+    where = "a journal file in " + str(run_dir) if storage is None else "the given storage"
+    logg.info(
+        f"    study '{study_name}' in {where}: {n_before} earlier trials; modes {', '.join(modes)}; "
+        f"budget {n_trials if n_trials is not None else 'unlimited'} trials"
+        + (f", {timeout:.0f}s" if timeout is not None else "")
+    )
+    searcher = Searcher(study=study, data=data, cfg=cfg, modes=modes, rng=int(rng), keep=keep)
+    storage_name = str(_journal_or_url(storage, run_dir, study_name))
+    return Opened(searcher, data, kind, cfg, n_trials, timeout, storage_name)
+
+
+def _journal_or_url(storage, run_dir, study_name) -> str:
+    from ._study import _redact, journal_path
+
+    if storage is None:
+        return str(journal_path(run_dir, study_name))
+    if isinstance(storage, str | Path):
+        return _redact(str(storage))
+    return type(storage).__name__

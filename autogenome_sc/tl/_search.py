@@ -1,0 +1,211 @@
+"""``ag.tl.search``: AutoML over the paper's networks with Optuna (resumable, distributed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from anndata import AnnData
+
+from .. import _logging as logg
+from .. import config as _config
+from ..search import leaderboard, open_study
+from ..train import FitResult
+from ._train import _headline, _log_input, finish
+
+
+def search(
+    adata: AnnData,
+    label_key: str | None = None,
+    *,
+    modes: str | list[str] | tuple[str, ...] | None = None,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    layer: str | None = None,
+    use_raw: bool = False,
+    split_key: str | None = None,
+    key_added: str = "ag",
+    config: dict[str, Any] | str | Path | None = None,
+    storage: str | Any | None = None,
+    study_name: str | None = None,
+    run_dir: str | Path | None = None,
+    rng: int = 0,
+    copy: bool = False,
+) -> AnnData | None:
+    """Search architectures and hyperparameters, then evaluate and save the winner.
+
+    The data are prepared once (split 8:1:1, stratified; 0-1 scaling fitted on the
+    training split). Each trial draws a mode (MLP, RFCN-ResNet or RFCN-DenseNet), its
+    architecture from the paper's search spaces, and the general hyperparameters
+    (learning rate, batch size, momentum, weight decay), with Optuna's TPE sampler seeded
+    from ``rng``; it trains with early stopping, reports the validation metric after every
+    epoch, and is pruned early (Hyperband by default) when it looks worse than its peers.
+    Trials are judged on the validation split only; the winner (or an average of the
+    ``search.ensemble`` best trials) is evaluated once on the test split, saved, and written
+    to ``adata`` exactly like :func:`autogenome_sc.tl.train`.
+
+    The study lives in an Optuna journal file in ``run_dir`` unless ``storage`` names a
+    database. Calling again with the same ``study_name`` continues it: finished trials are
+    kept and count toward ``n_trials``; trials of a killed process are failed and retried.
+    Several processes or machines may share one study (see ``autogenome-sc worker``).
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix (cells x genes), dense or sparse.
+    label_key
+        Column of ``adata.obs`` to learn. ``None`` asks for an unsupervised search (mode
+        ``"resvae"``), not available in this version.
+    modes
+        Any of ``"mlp"``, ``"resnet"``, ``"densenet"``; default: the config's
+        ``search.modes`` (all three).
+    n_trials
+        Trials the study should have in total (finished or pruned, over all runs and
+        workers). Default: the config's, else 30.
+    timeout
+        Stop starting new trials after this many seconds of this call. Default: the
+        config's; with neither ``n_trials`` nor ``timeout`` anywhere, 30 trials or 240 s,
+        whichever comes first (about 5 minutes on pbmc68k_reduced with 2 CPU cores).
+    layer
+        Use ``adata.layers[layer]`` instead of ``adata.X``.
+    use_raw
+        Use ``adata.raw.X`` (and ``adata.raw.var_names``).
+    split_key
+        Column of ``adata.obs`` holding ``"train"``/``"val"``/``"test"`` to use instead of a new split.
+    key_added
+        Prefix of every key written (see Returns).
+    config
+        Expert-mode configuration (dict or JSON path); its ``search`` section holds the
+        spaces, metric, pruner and ensemble size. See :func:`autogenome_sc.config.default`.
+    storage
+        ``None`` (a journal file in ``run_dir``), an Optuna storage URL such as
+        ``"postgresql://user:password@host/db"`` (heartbeat-based retry of killed workers),
+        or an Optuna storage object.
+    study_name
+        Name of the study to create or continue; default: a new name from ``label_key``
+        and the time.
+    run_dir
+        Folder of the journal files; default ``ag_runs`` under the current directory.
+    rng
+        Seed of the split, the sampler and every trial's training.
+    copy
+        Return a copy instead of writing to ``adata``.
+
+    Returns
+    -------
+    ``None``, or a copy of ``adata`` when ``copy=True``, with everything
+    :func:`autogenome_sc.tl.train` writes (``.obs["ag_prediction"]``, ``.obs["ag_confidence"]``,
+    ``.obs["ag_split"]``, ``.obsm["X_ag"]``, ``.uns["ag"]`` with ``params``, ``config``,
+    ``metrics`` on the test split, ``history``, ``model_path``) and in ``.uns["ag"]``:
+
+    ``"leaderboard"``
+        DataFrame, one row per trial: ``trial``, ``mode``, ``state``, ``value`` (the
+        validation metric), ``val_loss``, ``val_accuracy``, ``best_epoch``, ``epochs``,
+        ``seconds``, ``retry_of`` and one column per hyperparameter.
+    ``"best"``
+        The winning trial: ``trial``, ``mode``, ``value``, ``metric``, ``params``,
+        ``architecture``, ``ensemble`` (trial numbers averaged), ``study_name``, ``storage``.
+    """
+    if not isinstance(adata, AnnData):
+        raise TypeError(f"Expected an AnnData object, got {type(adata).__name__}.")
+    cfg = _config.validate(config)
+    adata = adata.copy() if copy else adata
+    start = logg.info(f"searching models for adata.obs['{label_key}']")
+    k = cfg.search.ensemble
+    opened = open_study(
+        adata,
+        label_key,
+        cfg=cfg,
+        modes=modes,
+        n_trials=n_trials,
+        timeout=timeout,
+        layer=layer,
+        use_raw=use_raw,
+        split_key=split_key,
+        storage=storage,
+        study_name=study_name,
+        run_dir=run_dir,
+        rng=rng,
+        keep=k,
+    )
+    _log_input(opened.data, opened.kind)
+    s = opened.searcher
+    s.run(opened.n_trials, opened.timeout)
+    s.wait_for_others()
+    for _ in range(3):  # a worker that died after we stopped leaves a retry waiting: run it here
+        if opened.timeout is not None or opened.n_trials is None or s.n_counted() >= opened.n_trials:
+            break
+        s.run(opened.n_trials, None)
+        s.wait_for_others()
+    top = s.top_trials(k)
+    if not top:
+        raise RuntimeError(
+            f"No trial of study '{s.study.study_name}' completed (all pruned or failed); "
+            "raise n_trials or timeout, or widen the search spaces."
+        )
+    fitted = [s.result_of(t) for t in top]
+    arch, result = _combine(fitted, opened.data.task)
+    board = leaderboard(s.study)
+    best = top[0]
+    extra = {
+        "leaderboard": board,
+        "best": {
+            "trial": best.number,
+            "mode": best.params["mode"],
+            "value": float(best.value),
+            "metric": cfg.search.metric,
+            "params": dict(best.params),
+            "architecture": fitted[0][0],
+            "ensemble": np.asarray([t.number for t in top], dtype=np.int64),
+            "study_name": s.study.study_name,
+            "storage": opened.storage_name,
+            "n_trials": int(((board["state"] == "complete") | (board["state"] == "pruned")).sum()),
+        },
+    }
+    model = finish(
+        adata,
+        opened.data,
+        opened.kind,
+        arch,
+        result,
+        cfg,
+        label_key=label_key,
+        key_added=key_added,
+        rng=rng,
+        extra_uns=extra,
+    )
+    what = f"trial {best.number} ({best.params['mode']})" if k == 1 else f"ensemble of trials {[t.number for t in top]}"
+    logg.info(
+        "    finished",
+        time=start,
+        deep=f"best: {what}, {cfg.search.metric} {best.value:.4f}; test {_headline(model.metrics_)}; "
+        f"model saved to '{model.path}'",
+    )
+    return adata if copy else None
+
+
+def _combine(fitted: list[tuple[dict, FitResult]], task: str) -> tuple[dict, FitResult]:
+    """One member: itself. Several: an ensemble network holding every member's weights."""
+    if len(fitted) == 1:
+        return fitted[0]
+    arch = {
+        "model": "ensemble",
+        "average": "probs" if task == "classification" else "mean",
+        "members": [a for a, _ in fitted],
+    }
+    variables = {
+        col: {f"members_{i}": r.variables.get(col, {}) for i, (_, r) in enumerate(fitted)}
+        for col in ("params", "batch_stats")
+    }
+    lead = fitted[0][1]
+    result = FitResult(
+        variables=jax.device_get(variables),
+        history=lead.history,
+        best_epoch=lead.best_epoch,
+        best_val_loss=lead.best_val_loss,
+        target_mean=lead.target_mean,
+        target_std=lead.target_std,
+    )
+    return arch, result
