@@ -92,7 +92,11 @@ def test_search_writes_results_resumes_and_round_trips(pbmc, tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"label_key": None}, "needs mode 'resvae'"),
+        ({"label_key": None, "modes": ["resnet"]}, "needs a label_key"),
+        ({"modes": ["resvae"]}, "unsupervised"),
+        ({"eval_key": "bulk_labels"}, "eval_key and reconstruct are for unsupervised search"),
+        ({"label_key": None, "eval_key": "nope"}, "eval_key 'nope' is not a column"),
+        ({"label_key": None, "config": {"search": {"metric": "val_accuracy"}}}, "judged by the validation ELBO"),
         ({"modes": ["transformer"]}, "Unknown search mode 'transformer'"),
         ({"modes": []}, "modes is empty"),
         ({"n_trials": 0}, "n_trials must be a positive integer"),

@@ -34,6 +34,11 @@ def architecture(adata: AnnData, *, key: str = "ag", ax: Axes | None = None, sho
     if "architecture" not in uns["best"]:
         raise KeyError(f"Did not find adata.uns['{key}']['best']['architecture']. Run ENAS first.")
     arch = uns["best"]["architecture"]
+    if "edges" not in arch:
+        raise ValueError(
+            f"The model in adata.uns['{key}'] is a {arch.get('model', 'network')}, not an RRFCN found by ENAS; "
+            "ag.pl.architecture draws ENAS architectures (train with model='enas' or search mode 'enas')."
+        )
     widths = np.asarray(arch["widths"]).astype(int)
     edges = np.asarray(arch["edges"]).astype(int).reshape(-1, 2)
     n = len(widths)

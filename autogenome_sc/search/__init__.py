@@ -1,5 +1,6 @@
 """Architecture and hyperparameter search: spaces, the Optuna study, crash recovery, the winner, ENAS."""
 
+from . import _modes  # noqa: F401  (registers the 'enas' and 'resvae' modes)
 from ._driver import DEFAULT_N_TRIALS, DEFAULT_TIMEOUT, Searcher, leaderboard
 from ._enas import EnasResult, EnasSearch, enas_uns, run_enas
 from ._run import open_study, resolve_budget, resolve_modes

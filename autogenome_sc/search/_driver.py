@@ -21,7 +21,7 @@ from .. import _logging as logg
 from ..data import TrainData
 from ..nn import build_network
 from ..train import FitResult, fit
-from ._spaces import suggest
+from ._spaces import MODES, suggest
 from ._study import Heartbeat, recover_stale_trials, uses_own_heartbeat, worker_name
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -93,19 +93,11 @@ class Searcher:
                 trial.set_user_attr("seconds", time.perf_counter() - start)
                 raise optuna.TrialPruned()
 
-        net = build_network(arch, self.data.n_out)
         own = uses_own_heartbeat(self.study)
         with Heartbeat(self.study, trial, self.cfg.search.heartbeat_interval, enabled=own):
             try:
-                result = fit(
-                    net,
-                    self.data,
-                    trainer,
-                    self.cfg.loss,
-                    trial_seed(self.rng),
-                    callback=report,
-                    desc=f"trial {trial.number} ({mode})",
-                )
+                arch, result = self._train(mode, arch, trainer, report, f"trial {trial.number} ({mode})")
+                trial.set_user_attr("architecture", arch)
             except FloatingPointError:
                 trial.set_user_attr("diverged", True)
                 trial.set_user_attr("seconds", time.perf_counter() - start)
@@ -202,11 +194,18 @@ class Searcher:
         """The trial's architecture and fitted weights: from memory, or retrained from its parameters."""
         fixed = optuna.trial.FixedTrial(trial.params, number=trial.number)
         _, arch, trainer = suggest(fixed, self.cfg, self.modes)
-        if trial.number in self.results:
-            return arch, self.results[trial.number]
+        if trial.number in self.results:  # ENAS trials store the architecture they found
+            return trial.user_attrs.get("architecture", arch), self.results[trial.number]
         logg.info(f"    retraining trial {trial.number} (run by another worker) from its parameters")
+        return self._train(trial.params["mode"], arch, trainer, None, f"retrain {trial.number}")
+
+    def _train(self, mode: str, arch: dict, trainer, report, desc: str) -> tuple[dict, FitResult]:
+        """Train one trial's model: the mode's own runner, or ``fit`` of ``build_network(arch)``."""
+        runner = MODES[mode].run
+        if runner is not None:
+            return runner(self.data, arch, trainer, self.cfg, trial_seed(self.rng), report)
         net = build_network(arch, self.data.n_out)
-        return arch, fit(net, self.data, trainer, self.cfg.loss, trial_seed(self.rng), desc=f"retrain {trial.number}")
+        return arch, fit(net, self.data, trainer, self.cfg.loss, trial_seed(self.rng), callback=report, desc=desc)
 
 
 def _value_at_best(result: FitResult, metric: str) -> float:

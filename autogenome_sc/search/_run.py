@@ -43,11 +43,8 @@ def resolve_modes(label_key, modes, cfg) -> list[str]:
     if not supervised:
         from ._spaces import MODES
 
-        if "resvae" not in MODES:
-            raise ValueError(
-                "Unsupervised search (label_key=None) needs mode 'resvae', which this version of "
-                "autogenome_sc does not provide yet; pass a label_key for supervised search."
-            )
+        if "resvae" not in MODES:  # pragma: no cover - registered in search/_modes.py
+            raise ValueError("Unsupervised search (label_key=None) needs mode 'resvae'.")
     return check_modes(modes, supervised)
 
 
@@ -98,20 +95,31 @@ def open_study(
     modes = resolve_modes(label_key, modes, cfg)
     if cfg.search.metric == "val_accuracy" and cfg.loss.name == "mse":
         raise ValueError("search.metric 'val_accuracy' is for classification; use 'val_loss' for regression.")
-    data, kind = prepare(
-        adata,
-        label_key,
-        layer=layer,
-        use_raw=use_raw,
-        split_key=split_key,
-        data_cfg=cfg.data,
-        loss=cfg.loss.name,
-        rng=np.random.default_rng(rng),
-    )
+    if label_key is None:  # the Res-VAE: an unlabelled problem, judged by the validation ELBO
+        from ..tl._vae import prepare_vae
+
+        if cfg.search.metric != "val_loss":
+            raise ValueError("Unsupervised search is judged by the validation ELBO; use search.metric 'val_loss'.")
+        data, kind, base = prepare_vae(
+            adata, model="resvae", layer=layer, use_raw=use_raw, split_key=split_key, cfg=cfg, rng=rng
+        )
+        cfg = cfg.model_copy(deep=True)
+        cfg.models.resvae.likelihood = base["likelihood"]  # resolved once ('auto' -> 'nb' or 'mse')
+    else:
+        data, kind = prepare(
+            adata,
+            label_key,
+            layer=layer,
+            use_raw=use_raw,
+            split_key=split_key,
+            data_cfg=cfg.data,
+            loss=cfg.loss.name,
+            rng=np.random.default_rng(rng),
+        )
     if cfg.search.metric == "val_accuracy" and data.task != "classification":
         raise ValueError("search.metric 'val_accuracy' is for classification; use 'val_loss' for regression.")
     if study_name is None:
-        study_name = f"{label_key}_{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}"
+        study_name = f"{label_key or 'resvae'}_{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}"
     run_dir = Path("ag_runs") if run_dir is None else Path(run_dir)
     store = make_storage(storage, run_dir, study_name, cfg.search)
     max_epochs = cfg.trainer.max_epochs

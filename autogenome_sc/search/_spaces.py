@@ -24,11 +24,16 @@ class Mode:
         Whether the mode learns labels (``label_key`` given) or not.
     suggest
         ``suggest(trial, spaces, models_cfg) -> architecture dict`` (``{"model": ..., ...}``).
+    run
+        ``run(data, arch, trainer, cfg, key, report) -> (architecture, FitResult)`` for modes
+        that do not train ``build_network(arch)`` with ``train.fit`` (ENAS, the Res-VAE);
+        ``None`` for the plain networks.
     """
 
     name: str
     supervised: bool
     suggest: Callable[[optuna.Trial, object, object], dict] | None
+    run: Callable | None = None
 
 
 MODES: dict[str, Mode] = {}

@@ -31,6 +31,8 @@ def search(
     storage: str | Any | None = None,
     study_name: str | None = None,
     run_dir: str | Path | None = None,
+    eval_key: str | None = None,
+    reconstruct: bool = False,
     rng: int = 0,
     copy: bool = False,
 ) -> AnnData | None:
@@ -56,11 +58,13 @@ def search(
     adata
         Annotated data matrix (cells x genes), dense or sparse.
     label_key
-        Column of ``adata.obs`` to learn. ``None`` asks for an unsupervised search (mode
-        ``"resvae"``), not available in this version.
+        Column of ``adata.obs`` to learn. ``None`` asks for an unsupervised search of the
+        Res-VAE (mode ``"resvae"``) over the paper's space, judged by the validation ELBO.
     modes
-        Any of ``"mlp"``, ``"resnet"``, ``"densenet"``; default: the config's
-        ``search.modes`` (all three).
+        Supervised: any of ``"mlp"``, ``"resnet"``, ``"densenet"`` and ``"enas"`` (each ENAS
+        trial is a whole ENAS search over ``models.enas`` plus the retraining of its winner;
+        the paper's ENAS defaults are sized for a GPU). Default: the config's ``search.modes``
+        (the first three). Unsupervised: ``"resvae"``.
     n_trials
         Trials the study should have in total (finished or pruned, over all runs and
         workers). Default: the config's, else 30.
@@ -88,6 +92,11 @@ def search(
         and the time.
     run_dir
         Folder of the journal files; default ``ag_runs`` under the current directory.
+    eval_key
+        Unsupervised search: a column of ``adata.obs`` used only to score the winner's latent
+        space (Davies-Bouldin, silhouette, Leiden ARI/NMI), never in training.
+    reconstruct
+        Unsupervised search: also write ``.layers["ag_reconstruction"]``.
     rng
         Seed of the split, the sampler and every trial's training.
     copy
@@ -111,9 +120,15 @@ def search(
     if not isinstance(adata, AnnData):
         raise TypeError(f"Expected an AnnData object, got {type(adata).__name__}.")
     cfg = _config.validate(config)
+    supervised = label_key is not None
+    if supervised and (eval_key is not None or reconstruct):
+        raise ValueError("eval_key and reconstruct are for unsupervised search (label_key=None).")
+    if eval_key is not None and eval_key not in adata.obs.columns:
+        raise KeyError(f"eval_key '{eval_key}' is not a column of adata.obs.")
     adata = adata.copy() if copy else adata
-    start = logg.info(f"searching models for adata.obs['{label_key}']")
-    k = cfg.search.ensemble
+    what = f"adata.obs['{label_key}']" if supervised else "a Res-VAE latent space"
+    start = logg.info(f"searching models for {what}")
+    k = cfg.search.ensemble if supervised else 1  # VAEs are not averaged
     opened = open_study(
         adata,
         label_key,
@@ -130,7 +145,8 @@ def search(
         rng=rng,
         keep=k,
     )
-    _log_input(opened.data, opened.kind)
+    if supervised:
+        _log_input(opened.data, opened.kind)
     s = opened.searcher
     s.run(opened.n_trials, opened.timeout)
     s.wait_for_others()
@@ -164,18 +180,18 @@ def search(
             "n_trials": int(((board["state"] == "complete") | (board["state"] == "pruned")).sum()),
         },
     }
-    model = finish(
-        adata,
-        opened.data,
-        opened.kind,
-        arch,
-        result,
-        cfg,
-        label_key=label_key,
-        key_added=key_added,
-        rng=rng,
-        extra_uns=extra,
-    )
+    if supervised:
+        model = finish(
+            adata, opened.data, opened.kind, arch, result, opened.cfg,
+            label_key=label_key, key_added=key_added, rng=rng, extra_uns=extra,
+        )  # fmt: skip
+    else:
+        from ._vae import finish_vae
+
+        model = finish_vae(
+            adata, opened.data, opened.kind, arch, result, opened.cfg,
+            key_added=key_added, rng=rng, reconstruct=reconstruct, eval_key=eval_key, extra_uns=extra,
+        )  # fmt: skip
     what = f"trial {best.number} ({best.params['mode']})" if k == 1 else f"ensemble of trials {[t.number for t in top]}"
     logg.info(
         "    finished",

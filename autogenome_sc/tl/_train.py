@@ -158,6 +158,8 @@ def _log_input(data: TrainData, kind: str) -> None:
 def _headline(metrics: dict) -> str:
     if "accuracy" in metrics:
         return f"accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}"
+    if "test_elbo" in metrics:
+        return f"ELBO {metrics['test_elbo']:.2f} per cell"
     return f"R2 {metrics['r2']:.3f}, RMSE {metrics['rmse']:.3g}"
 
 

@@ -1,0 +1,39 @@
+"""The search modes that bring their own training: ENAS (RRFCN) and the Res-VAE."""
+
+from __future__ import annotations
+
+from ._spaces import Mode, register_mode
+
+
+def _enas_suggest(trial, spaces, models) -> dict:
+    # ENAS searches the architecture itself; the trial chooses only the general hyperparameters
+    return {"model": "enas"}
+
+
+def _enas_run(data, arch, trainer, cfg, key, report):
+    """One trial = one ENAS search (shared weights, controller) and the retraining of its winner."""
+    from ._enas import run_enas
+
+    found = run_enas(data, cfg.model_copy(update={"trainer": trainer}), key)
+    return found.network, found.fit
+
+
+def _resvae_suggest(trial, spaces, models) -> dict:
+    from ..tl._vae import suggest_vae_arch
+
+    base = {"model": "resvae", **models.resvae.model_dump(mode="json")}
+    return suggest_vae_arch(trial, spaces, base)
+
+
+def _resvae_run(data, arch, trainer, cfg, key, report):
+    """Train one Res-VAE configuration; its validation loss is the negative validation ELBO."""
+    import jax
+
+    from ..tl._vae import fit_vae_config
+
+    rng = int(jax.random.randint(key, (), 0, 2**31 - 1))
+    return arch, fit_vae_config(data, arch, cfg.model_copy(update={"trainer": trainer}), rng=rng, callback=report)
+
+
+register_mode(Mode("enas", supervised=True, suggest=_enas_suggest, run=_enas_run))
+register_mode(Mode("resvae", supervised=False, suggest=_resvae_suggest, run=_resvae_run))

@@ -1,0 +1,78 @@
+"""The search modes that bring their own training: Res-VAE (unsupervised) and ENAS."""
+
+import anndata
+import matplotlib
+import matplotlib.pyplot
+import numpy as np
+import pytest
+from _search_helpers import TINY
+
+import autogenome_sc as ag
+
+VAE = {
+    "trainer": {"max_epochs": 4, "patience": 4},
+    "models": {"resvae": {"latent": 8, "kl_warmup": 1}},
+    "search": {
+        "pruner": "none",
+        "n_startup_trials": 1,
+        "spaces": {"resvae_layers": [3], "resvae_first_widths": [64, 32], "resvae_decay": [0.5]},
+    },
+}
+
+ENAS = {
+    **TINY,
+    "search": {**TINY["search"], "modes": ["enas"]},
+    "models": {
+        "enas": {
+            "n_nodes": 3,
+            "first_width": 32,
+            "widths": [8, 32],
+            "epochs": 3,
+            "controller_steps": 2,
+            "n_arch_per_step": 4,
+            "n_candidates": 4,
+        }
+    },
+}
+
+
+def test_unsupervised_search_of_the_resvae_resumes_and_scores_latent(pbmc, tmp_path):
+    kw = {"config": VAE, "study_name": "v", "run_dir": tmp_path, "use_raw": True, "eval_key": "bulk_labels"}
+    ag.tl.search(pbmc, n_trials=2, **kw)
+    uns = pbmc.uns["ag"]
+    board = uns["leaderboard"]
+    assert len(board) == 2 and set(board["mode"]) == {"resvae"} and set(board["state"]) == {"complete"}
+    assert uns["best"]["mode"] == "resvae" and uns["best"]["architecture"]["latent"] == 8
+    assert uns["best"]["architecture"]["first_width"] in (64, 32)
+    assert pbmc.obsm["X_ag"].shape == (pbmc.n_obs, 8)
+    assert np.isfinite(uns["metrics"]["silhouette"]) and "davies_bouldin" in uns["metrics"]
+    # the winner is the trial with the best validation ELBO (the value is -ELBO, minimised)
+    done = board[board["state"] == "complete"]
+    assert uns["best"]["trial"] == int(done.loc[done["value"].idxmin(), "trial"])
+    # the same study continues: finished trials are kept and counted
+    again = pbmc.copy()
+    ag.tl.search(again, n_trials=3, **kw)
+    assert len(again.uns["ag"]["leaderboard"]) == 3
+    again.write_h5ad(tmp_path / "v.h5ad")
+    assert anndata.read_h5ad(tmp_path / "v.h5ad").uns["ag"]["best"]["mode"] == "resvae"
+    assert ag.read_model(again.uns["ag"]["model_path"]).task == "embedding"
+
+
+def test_enas_is_a_search_mode(counts, tmp_path):
+    ag.tl.search(counts, "cell_type", n_trials=1, config=ENAS, run_dir=tmp_path, study_name="e")
+    best = counts.uns["ag"]["best"]
+    assert best["mode"] == "enas"
+    arch = best["architecture"]
+    assert arch["model"] == "rrfcn" and len(arch["widths"]) == 3
+    model = ag.read_model(counts.uns["ag"]["model_path"])
+    assert model.architecture["model"] == "rrfcn"
+    assert (model.predict(counts)["prediction"] == counts.obs["ag_prediction"]).all()
+    ax = ag.pl.architecture(counts, show=False)
+    assert len(ax.patches) >= 3  # one box per node at least
+    matplotlib.pyplot.close("all")
+
+
+def test_architecture_plot_of_a_non_enas_winner_says_so(counts, tmp_path):
+    ag.tl.search(counts, "cell_type", n_trials=1, config=TINY, run_dir=tmp_path, study_name="r")
+    with pytest.raises(ValueError, match="not an RRFCN found by ENAS"):
+        ag.pl.architecture(counts, show=False)
