@@ -29,5 +29,7 @@ def test_quickstart_runs_on_bundled_data(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     acc = float(re.search(r"test accuracy (\d\.\d+)", res.stdout).group(1))
     assert acc >= 0.75
-    assert (tmp_path / "confusion_matrix.png").stat().st_size > 10_000
+    for fig in ("confusion_matrix", "search_history", "shap_summary"):
+        assert (tmp_path / f"{fig}.png").stat().st_size > 10_000
+    assert "keep their label" in res.stdout and "top genes for CD19+ B" in res.stdout
     assert any((tmp_path / "ag_models").iterdir())
