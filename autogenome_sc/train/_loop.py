@@ -36,6 +36,37 @@ class FitResult:
     target_std: float = 1.0
 
 
+class EarlyStopping:
+    """Keep the weights of the epoch with the lowest validation loss; stop after ``patience`` worse epochs.
+
+    Epochs before ``start`` (e.g. a KL warm-up) never count toward the patience.
+    """
+
+    def __init__(self, patience: int, start: int = 0):
+        self.patience, self.start = patience, start
+        self.loss, self.epoch, self.variables, self.wait = np.inf, -1, None, 0
+
+    def update(self, epoch: int, val_loss: float, train_loss: float, variables) -> bool:
+        """Record one epoch; return whether training should stop."""
+        if val_loss < self.loss - 1e-7:
+            self.loss, self.epoch, self.variables, self.wait = val_loss, epoch, jax.device_get(variables), 0
+        elif epoch >= self.start:
+            self.wait += 1
+        return self.wait >= self.patience or not np.isfinite(train_loss)
+
+    def result(self, hist: dict, what: str, **extra) -> FitResult:
+        """The :class:`FitResult` of the kept epoch; a sentence if no epoch had a finite loss."""
+        if self.variables is None:
+            raise FloatingPointError(f"Training diverged (non-finite {what}); lower the learning rate.")
+        return FitResult(
+            variables=self.variables,
+            history={k: np.asarray(v) for k, v in hist.items()},
+            best_epoch=self.epoch,
+            best_val_loss=float(self.loss),
+            **extra,
+        )
+
+
 def make_apply(net) -> Callable:
     """A jitted inference function ``(variables, x) -> (output, embedding)``."""
     return jax.jit(partial(net.apply, train=False))
@@ -135,8 +166,7 @@ def fit(
     hist: dict[str, list] = {"epoch": [], "train_loss": [], "val_loss": []}
     if data.task == "classification":
         hist["val_accuracy"] = []
-    best = (np.inf, -1, None)
-    wait = 0
+    stopper = EarlyStopping(trainer.patience)
     bar = logg.progress(range(trainer.max_epochs), desc=desc)
     for epoch in bar:
         total, n = 0.0, 0
@@ -154,28 +184,14 @@ def fit(
         hist["epoch"].append(epoch)
         for name, v in metrics.items():
             hist[name].append(v)
-        if val_loss < best[0] - 1e-7:
-            best = (val_loss, epoch, jax.device_get(cur))
-            wait = 0
-        else:
-            wait += 1
+        stop = stopper.update(epoch, val_loss, metrics["train_loss"], cur)
         bar.set_postfix({k_: f"{v:.3f}" for k_, v in metrics.items()}, refresh=False)
         if callback is not None:
             callback(epoch, metrics)
-        if wait >= trainer.patience or not np.isfinite(metrics["train_loss"]):
+        if stop:
             break
     bar.close()
-    if best[2] is None:
-        raise FloatingPointError("Training diverged (non-finite validation loss); lower the learning rate.")
-    return FitResult(
-        variables=best[2],
-        history={k_: np.asarray(v) for k_, v in hist.items()},
-        best_epoch=best[1],
-        best_val_loss=float(best[0]),
-        n_traces=dict(counts),
-        target_mean=t_mean,
-        target_std=t_std,
-    )
+    return stopper.result(hist, "validation loss", n_traces=dict(counts), target_mean=t_mean, target_std=t_std)
 
 
 def _loss_name(name: str, task: str) -> str:

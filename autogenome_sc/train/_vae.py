@@ -20,7 +20,7 @@ import optax
 
 from .. import _logging as logg
 from ..data import TrainData
-from ._loop import FitResult
+from ._loop import EarlyStopping, FitResult
 from ._optim import make_optimizer
 
 #: Traces of the cached compiled functions, by (name, net): a fit reports how many it caused.
@@ -159,8 +159,7 @@ def fit_vae(
     np_rng = np.random.default_rng(seed)
     val_idx = data.idx["val"]
     hist: dict[str, list] = {"epoch": [], "train_loss": [], "val_loss": [], "val_recon": [], "val_kl": []}
-    best = (np.inf, -1, None)
-    wait = 0
+    stopper = EarlyStopping(trainer.patience, start=kl_warmup)  # patience counts after the warm-up
     bar = logg.progress(range(trainer.max_epochs), desc=desc)
     for epoch in bar:
         total, n = 0.0, 0
@@ -180,26 +179,15 @@ def fit_vae(
         hist["epoch"].append(epoch)
         for name, v in metrics.items():
             hist[name].append(v)
-        if metrics["val_loss"] < best[0] - 1e-7:
-            best = (metrics["val_loss"], epoch, jax.device_get(cur))
-            wait = 0
-        elif epoch >= kl_warmup:
-            wait += 1
+        stop = stopper.update(epoch, metrics["val_loss"], metrics["train_loss"], cur)
         bar.set_postfix({"train": f"{metrics['train_loss']:.1f}", "val": f"{metrics['val_loss']:.1f}"}, refresh=False)
         if callback is not None:
             callback(epoch, metrics)
-        if wait >= trainer.patience or not np.isfinite(metrics["train_loss"]):
+        if stop:
             break
     bar.close()
-    if best[2] is None:
-        raise FloatingPointError("VAE training diverged (non-finite validation ELBO); lower the learning rate.")
-    return FitResult(
-        variables=best[2],
-        history={k_: np.asarray(v) for k_, v in hist.items()},
-        best_epoch=best[1],
-        best_val_loss=float(best[0]),
-        n_traces={name: _TRACES[(name, net)] - n for name, n in before.items()},
-    )
+    n_traces = {name: _TRACES[(name, net)] - n for name, n in before.items()}
+    return stopper.result(hist, "validation ELBO", n_traces=n_traces)
 
 
 @lru_cache(maxsize=32)
