@@ -76,3 +76,17 @@ def test_architecture_plot_of_a_non_enas_winner_says_so(counts, tmp_path):
     ag.tl.search(counts, "cell_type", n_trials=1, config=TINY, run_dir=tmp_path, study_name="r")
     with pytest.raises(ValueError, match="not an RRFCN found by ENAS"):
         ag.pl.architecture(counts, show=False)
+
+
+def test_default_modes_add_enas_only_on_an_accelerator(monkeypatch):
+    import jax
+
+    from autogenome_sc import config
+    from autogenome_sc.search import resolve_modes
+
+    cfg = config.validate(None)
+    assert resolve_modes("cell_type", None, cfg) == ["mlp", "resnet", "densenet"]  # CPU here
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert resolve_modes("cell_type", None, cfg) == ["mlp", "resnet", "densenet", "enas"]
+    assert resolve_modes(None, None, cfg) == ["resvae"]
+    assert resolve_modes("cell_type", None, config.validate({"search": {"modes": ["mlp"]}})) == ["mlp"]

@@ -35,11 +35,19 @@ class Opened:
     storage_name: str
 
 
+def default_modes() -> list[str]:
+    """The supervised modes searched by default: ENAS joins them on an accelerator."""
+    import jax
+
+    accelerated = jax.default_backend() in ("gpu", "cuda", "rocm", "tpu")
+    return ["mlp", "resnet", "densenet"] + (["enas"] if accelerated else [])
+
+
 def resolve_modes(label_key, modes, cfg) -> list[str]:
     """The modes to search; ``label_key=None`` means the unsupervised Res-VAE."""
     supervised = label_key is not None
     if modes is None:
-        modes = cfg.search.modes if supervised else ["resvae"]
+        modes = (cfg.search.modes or default_modes()) if supervised else ["resvae"]
     if not supervised:
         from ._spaces import MODES
 

@@ -63,8 +63,8 @@ def search(
     modes
         Supervised: any of ``"mlp"``, ``"resnet"``, ``"densenet"`` and ``"enas"`` (each ENAS
         trial is a whole ENAS search over ``models.enas`` plus the retraining of its winner;
-        the paper's ENAS defaults are sized for a GPU). Default: the config's ``search.modes``
-        (the first three). Unsupervised: ``"resvae"``.
+        the paper's ENAS defaults are sized for a GPU). Default: the config's ``search.modes``,
+        else the first three, plus ``"enas"`` when JAX runs on a GPU or TPU. Unsupervised: ``"resvae"``.
     n_trials
         Trials the study should have in total (finished or pruned, over all runs and
         workers). Default: the config's, else 30.
