@@ -33,3 +33,16 @@ def progress(iterable=None, *, total=None, desc=None, leave=False):
 
 
 __all__ = ["info", "debug", "progress"]
+
+
+def warn(msg: str, category: type[Warning] = UserWarning) -> None:
+    """Warn, attributing the warning to the first caller outside this package (the user's line)."""
+    import sys
+    import warnings
+    from pathlib import Path
+
+    package = str(Path(__file__).parent)
+    level, frame = 2, sys._getframe(1)  # stacklevel 1 would be this function
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(msg, category, stacklevel=level)

@@ -91,3 +91,11 @@ def test_save_refuses_to_overwrite(trained):
     _, model = trained
     with pytest.raises(FileExistsError, match="overwrite=True"):
         model.save(model.path)
+
+
+def test_gene_warning_points_at_the_callers_line(trained):
+    adata, model = trained
+    partial = adata[:, adata.var_names[20:]].copy()
+    with pytest.warns(UserWarning, match="are missing from the query") as record:
+        ag.tl.predict(partial, model)
+    assert record[0].filename == __file__  # the user's line, not a file inside the package

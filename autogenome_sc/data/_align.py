@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from .._logging import warn
 
 
 @dataclass
@@ -46,10 +47,8 @@ def align_genes(query_names: pd.Index, model_names: pd.Index, min_overlap: float
             f"{min_overlap:.0%} are needed. Check that both use the same gene identifiers (symbols vs Ensembl IDs)."
         )
     if n_found < len(model_names):
-        warnings.warn(
+        warn(
             f"{len(model_names) - n_found} of the model's {len(model_names)} genes ({1 - frac:.1%}) are missing "
             "from the query and were set to zero.",
-            UserWarning,
-            stacklevel=3,
         )
     return GeneAlignment(pos[found], np.flatnonzero(found), len(model_names), identity=False)

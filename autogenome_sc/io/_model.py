@@ -15,7 +15,6 @@ saved without it load with temperature 1 and ``ag_uncertainty = 1 - confidence``
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from anndata import AnnData
+
+from .._logging import warn
 
 FORMAT = "autogenome_sc.model"
 FORMAT_VERSION = 1
@@ -116,11 +117,9 @@ class Model:
         kind = check_finite_and_detect(source, self.config.get("data", {}).get("chunk_mb", 64.0))
         trained_kind = self.preprocessing_["input"]
         if _GROUPS[kind] != _GROUPS[trained_kind]:
-            warnings.warn(
+            warn(
                 f"The model was trained on {trained_kind} input but adata.{source.where} looks like {kind}; "
                 "predictions may be unreliable. Pass the matching `layer`.",
-                UserWarning,
-                stacklevel=3,
             )
         if self.architecture.get("likelihood") == "nb" and kind != "counts":
             raise ValueError(
