@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class _Strict(BaseModel):
@@ -263,7 +263,3 @@ class Config(_Strict):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
     save: SaveConfig = Field(default_factory=SaveConfig)
-
-    @model_validator(mode="after")
-    def _loss_fits(self):
-        return self

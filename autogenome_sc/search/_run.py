@@ -48,11 +48,6 @@ def resolve_modes(label_key, modes, cfg) -> list[str]:
     supervised = label_key is not None
     if modes is None:
         modes = (cfg.search.modes or default_modes()) if supervised else ["resvae"]
-    if not supervised:
-        from ._spaces import MODES
-
-        if "resvae" not in MODES:  # pragma: no cover - registered in search/_modes.py
-            raise ValueError("Unsupervised search (label_key=None) needs mode 'resvae'.")
     return check_modes(modes, supervised)
 
 
