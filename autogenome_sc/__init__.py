@@ -2,7 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import config, get, pl, pp, tl
+from . import config, datasets, get, pl, pp, tl
 from ._settings import settings
 from .io import Model, read_model
 
@@ -11,4 +11,4 @@ try:
 except PackageNotFoundError:  # pragma: no cover - not installed
     __version__ = "0.0.0"
 
-__all__ = ["Model", "config", "get", "pl", "pp", "read_model", "settings", "tl", "__version__"]
+__all__ = ["Model", "config", "datasets", "get", "pl", "pp", "read_model", "settings", "tl", "__version__"]

@@ -34,6 +34,19 @@ class DataConfig(_Strict):
     chunk_mb: float = Field(
         64.0, gt=0, description="Densified minibatches are prepared in chunks of at most this many MB."
     )
+    shuffle: Literal["auto", "cells", "blocks"] = Field(
+        "auto",
+        description=(
+            "Epoch order. 'cells': a random permutation of the training cells. 'blocks': runs of "
+            "neighbouring cells in random order (at least 256 runs per chunk), shuffled again within each "
+            "chunk, so on-disk (backed) data are read in few contiguous slices. 'auto': 'cells' when the "
+            "training split fits in one chunk, else 'blocks'. The order never depends on whether the data "
+            "are in memory or on disk."
+        ),
+    )
+    prefetch: int = Field(
+        2, ge=0, description="Chunks prepared ahead on a background thread while the device computes (0: none)."
+    )
     min_gene_overlap: float = Field(
         0.5, ge=0, le=1, description="Prediction refuses a query sharing fewer than this fraction of the model's genes."
     )
@@ -58,6 +71,14 @@ class TrainerConfig(_Strict):
     weight_decay: float = Field(1e-2, ge=0, description="Decoupled weight decay.")
     max_epochs: int = Field(60, ge=1, description="Upper bound on epochs.")
     patience: int = Field(20, ge=1, description="Early stopping: epochs without a better validation loss.")
+    data_parallel: bool = Field(
+        True,
+        description=(
+            "With several devices (GPUs, TPU cores, or CPU devices from XLA_FLAGS="
+            "--xla_force_host_platform_device_count), split each minibatch across all of them "
+            "(a jax.sharding Mesh over the batch axis); batch_size must then be a multiple of the device count."
+        ),
+    )
     pct_start: float = Field(0.3, gt=0, lt=1, description="Fraction of the cycle spent raising the rate.")
     grad_clip: float = Field(5.0, gt=0, description="Clip gradients to this global norm.")
 

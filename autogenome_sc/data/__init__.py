@@ -16,6 +16,7 @@ from ._matrix import (
     rows_per_chunk,
 )
 from ._pipeline import Pipeline, TrainData
+from ._prefetch import prefetch
 from ._scale import MinMaxScaler
 from ._unsupervised import check_counts, prepare_unsupervised, random_split
 
@@ -35,6 +36,7 @@ __all__ = [
     "encode_targets",
     "get_source",
     "prepare",
+    "prefetch",
     "prepare_unsupervised",
     "random_split",
     "read_split",
@@ -71,7 +73,16 @@ def prepare(
         else stratified_split(targets, tuple(data_cfg.split), rng)
     )
     pipe = Pipeline(source=source, preprocess=how)
-    data = TrainData(pipe, targets.y, split, targets.task, targets.classes, chunk_mb=data_cfg.chunk_mb)
+    data = TrainData(
+        pipe,
+        targets.y,
+        split,
+        targets.task,
+        targets.classes,
+        chunk_mb=data_cfg.chunk_mb,
+        shuffle=data_cfg.shuffle,
+        prefetch=data_cfg.prefetch,
+    )
     if data_cfg.scale:
         pipe.fit_scaler(data.idx["train"], data_cfg.chunk_mb)
     else:

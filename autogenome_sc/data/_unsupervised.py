@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 from anndata import AnnData
 
 from ._labels import Targets, read_split
-from ._matrix import MatrixSource, check_finite_and_detect, get_source, rows_per_chunk
+from ._matrix import MatrixSource, check_finite_and_detect, get_source
 from ._pipeline import Pipeline, TrainData
 from ._scale import MinMaxScaler
 
@@ -28,12 +27,7 @@ def random_split(n: int, fractions: tuple[float, float, float], rng: np.random.G
 
 def check_counts(source: MatrixSource, chunk_mb: float) -> None:
     """Refuse negative or non-integer values (the negative-binomial likelihood needs raw counts)."""
-    if sp.issparse(source.X):
-        blocks = [np.asarray(source.X.data)]
-    else:
-        per = rows_per_chunk(source.n_vars, chunk_mb)
-        blocks = (b for _, b in source.chunks(np.arange(source.n_obs), per))
-    for b in blocks:
+    for _, _, b in source.data_blocks(chunk_mb):
         if b.size and b.min() < 0:
             raise ValueError(
                 f"The negative-binomial likelihood needs raw counts, but adata.{source.where} has negative values; "
@@ -89,7 +83,16 @@ def prepare_unsupervised(
     else:
         split = random_split(source.n_obs, tuple(data_cfg.split), rng)
     pipe = Pipeline(source=source, preprocess=how)
-    data = TrainData(pipe, dummy, split, "embedding", None, chunk_mb=data_cfg.chunk_mb)
+    data = TrainData(
+        pipe,
+        dummy,
+        split,
+        "embedding",
+        None,
+        chunk_mb=data_cfg.chunk_mb,
+        shuffle=data_cfg.shuffle,
+        prefetch=data_cfg.prefetch,
+    )
     if likelihood != "nb":
         pipe.fit_scaler(data.idx["train"], data_cfg.chunk_mb)
     else:

@@ -8,6 +8,7 @@ share one shape (padding steps are masked), so a fit compiles ``train_chunk`` an
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -128,7 +129,7 @@ def fit(
         t_mean = float(y[data.idx["train"]].mean())
         t_std = float(y[data.idx["train"]].std()) or 1.0
         y = ((y - t_mean) / t_std).astype(np.float32)
-        data = TrainData(data.pipeline, y, data.split, data.task, data.classes, data.chunk_mb)
+        data = dataclasses.replace(data, y=y)
 
     k_init, k_shuffle, k_drop = jax.random.split(key, 3)
     variables = net.init(k_init, jnp.zeros((batch, data.pipeline.n_features), jnp.float32), train=False)
