@@ -8,11 +8,10 @@ import anndata as ad
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from conftest import FAST
 
 import autogenome_sc as ag
 from autogenome_sc.data import TrainData, get_source, prefetch
-
-from conftest import FAST
 
 # Small chunks, so the 2,400 training cells span several chunks and every path (block
 # shuffle, several reads per chunk, prefetching) runs.
