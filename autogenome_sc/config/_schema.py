@@ -76,7 +76,7 @@ class TrainerConfig(_Strict):
         description=(
             "With several devices (GPUs, TPU cores, or CPU devices from XLA_FLAGS="
             "--xla_force_host_platform_device_count), split each minibatch across all of them "
-            "(a jax.sharding Mesh over the batch axis); batch_size must then be a multiple of the device count."
+            "(a jax.sharding Mesh over the batch axis); batch_size is rounded down to a multiple of the device count."
         ),
     )
     pct_start: float = Field(0.3, gt=0, lt=1, description="Fraction of the cycle spent raising the rate.")

@@ -221,7 +221,12 @@ def finish(
     added = write_predictions(adata, model, out, emb, keys)
     adata.obs[keys.split] = data.split
     adata.obs[keys.split] = adata.obs[keys.split].astype("category")
-    params = {"label_key": label_key, "rng": rng, **{f"arch_{k}": v for k, v in arch.items()}}
+    params = {
+        "label_key": label_key,
+        "rng": rng,
+        "n_devices": result.n_devices,
+        **{f"arch_{k}": v for k, v in arch.items()},
+    }
     uns = {
         "params": params,
         "config": json.dumps(cfg.model_dump(mode="json")),

@@ -332,6 +332,7 @@ def finish_vae(
         "eval_key": eval_key,
         "reconstruct": reconstruct,
         "rng": rng,
+        "n_devices": result.n_devices,
         **{f"arch_{k}": v for k, v in arch.items()},
     }
     uns = {

@@ -22,6 +22,7 @@ from .. import _logging as logg
 from ..data import TrainData
 from ._losses import LOSSES, host_loss
 from ._optim import make_optimizer
+from ._parallel import batch_mesh, replicate, shard
 
 
 @dataclass
@@ -35,6 +36,7 @@ class FitResult:
     n_traces: dict[str, int] = field(default_factory=dict)
     target_mean: float = 0.0
     target_std: float = 1.0
+    n_devices: int = 1  # devices each minibatch was split across
 
 
 class EarlyStopping:
@@ -119,7 +121,7 @@ def fit(
     loss_name = _loss_name(loss_cfg.name, data.task)
     loss_fn = LOSSES[loss_name]
     smoothing = loss_cfg.label_smoothing if loss_name == "cross_entropy" else 0.0
-    batch = data.batch_size_for(trainer.batch_size)
+    mesh, batch = batch_mesh(trainer.data_parallel, data.batch_size_for(trainer.batch_size))
     steps_per_epoch, k = data.steps_per_chunk(batch)
     tx = make_optimizer(trainer, trainer.max_epochs * steps_per_epoch)
 
@@ -134,7 +136,7 @@ def fit(
     k_init, k_shuffle, k_drop = jax.random.split(key, 3)
     variables = net.init(k_init, jnp.zeros((batch, data.pipeline.n_features), jnp.float32), train=False)
     params, batch_stats = variables["params"], variables.get("batch_stats", {})
-    state = (params, batch_stats, tx.init(params))
+    state = replicate((params, batch_stats, tx.init(params)), mesh)
     counts: dict[str, int] = {}
 
     def train_chunk(state, xs, ys, valid, key):
@@ -173,7 +175,7 @@ def fit(
         total, n = 0.0, 0
         for xs, ys, valid in data.train_chunks(batch, np_rng):
             k_drop, sub = jax.random.split(k_drop)
-            state, loss = train_chunk(state, jnp.asarray(xs), jnp.asarray(ys), jnp.asarray(valid), sub)
+            state, loss = train_chunk(state, shard(xs, mesh, 1), shard(ys, mesh, 1), shard(valid, mesh, None), sub)
             total += float(loss) * int(valid.sum())
             n += int(valid.sum())
         cur = {"params": state[0], "batch_stats": state[1]}
@@ -192,7 +194,14 @@ def fit(
         if stop:
             break
     bar.close()
-    return stopper.result(hist, "validation loss", n_traces=dict(counts), target_mean=t_mean, target_std=t_std)
+    return stopper.result(
+        hist,
+        "validation loss",
+        n_traces=dict(counts),
+        target_mean=t_mean,
+        target_std=t_std,
+        n_devices=1 if mesh is None else mesh.size,
+    )
 
 
 def _loss_name(name: str, task: str) -> str:

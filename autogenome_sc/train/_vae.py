@@ -22,6 +22,7 @@ from .. import _logging as logg
 from ..data import TrainData
 from ._loop import EarlyStopping, FitResult
 from ._optim import make_optimizer
+from ._parallel import batch_mesh, replicate, shard
 
 #: Traces of the cached compiled functions, by (name, net): a fit reports how many it caused.
 _TRACES: Counter = Counter()
@@ -140,7 +141,7 @@ def fit_vae(
     The :class:`~autogenome_sc.train.FitResult` of the epoch with the best validation ELBO;
     ``best_val_loss`` is the negative validation ELBO per cell.
     """
-    batch = data.batch_size_for(trainer.batch_size)
+    mesh, batch = batch_mesh(trainer.data_parallel, data.batch_size_for(trainer.batch_size))
     steps_per_epoch, k = data.steps_per_chunk(batch)
     total_steps = trainer.max_epochs * steps_per_epoch
     warm_steps = float(max(kl_warmup * steps_per_epoch, 1))
@@ -152,7 +153,7 @@ def fit_vae(
     x0 = jnp.zeros((batch, data.pipeline.n_features), jnp.float32)
     variables = jax.jit(partial(net.init, train=False))({"params": k_init, "noise": k_noise}, x0)
     params, batch_stats = variables["params"], variables.get("batch_stats", {})
-    state = (params, batch_stats, tx.init(params), jnp.zeros((), jnp.int32))
+    state = replicate((params, batch_stats, tx.init(params), jnp.zeros((), jnp.int32)), mesh)
     terms = make_terms(net)
 
     seed = int(jax.random.randint(k_shuffle, (), 0, 2**31 - 1))
@@ -165,7 +166,7 @@ def fit_vae(
         total, n = 0.0, 0
         for xs, _, valid in data.train_chunks(batch, np_rng):
             k_drop, sub = jax.random.split(k_drop)
-            state, loss = train_chunk(state, jnp.asarray(xs), jnp.asarray(valid), sub)
+            state, loss = train_chunk(state, shard(xs, mesh, 1), shard(valid, mesh, None), sub)
             total += float(loss) * int(valid.sum())
             n += int(valid.sum())
         cur = {"params": state[0], "batch_stats": state[1]}
@@ -187,7 +188,7 @@ def fit_vae(
             break
     bar.close()
     n_traces = {name: _TRACES[(name, net)] - n for name, n in before.items()}
-    return stopper.result(hist, "validation ELBO", n_traces=n_traces)
+    return stopper.result(hist, "validation ELBO", n_traces=n_traces, n_devices=1 if mesh is None else mesh.size)
 
 
 @lru_cache(maxsize=32)
