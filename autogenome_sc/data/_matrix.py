@@ -239,7 +239,7 @@ def apply_preprocessing(block: np.ndarray, how: str) -> np.ndarray:
     if how == "normalize_log1p":
         lib = block.sum(axis=1, keepdims=True)
         lib[lib == 0] = 1.0
-        block = block * (1e4 / lib)
+        block *= 1e4 / lib  # blocks are fresh copies of the rows: transform in place
         return np.log1p(block, out=block)
     if how == "log1p":
         if (block < 0).any():

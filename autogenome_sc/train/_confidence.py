@@ -105,9 +105,18 @@ def _robust_scale(v: np.ndarray) -> tuple[float, float]:
     return med, scale if scale > 1e-12 else 1.0
 
 
+#: Cells per block in the novelty computations, so float64 temporaries stay small at any size.
+_ROWS = 65536
+
+
+def _min_sq_distance(emb: np.ndarray, state: dict) -> np.ndarray:
+    """Distance to the nearest class centroid, block by block of cells."""
+    return np.concatenate([_sq_distances(emb[s : s + _ROWS], state).min(axis=1) for s in range(0, len(emb), _ROWS)])
+
+
 def novelty_raw(emb: np.ndarray, confidence: np.ndarray, state: dict) -> np.ndarray:
     """The combined novelty score (standardised distance + standardised ``1 - p_max``)."""
-    dist = _sq_distances(emb, state).min(axis=1)
+    dist = _min_sq_distance(emb, state)
     z_dist = (dist - state["dist_loc"]) / state["dist_scale"]
     z_conf = (1.0 - np.asarray(confidence, np.float64) - state["conf_loc"]) / state["conf_scale"]
     return z_dist + z_conf
@@ -124,16 +133,21 @@ def fit_novelty(
 
     Returns the arrays :func:`uncertainty` needs (saved with the model).
     """
-    emb_train = np.asarray(emb_train, np.float64)
-    onehot = np.zeros((len(y_train), n_classes))
-    onehot[np.arange(len(y_train)), y_train] = 1.0
-    counts = onehot.sum(axis=0)
-    centroids = (onehot.T @ emb_train) / np.maximum(counts, 1)[:, None]
-    resid = emb_train - centroids[y_train]
-    var = resid.var(axis=0)
+    n, d = emb_train.shape
+    counts = np.bincount(y_train, minlength=n_classes).astype(np.float64)
+    sums = np.zeros((n_classes, d))
+    for s in range(0, n, _ROWS):  # blocks of cells: float64 copies of one block at a time
+        onehot = np.eye(n_classes)[y_train[s : s + _ROWS]]
+        sums += onehot.T @ np.asarray(emb_train[s : s + _ROWS], np.float64)
+    centroids = sums / np.maximum(counts, 1)[:, None]
+    sq = np.zeros(d)
+    for s in range(0, n, _ROWS):
+        resid = np.asarray(emb_train[s : s + _ROWS], np.float64) - centroids[y_train[s : s + _ROWS]]
+        sq += (resid * resid).sum(axis=0)
+    var = sq / max(n, 1)  # the residuals have mean 0 by construction
     var = var + 1e-3 * var.mean() + 1e-12  # floor: dead units of the embedding must not blow up
     state = {"centroids": centroids, "inv_var": 1.0 / var, "present": counts > 0}
-    dist = _sq_distances(emb_val, state).min(axis=1)
+    dist = _min_sq_distance(emb_val, state)
     state["dist_loc"], state["dist_scale"] = _robust_scale(dist)
     state["conf_loc"], state["conf_scale"] = _robust_scale(1.0 - np.asarray(confidence_val, np.float64))
     raw = novelty_raw(emb_val, confidence_val, state)

@@ -9,6 +9,7 @@ share one shape (padding steps are masked), so a fit compiles ``train_chunk`` an
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -77,12 +78,17 @@ def make_apply(net) -> Callable:
 
 def predict_arrays(apply, variables, pipeline, idx: np.ndarray, batch_size: int = 1024):
     """Outputs and embeddings of rows ``idx``, in fixed-shape batches (one compilation)."""
-    outs, embs = [], []
+    outs = embs = None
+    start = 0
     for x, n in pipeline.eval_batches(idx, batch_size):
         out, emb = apply(variables, jnp.asarray(x))
-        outs.append(np.asarray(out[:n]))
-        embs.append(np.asarray(emb[:n]))
-    return np.concatenate(outs), np.concatenate(embs)
+        if outs is None:  # filled in place: no list of blocks plus a concatenated copy
+            outs = np.empty((len(idx), *out.shape[1:]), np.float32)
+            embs = np.empty((len(idx), *emb.shape[1:]), np.float32)
+        outs[start : start + n] = out[:n]
+        embs[start : start + n] = emb[:n]
+        start += n
+    return outs, embs
 
 
 def _counted(fn, counter: dict, name: str):
@@ -166,18 +172,19 @@ def fit(
     np_rng = np.random.default_rng(seed)
     val_idx = data.idx["val"]
     y_val = y[val_idx]
-    hist: dict[str, list] = {"epoch": [], "train_loss": [], "val_loss": []}
+    hist: dict[str, list] = {"epoch": [], "train_loss": [], "val_loss": [], "train_seconds": []}
     if data.task == "classification":
         hist["val_accuracy"] = []
     stopper = EarlyStopping(trainer.patience)
     bar = logg.progress(range(trainer.max_epochs), desc=desc)
     for epoch in bar:
-        total, n = 0.0, 0
+        total, n, started = 0.0, 0, time.perf_counter()
         for xs, ys, valid in data.train_chunks(batch, np_rng):
             k_drop, sub = jax.random.split(k_drop)
             state, loss = train_chunk(state, shard(xs, mesh, 1), shard(ys, mesh, 1), shard(valid, mesh, None), sub)
             total += float(loss) * int(valid.sum())
             n += int(valid.sum())
+        hist["train_seconds"].append(time.perf_counter() - started)  # the loss above waited for the device
         cur = {"params": state[0], "batch_stats": state[1]}
         out, _ = predict_arrays(apply, cur, data.pipeline, val_idx, batch_size=min(1024, max(len(val_idx), 1)))
         val_loss = host_loss(loss_name, out, y_val)
