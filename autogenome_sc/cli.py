@@ -29,6 +29,9 @@ class _UserError(Exception):
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layer", default=None, help="read adata.layers[LAYER] instead of adata.X")
     p.add_argument("--use-raw", action="store_true", help="read adata.raw.X")
+    p.add_argument(
+        "--backed", action="store_true", help="leave the matrix on disk (anndata backed mode), read by chunks"
+    )
 
 
 def _add_study_args(p: argparse.ArgumentParser, *, need_study: bool) -> None:
@@ -91,14 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _read(path: str):
+def _read(path: str, backed: bool = False):
     import anndata
 
     p = Path(path)
     if not p.is_file():
         raise _UserError(f"Data file '{path}' does not exist.")
     try:
-        return anndata.read_h5ad(p)
+        return anndata.read_h5ad(p, backed="r" if backed else None)
     except Exception as e:  # noqa: BLE001 - any reader error means the file is not usable
         raise _UserError(f"Cannot read '{path}' as .h5ad ({type(e).__name__}).") from None
 
@@ -119,7 +122,7 @@ def _search(args) -> None:
     import autogenome_sc as ag
 
     _check_out(args.out)
-    adata = _read(args.data)
+    adata = _read(args.data, args.backed)
     _check_label(adata, args.label_key, args.data)
     ag.tl.search(
         adata,
@@ -149,7 +152,7 @@ def _worker(args) -> None:
     import autogenome_sc as ag
     from autogenome_sc.search import open_study
 
-    adata = _read(args.data)
+    adata = _read(args.data, args.backed)
     _check_label(adata, args.label_key, args.data)
     cfg = ag.config.validate(args.config)
     opened = open_study(
@@ -182,7 +185,7 @@ def _predict(args) -> None:
     import autogenome_sc as ag
 
     _check_out(args.out)
-    adata = _read(args.data)
+    adata = _read(args.data, args.backed)
     ag.tl.predict(adata, args.model, layer=args.layer, use_raw=args.use_raw, key_added=args.key_added)
     adata.write_h5ad(args.out)
     print(f"labelled {adata.n_obs} cells with '{args.model}'; wrote {args.out}")

@@ -24,7 +24,9 @@ def calibrate(model: Model, data: TrainData, out: np.ndarray, emb: np.ndarray) -
         return {}, {}
     y = np.asarray(data.y, np.int64)
     temperature = fit_temperature(out[val], y[val])
-    p_before, p_after = softmax_t(out, 1.0), softmax_t(out, temperature)
+    held_out = np.concatenate([val, test])  # only these are scored: no copies of every cell's probabilities
+    p_before, p_after = np.zeros_like(out), np.zeros_like(out)
+    p_before[held_out], p_after[held_out] = softmax_t(out[held_out], 1.0), softmax_t(out[held_out], temperature)
     reliability, ece = {}, {}
     for name, idx in (("val", val), ("test", test)):
         before, after = reliability_bins(p_before[idx], y[idx]), reliability_bins(p_after[idx], y[idx])
@@ -38,7 +40,7 @@ def calibrate(model: Model, data: TrainData, out: np.ndarray, emb: np.ndarray) -
         "ece_test_after": ece["test"][1],
     }
     model.calibration = {**metrics, "n_bins": N_BINS, "n_val": len(val)}
-    model.novelty_ = fit_novelty(emb[tr], y[tr], len(data.classes), emb[val], p_after[val].max(axis=1))
+    model.novelty_ = fit_novelty(emb, y[tr], len(data.classes), emb[val], p_after[val].max(axis=1), train_rows=tr)
     logg.info(
         f"    calibrated: temperature {temperature:.3f}, validation ECE {ece['val'][0]:.3f} -> {ece['val'][1]:.3f}"
     )

@@ -128,21 +128,25 @@ def fit_novelty(
     n_classes: int,
     emb_val: np.ndarray,
     confidence_val: np.ndarray,
+    train_rows: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Fit class centroids and a shared diagonal covariance on the training split, standardise on validation.
 
-    Returns the arrays :func:`uncertainty` needs (saved with the model).
+    With ``train_rows``, the training cells are ``emb_train[train_rows]`` (labels ``y_train``),
+    read block by block instead of copied. Returns the arrays :func:`uncertainty` needs
+    (saved with the model).
     """
-    n, d = emb_train.shape
+    rows = np.arange(len(emb_train)) if train_rows is None else np.asarray(train_rows)
+    n, d = len(rows), emb_train.shape[1]
     counts = np.bincount(y_train, minlength=n_classes).astype(np.float64)
     sums = np.zeros((n_classes, d))
     for s in range(0, n, _ROWS):  # blocks of cells: float64 copies of one block at a time
         onehot = np.eye(n_classes)[y_train[s : s + _ROWS]]
-        sums += onehot.T @ np.asarray(emb_train[s : s + _ROWS], np.float64)
+        sums += onehot.T @ np.asarray(emb_train[rows[s : s + _ROWS]], np.float64)
     centroids = sums / np.maximum(counts, 1)[:, None]
     sq = np.zeros(d)
     for s in range(0, n, _ROWS):
-        resid = np.asarray(emb_train[s : s + _ROWS], np.float64) - centroids[y_train[s : s + _ROWS]]
+        resid = np.asarray(emb_train[rows[s : s + _ROWS]], np.float64) - centroids[y_train[s : s + _ROWS]]
         sq += (resid * resid).sum(axis=0)
     var = sq / max(n, 1)  # the residuals have mean 0 by construction
     var = var + 1e-3 * var.mean() + 1e-12  # floor: dead units of the embedding must not blow up
