@@ -40,8 +40,7 @@ napoleon_use_ivar = True  # "Attributes" as a field list (also for ag.settings, 
 autodoc_class_signature = "separated"  # no constructor signature in the class heading
 
 templates_path = ["_templates"]
-exclude_patterns = ["_build", "**.ipynb_checkpoints", "tutorials/quickstart.py", "make_*.py"]
-suppress_warnings = ["myst.header"]  # CHANGELOG.md starts at level-2 headings under its title
+exclude_patterns = ["_build", "**.ipynb_checkpoints"]
 
 html_theme = "furo"
 html_title = f"autogenome_sc {release}"
