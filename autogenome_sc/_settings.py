@@ -23,6 +23,8 @@ class _Settings:
         (default ``"ag_models"`` under the current directory).
     progress_bar
         Show progress bars (when ``verbosity >= 1``).
+    device
+        The JAX device the computations run on, e.g. ``"cpu:0"`` (read only).
     """
 
     def __init__(self) -> None:

@@ -16,6 +16,24 @@ def test_readme_commands_point_at_real_files():
     assert test_cmd.endswith("-m pytest") and '".[test]"' in test_cmd
 
 
+def _code(line: str) -> str:
+    return line.split("  #")[0].strip()
+
+
+def test_readme_five_lines_are_the_start_of_quickstart():
+    """The README's five-line quickstart runs: tutorials/quickstart.py starts with it (run below)."""
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"## Quickstart: five lines\n\n```python\n(.*?)```", text, flags=re.S).group(1)
+    lines = [_code(line) for line in block.splitlines() if _code(line)]
+    assert len(lines) == 5 and lines[0] == "import scanpy as sc, autogenome_sc as ag"
+    assert [s for s in ("ag.tl.search(", "ag.tl.explain(", "ag.pl.") if not any(s in line for line in lines)] == []
+    script = [_code(line) for line in (ROOT / "tutorials/quickstart.py").read_text().splitlines()]
+    start = script.index(lines[0])
+    assert script[start : start + 5] == lines
+    docs = (ROOT / "docs" / "quickstart.md").read_text()  # the documentation's quickstart shows the same lines
+    assert "\n".join(lines) in docs
+
+
 def test_quickstart_runs_on_bundled_data(tmp_path):
     env = {**os.environ, "MPLBACKEND": "Agg"}
     res = subprocess.run(
