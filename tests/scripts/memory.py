@@ -26,7 +26,7 @@ ag.settings.model_dir = model_dir
 adata = ad.read_h5ad(path, backed="r")
 float(jnp.ones(8).sum())  # start the XLA runtime before the baseline
 base = rss_gib()
-cfg = {"trainer": {"max_epochs": 1, "patience": 1}, "models": {"mlp": {"widths": [32]}}}
+cfg = {"trainer": {"max_epochs": 1, "patience": 1}, "models": {"mlp": {"widths": [32]}}, "data": {"chunk_mb": 16}}
 ag.tl.train(adata, "cell_type", model="mlp", config=cfg, rng=0)
 print(
     json.dumps(
