@@ -23,13 +23,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def peak_rss_gib() -> float:
+    """This process's high-water mark (VmHWM; ru_maxrss would include the parent's RSS at fork)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 2**20
 
 
 def child(path: str, mode: str, model_dir: str) -> dict:
@@ -41,7 +46,7 @@ def child(path: str, mode: str, model_dir: str) -> dict:
     ag.settings.verbosity = 1
     ag.settings.progress_bar = False
     ag.settings.model_dir = model_dir
-    rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    rss_start = peak_rss_gib()
     t0 = time.perf_counter()
     adata = ad.read_h5ad(path, backed="r") if mode == "backed" else ad.read_h5ad(path)
     t_read = time.perf_counter() - t0
@@ -60,7 +65,7 @@ def child(path: str, mode: str, model_dir: str) -> dict:
         "epoch_s": epoch,
         "cells_per_s": n_train / epoch,
         "call_s": t_call,
-        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "peak_rss_gib": peak_rss_gib(),
         "rss_after_import_gib": rss_start,
         "dense_gib": adata.n_obs * adata.n_vars * 4 / 2**30,
         "accuracy": float(uns["metrics"]["accuracy"]),
