@@ -53,6 +53,16 @@ def test_synthetic_bad_arguments():
         ag.datasets.synthetic(10, 100, n_types=20)
     with pytest.raises(ValueError, match="markers need more"):
         ag.datasets.synthetic(100, 50, n_types=4, markers_per_type=20)
+    with pytest.raises(ValueError, match="n_obs and n_vars must be positive"):
+        ag.datasets.synthetic(0, 100)
+    with pytest.raises(ValueError, match="chunk_size must be positive"):
+        ag.datasets.synthetic(100, 100, n_types=2, chunk_size=0)
+    with pytest.raises(ValueError, match="dispersion must be positive"):
+        ag.datasets.synthetic(100, 100, n_types=2, dispersion=0)
+    with pytest.raises(ValueError, match="mean_library_size must be positive"):
+        ag.datasets.synthetic(100, 100, n_types=2, mean_library_size=-5)
+    with pytest.raises(ValueError, match="effect_size must be 0 or more"):
+        ag.datasets.synthetic(100, 100, n_types=2, effect_size=-1)
 
 
 def test_backed_and_in_memory_give_the_same_model(on_disk):

@@ -82,6 +82,11 @@ def synthetic(
         raise ValueError(f"{n_types} types x {markers} markers need more than the {n_vars} genes.")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}.")
+    for name, value in (("mean_library_size", mean_library_size), ("dispersion", dispersion)):
+        if not value > 0:
+            raise ValueError(f"{name} must be positive, got {value}.")
+    if not effect_size >= 0:
+        raise ValueError(f"effect_size must be 0 or more, got {effect_size}.")
 
     root = np.random.SeedSequence(rng)
     g = np.random.default_rng(root.spawn(1)[0])
