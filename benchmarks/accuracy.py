@@ -1,167 +1,300 @@
-"""Accuracy of ag.tl.search against the usual peers, 5-fold stratified CV on pbmc68k_reduced.
+"""Accuracy of ``ag.tl.search`` against the usual peers, side by side on the same folds, on a suite of data sets.
 
-Every method sees the same folds and the same input: ``adata.raw.X`` (log-normalised
-expression of 765 genes), labels ``obs["bulk_labels"]`` (10 types). For autogenome_sc a
-validation split (1/8 of the training fold, stratified) is carved out of the training fold
-and passed with the test fold as ``split_key``; the peers train on the whole training fold.
+Data sets (all real ones ship with scanpy or are built from Debian's data packages by
+``../shared/devdata/make_devdata.sh`` into ``~/.cache/ag-devdata``; missing ones are skipped):
 
-Peers: logistic regression as CellTypist does it (standardised genes, C=1), XGBoost with
-the paper's settings (gbtree, max_depth 6, gamma 0.1) and scikit-learn's MLP (2 x 256).
-autogenome_sc: ``ag.tl.search`` at a fixed budget (``N_TRIALS`` trials, the config below);
-the ensemble of the best ``ENSEMBLE`` trials and, from the same search, the best trial alone.
+=============  ==========================================================================
+pbmc68k        scanpy's pbmc68k_reduced, ``.raw`` (log-normalised), 700 cells x 765 genes, bulk_labels
+pbmc150        the same, 150 cells drawn stratified (classes with at least 6 cells kept)
+guo            single-cell qPCR of mouse embryos, 428 cells x 48 genes (Ct-like), embryo stage
+bladder        bladder-cancer microarray, 57 samples x 22,283 probes, Normal / Biopsy / Cancer
+golub          leukemia microarray, 38 samples x 3,051 genes (standardised), ALL / AML
+synthetic      negative-binomial counts with small effects (``ag.datasets.synthetic``), 150 x 10,000
+microarray     synthetic log2 microarray cohort, 125 samples x 12,600 probes, 4 subtypes
+mutations      synthetic binary mutation profiles, 300 samples x 2,000 genes, 4 tumour types
+fpkm           synthetic full-length FPKM time course, 271 cells x 47,000 genes, float32 with
+               denormals (values down to 1e-45) and many genes zero in most cells, 4 stages
+=============  ==========================================================================
 
-Run: ``PYTHONPATH=. python benchmarks/accuracy.py [fold ...]`` (``AG_BENCH_PRUNER=none`` to search
-without pruning) (folds 1-5, default all; the
-folds are fixed, so separate processes may run separate folds). Not run by CI.
+Protocol: 5-fold stratified cross-validation (seed 0), the same folds for every method.
+The peers see what the issue's measurement gave them: log1p for count-like data (after
+normalising counts to 1e4 per cell), then per-gene 0-1 scaling fitted on the training fold
+and clipped on the test fold (``MinMaxScaler(clip=True)``); XGBoost gets the log data
+unscaled. Peers: logistic regression as CellTypist trains it (L2, C=1), a linear SVM
+(``LinearSVC``, the overall winner of Abdelaal et al. 2019), XGBoost with the paper's
+settings (gbtree, max_depth 6, gamma 0.1) and scikit-learn's MLP (2 x 256).
+
+``ag.tl.search`` runs with its defaults and ``timeout`` seconds (default 60) on the raw matrix
+(it detects and preprocesses the input itself); the test fold is passed as the ``test`` part
+of ``split_key`` (so the search never trains on it) and a stratified ninth of the training
+fold as ``val``. Its wall time is reported separately from the final model's fit.
+
+Run: ``PYTHONPATH=. python benchmarks/accuracy.py [--datasets a,b] [--folds 1,2] [--timeout 60]``.
+Not run by CI. Prints one table per data set, then a summary (markdown) and writes the raw
+scores to ``--out`` (JSON) when given.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
-import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
+import anndata as ad
 import numpy as np
+import pandas as pd
 import scanpy as sc
+import scipy.sparse as sp
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import MinMaxScaler
+from sklearn.svm import LinearSVC
 
 import autogenome_sc as ag
 
-N_TRIALS = 16
-ENSEMBLE = 5
-CONFIG = {
-    "trainer": {"max_epochs": 60, "patience": 15},
-    "search": {
-        "modes": ["mlp", "resnet", "densenet"],
-        "ensemble": ENSEMBLE,
-        "n_startup_trials": 6,
-        "pruner": os.environ.get("AG_BENCH_PRUNER", "hyperband"),
-        "spaces": {
-            "mlp_widths": [128, 256, 512],
-            "mlp_layers": [1, 2],
-            "resnet_widths": [64, 128, 256, 512],
-            "resnet_blocks": [1, 2, 3],
-            "densenet_blocks": [[2, 3, 4]],
-            "densenet_growth_rates": [32, 64],
-            "input_keep": [0.6, 0.8, 1.0],
-            "dropout": [0.1, 0.3, 0.5],
-            "learning_rate": [1e-3, 1e-2],
-            "weight_decay": [1e-4, 1e-1],
-            "batch_size": [32, 64, 128],
-        },
-    },
+DEVDATA = Path(os.environ.get("AG_DEVDATA", Path.home() / ".cache" / "ag-devdata"))
+
+
+# ------------------------------------------------------------------------------------ data sets
+def _pbmc():
+    a = sc.datasets.pbmc68k_reduced()
+    X = a.raw.X
+    b = ad.AnnData(sp.csr_matrix(X).astype(np.float32), obs=a.obs[["bulk_labels"]].copy())
+    b.var_names = a.raw.var_names
+    return b, "bulk_labels", "log"
+
+
+def _pbmc150():
+    a, key, kind = _pbmc()
+    idx, _ = train_test_split(np.arange(a.n_obs), train_size=150, stratify=a.obs[key], random_state=0)
+    b = a[np.sort(idx)].copy()
+    counts = b.obs[key].value_counts()
+    b = b[b.obs[key].isin(counts[counts >= 6].index)].copy()
+    b.obs[key] = b.obs[key].cat.remove_unused_categories()
+    return b, key, kind
+
+
+def _dev(name, key, kind):
+    def load():
+        path = DEVDATA / f"{name}.h5ad"
+        if not path.is_file():
+            return None
+        a = ad.read_h5ad(path)
+        return a, key, kind
+
+    return load
+
+
+def _synthetic():
+    a = ag.datasets.synthetic(150, 10_000, n_types=4, effect_size=0.3, rng=1)
+    return a, "cell_type", "counts"
+
+
+def _microarray():
+    rng = np.random.default_rng(2)
+    n, g, k = 125, 12_600, 4
+    y = rng.choice(k, n, p=[0.4, 0.25, 0.2, 0.15])
+    base = rng.normal(7.0, 2.0, g)
+    sd = rng.gamma(4.0, 0.1, g)
+    X = base + sd * rng.normal(size=(n, g))
+    for c in range(k):  # each subtype shifts its own 60 probes and a shared program a little
+        genes = rng.choice(g, 60, replace=False)
+        X[np.ix_(y == c, genes)] += rng.normal(0.0, 0.6, 60)
+        X[y == c] += 0.15 * rng.normal(size=g) * (rng.random(g) < 0.05)
+    batch = rng.integers(0, 3, n)  # three scanning batches shift every probe a little
+    X += rng.normal(0, 0.2, (3, g))[batch]
+    a = ad.AnnData(X.astype(np.float32), obs=pd.DataFrame({"subtype": pd.Categorical([f"S{c}" for c in y])}))
+    a.var_names = [f"probe{i}" for i in range(g)]
+    a.obs_names = [f"sample{i}" for i in range(n)]
+    return a, "subtype", "log"
+
+
+def _mutations():
+    rng = np.random.default_rng(3)
+    n, g, k = 300, 2000, 4
+    y = rng.choice(k, n, p=[0.35, 0.3, 0.2, 0.15])
+    rate = rng.beta(0.3, 30.0, g)  # most genes rarely mutated
+    P = np.tile(rate, (n, 1))
+    for c in range(k):  # each type has its drivers, mutated in 20-60% of its tumours
+        drivers = rng.choice(g, 8, replace=False)
+        P[np.ix_(y == c, drivers)] = rng.uniform(0.2, 0.6, 8)
+    X = (rng.random((n, g)) < P).astype(np.float32)
+    a = ad.AnnData(sp.csr_matrix(X), obs=pd.DataFrame({"tumour": pd.Categorical([f"T{c}" for c in y])}))
+    a.var_names = [f"gene{i}" for i in range(g)]
+    a.obs_names = [f"tumour{i}" for i in range(n)]
+    return a, "tumour", "binary"
+
+
+def _fpkm():
+    c = ag.datasets.synthetic(271, 47_000, n_types=4, effect_size=0.6, mean_library_size=4000.0, rng=4)
+    counts = c.X.toarray().astype(np.float64)
+    rng = np.random.default_rng(4)
+    length = rng.lognormal(7.5, 0.7, counts.shape[1])  # gene lengths, bp
+    fpkm = counts / length * 1e9 / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    X = fpkm.astype(np.float32)
+    zero = X == 0
+    denormal = zero & (rng.random(X.shape) < 0.02)  # what some pipelines leave behind: float32 denormals
+    X[denormal] = rng.choice(np.asarray([1e-45, 1e-44, 1e-43, 3e-42], np.float32), int(denormal.sum()))
+    a = ad.AnnData(X, obs=pd.DataFrame({"stage": pd.Categorical([f"E{c}" for c in c.obs["cell_type"].cat.codes])}))
+    a.var_names = c.var_names
+    a.obs_names = [f"cell{i}" for i in range(a.n_obs)]
+    return a, "stage", "normalized"
+
+
+DATASETS = {
+    "pbmc68k": _pbmc,
+    "pbmc150": _pbmc150,
+    "guo": _dev("guo", "num_cells", "log"),
+    "bladder": _dev("bladder", "cancer", "log"),
+    "golub": _dev("golub", "type", "log"),
+    "synthetic": _synthetic,
+    "microarray": _microarray,
+    "mutations": _mutations,
+    "fpkm": _fpkm,
 }
+
+
+# ------------------------------------------------------------------------------------ peers
+def peer_input(X, kind: str) -> np.ndarray:
+    """What the peers read: log1p for count-like data (counts normalised to 1e4 per cell first)."""
+    X = X.toarray() if sp.issparse(X) else np.asarray(X)
+    X = np.asarray(X, np.float64)
+    if kind == "counts":
+        X = X / np.maximum(X.sum(axis=1, keepdims=True), 1) * 1e4
+    if kind in ("counts", "normalized"):
+        X = np.log1p(X)
+    return X
 
 
 def peers():
     from xgboost import XGBClassifier
 
     return {
-        "logistic regression (CellTypist)": lambda: make_pipeline(
-            StandardScaler(), LogisticRegression(C=1.0, max_iter=1000)
+        "logistic regression": lambda: make_pipeline(MinMaxScaler(clip=True), LogisticRegression(C=1.0, max_iter=2000)),
+        "linear SVM": lambda: make_pipeline(MinMaxScaler(clip=True), LinearSVC(C=1.0, max_iter=5000)),
+        "XGBoost": lambda: XGBClassifier(booster="gbtree", max_depth=6, gamma=0.1, n_jobs=2, random_state=0),
+        "MLP (2x256)": lambda: make_pipeline(
+            MinMaxScaler(clip=True), MLPClassifier(hidden_layer_sizes=(256, 256), max_iter=300, random_state=0)
         ),
-        "XGBoost (gbtree, depth 6, gamma 0.1)": lambda: XGBClassifier(
-            booster="gbtree", max_depth=6, gamma=0.1, n_jobs=2, random_state=0
-        ),
-        "scikit-learn MLP (2x256)": lambda: MLPClassifier(hidden_layer_sizes=(256, 256), max_iter=300, random_state=0),
     }
 
 
-def _best_member(model):
-    """The ensemble's first member (the best trial) as a model of its own."""
-    arch = model.architecture["members"][0]
-    variables = {col: model.variables[col]["members_0"] for col in ("params", "batch_stats")}
-    return ag.Model(
-        architecture=arch,
-        task=model.task,
-        classes_=model.classes_,
-        var_names_=model.var_names_,
-        preprocessing_=model.preprocessing_,
-        variables=variables,
-        scaler_min_=model.scaler_min_,
-        scaler_scale_=model.scaler_scale_,
-        config=model.config,
-    )
-
-
-def main(which: list[int]) -> None:
-    ag.settings.verbosity = 1
-    ag.settings.progress_bar = False
-    adata = sc.datasets.pbmc68k_reduced()
-    X = adata.raw.X.toarray() if hasattr(adata.raw.X, "toarray") else np.asarray(adata.raw.X)
-    y = adata.obs["bulk_labels"].astype(str).to_numpy()
+# ------------------------------------------------------------------------------------ run
+def run(name: str, folds_wanted: list[int], timeout: float, methods: set[str] | None, tmp: Path) -> dict:
+    got = DATASETS[name]()
+    if got is None:
+        print(f"{name}: not found in {DEVDATA} (run ../shared/devdata/make_devdata.sh); skipped", flush=True)
+        return {}
+    adata, key, kind = got
+    y = adata.obs[key].astype(str).to_numpy()
+    Xp = peer_input(adata.X, kind)
+    print(f"\n## {name}: {adata.n_obs} x {adata.n_vars}, {len(np.unique(y))} classes ({key})", flush=True)
+    scores: dict[str, list] = {}
     folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=0)
-    scores: dict[str, list[tuple[float, float]]] = {}
-    seconds: dict[str, float] = {}
+    for f, (train, test) in enumerate(folds.split(Xp, y)):
+        if f + 1 not in folds_wanted:
+            continue
 
-    def record(name, y_true, y_pred, t):
-        acc = accuracy_score(y_true, y_pred)
-        f1 = f1_score(y_true, y_pred, average="macro")
-        scores.setdefault(name, []).append((acc, f1))
-        seconds[name] = seconds.get(name, 0.0) + t
-        print(f"  {name:40s} accuracy {acc:.3f}  macro-F1 {f1:.3f}  ({t:.0f}s)", flush=True)
+        def record(method, pred, seconds, extra=""):
+            acc, f1 = accuracy_score(y[test], pred), f1_score(y[test], pred, average="macro")
+            scores.setdefault(method, []).append({"fold": f + 1, "accuracy": acc, "macro_f1": f1, "seconds": seconds})
+            print(f"  fold {f + 1} {method:22s} accuracy {acc:.3f}  macro-F1 {f1:.3f}  ({seconds:.0f}s){extra}", flush=True)
 
+        for method, make in peers().items():
+            if methods and method not in methods:
+                continue
+            t = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if method == "XGBoost":
+                    classes, yi = np.unique(y[train], return_inverse=True)
+                    pred = classes[make().fit(Xp[train], yi).predict(Xp[test])]
+                else:
+                    pred = make().fit(Xp[train], y[train]).predict(Xp[test])
+            record(method, pred, time.perf_counter() - t)
+
+        if methods and "ag.tl.search" not in methods:
+            continue
+        fit_idx, val_idx = train_test_split(train, test_size=1 / 9, stratify=y[train], random_state=0)
+        split = np.full(adata.n_obs, "test", dtype=object)
+        split[fit_idx], split[val_idx] = "train", "val"
+        a = adata.copy()
+        a.obs["fold"] = pd.Categorical(split)
+        t = time.perf_counter()
+        ag.tl.search(a, key, timeout=timeout, split_key="fold", run_dir=tmp / "runs", study_name=f"{name}{f}", rng=0)
+        wall = time.perf_counter() - t
+        sel = a.uns["ag"]["selection"]
+        pred = a.obs["ag_prediction"].astype(str).to_numpy()[test]
+        board = a.uns["ag"]["leaderboard"]
+        extra = (
+            f"; search {sel['search_seconds']:.0f}s + final {sel['final_seconds']:.0f}s; {len(board)} trials; "
+            f"{sel['method']} chose {sel['chosen']} {list(a.uns['ag']['best']['ensemble'])}"
+        )
+        record("ag.tl.search", pred, wall, extra)
+        scores["ag.tl.search"][-1].update(search_seconds=float(sel["search_seconds"]), final_seconds=float(sel["final_seconds"]))
+    return scores
+
+
+def summary(all_scores: dict[str, dict]) -> str:
+    lines = ["| data | " + " | ".join(_methods(all_scores)) + " |", "| --- |" + " --- |" * len(_methods(all_scores))]
+    for name, scores in all_scores.items():
+        if not scores:
+            continue
+        means = {m: (np.mean([s["accuracy"] for s in v]), np.mean([s["macro_f1"] for s in v])) for m, v in scores.items()}
+        best_acc = max(v[0] for m, v in means.items() if m != "ag.tl.search")
+        best_f1 = max(v[1] for m, v in means.items() if m != "ag.tl.search")
+        cells = []
+        for m in _methods(all_scores):
+            if m not in means:
+                cells.append("")
+                continue
+            acc, f1 = means[m]
+            a_s = f"**{acc:.3f}**" if acc >= max(best_acc, means.get("ag.tl.search", (0, 0))[0]) else f"{acc:.3f}"
+            f_s = f"**{f1:.3f}**" if f1 >= max(best_f1, means.get("ag.tl.search", (0, 0))[1]) else f"{f1:.3f}"
+            cells.append(f"{a_s} / {f_s}")
+        n = len(next(iter(scores.values())))
+        lines.append(f"| {name} ({n} folds) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _methods(all_scores):
+    seen = []
+    for scores in all_scores.values():
+        for m in scores:
+            if m not in seen:
+                seen.append(m)
+    return seen
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--datasets", default=",".join(DATASETS))
+    p.add_argument("--folds", default="1,2,3,4,5")
+    p.add_argument("--timeout", type=float, default=60.0)
+    p.add_argument("--methods", default=None, help="comma-separated subset (peer names or ag.tl.search)")
+    p.add_argument("--out", default=None, help="write the scores as JSON here")
+    args = p.parse_args()
+    ag.settings.verbosity = 0
+    ag.settings.progress_bar = False
+    methods = set(args.methods.split(",")) if args.methods else None
+    folds = [int(f) for f in args.folds.split(",")]
+    all_scores = {}
     with tempfile.TemporaryDirectory() as tmp:
         ag.settings.model_dir = Path(tmp) / "models"
-        for k, (train, test) in enumerate(folds.split(X, y)):
-            if k + 1 not in which:
-                continue
-            print(f"fold {k + 1}/5: {len(train)} training cells, {len(test)} test cells", flush=True)
-            for name, make in peers().items():
-                t = time.perf_counter()
-                if name.startswith("XGBoost"):
-                    classes, yi = np.unique(y[train], return_inverse=True)
-                    pred = classes[make().fit(X[train], yi).predict(X[test])]
-                else:
-                    pred = make().fit(X[train], y[train]).predict(X[test])
-                record(name, y[test], pred, time.perf_counter() - t)
-
-            fit_idx, val_idx = train_test_split(train, test_size=1 / 8, stratify=y[train], random_state=0)
-            split = np.full(adata.n_obs, "test", dtype=object)
-            split[fit_idx], split[val_idx] = "train", "val"
-            a = adata.copy()
-            a.obs["fold"] = split
-            t = time.perf_counter()
-            ag.tl.search(
-                a,
-                "bulk_labels",
-                n_trials=N_TRIALS,
-                use_raw=True,
-                split_key="fold",
-                config=CONFIG,
-                run_dir=Path(tmp) / "runs",
-                study_name=f"fold{k}",
-                rng=0,
-            )
-            elapsed = time.perf_counter() - t
-            pred = a.obs["ag_prediction"].astype(str).to_numpy()[test]
-            record(f"ag.tl.search (ensemble of {ENSEMBLE})", y[test], pred, elapsed)
-            single = _best_member(ag.read_model(a.uns["ag"]["model_path"]))
-            pred1 = single.predict(a[test], use_raw=True)["prediction"].astype(str).to_numpy()
-            record("ag.tl.search (best trial alone)", y[test], pred1, 0.0)
-            board = a.uns["ag"]["leaderboard"]
-            print(
-                f"    {len(board)} trials: {(board['state'] == 'complete').sum()} complete, "
-                f"{(board['state'] == 'pruned').sum()} pruned; best {a.uns['ag']['best']['mode']}",
-                flush=True,
-            )
-
-    print(f"\nmean over {len(next(iter(scores.values())))} folds (pbmc68k_reduced, bulk_labels, raw log data):")
-    best_peer = max((n for n in scores if not n.startswith("ag.")), key=lambda n: np.mean([s[0] for s in scores[n]]))
-    ref = np.mean(scores[best_peer], axis=0)
-    print(f"| method | accuracy | macro-F1 | accuracy / {best_peer.split(' (')[0]} | seconds (all folds) |")
-    print("| --- | --- | --- | --- | --- |")
-    for name, s in scores.items():
-        acc, f1 = np.mean(s, axis=0)
-        print(f"| {name} | {acc:.3f} | {f1:.3f} | {acc / ref[0]:.3f} | {seconds[name]:.0f} |")
+        for name in args.datasets.split(","):
+            all_scores[name] = run(name, folds, args.timeout, methods, Path(tmp))
+            if args.out:
+                Path(args.out).write_text(json.dumps(all_scores, indent=1))
+    print("\nmean accuracy / macro-F1 over folds (bold: the best, ours included)\n")
+    print(summary(all_scores))
 
 
 if __name__ == "__main__":
-    main([int(a) for a in sys.argv[1:]] or [1, 2, 3, 4, 5])
+    main()

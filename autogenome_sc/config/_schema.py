@@ -27,7 +27,23 @@ class DataConfig(_Strict):
             "log or scaled values (left as they are)."
         ),
     )
-    scale: bool = Field(True, description="Per-gene 0-1 scaling fitted on the training split (the paper's).")
+    scale: bool = Field(True, description="Scale each gene (see ``scaling``), fitted on the training split.")
+    scaling: Literal["minmax", "zscore"] = Field(
+        "minmax",
+        description=(
+            "'minmax': the paper's per-gene 0-1 scaling, clipped to the training range on every other cell; "
+            "'zscore': (x - mean) / sd clipped to [-10, 10], as CellTypist does. A gene whose training range "
+            "(or sd) is below a tolerance (1e-6 of the largest) is constant and reads 0 everywhere."
+        ),
+    )
+    n_genes: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Keep only this many genes, the most variable ones (variance of the preprocessed values on the "
+            "training split); None: all genes."
+        ),
+    )
     split: tuple[float, float, float] = Field(
         (0.8, 0.1, 0.1), description="Train, validation and test fractions of the stratified split."
     )
@@ -81,6 +97,19 @@ class TrainerConfig(_Strict):
     )
     pct_start: float = Field(0.3, gt=0, lt=1, description="Fraction of the cycle spent raising the rate.")
     grad_clip: float = Field(5.0, gt=0, description="Clip gradients to this global norm.")
+    l2: float = Field(
+        0.0,
+        ge=0,
+        description=(
+            "L2 penalty 0.5 * l2 * ||W||^2 on the kernels, added to the mean loss (the 'linear' mode searches it: "
+            "scikit-learn's LogisticRegression(C) is l2 = 1 / (C * n_cells))."
+        ),
+    )
+    min_steps_per_epoch: int = Field(
+        8,
+        ge=1,
+        description="An epoch is at least this many minibatches: on small data it passes over the cells several times.",
+    )
 
 
 class LossConfig(_Strict):
@@ -100,6 +129,12 @@ class _Arch(_Strict):
     input_keep: float = Field(0.8, gt=0, le=1, description="Keep ratio of the input dropout (1.0: none).")
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout after each hidden FC unit.")
     activation: Literal["relu", "gelu", "silu", "elu", "tanh"] = "relu"
+
+
+class LinearConfig(_Strict):
+    """Multinomial logistic regression: input dropout, then one linear layer (no hidden unit)."""
+
+    input_keep: float = Field(1.0, gt=0, le=1, description="Keep ratio of the input dropout (1.0: none).")
 
 
 class MLPConfig(_Arch):
@@ -174,6 +209,7 @@ class EnasConfig(_Arch):
 class ModelsConfig(_Strict):
     """Architecture of each mode, used by ``ag.tl.train`` (search overrides what it searches)."""
 
+    linear: LinearConfig = Field(default_factory=LinearConfig)
     mlp: MLPConfig = Field(default_factory=MLPConfig)
     resnet: ResNetConfig = Field(default_factory=ResNetConfig)
     densenet: DenseNetConfig = Field(default_factory=DenseNetConfig)
@@ -214,12 +250,29 @@ class SearchSpaces(_Strict):
     momentum: list[float] = Field([0.85, 0.9, 0.95], min_length=1, description="Peak momentums (Adam's beta1).")
     weight_decay: tuple[float, float] = Field((1e-5, 1e-1), description="Log-uniform range.")
     dropout: list[float] = Field(
-        [0.1],
+        [0.1, 0.3, 0.5],
         min_length=1,
         description="Dropout after each hidden FC unit (a regularisation choice; not in the paper).",
     )
+    label_smoothing: list[float] = Field(
+        [0.0, 0.1], min_length=1, description="Label smoothing of the cross entropy (classification)."
+    )
+    linear_l2: tuple[float, float] = Field(
+        (1e-5, 1.0), description="Linear mode: log-uniform range of the L2 penalty (see trainer.l2)."
+    )
+    scaling: list[Literal["minmax", "zscore"]] = Field(
+        ["minmax", "zscore"], min_length=1, description="Input scaling (see data.scaling), fitted on training cells."
+    )
+    n_genes: list[int | None] = Field(
+        [None, 5000, 2000, 500],
+        min_length=1,
+        description=(
+            "Genes kept: None for all, or the n most variable on the training cells (choices at or above the "
+            "number of genes mean all)."
+        ),
+    )
 
-    @field_validator("learning_rate", "weight_decay")
+    @field_validator("learning_rate", "weight_decay", "linear_l2")
     @classmethod
     def _log_range(cls, v):
         if not 0 < v[0] <= v[1]:
@@ -230,11 +283,11 @@ class SearchSpaces(_Strict):
 class SearchConfig(_Strict):
     """Search mode module: which modes, how long, over which spaces."""
 
-    modes: list[Literal["mlp", "resnet", "densenet", "enas", "resvae"]] | None = Field(
+    modes: list[Literal["linear", "mlp", "resnet", "densenet", "enas", "resvae"]] | None = Field(
         None,
         min_length=1,
         description=(
-            "Modes the search draws from. None: mlp, resnet and densenet, plus enas when JAX runs on a GPU or "
+            "Modes the search draws from. None: linear, mlp, resnet and densenet, plus enas when JAX runs on a GPU or "
             "TPU (the paper's ENAS is too large for the default CPU budget)."
         ),
     )
@@ -258,7 +311,46 @@ class SearchConfig(_Strict):
     min_epochs: int = Field(5, ge=1, description="Epochs every trial gets before it can be pruned.")
     n_startup_trials: int = Field(8, ge=1, description="Random trials before the TPE sampler starts modelling.")
     ensemble: int = Field(
-        1, ge=1, description="The final model averages the class probabilities of this many best trials (1: the best)."
+        3,
+        ge=1,
+        description=(
+            "At most this many configurations in the final model: an ensemble (weighted average of class "
+            "probabilities) is chosen greedily on held-out predictions (cross-validation, else the validation "
+            "split) and kept only where it beats the best single configuration; 1: never an ensemble."
+        ),
+    )
+    cv_folds: int = Field(
+        5,
+        ge=0,
+        description=(
+            "Re-score the most promising configurations by k-fold cross-validation on train + validation, "
+            "choose the winner by its cross-validated score and train the final model on train + validation; "
+            "0 or 1: judge by the validation split alone."
+        ),
+    )
+    cv_max_cells: int = Field(
+        5000,
+        ge=0,
+        description=(
+            "Cross-validate only when train + validation hold at most this many cells (above it the validation "
+            "split is large enough to choose by)."
+        ),
+    )
+    cv_configs: int = Field(
+        3, ge=1, description="Configurations re-scored by cross-validation (the best ones, plus the best linear)."
+    )
+    cv_share: float = Field(
+        0.4,
+        gt=0,
+        lt=1,
+        description="With a timeout: the share of it kept for cross-validation (trials stop starting earlier).",
+    )
+    final: Literal["bag", "refit"] = Field(
+        "bag",
+        description=(
+            "After cross-validation: 'bag' keeps the k fold models of each chosen configuration and averages them; "
+            "'refit' trains each once more on train + validation for the epochs cross-validation chose."
+        ),
     )
     heartbeat_interval: int = Field(10, ge=1, description="Seconds between a running trial's heartbeats.")
     grace_period: int = Field(

@@ -17,17 +17,21 @@ from ._matrix import (
 )
 from ._pipeline import Pipeline, TrainData
 from ._prefetch import prefetch
-from ._scale import MinMaxScaler
+from ._scale import CLIP, SCALINGS, GeneStats, MinMaxScaler, Scaler
 from ._unsupervised import check_counts, prepare_unsupervised, random_split
 
 __all__ = [
+    "CLIP",
     "PREPROCESSING",
+    "SCALINGS",
     "SPLITS",
     "GeneAlignment",
+    "GeneStats",
     "MatrixSource",
     "MinMaxScaler",
     "Pipeline",
     "Targets",
+    "Scaler",
     "TrainData",
     "align_genes",
     "apply_preprocessing",
@@ -83,8 +87,5 @@ def prepare(
         shuffle=data_cfg.shuffle,
         prefetch=data_cfg.prefetch,
     )
-    if data_cfg.scale:
-        pipe.fit_scaler(data.idx["train"], data_cfg.chunk_mb)
-    else:
-        pipe.scaler = MinMaxScaler.identity(source.n_vars)
-    return data, kind
+    scaling = data_cfg.scaling if data_cfg.scale else "none"
+    return data.with_inputs(scaling, data_cfg.n_genes), kind

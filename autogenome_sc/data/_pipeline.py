@@ -2,41 +2,62 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from ._align import GeneAlignment
 from ._matrix import MatrixSource, apply_preprocessing, rows_per_chunk
 from ._prefetch import prefetch
-from ._scale import MinMaxScaler
+from ._scale import GeneStats, Scaler
+
+#: Problems whose preprocessed matrix is at most this many MB are kept in memory for training.
+CACHE_MB = 256
 
 
 @dataclass
 class Pipeline:
-    """Rows -> preprocessing (per cell) -> gene alignment -> per-gene 0-1 scaling."""
+    """Rows -> preprocessing (per cell) -> gene alignment or selection -> per-gene scaling (bounded)."""
 
     source: MatrixSource
     preprocess: str
-    scaler: MinMaxScaler | None = None
+    scaler: Scaler | None = None
     alignment: GeneAlignment | None = None
+    cache: np.ndarray | None = None  # what block() returns for every row, when it is small (training only)
 
     @property
     def n_features(self) -> int:
         return self.alignment.n_model if self.alignment is not None else self.source.n_vars
 
+    @property
+    def var_names(self) -> pd.Index:
+        """The genes the model reads, in order (a training pipeline's selection of the source's genes)."""
+        if self.alignment is None or self.alignment.identity:
+            return self.source.var_names
+        return self.source.var_names[self.alignment.query_pos]
+
     def block(self, idx: np.ndarray, *, scale: bool = True) -> np.ndarray:
+        if self.cache is not None and (scale or self.scaler is None):
+            return self.cache[np.asarray(idx, dtype=np.int64)]
         x = apply_preprocessing(self.source.rows(idx), self.preprocess)
         if self.alignment is not None:
             x = self.alignment.apply(x)
         if scale and self.scaler is not None:
             x = self.scaler.transform(x)
+        elif not np.isfinite(x).all():  # an overflow in preprocessing: nothing non-finite reaches a network
+            np.nan_to_num(x, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         return x
 
-    def fit_scaler(self, idx: np.ndarray, chunk_mb: float) -> MinMaxScaler:
+    def fit_stats(self, idx: np.ndarray, chunk_mb: float) -> GeneStats:
+        """Per-gene statistics of the unscaled rows ``idx``, in one streaming pass."""
         per = rows_per_chunk(self.n_features, chunk_mb)
         chunks = (self.block(idx[s : s + per], scale=False) for s in range(0, len(idx), per))
-        self.scaler = MinMaxScaler.fit_chunks(chunks)
+        return GeneStats.fit_chunks(chunks)
+
+    def fit_scaler(self, idx: np.ndarray, chunk_mb: float, how: str = "minmax") -> Scaler:
+        self.scaler = self.fit_stats(idx, chunk_mb).scaler(how)
         return self.scaler
 
     def eval_batches(self, idx: np.ndarray, batch_size: int, prefetch_depth: int = 2):
@@ -54,7 +75,12 @@ class Pipeline:
 
 @dataclass
 class TrainData:
-    """The prepared training problem: pipeline, targets and split."""
+    """The prepared training problem: pipeline, targets and split.
+
+    ``inputs`` is the (scaling, number of genes) the pipeline applies; :meth:`with_inputs`
+    gives the same problem with another choice (statistics fitted on the training split, once),
+    and :meth:`cv_folds` the problems of a k-fold cross-validation on train + validation.
+    """
 
     pipeline: Pipeline
     y: np.ndarray
@@ -64,7 +90,11 @@ class TrainData:
     chunk_mb: float = 64.0
     shuffle: str = "auto"  # "cells", "blocks" or "auto" (see DataConfig.shuffle)
     prefetch: int = 2
+    inputs: tuple[str, int | None] = ("none", None)
     idx: dict[str, np.ndarray] = field(default_factory=dict)
+    _base: TrainData | None = field(default=None, repr=False)
+    _variants: dict = field(default_factory=dict, repr=False)
+    _stats: GeneStats | None = field(default=None, repr=False)
 
     def __post_init__(self):
         self.idx = {s: np.flatnonzero(self.split == s) for s in ("train", "val", "test")}
@@ -73,13 +103,116 @@ class TrainData:
     def n_out(self) -> int:
         return len(self.classes) if self.task == "classification" else 1
 
+    @property
+    def base(self) -> TrainData:
+        """The same problem without scaling or gene selection (the rows as preprocessed)."""
+        return self if self._base is None else self._base
+
+    def gene_stats(self) -> GeneStats:
+        """Statistics of the preprocessed training rows (computed once)."""
+        base = self.base
+        base.cache_rows()
+        if base._stats is None:
+            base._stats = base.pipeline.fit_stats(base.idx["train"], base.chunk_mb)
+        return base._stats
+
+    def cache_rows(self) -> bool:
+        """Keep every preprocessed row in memory when the matrix is small (at most ``CACHE_MB``).
+
+        Small problems are then read from memory by every trial, fold and epoch instead of being
+        read and preprocessed again each time; the cache is shared by the folds of a cross-validation.
+        """
+        base = self.base
+        pipe = base.pipeline
+        if pipe.cache is None and not pipe.source.backed:
+            n_obs, n_vars = pipe.source.n_obs, pipe.n_features
+            if n_obs * n_vars * 4 <= CACHE_MB * 2**20:
+                per = rows_per_chunk(n_vars, base.chunk_mb)
+                out = np.empty((n_obs, n_vars), np.float32)
+                for s in range(0, n_obs, per):
+                    out[s : s + per] = pipe.block(np.arange(s, min(s + per, n_obs)))
+                pipe.cache = out
+        return pipe.cache is not None
+
+    def with_inputs(self, scaling: str, n_genes: int | None = None) -> TrainData:
+        """The same problem with per-gene ``scaling`` and the ``n_genes`` most variable genes (``None``: all).
+
+        Both are fitted on the training split only; the result is cached, so every trial of a
+        search that makes the same choice reuses it.
+        """
+        base = self.base
+        n_vars = base.pipeline.n_features
+        if n_genes is not None and int(n_genes) >= n_vars:
+            n_genes = None
+        key = (scaling, None if n_genes is None else int(n_genes))
+        if key == base.inputs and base.pipeline.scaler is None:
+            return base
+        if key not in base._variants:
+            stats = self.gene_stats()
+            alignment = None
+            if key[1] is not None:
+                genes = stats.top_variable(key[1])
+                alignment = GeneAlignment(genes, np.arange(len(genes)), len(genes), identity=False)
+                stats = GeneStats(stats.n, stats.min_[genes], stats.max_[genes], stats.mean_[genes], stats.var_[genes])
+            scaler = stats.scaler(scaling)
+            pipe = Pipeline(base.pipeline.source, base.pipeline.preprocess, scaler, alignment)
+            if base.pipeline.cache is not None:  # the variant's rows, scaled once
+                rows = base.pipeline.cache if alignment is None else base.pipeline.cache[:, alignment.query_pos]
+                pipe.cache = scaler.transform(np.array(rows, dtype=np.float32, copy=True))
+            base._variants[key] = dataclasses.replace(
+                base, pipeline=pipe, inputs=key, _base=base, _variants={}, _stats=None
+            )
+        return base._variants[key]
+
+    def cv_folds(self, k: int, seed: int) -> list[TrainData]:
+        """``k`` problems whose training and validation splits are the folds of train + validation.
+
+        Folds are stratified by class (classification) and drawn from ``seed``; the test split
+        is the same in every fold. Each fold is a base problem: :meth:`with_inputs` fits its
+        scaling on that fold's training cells.
+        """
+        base = self.base
+        pool = np.concatenate([base.idx["train"], base.idx["val"]])
+        pool.sort()
+        rng = np.random.default_rng(seed)
+        fold_of = np.empty(len(pool), np.int64)
+        if base.task == "classification":
+            for c in np.unique(base.y[pool]):
+                members = np.flatnonzero(base.y[pool] == c)
+                perm = rng.permutation(members)
+                offset = rng.integers(k)  # small classes do not always land in the first folds
+                fold_of[perm] = (np.arange(len(perm)) + offset) % k
+        else:
+            fold_of[rng.permutation(len(pool))] = np.arange(len(pool)) % k
+        folds = []
+        for f in range(k):
+            split = base.split.copy()
+            split[pool] = np.where(fold_of == f, "val", "train")
+            folds.append(base._with_split(split))
+        return folds
+
+    def merged(self) -> TrainData:
+        """The base problem with train + validation as its training split (no validation cells)."""
+        base = self.base
+        return base._with_split(np.where(base.split == "val", "train", base.split))
+
+    def _with_split(self, split: np.ndarray) -> TrainData:
+        self.cache_rows()
+        pipe = dataclasses.replace(self.pipeline)  # shares the cached rows, if any
+        return dataclasses.replace(self, pipeline=pipe, split=split, _base=None, _variants={}, _stats=None)
+
     def batch_size_for(self, requested: int) -> int:
         """The training batch: the requested size, or the whole training split if smaller."""
-        return int(min(requested, len(self.idx["train"])))
+        return int(max(1, min(requested, len(self.idx["train"]))))
 
-    def steps_per_chunk(self, batch_size: int) -> tuple[int, int]:
-        """(steps per epoch, steps per device chunk): chunks are bounded by ``chunk_mb``."""
-        steps = len(self.idx["train"]) // batch_size
+    def steps_per_chunk(self, batch_size: int, min_steps: int = 1) -> tuple[int, int]:
+        """(steps per epoch, steps per device chunk): chunks are bounded by ``chunk_mb``.
+
+        An epoch is at least ``min_steps`` minibatches: on a small training split it makes
+        several passes over the cells (each shuffled anew).
+        """
+        per_pass = max(1, len(self.idx["train"]) // batch_size)
+        steps = per_pass * -(-max(1, min_steps) // per_pass)
         max_steps = max(1, rows_per_chunk(self.pipeline.n_features, self.chunk_mb) // batch_size)
         n_chunks = -(-steps // max_steps)
         return steps, -(-steps // n_chunks)
@@ -105,28 +238,53 @@ class TrainData:
             order[s : s + chunk_rows] = rng.permutation(order[s : s + chunk_rows])
         return order
 
-    def train_chunks(self, batch_size: int, rng: np.random.Generator):
+    def _epoch_perm(self, batch_size: int, rng: np.random.Generator, min_steps: int) -> tuple[np.ndarray, int, int]:
+        steps, k = self.steps_per_chunk(batch_size, min_steps)
+        per_pass = max(1, len(self.idx["train"]) // batch_size)
+        if steps == per_pass:
+            perm = self.epoch_order(rng, k * batch_size)[: steps * batch_size]
+        else:
+            passes = [self.epoch_order(rng, k * batch_size)[: per_pass * batch_size] for _ in range(steps // per_pass)]
+            perm = np.concatenate(passes)
+        return perm, steps, k
+
+    def train_chunks(self, batch_size: int, rng: np.random.Generator, min_steps: int = 1):
         """Yield ``(xs[K, B, G], ys[K, B], valid[K])`` covering one shuffled epoch.
 
         Every chunk has the same K, so the compiled epoch step is reused; padding steps are
-        marked invalid and leave the state unchanged. The last partial batch is dropped
-        (the shuffle changes every epoch). Chunks are prepared ``prefetch`` ahead on a
+        marked invalid and leave the state unchanged. The last partial batch of each pass is
+        dropped (the shuffle changes every pass). Chunks are prepared ``prefetch`` ahead on a
         background thread; the order, hence the result, is the same without it.
         """
-        steps, k = self.steps_per_chunk(batch_size)
-        perm = self.epoch_order(rng, k * batch_size)[: steps * batch_size]
+        perm, steps, k = self._epoch_perm(batch_size, rng, min_steps)
         return prefetch(self._chunks(perm, steps, k, batch_size), self.prefetch)
 
+    def train_index_chunks(self, batch_size: int, rng: np.random.Generator, min_steps: int = 1):
+        """Like :meth:`train_chunks`, with the rows' positions ``idx[K, B]`` in place of the rows.
+
+        For problems whose rows are cached (:meth:`cache_rows`): the trainer keeps the cached
+        matrix on the device and gathers each minibatch there. The order is the same.
+        """
+        perm, steps, k = self._epoch_perm(batch_size, rng, min_steps)
+        for idx, valid in _index_chunks(perm, steps, k, batch_size):
+            yield idx.astype(np.int32), self.y[idx], valid
+
     def _chunks(self, perm: np.ndarray, steps: int, k: int, batch_size: int):
-        for s in range(0, steps, k):
-            n_steps = min(k, steps - s)
-            sel = perm[s * batch_size : (s + n_steps) * batch_size]
+        for idx, valid in _index_chunks(perm, steps, k, batch_size):
+            n_steps = int(valid.sum())
+            sel = idx[:n_steps].ravel()
             x = self.pipeline.block(sel).reshape(n_steps, batch_size, -1)
-            y = self.y[sel].reshape(n_steps, batch_size)
-            valid = np.ones(k, dtype=bool)
             if n_steps < k:
-                pad = k - n_steps
-                x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
-                y = np.concatenate([y, np.zeros((pad, batch_size), y.dtype)])
-                valid[n_steps:] = False
-            yield x, y, valid
+                x = np.concatenate([x, np.zeros((k - n_steps, *x.shape[1:]), x.dtype)])
+            yield x, self.y[idx], valid
+
+
+def _index_chunks(perm: np.ndarray, steps: int, k: int, batch_size: int):
+    """``(idx[K, B], valid[K])`` per chunk of an epoch; padding steps repeat row ``perm[0]`` and are invalid."""
+    for s in range(0, steps, k):
+        n_steps = min(k, steps - s)
+        idx = np.full((k, batch_size), perm[0], dtype=np.int64)
+        idx[:n_steps] = perm[s * batch_size : (s + n_steps) * batch_size].reshape(n_steps, batch_size)
+        valid = np.zeros(k, dtype=bool)
+        valid[:n_steps] = True
+        yield idx, valid

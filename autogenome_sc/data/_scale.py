@@ -1,4 +1,16 @@
-"""Per-gene 0-1 scaling (the paper's), fitted in one streaming pass over the training rows."""
+"""Per-gene input scaling fitted on the training rows, bounded on every other row.
+
+Two scalings, both fitted in one streaming pass over the training rows (:class:`GeneStats`):
+
+* ``"minmax"`` (the paper's): ``(x - min) / (max - min)``, clipped to [0, 1], the training range;
+* ``"zscore"`` (as CellTypist and ``sc.pp.scale(max_value=10)``): ``(x - mean) / sd``, clipped to [-10, 10].
+
+A gene whose training range (or standard deviation) is below a small tolerance carries no
+signal and maps to 0 on every row: float32 denormals (values down to 1e-45) or a gene that is
+zero in every training cell can no longer be blown up by a scale of 1e42 into inf or into
+values of millions on validation, test or query cells. The clip bounds what the scaling does
+to rows outside the training range, so a query gives the same labels as one clipped by hand.
+"""
 
 from __future__ import annotations
 
@@ -6,30 +18,118 @@ from dataclasses import dataclass
 
 import numpy as np
 
+#: Clip bounds of each scaling: the training range for min-max, 10 SD for z-scores.
+CLIP = {"minmax": (0.0, 1.0), "zscore": (-10.0, 10.0)}
+SCALINGS = ("minmax", "zscore", "none")
+#: A gene is constant when its spread is below this fraction of the largest spread among all genes
+#: (or of its own magnitude): 1e-6 is about 16 float32 units in the last place.
+REL_TOL = 1e-6
+
 
 @dataclass
-class MinMaxScaler:
-    """x -> (x - min) / (max - min) per gene; constant genes map to 0."""
+class GeneStats:
+    """Per-gene min, max, mean and variance of the training rows (float64), from one streaming pass."""
 
+    n: int
     min_: np.ndarray
-    scale_: np.ndarray  # 1 / (max - min), 0 for constant genes
+    max_: np.ndarray
+    mean_: np.ndarray
+    var_: np.ndarray
 
     @classmethod
-    def fit_chunks(cls, chunks) -> MinMaxScaler:
-        lo = hi = None
+    def fit_chunks(cls, chunks) -> GeneStats:
+        n, lo, hi, total, sq = 0, None, None, None, None
         for block in chunks:
-            bmin, bmax = block.min(axis=0), block.max(axis=0)
+            b = np.asarray(block, np.float64)
+            if b.shape[0] == 0:
+                continue
+            bmin, bmax = b.min(axis=0), b.max(axis=0)
             lo = bmin if lo is None else np.minimum(lo, bmin)
             hi = bmax if hi is None else np.maximum(hi, bmax)
-        rng = (hi - lo).astype(np.float64)
-        scale = np.divide(1.0, rng, out=np.zeros_like(rng), where=rng > 0)
-        return cls(min_=lo.astype(np.float32), scale_=scale.astype(np.float32))
+            # shifted sums keep the variance exact for genes with a large common offset
+            if total is None:
+                ref = b[0].copy()
+                total, sq = np.zeros_like(ref), np.zeros_like(ref)
+            d = b - ref
+            total += d.sum(axis=0)
+            sq += (d * d).sum(axis=0)
+            n += b.shape[0]
+        if n == 0:
+            raise ValueError("Scaling statistics need at least one training row.")
+        mean_d = total / n
+        var = np.maximum(sq / n - mean_d * mean_d, 0.0)
+        return cls(n=n, min_=lo, max_=hi, mean_=ref + mean_d, var_=var)
+
+    def constant(self, spread: np.ndarray) -> np.ndarray:
+        """Genes whose ``spread`` (range or SD) is below the tolerance: no signal in the training rows."""
+        finite = spread[np.isfinite(spread)]
+        largest = float(finite.max()) if finite.size else 0.0
+        magnitude = np.maximum(np.abs(self.min_), np.abs(self.max_))
+        tol = np.maximum(REL_TOL * largest, REL_TOL * magnitude)
+        return ~(spread > np.maximum(tol, np.finfo(np.float32).tiny))
+
+    def scaler(self, how: str) -> Scaler:
+        """The fitted :class:`Scaler` of scaling ``how`` (``"minmax"``, ``"zscore"`` or ``"none"``)."""
+        if how == "none":
+            return Scaler.identity(len(self.min_))
+        if how == "minmax":
+            spread, shift = self.max_ - self.min_, self.min_
+        elif how == "zscore":
+            spread, shift = np.sqrt(self.var_), self.mean_
+        else:
+            raise ValueError(f"Unknown scaling '{how}'; choose one of {', '.join(SCALINGS)}.")
+        const = self.constant(spread)
+        scale = np.divide(1.0, spread, out=np.zeros_like(spread), where=~const)
+        lo, hi = CLIP[how]
+        return Scaler(shift.astype(np.float32), scale.astype(np.float32), lo, hi, how)
+
+    def top_variable(self, n_genes: int) -> np.ndarray:
+        """Positions of the ``n_genes`` most variable genes (variance of the preprocessed values), sorted."""
+        var = np.where(self.constant(np.sqrt(self.var_)), -1.0, self.var_)
+        order = np.argsort(-var, kind="stable")[:n_genes]
+        return np.sort(order)
+
+
+@dataclass
+class Scaler:
+    """``x -> clip((x - shift) * scale, lo, hi)`` per gene; a constant gene (scale 0) maps to 0."""
+
+    shift: np.ndarray
+    scale: np.ndarray
+    lo: float = -np.inf
+    hi: float = np.inf
+    kind: str = "minmax"
+
+    @property
+    def min_(self) -> np.ndarray:  # the names models store
+        return self.shift
+
+    @property
+    def scale_(self) -> np.ndarray:
+        return self.scale
+
+    @property
+    def clip(self) -> tuple[float, float] | None:
+        return None if self.kind == "none" else (float(self.lo), float(self.hi))
 
     @classmethod
-    def identity(cls, n_vars: int) -> MinMaxScaler:
-        return cls(min_=np.zeros(n_vars, np.float32), scale_=np.ones(n_vars, np.float32))
+    def identity(cls, n_vars: int) -> Scaler:
+        return cls(np.zeros(n_vars, np.float32), np.ones(n_vars, np.float32), -np.inf, np.inf, "none")
+
+    @classmethod
+    def fit_chunks(cls, chunks, how: str = "minmax") -> Scaler:
+        return GeneStats.fit_chunks(chunks).scaler(how)
 
     def transform(self, block: np.ndarray) -> np.ndarray:
-        block -= self.min_
-        block *= self.scale_
+        """Scale ``block`` in place; never returns a non-finite value."""
+        if self.kind == "none":
+            return block
+        block -= self.shift
+        with np.errstate(invalid="ignore", over="ignore"):
+            block *= self.scale  # inf * 0 (an overflowed constant gene) gives NaN, set to 0 below
+        np.clip(block, self.lo, self.hi, out=block)
+        np.nan_to_num(block, copy=False, nan=0.0)
         return block
+
+
+MinMaxScaler = Scaler  # the name earlier versions used

@@ -8,7 +8,7 @@ from anndata import AnnData
 from ._labels import Targets, read_split
 from ._matrix import MatrixSource, check_finite_and_detect, get_source
 from ._pipeline import Pipeline, TrainData
-from ._scale import MinMaxScaler
+from ._scale import Scaler
 
 
 def random_split(n: int, fractions: tuple[float, float, float], rng: np.random.Generator) -> np.ndarray:
@@ -96,5 +96,5 @@ def prepare_unsupervised(
     if likelihood != "nb":
         pipe.fit_scaler(data.idx["train"], data_cfg.chunk_mb)
     else:
-        pipe.scaler = MinMaxScaler.identity(source.n_vars)
+        pipe.scaler = Scaler.identity(source.n_vars)
     return data, kind, likelihood

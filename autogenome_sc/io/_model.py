@@ -108,7 +108,7 @@ class Model:
     # ------------------------------------------------------------------ inference
     def pipeline(self, adata: AnnData, *, layer: str | None = None, use_raw: bool = False):
         """The data pipeline that maps ``adata`` onto this model's genes and scaling."""
-        from ..data import MinMaxScaler, Pipeline, align_genes, check_finite_and_detect, get_source
+        from ..data import Pipeline, align_genes, check_finite_and_detect, get_source
         from ..data import resolve_preprocessing as _resolve
 
         source = get_source(adata, layer=layer, use_raw=use_raw)
@@ -127,9 +127,24 @@ class Model:
                 f"{kind} values; pass the counts with `layer=`."
             )
         how = _resolve(kind, self.preprocessing_.get("config", "auto"))
-        scaler = MinMaxScaler(self.scaler_min_, self.scaler_scale_)
-        pipe = Pipeline(source=source, preprocess=how, scaler=scaler, alignment=alignment)
+        pipe = Pipeline(source=source, preprocess=how, scaler=self.scaler(), alignment=alignment)
         return pipe, alignment, kind
+
+    def scaler(self):
+        """The per-gene scaling the model applies after preprocessing (bounded to its training range).
+
+        Models saved before scaling was bounded carry no clip bounds; their min-max scaling is
+        clipped to [0, 1] like a new model's.
+        """
+        from ..data import CLIP, Scaler
+
+        kind = self.preprocessing_.get("scaling")
+        if kind is None:  # saved by an earlier version: min-max unless the config turned scaling off
+            kind = "minmax" if self.config.get("data", {}).get("scale", True) else "none"
+        if kind == "none":
+            return Scaler.identity(len(self.var_names_))
+        lo, hi = self.preprocessing_.get("clip", CLIP.get(kind, (-np.inf, np.inf)))
+        return Scaler(self.scaler_min_, self.scaler_scale_, float(lo), float(hi), kind)
 
     def outputs(
         self, adata: AnnData, *, layer: str | None = None, use_raw: bool = False, batch_size: int = 1024

@@ -1,7 +1,19 @@
 """Flax modules only (no training code)."""
 
 from ._enas import RRFCN, Controller, SuperNet
-from ._fc import ACTIVATIONS, MLP, MODELS, Ensemble, FCUnit, RFCNDenseNet, RFCNResNet, build_network
+from ._fc import (
+    ACTIVATIONS,
+    MLP,
+    MODELS,
+    Ensemble,
+    FCUnit,
+    InputTransform,
+    Linear,
+    RFCNDenseNet,
+    RFCNResNet,
+    build_network,
+    member_input,
+)
 from ._vae import LIKELIHOODS, VAE_MODELS, ResVAE, build_vae, layer_widths, nb_log_prob
 
 MODELS["rrfcn"] = RRFCN  # saved ENAS winners load through build_network like any other model
@@ -16,6 +28,8 @@ __all__ = [
     "Controller",
     "Ensemble",
     "FCUnit",
+    "InputTransform",
+    "Linear",
     "RFCNDenseNet",
     "RFCNResNet",
     "ResVAE",
@@ -23,5 +37,6 @@ __all__ = [
     "build_network",
     "build_vae",
     "layer_widths",
+    "member_input",
     "nb_log_prob",
 ]

@@ -74,16 +74,16 @@ class RRFCN(_Net):
     widths: Sequence[int] = (2048, 256, 256, 256, 256, 256)
     edges: Sequence[Sequence[int]] = ()
 
-    def backbone(self, x, train):
+    def backbone(self, x, train, rate=None):
         n = len(self.widths)
         sources = {i: sorted({int(s) for s, t in self.edges if int(t) == i}) for i in range(1, n)}
         for i, src in sources.items():
             if not src or any(s >= i or s < 0 for s in src):
                 raise ValueError(f"RRFCN node {i} needs at least one input from an earlier node; got {src}.")
-        outs = [self.unit(int(self.widths[0]))(x, train)]
+        outs = [self.unit(int(self.widths[0]))(x, train, rate)]
         for i in range(1, n):
             inp = jnp.concatenate([outs[s] for s in sources[i]], axis=-1)
-            outs.append(self.unit(int(self.widths[i]))(inp, train))
+            outs.append(self.unit(int(self.widths[i]))(inp, train, rate))
         return outs[-1]
 
 

@@ -11,9 +11,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 ACTIVATIONS = {"relu": nn.relu, "gelu": nn.gelu, "silu": nn.silu, "elu": nn.elu, "tanh": jnp.tanh}
+
+
+def dropout(module: nn.Module, x, rate, train: bool):
+    """Inverted dropout with a ``rate`` that may be traced (a search's trials then share one compilation)."""
+    if not train:
+        return x
+    keep = 1.0 - rate
+    mask = jax.random.bernoulli(module.make_rng("dropout"), keep, x.shape)
+    return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
 class FCUnit(nn.Module):
@@ -24,35 +34,67 @@ class FCUnit(nn.Module):
     dropout: float = 0.0
 
     @nn.compact
-    def __call__(self, x, train: bool):
+    def __call__(self, x, train: bool, rate=None):
         x = nn.Dense(self.features)(x)
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
         x = ACTIVATIONS[self.activation](x)
         if self.dropout > 0:
-            x = nn.Dropout(self.dropout, deterministic=not train)(x)
+            x = dropout(self, x, self.dropout if rate is None else rate, train)
         return x
 
 
 class _Net(nn.Module):
-    """Input dropout -> backbone -> linear head."""
+    """Input dropout -> backbone -> linear head.
+
+    ``rates = (input_keep, dropout)`` given at call time (possibly traced) replace the
+    attributes' values; the attributes still decide whether a dropout layer exists.
+    """
 
     n_out: int
     input_keep: float = 1.0
     activation: str = "relu"
     dropout: float = 0.0
 
-    def backbone(self, x, train: bool):  # pragma: no cover - overridden
+    def backbone(self, x, train: bool, rate=None):  # pragma: no cover - overridden
         raise NotImplementedError
 
     @nn.compact
-    def __call__(self, x, train: bool = False):
+    def __call__(self, x, train: bool = False, rates=None):
+        keep, rate = (self.input_keep, self.dropout) if rates is None else rates
         if self.input_keep < 1.0:
-            x = nn.Dropout(1.0 - self.input_keep, deterministic=not train)(x)
-        h = self.backbone(x, train)
+            x = dropout(self, x, 1.0 - keep, train)
+        h = self.backbone(x, train, rate)
         return nn.Dense(self.n_out, name="head")(h), h
 
     def unit(self, features: int):
         return FCUnit(features, self.activation, self.dropout)
+
+
+def canonical(net: nn.Module) -> nn.Module:
+    """``net`` with its dropout rates set to fixed stand-ins (same layers, same variables).
+
+    The trainer compiles the canonical network and passes the real rates at call time, so
+    networks that differ only in their rates share one compiled step.
+    """
+    if not isinstance(net, _Net):
+        return net
+    return net.clone(input_keep=0.5 if net.input_keep < 1.0 else 1.0, dropout=0.5 if net.dropout > 0 else 0.0)
+
+
+class Linear(_Net):
+    """Multinomial logistic regression: input dropout, then one dense layer (no hidden unit).
+
+    The floor of every search; its embedding is its output (the class logits), so ``X_ag``
+    stays small however many genes it reads.
+    """
+
+    @nn.compact
+    def __call__(self, x, train: bool = False, rates=None):
+        keep = self.input_keep if rates is None else rates[0]
+        if self.input_keep < 1.0:
+            x = dropout(self, x, 1.0 - keep, train)
+        out = nn.Dense(self.n_out, name="head")(x)
+        return out, out
 
 
 class MLP(_Net):
@@ -60,9 +102,9 @@ class MLP(_Net):
 
     widths: Sequence[int] = (256, 256)
 
-    def backbone(self, x, train):
+    def backbone(self, x, train, rate=None):
         for w in self.widths:
-            x = self.unit(w)(x, train)
+            x = self.unit(w)(x, train, rate)
         return x
 
 
@@ -72,10 +114,10 @@ class RFCNResNet(_Net):
     width: int = 256
     n_blocks: int = 3
 
-    def backbone(self, x, train):
-        x = self.unit(self.width)(x, train)
+    def backbone(self, x, train, rate=None):
+        x = self.unit(self.width)(x, train, rate)
         for _ in range(self.n_blocks):
-            x = x + self.unit(self.width)(x, train)
+            x = x + self.unit(self.width)(x, train, rate)
         return x
 
 
@@ -91,19 +133,19 @@ class RFCNDenseNet(_Net):
     growth_rate: int = 64
     compression: float = 0.5
 
-    def backbone(self, x, train):
-        x = self.unit(2 * self.growth_rate)(x, train)
+    def backbone(self, x, train, rate=None):
+        x = self.unit(2 * self.growth_rate)(x, train, rate)
         for b, n_units in enumerate(self.block_structure):
             feats = [x]
             for _ in range(n_units):
-                feats.append(self.unit(self.growth_rate)(jnp.concatenate(feats, axis=-1), train))
+                feats.append(self.unit(self.growth_rate)(jnp.concatenate(feats, axis=-1), train, rate))
             x = jnp.concatenate(feats, axis=-1)
             if b < len(self.block_structure) - 1:
-                x = self.unit(max(1, int(x.shape[-1] * self.compression)))(x, train)
+                x = self.unit(max(1, int(x.shape[-1] * self.compression)))(x, train, rate)
         return x
 
 
-MODELS = {"mlp": MLP, "resnet": RFCNResNet, "densenet": RFCNDenseNet}
+MODELS = {"linear": Linear, "mlp": MLP, "resnet": RFCNResNet, "densenet": RFCNDenseNet}
 
 
 def build_network(arch: dict, n_out: int) -> nn.Module:
@@ -112,6 +154,7 @@ def build_network(arch: dict, n_out: int) -> nn.Module:
     if arch.get("model") == "ensemble":
         return _build(arch, n_out)
     name = arch.pop("model")
+    arch.pop("input", None)  # an ensemble member's input transform (see Ensemble)
     if name not in MODELS:
         raise ValueError(f"Unknown model '{name}'; choose one of {sorted(MODELS)}.")
     for k in ("widths", "block_structure"):
@@ -122,28 +165,83 @@ def build_network(arch: dict, n_out: int) -> nn.Module:
     return MODELS[name](n_out=n_out, **arch)
 
 
+class InputTransform(nn.Module):
+    """Per-gene scaling, and optionally a selection of genes, inside the network.
+
+    ``x -> clip((x[:, genes] - shift) * scale, lo, hi)``, with ``genes``, ``shift`` and
+    ``scale`` constants of the ``"inputs"`` variable collection (never trained). An ensemble
+    gives each member its own, so members fitted on other folds, scalings or gene subsets
+    read one shared input.
+    """
+
+    n_genes: int | None = None  # None: every input gene, in order
+    lo: float = -float("inf")
+    hi: float = float("inf")
+
+    @nn.compact
+    def __call__(self, x):
+        n = x.shape[-1] if self.n_genes is None else self.n_genes
+        if self.n_genes is not None:
+            genes = self.variable("inputs", "genes", lambda: jnp.arange(n, dtype=jnp.int32)).value
+            x = jnp.take(x, genes, axis=-1)
+        shift = self.variable("inputs", "shift", lambda: jnp.zeros(n, jnp.float32)).value
+        scale = self.variable("inputs", "scale", lambda: jnp.ones(n, jnp.float32)).value
+        x = jnp.clip((x - shift) * scale, self.lo, self.hi)
+        return jnp.nan_to_num(x, nan=0.0)
+
+
 class Ensemble(nn.Module):
-    """Averages member networks: class probabilities (returned as log-probabilities) or regression outputs.
+    """Weighted average of member networks: class probabilities (returned as log-probabilities) or outputs.
 
     The embedding is the concatenation of the members' embeddings. Built from
-    ``{"model": "ensemble", "average": "probs" | "mean", "members": [arch, ...]}``.
+    ``{"model": "ensemble", "average": "probs" | "mean", "weights": [...], "members": [arch, ...]}``;
+    a member architecture with an ``"input"`` entry (``{"n_genes": int | None, "clip": [lo, hi] | None}``)
+    reads the shared input through its own :class:`InputTransform`.
     """
 
     members: Sequence[nn.Module]
     average: str = "probs"
+    weights: Sequence[float] | None = None
+    inputs: Sequence[tuple | None] | None = None  # per member: (n_genes, lo, hi) or None
 
+    @nn.compact
     def __call__(self, x, train: bool = False):
-        outs, embs = zip(*(m(x, train) for m in self.members), strict=True)
+        outs, embs = [], []
+        for i, m in enumerate(self.members):
+            spec = self.inputs[i] if self.inputs is not None else None
+            xi = x if spec is None else InputTransform(*spec, name=f"input_{i}")(x)
+            o, e = m(xi, train)
+            outs.append(o)
+            embs.append(e)
+        n = len(self.members)
+        w = jnp.asarray(self.weights if self.weights is not None else [1.0] * n, jnp.float32)
+        w = (w / w.sum())[:, None, None]
         out = jnp.stack(outs)
         if self.average == "probs":
-            out = jnp.log(jnp.mean(nn.softmax(out, axis=-1), axis=0) + 1e-12)
+            out = jnp.log(jnp.sum(w * nn.softmax(out, axis=-1), axis=0) + 1e-12)
         else:
-            out = jnp.mean(out, axis=0)
+            out = jnp.sum(w * out, axis=0)
         return out, jnp.concatenate(embs, axis=-1)
+
+
+def member_input(spec: dict | None) -> tuple | None:
+    """An architecture's ``"input"`` entry as :class:`InputTransform` arguments."""
+    if spec is None:
+        return None
+    lo, hi = spec.get("clip") or (-float("inf"), float("inf"))
+    n = spec.get("n_genes")
+    return (None if n is None else int(n), float(lo), float(hi))
 
 
 def _build(arch: dict, n_out: int) -> nn.Module:
     if arch.get("model") == "ensemble":
-        members = tuple(_build(m, n_out) for m in arch["members"])
-        return Ensemble(members=members, average=arch.get("average", "probs"))
+        members = [dict(m) for m in arch["members"]]
+        inputs = tuple(member_input(m.pop("input", None)) for m in members)
+        weights = arch.get("weights")
+        return Ensemble(
+            members=tuple(_build(m, n_out) for m in members),
+            average=arch.get("average", "probs"),
+            weights=None if weights is None else tuple(float(w) for w in weights),
+            inputs=inputs if any(v is not None for v in inputs) else None,
+        )
     return build_network(arch, n_out)

@@ -8,7 +8,9 @@ The test split is never looked at here.
 
 from __future__ import annotations
 
+import dataclasses
 import time
+import traceback
 from dataclasses import dataclass, field
 
 import jax
@@ -20,8 +22,8 @@ from optuna.trial import TrialState
 from .. import _logging as logg
 from ..data import TrainData
 from ..nn import build_network
-from ..train import FitResult, fit
-from ._spaces import MODES, suggest
+from ..train import FitResult, fit, make_apply, predict_arrays
+from ._spaces import MODES, TrialConfig, suggest
 from ._study import Heartbeat, recover_stale_trials, uses_own_heartbeat, worker_name
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -45,6 +47,17 @@ def trial_seed(rng: int) -> jax.Array:
 
 
 @dataclass
+class Fitted:
+    """One trained configuration: what it was, its weights, the data variant it read, its validation outputs."""
+
+    config: TrialConfig
+    arch: dict  # the architecture trained (ENAS: the one it found)
+    result: FitResult
+    data: TrainData  # the problem with this configuration's scaling and genes
+    val_out: np.ndarray | None = None  # network outputs on the validation split
+
+
+@dataclass
 class Searcher:
     """Runs trials of one study on one prepared problem, in this process."""
 
@@ -53,14 +66,20 @@ class Searcher:
     cfg: object
     modes: list[str]
     rng: int
-    keep: int = 1  # how many best FitResults to keep in memory
-    results: dict[int, FitResult] = field(default_factory=dict)
+    keep: int = 1  # how many best trained configurations to keep in memory
+    results: dict[int, Fitted] = field(default_factory=dict)
     n_trials: int | None = None
     deadline: float | None = None
+    _values: dict[int, float] = field(default_factory=dict)
+    _complete_seen: bool = False
 
     @property
     def metric(self) -> str:
         return self.cfg.search.metric
+
+    @property
+    def n_vars(self) -> int:
+        return int(self.data.base.pipeline.n_features)
 
     def _n_counted(self, states=COUNTED, before: int | None = None) -> int:
         trials = self.study.get_trials(deepcopy=False, states=states)
@@ -70,6 +89,11 @@ class Searcher:
         """Finished or pruned trials of the study (the ones ``n_trials`` counts)."""
         return self._n_counted()
 
+    def config_of(self, trial) -> TrialConfig:
+        """A trial's configuration, drawn again from its parameters."""
+        fixed = optuna.trial.FixedTrial(trial.params, number=trial.number)
+        return suggest(fixed, self.cfg, self.modes, self.n_vars)
+
     def objective(self, trial: optuna.Trial) -> float:
         n_target = self.n_trials
         if n_target is not None:
@@ -78,8 +102,8 @@ class Searcher:
                 trial.set_user_attr(SURPLUS_ATTR, True)
                 self.study.stop()
                 raise _Surplus(f"the study already has its {n_target} trials")
-        mode, arch, trainer = suggest(trial, self.cfg, self.modes)
-        trial.set_user_attr("architecture", arch)
+        tc = suggest(trial, self.cfg, self.modes, self.n_vars)
+        trial.set_user_attr("architecture", tc.arch)
         trial.set_user_attr("worker", worker_name())
         start = time.perf_counter()
 
@@ -96,12 +120,21 @@ class Searcher:
         own = uses_own_heartbeat(self.study)
         with Heartbeat(self.study, trial, self.cfg.search.heartbeat_interval, enabled=own):
             try:
-                arch, result = self._train(mode, arch, trainer, report, f"trial {trial.number} ({mode})")
-                trial.set_user_attr("architecture", arch)
-            except FloatingPointError:
+                fitted = self.train(tc, report, f"trial {trial.number} ({tc.mode})")
+                trial.set_user_attr("architecture", fitted.arch)
+            except FloatingPointError as e:
                 trial.set_user_attr("diverged", True)
+                trial.set_user_attr("failure", str(e))
                 trial.set_user_attr("seconds", time.perf_counter() - start)
                 raise optuna.TrialPruned() from None
+            except (optuna.TrialPruned, _Surplus):
+                raise
+            except Exception as e:  # noqa: BLE001 - one bad configuration must not end the search
+                trial.set_user_attr("failure", f"{type(e).__name__}: {e}"[:500])
+                trial.set_user_attr("seconds", time.perf_counter() - start)
+                logg.debug(f"trial {trial.number} failed:\n{traceback.format_exc()}")
+                raise
+        result = fitted.result
         hist = result.history
         value = _value_at_best(result, self.metric)
         trial.set_user_attr("val_loss", float(result.best_val_loss))
@@ -109,20 +142,22 @@ class Searcher:
             trial.set_user_attr("val_accuracy", float(hist["val_accuracy"][result.best_epoch]))
         trial.set_user_attr("best_epoch", int(result.best_epoch))
         trial.set_user_attr("epochs", len(hist["epoch"]))
-        trial.set_user_attr("seconds", time.perf_counter() - start)
-        self._remember(trial.number, value, result)
+        seconds = time.perf_counter() - start
+        trial.set_user_attr("seconds", seconds)
+        if np.isfinite(result.epoch_seconds):  # the cost of a run once compiled (a fold of its CV)
+            trial.set_user_attr("rerun_seconds", float(result.epoch_seconds) * len(hist["epoch"]))
+        self._remember(trial.number, value, fitted)
         return value
 
     def _has_complete(self) -> bool:
         """Whether the study has a finished trial (the time budget never stops the first one)."""
-        if not getattr(self, "_complete_seen", False):
+        if not self._complete_seen:
             self._complete_seen = bool(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         return self._complete_seen
 
-    def _remember(self, number: int, value: float, result: FitResult) -> None:
+    def _remember(self, number: int, value: float, fitted: Fitted) -> None:
         sign = -1.0 if direction(self.metric) == "maximize" else 1.0
-        self.results[number] = result
-        self._values = getattr(self, "_values", {})
+        self.results[number] = fitted
         self._values[number] = sign * value
         if len(self.results) > self.keep:
             worst = max(self.results, key=lambda n: self._values[n])
@@ -153,14 +188,14 @@ class Searcher:
                 study.stop()
 
         old = optuna.logging.get_verbosity()
-        optuna.logging.set_verbosity(optuna.logging.WARNING)  # our bar says what Optuna's log would
+        optuna.logging.set_verbosity(optuna.logging.ERROR)  # our bar says what Optuna's log would
         try:
             self.study.optimize(
                 self.objective,
                 n_trials=None,  # the study-wide count is enforced by `after` and `objective`
                 timeout=timeout,
                 callbacks=[after],
-                catch=(_Surplus,),
+                catch=(_Surplus, Exception),  # a failed trial is recorded (with its reason) and the search goes on
                 gc_after_trial=False,
                 show_progress_bar=False,
             )
@@ -179,8 +214,8 @@ class Searcher:
             recover_stale_trials(self.study, self.cfg.search)
             time.sleep(1.0)
 
-    def top_trials(self, k: int) -> list[optuna.trial.FrozenTrial]:
-        """The ``k`` best COMPLETE trials by the validation metric."""
+    def top_trials(self, k: int | None = None) -> list[optuna.trial.FrozenTrial]:
+        """The ``k`` best COMPLETE trials by the validation metric (all of them for ``None``)."""
         done = [
             t
             for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -188,24 +223,65 @@ class Searcher:
         ]
         reverse = direction(self.metric) == "maximize"
         done.sort(key=lambda t: (-t.value if reverse else t.value, t.number))
-        return done[:k]
+        return done if k is None else done[:k]
+
+    def first_failure(self) -> str | None:
+        """The reason the first failed (or diverged) trial of the study gave, if any."""
+        for t in sorted(self.study.get_trials(deepcopy=False), key=lambda t: t.number):
+            why = t.user_attrs.get("failure")
+            if why:
+                return f"trial {t.number} ({t.params.get('mode', '?')}): {why}"
+        return None
+
+    def fitted_of(self, trial: optuna.trial.FrozenTrial) -> Fitted:
+        """The trial's trained configuration: from memory, or retrained from its parameters."""
+        if trial.number in self.results:
+            return self.results[trial.number]
+        logg.info(f"    retraining trial {trial.number} (run by another worker) from its parameters")
+        tc = self.config_of(trial)
+        found = trial.user_attrs.get("architecture")
+        if tc.mode == "enas" and found and found.get("model") == "rrfcn":  # retrain what its ENAS search found
+            tc = dataclasses.replace(tc, mode="rrfcn", arch=found)
+        return self.train(tc, None, f"retrain {trial.number}")
 
     def result_of(self, trial: optuna.trial.FrozenTrial) -> tuple[dict, FitResult]:
-        """The trial's architecture and fitted weights: from memory, or retrained from its parameters."""
-        fixed = optuna.trial.FixedTrial(trial.params, number=trial.number)
-        _, arch, trainer = suggest(fixed, self.cfg, self.modes)
-        if trial.number in self.results:  # ENAS trials store the architecture they found
-            return trial.user_attrs.get("architecture", arch), self.results[trial.number]
-        logg.info(f"    retraining trial {trial.number} (run by another worker) from its parameters")
-        return self._train(trial.params["mode"], arch, trainer, None, f"retrain {trial.number}")
+        """The trial's architecture and fitted weights (see :meth:`fitted_of`)."""
+        fitted = self.fitted_of(trial)
+        return fitted.arch, fitted.result
 
-    def _train(self, mode: str, arch: dict, trainer, report, desc: str) -> tuple[dict, FitResult]:
-        """Train one trial's model: the mode's own runner, or ``fit`` of ``build_network(arch)``."""
-        runner = MODES[mode].run
+    def train(
+        self, tc: TrialConfig, report, desc: str, data: TrainData | None = None, seed_offset: int = 0, **fit_kw
+    ) -> Fitted:
+        """Train one configuration on ``data`` (default: the search's problem) with its scaling and genes.
+
+        ``seed_offset`` > 0 draws another initialisation (the folds of a cross-validation);
+        ``fit_kw`` go to :func:`autogenome_sc.train.fit`.
+        """
+        base = self.data if data is None else data
+        runner = MODES[tc.mode].run if tc.mode in MODES else None
+        supervised = tc.mode not in MODES or MODES[tc.mode].supervised
+        problem = base.with_inputs(tc.scaling, tc.n_genes) if supervised else base
+        key = trial_seed(self.rng)
+        if seed_offset:
+            key = jax.random.fold_in(key, seed_offset)
         if runner is not None:
-            return runner(self.data, arch, trainer, self.cfg, trial_seed(self.rng), report)
-        net = build_network(arch, self.data.n_out)
-        return arch, fit(net, self.data, trainer, self.cfg.loss, trial_seed(self.rng), callback=report, desc=desc)
+            cfg = self.cfg.model_copy(update={"loss": tc.loss})
+            arch, result = runner(problem, tc.arch, tc.trainer, cfg, key, report)
+        else:
+            arch = tc.arch
+            net = build_network(arch, problem.n_out)
+            result = fit(net, problem, tc.trainer, tc.loss, key, callback=report, desc=desc, **fit_kw)
+        fitted = Fitted(tc, arch, result, problem)
+        if supervised and len(problem.idx["val"]):
+            fitted.val_out = outputs_of(fitted, problem.idx["val"])
+        return fitted
+
+
+def outputs_of(fitted: Fitted, idx: np.ndarray) -> np.ndarray:
+    """Network outputs (logits, or standardised regression values) of rows ``idx`` of ``fitted.data``."""
+    net = build_network(fitted.arch, fitted.data.n_out)
+    out, _ = predict_arrays(make_apply(net), fitted.result.variables, fitted.data.pipeline, idx, min(1024, len(idx)))
+    return out
 
 
 def _value_at_best(result: FitResult, metric: str) -> float:

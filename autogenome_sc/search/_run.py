@@ -15,7 +15,7 @@ from anndata import AnnData
 from .. import _logging as logg
 from ..data import TrainData, prepare
 from ._driver import DEFAULT_N_TRIALS, DEFAULT_TIMEOUT, Searcher, direction
-from ._spaces import check_modes
+from ._spaces import check_modes, portfolio
 from ._study import make_pruner, make_sampler, make_storage
 
 DATA_ATTR = "ag_data"
@@ -40,7 +40,7 @@ def default_modes() -> list[str]:
     import jax
 
     accelerated = jax.default_backend() in ("gpu", "cuda", "rocm", "tpu")
-    return ["mlp", "resnet", "densenet"] + (["enas"] if accelerated else [])
+    return ["linear", "mlp", "resnet", "densenet"] + (["enas"] if accelerated else [])
 
 
 def resolve_modes(label_key, modes, cfg) -> list[str]:
@@ -162,6 +162,9 @@ def open_study(
     seed = int(rng) + 1_000_003 * int(worker_index) + len(study.get_trials(deepcopy=False))
     study.sampler = make_sampler(seed % (2**32), cfg.search)
     n_before = len(study.get_trials(deepcopy=False))
+    if n_before == 0 and label_key is not None and worker_index == 0:  # a new study starts from known-good settings
+        for params in portfolio(cfg, modes, int(data.base.pipeline.n_features), len(data.idx["train"])):
+            study.enqueue_trial(params, skip_if_exists=True)
     where = "a journal file in " + str(run_dir) if storage is None else "the given storage"
     logg.info(
         f"    study '{study_name}' in {where}: {n_before} earlier trials; modes {', '.join(modes)}; "

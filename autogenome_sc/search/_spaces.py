@@ -53,6 +53,10 @@ def _common(trial: optuna.Trial, spaces, base) -> dict:
     }
 
 
+def _linear(trial, spaces, models):
+    return {"model": "linear", "input_keep": trial.suggest_categorical("input_keep", spaces.input_keep)}
+
+
 def _mlp(trial, spaces, models):
     n = trial.suggest_categorical("mlp_layers", spaces.mlp_layers)
     width = trial.suggest_categorical("mlp_width", spaces.mlp_widths)
@@ -84,30 +88,136 @@ def _densenet(trial, spaces, models):
     }
 
 
+register_mode(Mode("linear", True, _linear))
 register_mode(Mode("mlp", True, _mlp))
 register_mode(Mode("resnet", True, _resnet))
 register_mode(Mode("densenet", True, _densenet))
 
 
-def suggest_trainer(trial: optuna.Trial, spaces, trainer):
-    """The trainer section with the general hyperparameters drawn for this trial."""
+@dataclass(frozen=True)
+class TrialConfig:
+    """Everything one trial trains: mode, architecture, trainer and loss sections, input choices."""
+
+    mode: str
+    arch: dict
+    trainer: object
+    loss: object
+    scaling: str
+    n_genes: int | None
+
+
+def gene_choices(spaces, n_vars: int) -> list[int | None]:
+    """The ``n_genes`` choices for ``n_vars`` genes: those at or above it mean all (``None``)."""
+    out: list[int | None] = []
+    for n in spaces.n_genes:
+        v = None if n is None or int(n) >= n_vars else int(n)
+        if v not in out:
+            out.append(v)
+    return out
+
+
+def suggest_trainer(trial: optuna.Trial, spaces, trainer, mode: str = "mlp"):
+    """The trainer section with the general hyperparameters drawn for this trial.
+
+    The linear mode draws an L2 penalty (``l2``) instead of a weight decay.
+    """
     lr = trial.suggest_float("learning_rate", *spaces.learning_rate, log=True)
-    wd = trial.suggest_float("weight_decay", *spaces.weight_decay, log=True)
-    return trainer.model_copy(
-        update={
-            "learning_rate": lr,
-            "weight_decay": wd,
-            "batch_size": int(trial.suggest_categorical("batch_size", spaces.batch_size)),
-            "momentum": float(trial.suggest_categorical("momentum", spaces.momentum)),
-        }
-    )
+    update = {
+        "learning_rate": lr,
+        "batch_size": int(trial.suggest_categorical("batch_size", spaces.batch_size)),
+        "momentum": float(trial.suggest_categorical("momentum", spaces.momentum)),
+    }
+    if mode == "linear":
+        update.update(weight_decay=0.0, l2=trial.suggest_float("l2", *spaces.linear_l2, log=True))
+    else:
+        update["weight_decay"] = trial.suggest_float("weight_decay", *spaces.weight_decay, log=True)
+    return trainer.model_copy(update=update)
 
 
-def suggest(trial: optuna.Trial, cfg, modes: list[str]) -> tuple[str, dict, object]:
-    """Draw a mode, its architecture and the trainer hyperparameters for ``trial``."""
+def suggest(trial: optuna.Trial, cfg, modes: list[str], n_vars: int | None = None) -> TrialConfig:
+    """Draw a mode, its architecture, the trainer and loss settings and the input choices for ``trial``."""
+    spaces = cfg.search.spaces
     mode = trial.suggest_categorical("mode", list(modes))
-    arch = MODES[mode].suggest(trial, cfg.search.spaces, cfg.models)
-    return mode, arch, suggest_trainer(trial, cfg.search.spaces, cfg.trainer)
+    arch = MODES[mode].suggest(trial, spaces, cfg.models)
+    trainer = suggest_trainer(trial, spaces, cfg.trainer, mode)
+    loss = cfg.loss
+    scaling = cfg.data.scaling if cfg.data.scale else "none"
+    n_genes = cfg.data.n_genes
+    if MODES[mode].supervised:
+        if cfg.loss.name in ("auto", "cross_entropy"):
+            smooth = float(trial.suggest_categorical("label_smoothing", spaces.label_smoothing))
+            loss = cfg.loss.model_copy(update={"label_smoothing": smooth})
+        if cfg.data.scale:
+            scaling = trial.suggest_categorical("scaling", list(spaces.scaling))
+        if n_vars is not None:
+            n_genes = trial.suggest_categorical("n_genes", gene_choices(spaces, n_vars))
+    return TrialConfig(mode, arch, trainer, loss, scaling, n_genes)
+
+
+def portfolio(cfg, modes: list[str], n_vars: int, n_train: int) -> list[dict]:
+    """Trials to run first: settings known to do well on small and large data alike.
+
+    A logistic regression as CellTypist fits it (z-scores, L2 about ``1 / n_cells``), a
+    regularised RFCN-ResNet and a 2-layer MLP. Each is kept only where the configured spaces
+    allow its every choice (a value outside a range is moved inside it).
+    """
+    sp = cfg.search.spaces
+    genes = gene_choices(sp, n_vars)
+    offered = [g for g in genes if g is not None]
+    wide = None  # all genes up to 5000; above, the offered number nearest 2000
+    if n_vars > 5000 and offered:
+        wide = min(offered, key=lambda g: abs(g - 2000))
+    general = {"learning_rate": 3e-3, "batch_size": 64, "momentum": 0.9, "label_smoothing": 0.1, "scaling": "minmax"}
+    nets = {"weight_decay": 1e-2, "input_keep": 0.8, "dropout": 0.3, "n_genes": wide}
+    entries = [
+        {"mode": "linear", **general, "learning_rate": 1e-2, "label_smoothing": 0.0, "scaling": "zscore",
+         "input_keep": 1.0, "l2": 1.0 / max(n_train, 1), "n_genes": None},
+        {"mode": "resnet", **general, **nets, "resnet_width": 256, "resnet_blocks": 3},
+        {"mode": "mlp", **general, **nets, "mlp_width": 256, "mlp_layers": 2},
+    ]  # fmt: skip
+    out = []
+    for e in entries:
+        if e["mode"] not in modes:
+            continue
+        fixed = _inside(e, sp, genes)
+        if fixed is not None:
+            out.append(fixed)
+    return out
+
+
+def _inside(entry: dict, spaces, genes: list) -> dict | None:
+    """``entry`` with every value inside ``spaces``; ``None`` when a categorical choice is not offered."""
+    choices = {
+        "input_keep": spaces.input_keep,
+        "dropout": spaces.dropout,
+        "batch_size": spaces.batch_size,
+        "momentum": spaces.momentum,
+        "label_smoothing": spaces.label_smoothing,
+        "scaling": spaces.scaling,
+        "n_genes": genes,
+        "resnet_width": spaces.resnet_widths,
+        "resnet_blocks": spaces.resnet_blocks,
+        "mlp_width": spaces.mlp_widths,
+        "mlp_layers": spaces.mlp_layers,
+    }
+    ranges = {"learning_rate": spaces.learning_rate, "weight_decay": spaces.weight_decay, "l2": spaces.linear_l2}
+    out = {}
+    for k, v in entry.items():
+        if k in ranges:
+            lo, hi = ranges[k]
+            out[k] = float(min(max(v, lo), hi))
+        elif k in choices:
+            opts = list(choices[k])
+            if v not in opts:
+                numeric = [o for o in opts if isinstance(o, int | float) and not isinstance(o, bool)]
+                if k in ("batch_size", "momentum", "label_smoothing", "input_keep", "dropout") and numeric:
+                    v = min(numeric, key=lambda o: abs(o - v))  # the nearest offered value
+                else:
+                    return None
+            out[k] = v
+        else:
+            out[k] = v
+    return out
 
 
 def check_modes(modes, supervised: bool) -> list[str]:
@@ -117,7 +227,7 @@ def check_modes(modes, supervised: bool) -> list[str]:
     modes = list(dict.fromkeys(modes))
     if not modes:
         raise ValueError("modes is empty; choose at least one of " + ", ".join(sorted(MODES)) + ".")
-    known = {"mlp", "resnet", "densenet", "enas", "resvae"}
+    known = {"linear", "mlp", "resnet", "densenet", "enas", "resvae"}
     for m in modes:
         if m not in known:
             raise ValueError(f"Unknown search mode '{m}'; choose from {', '.join(sorted(known))}.")

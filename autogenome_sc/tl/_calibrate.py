@@ -11,25 +11,40 @@ from ..train import fit_novelty, fit_temperature, reliability_bins, softmax_t
 from ..train._confidence import N_BINS, ece_from_bins
 
 
-def calibrate(model: Model, data: TrainData, out: np.ndarray, emb: np.ndarray) -> tuple[dict, dict]:
-    """Fit the temperature (validation split) and the novelty statistics (training split) into ``model``.
+def calibrate(
+    model: Model,
+    data: TrainData,
+    out: np.ndarray,
+    emb: np.ndarray,
+    held_out: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[dict, dict]:
+    """Fit the temperature (held-out cells) and the novelty statistics (training cells) into ``model``.
+
+    By default the held-out cells are the validation split, the training cells the training
+    split. A model trained on train + validation after a cross-validation passes
+    ``held_out = (rows, outputs)``: its out-of-fold outputs of those rows choose the
+    temperature, its training cells are train + validation, and the novelty score's
+    reference is the test split, which no model of the search has seen.
 
     Sets ``model.calibration`` and ``model.novelty_``; returns ``(metrics, uns)``: the
     scalar metrics for ``uns["ag"]["metrics"]`` and the compact per-bin counts that
     ``ag.pl.reliability`` draws (validation and test, before and after).
     """
     tr, val, test = data.idx["train"], data.idx["val"], data.idx["test"]
-    if len(val) == 0 or len(tr) == 0:
-        logg.info("    no validation cells: the model is not calibrated (temperature 1)")
-        return {}, {}
     y = np.asarray(data.y, np.int64)
-    temperature = fit_temperature(out[val], y[val])
-    held_out = np.concatenate([val, test])  # only these are scored: no copies of every cell's probabilities
-    p_before, p_after = np.zeros_like(out), np.zeros_like(out)
-    p_before[held_out], p_after[held_out] = softmax_t(out[held_out], 1.0), softmax_t(out[held_out], temperature)
+    if held_out is not None:
+        rows, cal_out = held_out
+        tr, ref = np.sort(np.concatenate([tr, val])), test
+    else:
+        rows, cal_out, ref = val, out[val], val
+    if len(rows) == 0 or len(tr) == 0 or len(ref) == 0:
+        logg.info("    no held-out cells: the model is not calibrated (temperature 1)")
+        return {}, {}
+    temperature = fit_temperature(cal_out, y[rows])
     reliability, ece = {}, {}
-    for name, idx in (("val", val), ("test", test)):
-        before, after = reliability_bins(p_before[idx], y[idx]), reliability_bins(p_after[idx], y[idx])
+    for name, logits, idx in (("val", cal_out, rows), ("test", out[test], test)):
+        before = reliability_bins(softmax_t(logits, 1.0), y[idx])
+        after = reliability_bins(softmax_t(logits, temperature), y[idx])
         reliability[name] = {"before": before, "after": after}
         ece[name] = (ece_from_bins(before), ece_from_bins(after))
     metrics = {
@@ -39,8 +54,9 @@ def calibrate(model: Model, data: TrainData, out: np.ndarray, emb: np.ndarray) -
         "ece_test_before": ece["test"][0],
         "ece_test_after": ece["test"][1],
     }
-    model.calibration = {**metrics, "n_bins": N_BINS, "n_val": len(val)}
-    model.novelty_ = fit_novelty(emb, y[tr], len(data.classes), emb[val], p_after[val].max(axis=1), train_rows=tr)
+    model.calibration = {**metrics, "n_bins": N_BINS, "n_val": len(rows)}
+    ref_conf = softmax_t(out[ref], temperature).max(axis=1)
+    model.novelty_ = fit_novelty(emb, y[tr], len(data.classes), emb[ref], ref_conf, train_rows=tr)
     logg.info(
         f"    calibrated: temperature {temperature:.3f}, validation ECE {ece['val'][0]:.3f} -> {ece['val'][1]:.3f}"
     )

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 from anndata import AnnData
 
 from .. import _logging as logg
 from .. import config as _config
 from ..search import leaderboard, open_study
-from ..train import FitResult
+from ..search._select import final_model, select, use_cv
 from ._train import _headline, _log_input, finish
 
 
@@ -128,7 +128,8 @@ def search(
     adata = adata.copy() if copy else adata
     what = f"adata.obs['{label_key}']" if supervised else "a Res-VAE latent space"
     start = logg.info(f"searching models for {what}")
-    k = cfg.search.ensemble if supervised else 1  # VAEs are not averaged
+    t0 = time.perf_counter()
+    keep = max(cfg.search.ensemble, cfg.search.cv_configs + 1) if supervised else 1
     opened = open_study(
         adata,
         label_key,
@@ -143,85 +144,120 @@ def search(
         study_name=study_name,
         run_dir=run_dir,
         rng=rng,
-        keep=k,
+        keep=keep,
     )
     if supervised:
         _log_input(opened.data, opened.kind)
     s = opened.searcher
-    s.run(opened.n_trials, opened.timeout)
+    n_folds = use_cv(opened.data, opened.cfg.search) if supervised else 0
+    trials_timeout = opened.timeout
+    if trials_timeout is not None and n_folds:
+        trials_timeout = trials_timeout * (1.0 - opened.cfg.search.cv_share)  # the rest is cross-validation's
+    s.run(opened.n_trials, trials_timeout)
     s.wait_for_others()
     for _ in range(3):  # a worker that died after we stopped leaves a retry waiting: run it here
         if opened.timeout is not None or opened.n_trials is None or s.n_counted() >= opened.n_trials:
             break
         s.run(opened.n_trials, None)
         s.wait_for_others()
-    top = s.top_trials(k)
-    if not top:
+    if not s.top_trials(1):
+        why = s.first_failure()
+        if why is not None:
+            raise RuntimeError(f"No trial of study '{s.study.study_name}' completed; the first failure was {why}.")
         raise RuntimeError(
-            f"No trial of study '{s.study.study_name}' completed (all pruned or failed); "
+            f"No trial of study '{s.study.study_name}' completed (all pruned); "
             "raise n_trials or timeout, or widen the search spaces."
         )
-    fitted = [s.result_of(t) for t in top]
-    arch, result = _combine(fitted, opened.data.task)
     board = leaderboard(s.study)
-    best = top[0]
-    extra = {
-        "leaderboard": board,
-        "best": {
-            "trial": best.number,
-            "mode": best.params["mode"],
-            "value": float(best.value),
-            "metric": cfg.search.metric,
-            "params": dict(best.params),
-            "architecture": fitted[0][0],
-            "ensemble": np.asarray([t.number for t in top], dtype=np.int64),
-            "study_name": s.study.study_name,
-            "storage": opened.storage_name,
-            "n_trials": int(((board["state"] == "complete") | (board["state"] == "pruned")).sum()),
-        },
-    }
     if supervised:
+        deadline = None if opened.timeout is None else t0 + opened.timeout
+        sel = select(s, deadline=deadline, seed=int(rng))
+        search_seconds = time.perf_counter() - t0
+        t_final = time.perf_counter()
+        arch, result, data = final_model(sel, s, final=opened.cfg.search.final)
+        final_seconds = time.perf_counter() - t_final
+        lead = sel.scored[int(np.argmax(sel.weights))]
+        best = s.study.trials[lead.trial]
+        members = [sc.trial for sc, w in zip(sel.scored, sel.weights, strict=True) if w > 0]
+        extra = {
+            "leaderboard": _with_selection(board, sel),
+            "best": _best(best, opened, s, lead.fits[0].arch, members, board),
+            "selection": _selection_uns(sel, opened.cfg.search.final, search_seconds, final_seconds),
+        }
+        held = (sel.rows, sel.held_out) if sel.method == "cv" else None
         model = finish(
-            adata, opened.data, opened.kind, arch, result, opened.cfg,
-            label_key=label_key, key_added=key_added, rng=rng, extra_uns=extra,
+            adata, data, opened.kind, arch, result, opened.cfg,
+            label_key=label_key, key_added=key_added, rng=rng, extra_uns=extra, held_out=held,
         )  # fmt: skip
-    else:
-        from ._vae import finish_vae
+        how = "cross-validation" if sel.method == "cv" else "the validation split"
+        form = f"an ensemble of trials {members}" if sel.chosen == "ensemble" else f"trial {lead.trial} ({lead.mode})"
+        if sel.method == "cv":
+            form += " (" + ("its fold models averaged" if opened.cfg.search.final == "bag" else "refitted") + ")"
+        for note in sel.notes:
+            logg.info(f"    {note}")
+        logg.info(
+            "    finished",
+            time=start,
+            deep=f"{s.n_counted()} trials and {how} in {search_seconds:.0f}s chose {form}; "
+            f"final model {final_seconds:.0f}s; test {_headline(model.metrics_)}; model saved to '{model.path}'",
+        )
+        return adata if copy else None
 
-        model = finish_vae(
-            adata, opened.data, opened.kind, arch, result, opened.cfg,
-            key_added=key_added, rng=rng, reconstruct=reconstruct, eval_key=eval_key, extra_uns=extra,
-        )  # fmt: skip
-    what = f"trial {best.number} ({best.params['mode']})" if k == 1 else f"ensemble of trials {[t.number for t in top]}"
+    from ._vae import finish_vae
+
+    (best,) = s.top_trials(1)
+    arch, result = s.result_of(best)
+    extra = {"leaderboard": board, "best": _best(best, opened, s, arch, [best.number], board)}
+    model = finish_vae(
+        adata, opened.data, opened.kind, arch, result, opened.cfg,
+        key_added=key_added, rng=rng, reconstruct=reconstruct, eval_key=eval_key, extra_uns=extra,
+    )  # fmt: skip
     logg.info(
         "    finished",
         time=start,
-        deep=f"best: {what}, {cfg.search.metric} {best.value:.4f}; test {_headline(model.metrics_)}; "
-        f"model saved to '{model.path}'",
+        deep=f"best: trial {best.number} ({best.params['mode']}), {cfg.search.metric} {best.value:.4f}; "
+        f"test {_headline(model.metrics_)}; model saved to '{model.path}'",
     )
     return adata if copy else None
 
 
-def _combine(fitted: list[tuple[dict, FitResult]], task: str) -> tuple[dict, FitResult]:
-    """One member: itself. Several: an ensemble network holding every member's weights."""
-    if len(fitted) == 1:
-        return fitted[0]
-    arch = {
-        "model": "ensemble",
-        "average": "probs" if task == "classification" else "mean",
-        "members": [a for a, _ in fitted],
+def _best(trial, opened, searcher, arch: dict, members: list[int], board) -> dict:
+    return {
+        "trial": trial.number,
+        "mode": trial.params["mode"],
+        "value": float(trial.value),
+        "metric": opened.cfg.search.metric,
+        "params": dict(trial.params),
+        "architecture": arch,
+        "ensemble": np.asarray(members, dtype=np.int64),
+        "study_name": searcher.study.study_name,
+        "storage": opened.storage_name,
+        "n_trials": int(((board["state"] == "complete") | (board["state"] == "pruned")).sum()),
     }
-    variables = {
-        col: {f"members_{i}": r.variables.get(col, {}) for i, (_, r) in enumerate(fitted)}
-        for col in ("params", "batch_stats")
+
+
+def _with_selection(board, sel) -> Any:
+    """The leaderboard with each re-scored trial's held-out loss, accuracy, macro-F1 and ensemble weight."""
+    if board.empty:
+        return board
+    table = sel.table().set_index("trial")
+    prefix = "cv_" if sel.method == "cv" else "heldout_"
+    board = board.copy()
+    for col in ("loss", "accuracy", "macro_f1", "weight"):
+        board[prefix + col] = board["trial"].map(table[col]).astype(np.float64)
+    return board
+
+
+def _selection_uns(sel, final: str, search_seconds: float, final_seconds: float) -> dict:
+    return {
+        "method": sel.method,
+        "n_folds": int(sel.k),
+        "chosen": sel.chosen,
+        "final": final if sel.method == "cv" else "trial",
+        "n_cells": int(len(sel.rows)),
+        "table": sel.table(),
+        "search_seconds": float(search_seconds),
+        "selection_seconds": float(sel.seconds),
+        "final_seconds": float(final_seconds),
+        "notes": np.asarray(sel.notes, dtype=str) if sel.notes else np.zeros(0, dtype=str),
     }
-    lead = fitted[0][1]
-    result = FitResult(
-        variables=jax.device_get(variables),
-        history=lead.history,
-        best_epoch=lead.best_epoch,
-        best_val_loss=lead.best_val_loss,
-        target_mean=lead.target_mean,
-        target_std=lead.target_std,
-    )
-    return arch, result

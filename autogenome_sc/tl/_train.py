@@ -14,7 +14,7 @@ from anndata import AnnData
 from .. import _logging as logg
 from .. import config as _config
 from .._settings import settings
-from ..data import TrainData, prepare
+from ..data import Scaler, TrainData, prepare
 from ..io import Model
 from ..nn import MODELS, VAE_MODELS, build_network
 from ..search._enas import enas_uns, run_enas
@@ -175,6 +175,16 @@ def default_model_path(save_path: str | None, key_added: str, label_key: str | N
     return path
 
 
+def preprocessing_record(kind: str, pipe, cfg) -> dict:
+    """What a model stores of its preprocessing: detected input, transform, scaling and its bounds."""
+    scaler = pipe.scaler
+    rec = {"input": kind, "applied": pipe.preprocess, "config": cfg.data.preprocess}
+    rec["scaling"] = "none" if scaler is None else scaler.kind
+    if scaler is not None and scaler.clip is not None:
+        rec["clip"] = list(scaler.clip)
+    return rec
+
+
 def finish(
     adata: AnnData,
     data: TrainData,
@@ -187,24 +197,32 @@ def finish(
     key_added: str,
     rng: int,
     extra_uns: dict | None = None,
+    held_out: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Model:
-    """Evaluate the fitted network on the test split once, save it, write results to ``adata``."""
+    """Evaluate the fitted network on the test split once, save it, write results to ``adata``.
+
+    ``held_out = (rows, outputs)``: out-of-fold outputs that calibrate a model trained on
+    train + validation (see :func:`autogenome_sc.tl._calibrate.calibrate`).
+    """
     pipe = data.pipeline
+    scaler = pipe.scaler if pipe.scaler is not None else Scaler.identity(pipe.n_features)
     model = Model(
         architecture=arch,
         task=data.task,
         classes_=data.classes,
-        var_names_=pipe.source.var_names,
-        preprocessing_={"input": kind, "applied": pipe.preprocess, "config": cfg.data.preprocess},
+        var_names_=pipe.var_names,
+        preprocessing_=preprocessing_record(kind, pipe, cfg),
         variables=result.variables,
-        scaler_min_=pipe.scaler.min_,
-        scaler_scale_=pipe.scaler.scale_,
+        scaler_min_=scaler.min_,
+        scaler_scale_=scaler.scale_,
         target_mean_=result.target_mean,
         target_std_=result.target_std,
         config=cfg.model_dump(mode="json"),
     )
     out, emb = predict_arrays(model._apply, model.variables, pipe, np.arange(adata.n_obs), min(1024, adata.n_obs))
-    calib_metrics, calib_uns = calibrate(model, data, out, emb) if data.task == "classification" else ({}, {})
+    calib_metrics, calib_uns = ({}, {})
+    if data.task == "classification":
+        calib_metrics, calib_uns = calibrate(model, data, out, emb, held_out)
     pred, _ = model._postprocess(out)
     test = data.idx["test"]
     if data.task == "classification":

@@ -22,7 +22,7 @@ from ..nn import VAE_MODELS, build_vae
 from ..train import FitResult, evaluate_elbo, fit_vae, make_terms
 from ._keys import Keys
 from ._results import h5ad_safe
-from ._train import default_model_path
+from ._train import default_model_path, preprocessing_record
 
 
 def train_vae(
@@ -286,16 +286,14 @@ def finish_vae(
     cfg = _config.validate(cfg)
     pipe = data.pipeline
     # an NB model reads raw counts: a query must get no preprocessing either
-    applied = {
-        "input": kind,
-        "applied": pipe.preprocess,
-        "config": "none" if arch["likelihood"] == "nb" else cfg.data.preprocess,
-    }
+    applied = preprocessing_record(kind, pipe, cfg)
+    if arch["likelihood"] == "nb":
+        applied["config"] = "none"
     model = Model(
         architecture=arch,
         task="embedding",
         classes_=None,
-        var_names_=pipe.source.var_names,
+        var_names_=pipe.var_names,
         preprocessing_=applied,
         variables=result.variables,
         scaler_min_=pipe.scaler.min_,

@@ -3,16 +3,20 @@
 Each call of the compiled ``train_chunk`` runs ``lax.scan`` over K minibatches already on
 the device, so Python dispatch costs once per chunk rather than once per step. All chunks
 share one shape (padding steps are masked), so a fit compiles ``train_chunk`` and
-``apply`` once each; :attr:`FitResult.n_traces` records it and the tests check it.
+``apply`` once each; :attr:`FitResult.n_traces` records it and the tests check it. The
+compiled functions are cached by network and the hyperparameters are traced arguments, so
+a later fit of the same architecture and batch shape (another trial, another fold)
+compiles nothing.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 
 import jax
 import jax.numpy as jnp
@@ -21,8 +25,9 @@ import optax
 
 from .. import _logging as logg
 from ..data import TrainData
+from ..nn._fc import _Net, canonical
 from ._losses import LOSSES, host_loss
-from ._optim import make_optimizer
+from ._optim import Optimizer, hyperparameters
 from ._parallel import batch_mesh, replicate, shard
 
 
@@ -38,6 +43,7 @@ class FitResult:
     target_mean: float = 0.0
     target_std: float = 1.0
     n_devices: int = 1  # devices each minibatch was split across
+    epoch_seconds: float = float("nan")  # median wall time of an epoch after the first (training + validation)
 
 
 class EarlyStopping:
@@ -49,19 +55,26 @@ class EarlyStopping:
     def __init__(self, patience: int, start: int = 0):
         self.patience, self.start = patience, start
         self.loss, self.epoch, self.variables, self.wait = np.inf, -1, None, 0
+        self.failure: str | None = None
 
     def update(self, epoch: int, val_loss: float, train_loss: float, variables) -> bool:
         """Record one epoch; return whether training should stop."""
+        if not np.isfinite(train_loss):
+            self.failure = f"the training loss became {train_loss} at epoch {epoch + 1}"
+            return True
         if val_loss < self.loss - 1e-7:
             self.loss, self.epoch, self.variables, self.wait = val_loss, epoch, jax.device_get(variables), 0
+        elif not np.isfinite(val_loss) and self.failure is None:
+            self.failure = f"the validation loss became {val_loss} at epoch {epoch + 1}"
         elif epoch >= self.start:
             self.wait += 1
-        return self.wait >= self.patience or not np.isfinite(train_loss)
+        return self.wait >= self.patience
 
     def result(self, hist: dict, what: str, **extra) -> FitResult:
         """The :class:`FitResult` of the kept epoch; a sentence if no epoch had a finite loss."""
         if self.variables is None:
-            raise FloatingPointError(f"Training diverged (non-finite {what}); lower the learning rate.")
+            why = self.failure or f"no epoch had a finite {what}"
+            raise FloatingPointError(f"Training diverged: {why}; lower the learning rate.")
         return FitResult(
             variables=self.variables,
             history={k: np.asarray(v) for k, v in hist.items()},
@@ -71,9 +84,10 @@ class EarlyStopping:
         )
 
 
+@lru_cache(maxsize=64)
 def make_apply(net) -> Callable:
-    """A jitted inference function ``(variables, x) -> (output, embedding)``."""
-    return jax.jit(partial(net.apply, train=False))
+    """A jitted inference function ``(variables, x) -> (output, embedding)``, cached by network."""
+    return jax.jit(_traced(partial(net.apply, train=False), "apply", net))
 
 
 def predict_arrays(apply, variables, pipeline, idx: np.ndarray, batch_size: int = 1024):
@@ -91,12 +105,70 @@ def predict_arrays(apply, variables, pipeline, idx: np.ndarray, batch_size: int 
     return outs, embs
 
 
-def _counted(fn, counter: dict, name: str):
+#: Traces of the cached compiled functions, by (name, net): a fit reports how many it caused.
+_TRACES: Counter = Counter()
+
+
+def _traced(fn, name: str, net):
     def wrapped(*args):
-        counter[name] = counter.get(name, 0) + 1  # runs only while tracing
+        _TRACES[(name, net)] += 1  # runs only while tracing
         return fn(*args)
 
     return wrapped
+
+
+def _kernels_sq(params) -> jax.Array:
+    """Sum of squared kernel entries (what the L2 penalty weighs; biases and BatchNorm are exempt)."""
+    leaves = [p for p in jax.tree.leaves(params) if p.ndim > 1]
+    return sum((jnp.sum(p * p) for p in leaves), jnp.zeros((), jnp.float32))
+
+
+@lru_cache(maxsize=64)
+def _train_chunk_fn(net, loss_name: str, optimizer: str, traced_rates: bool, gather: bool = False) -> Callable:
+    """The compiled chunk step of ``net``, cached: its hyperparameters are traced arguments.
+
+    ``train_chunk(state, xs, ys, valid, key, hp, smoothing)``, ``state = (params, batch_stats,
+    opt_state)``; every fit of this network with these batch shapes reuses the compilation.
+    With ``traced_rates`` the dropout rates come from ``hp`` too (``net`` is canonical, see
+    :func:`autogenome_sc.nn.canonical`). With ``gather`` the chunk is ``(X, idx)``: the whole
+    (small) matrix on the device and the rows of each minibatch, gathered there.
+    """
+    loss_fn = LOSSES[loss_name]
+    opt = Optimizer(optimizer)
+
+    def train_chunk(state, xs, ys, valid, key, hp, smoothing):
+        kw = {"rates": (hp["input_keep"], hp["dropout"])} if traced_rates else {}
+        if gather:
+            matrix, xs = xs
+
+        def step(carry, inp):
+            params, bstats, opt_state = carry
+            x, yb, ok, k = inp
+            if gather:
+                x = jnp.take(matrix, x, axis=0)
+
+            def objective(p):
+                (out, _), upd = net.apply(
+                    {"params": p, "batch_stats": bstats},
+                    x,
+                    train=True,
+                    rngs={"dropout": k},
+                    mutable=["batch_stats"],
+                    **kw,
+                )
+                loss = loss_fn(out, yb, smoothing)
+                return loss + 0.5 * hp["l2"] * _kernels_sq(p), (loss, upd["batch_stats"])
+
+            (_, (loss, new_bstats)), grads = jax.value_and_grad(objective, has_aux=True)(params)
+            updates, new_opt = opt.update(grads, opt_state, params, hp)
+            new = (optax.apply_updates(params, updates), new_bstats, new_opt)
+            carry = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, carry)
+            return carry, jnp.where(ok, loss, 0.0)
+
+        state, losses = jax.lax.scan(step, state, (xs, ys, valid, jax.random.split(key, xs.shape[0])))
+        return state, losses.sum() / jnp.maximum(valid.sum(), 1)
+
+    return jax.jit(_traced(train_chunk, "train_chunk", net))
 
 
 def fit(
@@ -108,6 +180,7 @@ def fit(
     *,
     callback: Callable[[int, dict], None] | None = None,
     desc: str = "training",
+    stop_after: int | None = None,
 ) -> FitResult:
     """Train ``net`` on ``data`` with early stopping on the validation loss.
 
@@ -116,20 +189,34 @@ def fit(
     net
         A Flax module returning ``(output, embedding)``.
     data
-        The prepared problem (see :func:`autogenome_sc.data.prepare`).
+        The prepared problem (see :func:`autogenome_sc.data.prepare`). Without validation
+        cells it trains for ``trainer.max_epochs`` and keeps the last epoch.
     trainer, loss_cfg
         The ``trainer`` and ``loss`` sections of the config.
     key
         PRNG key for initialisation, shuffling and dropout.
     callback
         Called after each epoch with ``(epoch, metrics)``; may raise to stop (pruning).
+    stop_after
+        Stop after this many epochs (the schedule still spans ``trainer.max_epochs``, as in
+        the runs that chose the number).
     """
     loss_name = _loss_name(loss_cfg.name, data.task)
-    loss_fn = LOSSES[loss_name]
     smoothing = loss_cfg.label_smoothing if loss_name == "cross_entropy" else 0.0
     mesh, batch = batch_mesh(trainer.data_parallel, data.batch_size_for(trainer.batch_size))
-    steps_per_epoch, k = data.steps_per_chunk(batch)
-    tx = make_optimizer(trainer, trainer.max_epochs * steps_per_epoch)
+    min_steps = getattr(trainer, "min_steps_per_epoch", 1)
+    steps_per_epoch, _ = data.steps_per_chunk(batch, min_steps)
+    hp = hyperparameters(trainer, trainer.max_epochs * steps_per_epoch)
+    traced_rates = isinstance(net, _Net)
+    if traced_rates:  # compile the canonical network, pass the real dropout rates
+        hp["input_keep"] = jnp.asarray(net.input_keep, jnp.float32)
+        hp["dropout"] = jnp.asarray(net.dropout, jnp.float32)
+        net = canonical(net)
+    opt = Optimizer(trainer.optimizer)
+    on_device = data.pipeline.cache is not None  # a small problem: its matrix goes to the device once
+    train_chunk = _train_chunk_fn(net, loss_name, trainer.optimizer, traced_rates, on_device)
+    apply = make_apply(net)
+    before = {name: _TRACES[(name, net)] for name in ("train_chunk", "apply")}
 
     y = data.y
     t_mean, t_std = 0.0, 1.0
@@ -140,75 +227,80 @@ def fit(
         data = dataclasses.replace(data, y=y)
 
     k_init, k_shuffle, k_drop = jax.random.split(key, 3)
-    variables = net.init(k_init, jnp.zeros((batch, data.pipeline.n_features), jnp.float32), train=False)
+    variables = _init(net, k_init, batch, data.pipeline.n_features)
     params, batch_stats = variables["params"], variables.get("batch_stats", {})
-    state = replicate((params, batch_stats, tx.init(params)), mesh)
-    counts: dict[str, int] = {}
-
-    def train_chunk(state, xs, ys, valid, key):
-        def step(carry, inp):
-            params, bstats, opt_state = carry
-            x, yb, ok, k = inp
-
-            def objective(p):
-                (out, _), upd = net.apply(
-                    {"params": p, "batch_stats": bstats}, x, train=True, rngs={"dropout": k}, mutable=["batch_stats"]
-                )
-                return loss_fn(out, yb, smoothing), upd["batch_stats"]
-
-            (loss, new_bstats), grads = jax.value_and_grad(objective, has_aux=True)(params)
-            updates, new_opt = tx.update(grads, opt_state, params)
-            new = (optax.apply_updates(params, updates), new_bstats, new_opt)
-            carry = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, carry)
-            return carry, jnp.where(ok, loss, 0.0)
-
-        state, losses = jax.lax.scan(step, state, (xs, ys, valid, jax.random.split(key, xs.shape[0])))
-        return state, losses.sum() / jnp.maximum(valid.sum(), 1)
-
-    train_chunk = jax.jit(_counted(train_chunk, counts, "train_chunk"))
-    apply = jax.jit(_counted(partial(net.apply, train=False), counts, "apply"))
+    state = replicate((params, batch_stats, opt.init(params, hp)), mesh)
+    hp, smooth = replicate(hp, mesh), replicate(jnp.asarray(smoothing, jnp.float32), mesh)
 
     seed = int(jax.random.randint(k_shuffle, (), 0, 2**31 - 1))
     np_rng = np.random.default_rng(seed)
     val_idx = data.idx["val"]
+    validate = len(val_idx) > 0
     y_val = y[val_idx]
     hist: dict[str, list] = {"epoch": [], "train_loss": [], "val_loss": [], "train_seconds": []}
     if data.task == "classification":
         hist["val_accuracy"] = []
     stopper = EarlyStopping(trainer.patience)
     bar = logg.progress(range(trainer.max_epochs), desc=desc)
+    matrix = replicate(jnp.asarray(data.pipeline.cache), mesh) if on_device else None
+    chunks = data.train_index_chunks if on_device else data.train_chunks
+    walls: list[float] = []
     for epoch in bar:
         total, n, started = 0.0, 0, time.perf_counter()
-        for xs, ys, valid in data.train_chunks(batch, np_rng):
+        for xs, ys, valid in chunks(batch, np_rng, min_steps):
             k_drop, sub = jax.random.split(k_drop)
-            state, loss = train_chunk(state, shard(xs, mesh, 1), shard(ys, mesh, 1), shard(valid, mesh, None), sub)
+            xs = (matrix, shard(xs, mesh, 1)) if on_device else shard(xs, mesh, 1)
+            state, loss = train_chunk(state, xs, shard(ys, mesh, 1), shard(valid, mesh, None), sub, hp, smooth)
             total += float(loss) * int(valid.sum())
             n += int(valid.sum())
         hist["train_seconds"].append(time.perf_counter() - started)  # the loss above waited for the device
         cur = {"params": state[0], "batch_stats": state[1]}
-        out, _ = predict_arrays(apply, cur, data.pipeline, val_idx, batch_size=min(1024, max(len(val_idx), 1)))
-        val_loss = host_loss(loss_name, out, y_val)
-        metrics = {"train_loss": total / max(n, 1), "val_loss": val_loss}
-        if data.task == "classification":
-            metrics["val_accuracy"] = float((out.argmax(1) == y_val).mean())
+        metrics = {"train_loss": total / max(n, 1)}
+        if validate:
+            out, _ = predict_arrays(apply, cur, data.pipeline, val_idx, batch_size=min(1024, len(val_idx)))
+            metrics["val_loss"] = host_loss(loss_name, out, y_val)
+            if data.task == "classification":
+                metrics["val_accuracy"] = float((out.argmax(1) == y_val).mean())
+        else:  # a refit on every labelled cell: no early stopping, the last epoch is kept
+            metrics["val_loss"] = float("nan")
+            if data.task == "classification":
+                metrics["val_accuracy"] = float("nan")
         hist["epoch"].append(epoch)
         for name, v in metrics.items():
             hist[name].append(v)
-        stop = stopper.update(epoch, val_loss, metrics["train_loss"], cur)
+        if validate:
+            stop = stopper.update(epoch, metrics["val_loss"], metrics["train_loss"], cur)
+        else:
+            stop = stopper.update(epoch, -float(epoch), metrics["train_loss"], cur)
         bar.set_postfix({k_: f"{v:.3f}" for k_, v in metrics.items()}, refresh=False)
+        walls.append(time.perf_counter() - started)
         if callback is not None:
             callback(epoch, metrics)
-        if stop:
+        if stop or (stop_after is not None and epoch + 1 >= stop_after):
             break
     bar.close()
-    return stopper.result(
+    result = stopper.result(
         hist,
         "validation loss",
-        n_traces=dict(counts),
+        n_traces={name: _TRACES[(name, net)] - c for name, c in before.items()},
         target_mean=t_mean,
         target_std=t_std,
         n_devices=1 if mesh is None else mesh.size,
     )
+    if not validate:
+        result.best_val_loss = float("nan")
+    if len(walls) > 1:
+        result.epoch_seconds = float(np.median(walls[1:]))
+    return result
+
+
+def _init(net, key: jax.Array, batch: int, n_features: int) -> dict:
+    return _init_fn(net)(key, jnp.zeros((batch, n_features), jnp.float32))
+
+
+@lru_cache(maxsize=64)
+def _init_fn(net) -> Callable:
+    return jax.jit(partial(net.init, train=False))
 
 
 def _loss_name(name: str, task: str) -> str:

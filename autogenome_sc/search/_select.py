@@ -1,0 +1,371 @@
+"""Choosing the final model: held-out re-scoring of the best configurations, ensembles, the final fit.
+
+A validation split of 70 cells cannot tell good configurations apart, so on small data
+(classification, at most ``search.cv_max_cells`` cells in train + validation) the most
+promising configurations of the study (the ``search.cv_configs`` best by the validation
+metric, plus the best linear one) are re-scored by stratified k-fold cross-validation on
+train + validation. Each fold model stops early on its own held-out fold, whose predictions
+it contributes, so every cell of train + validation gets one out-of-fold prediction per
+configuration.
+
+The winner is chosen on those out-of-fold predictions among the best single configuration
+and an ensemble of the top configurations, built by greedy forward selection with
+replacement (Caruana et al. 2004) on the out-of-fold log-loss and kept only when it beats
+the best single configuration. The final model is then either the k fold models of each
+chosen configuration averaged (``search.final = "bag"``) or each chosen configuration trained
+once more on train + validation for the mean of its folds' best epochs (``"refit"``).
+
+On larger data, or for regression, the same greedy choice is made on the validation split
+with the models the trials trained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+
+import jax
+import numpy as np
+import pandas as pd
+from scipy.special import log_softmax, softmax
+
+from .. import _logging as logg
+from ..data import TrainData
+from ..nn import build_network
+from ..train import FitResult
+from ._driver import Fitted, Searcher, direction
+
+N_GREEDY = 25  # greedy ensemble steps (members may repeat: the counts are the weights)
+
+
+class _OutOfTime(Exception):
+    """The search's deadline passed during a cross-validation fit."""
+
+
+@dataclass
+class Scored:
+    """A configuration with its held-out outputs: out-of-fold (cross-validation) or on the validation split."""
+
+    trial: int
+    mode: str
+    fits: list[Fitted]  # one per fold, or the trial's own model
+    held_out: np.ndarray  # outputs of the selection rows (logits, or standardised values)
+    epochs: list[int]
+    seconds: float
+    loss: float = np.nan
+    accuracy: float = np.nan
+    macro_f1: float = np.nan
+
+
+@dataclass
+class Selection:
+    """What the final model is made of, and how it was chosen."""
+
+    method: str  # "cv" or "validation"
+    rows: np.ndarray  # the cells whose held-out outputs chose it
+    y: np.ndarray
+    task: str
+    scored: list[Scored]
+    weights: np.ndarray  # one per scored configuration, summing to 1
+    chosen: str  # "single" or "ensemble"
+    k: int = 0
+    seconds: float = 0.0
+    held_out: np.ndarray | None = None  # outputs of the chosen combination on `rows`
+    notes: list[str] = field(default_factory=list)
+
+    def table(self) -> pd.DataFrame:
+        """One row per scored configuration: held-out loss, accuracy, macro-F1 and ensemble weight."""
+        return pd.DataFrame(
+            {
+                "trial": np.asarray([s.trial for s in self.scored], np.int64),
+                "mode": [s.mode for s in self.scored],
+                "loss": np.asarray([s.loss for s in self.scored], np.float64),
+                "accuracy": np.asarray([s.accuracy for s in self.scored], np.float64),
+                "macro_f1": np.asarray([s.macro_f1 for s in self.scored], np.float64),
+                "weight": np.asarray(self.weights, np.float64),
+                "epochs": np.asarray([float(np.mean(s.epochs)) + 1 for s in self.scored], np.float64),
+                "seconds": np.asarray([s.seconds for s in self.scored], np.float64),
+            }
+        )
+
+
+def use_cv(data: TrainData, search_cfg) -> int:
+    """The number of folds cross-validation will use on ``data`` (0: choose on the validation split)."""
+    if data.task != "classification" or search_cfg.cv_folds < 2:
+        return 0
+    pool = np.concatenate([data.idx["train"], data.idx["val"]])
+    if len(pool) > search_cfg.cv_max_cells:
+        return 0
+    smallest = int(np.bincount(data.y[pool], minlength=data.n_out).min())
+    k = min(search_cfg.cv_folds, smallest)
+    return k if k >= 2 else 0
+
+
+def candidates(searcher: Searcher, n: int) -> list:
+    """The ``n`` best complete trials (distinct settings), then the best linear one if it is not among them."""
+    top = [t for t in searcher.top_trials() if _trainable(t)]
+    chosen, seen = [], set()
+    for t in top:
+        key = json.dumps(t.params, sort_keys=True, default=str)
+        if key not in seen and len(chosen) < n:
+            seen.add(key)
+            chosen.append(t)
+    linear = next((t for t in top if t.params.get("mode") == "linear"), None)
+    if linear is not None and all(t.number != linear.number for t in chosen):
+        chosen.append(linear)  # the floor no search may fall below is always re-scored
+    return chosen
+
+
+def _trainable(trial) -> bool:
+    """ENAS trials are re-scored through the architecture they found."""
+    if trial.params.get("mode") != "enas":
+        return True
+    found = trial.user_attrs.get("architecture") or {}
+    return found.get("model") == "rrfcn"
+
+
+def _config(searcher: Searcher, trial):
+    tc = searcher.config_of(trial)
+    if tc.mode == "enas":
+        tc = dataclasses.replace(tc, mode="rrfcn", arch=trial.user_attrs["architecture"])
+    return tc
+
+
+def select(searcher: Searcher, *, deadline: float | None, seed: int) -> Selection:
+    """Score the best configurations on held-out predictions and choose single or ensemble."""
+    cfg = searcher.cfg.search
+    data = searcher.data
+    k = use_cv(data, cfg)
+    start = time.perf_counter()
+    notes: list[str] = []
+    if k:
+        scored, rows = _cross_validate(searcher, candidates(searcher, cfg.cv_configs), k, seed, deadline, notes)
+        method = "cv"
+        if not scored:
+            notes.append("no configuration finished its cross-validation in time: chosen on the validation split")
+    if not k or not scored:
+        method, k = "validation", 0
+        rows = data.idx["val"]
+        scored = _on_validation(searcher, max(cfg.ensemble, 1))
+    y = data.y[rows]
+    for s in scored:
+        _score(s, y, data.task, data.n_out)
+    weights, chosen, combo = _choose(scored, y, data.task, cfg.ensemble, searcher.metric)
+    return Selection(method, rows, y, data.task, scored, weights, chosen, k, time.perf_counter() - start, combo, notes)
+
+
+def _on_validation(searcher: Searcher, n: int) -> list[Scored]:
+    out = []
+    for t in searcher.top_trials(n):
+        fitted = searcher.fitted_of(t)
+        if fitted.val_out is None:
+            continue
+        epochs = [int(fitted.result.best_epoch)]
+        out.append(Scored(t.number, t.params.get("mode", ""), [fitted], fitted.val_out, epochs, 0.0))
+    return out
+
+
+def _cross_validate(searcher: Searcher, trials, k: int, seed: int, deadline, notes: list[str]):
+    data = searcher.data
+    folds = data.cv_folds(k, seed)
+    rows = np.sort(np.concatenate([data.idx["train"], data.idx["val"]]))
+    pos = np.full(len(data.y), -1, np.int64)
+    pos[rows] = np.arange(len(rows))
+
+    def stop_at_deadline(epoch: int, metrics: dict) -> None:
+        if deadline is not None and time.perf_counter() > deadline:
+            raise _OutOfTime
+
+    scored: list[Scored] = []
+    bar = logg.progress(total=len(trials) * k, desc=f"cross-validating {len(trials)} configurations ({k} folds)")
+    for t in trials:
+        tc = _config(searcher, t)
+        once = float(t.user_attrs.get("rerun_seconds") or t.user_attrs.get("seconds") or 0.0)
+        guess = k * once * (len(rows) / max(len(data.idx["train"]), 1))
+        if scored and deadline is not None and time.perf_counter() + guess > deadline:
+            notes.append(f"trial {t.number} not cross-validated: its {k} folds would take about {guess:.0f}s")
+            bar.update(k)
+            continue
+        started = time.perf_counter()
+        held_out = np.zeros((len(rows), data.n_out), np.float32)
+        fits, epochs = [], []
+        try:
+            for f, fold in enumerate(folds):
+                fitted = searcher.train(
+                    tc, stop_at_deadline, f"cv trial {t.number} fold {f + 1}/{k}", data=fold, seed_offset=f + 1
+                )
+                held_out[pos[fold.idx["val"]]] = fitted.val_out
+                fits.append(fitted)
+                epochs.append(int(fitted.result.best_epoch))
+                bar.update(1)
+        except _OutOfTime:
+            notes.append(f"trial {t.number}: the time budget ran out during its cross-validation")
+            bar.update(k - len(fits))
+            break
+        except FloatingPointError as e:
+            notes.append(f"trial {t.number} left out: {e}")
+            bar.update(k - len(fits))
+            continue
+        scored.append(Scored(t.number, t.params.get("mode", ""), fits, held_out, epochs, time.perf_counter() - started))
+    bar.close()
+    return scored, rows
+
+
+def _probs(out: np.ndarray) -> np.ndarray:
+    return softmax(np.asarray(out, np.float64), axis=1)
+
+
+def _log_loss(p: np.ndarray, y: np.ndarray) -> float:
+    return float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None)).mean())
+
+
+def _score(s: Scored, y: np.ndarray, task: str, n_out: int) -> None:
+    from sklearn.metrics import f1_score
+
+    if task == "classification":
+        s.loss = float(-log_softmax(np.asarray(s.held_out, np.float64), axis=1)[np.arange(len(y)), y].mean())
+        pred = s.held_out.argmax(axis=1)
+        s.accuracy = float((pred == y).mean())
+        s.macro_f1 = float(f1_score(y, pred, labels=np.arange(n_out), average="macro", zero_division=0))
+    else:
+        s.loss = float(np.mean((s.held_out[:, 0] - y) ** 2))
+
+
+def greedy_weights(preds: list[np.ndarray], loss, max_members: int, n_iter: int = N_GREEDY) -> np.ndarray:
+    """Greedy forward selection with replacement: weights (summing to 1) of the members minimising ``loss``.
+
+    Each step adds the member whose inclusion lowers ``loss(average)`` most (at most
+    ``max_members`` distinct ones); the best prefix of the ``n_iter`` steps is kept.
+    """
+    m = len(preds)
+    counts = np.zeros(m)
+    total = np.zeros_like(preds[0], dtype=np.float64)
+    best_loss, best = np.inf, None
+    for it in range(n_iter):
+        used = counts > 0
+        options = [j for j in range(m) if used[j] or used.sum() < max_members]
+        losses = [loss((total + preds[j]) / (it + 1)) for j in options]
+        j = options[int(np.argmin(losses))]
+        counts[j] += 1
+        total += preds[j]
+        if min(losses) < best_loss - 1e-9:
+            best_loss, best = min(losses), counts.copy()
+    return best / best.sum()
+
+
+def _choose(scored: list[Scored], y: np.ndarray, task: str, max_members: int, metric: str):
+    """(weights, "single" | "ensemble", held-out outputs of the choice)."""
+    n = len(scored)
+    if task == "classification":
+        preds = [_probs(s.held_out) for s in scored]
+
+        def loss(p):
+            return _log_loss(p, y)
+    else:
+        preds = [np.asarray(s.held_out, np.float64) for s in scored]
+
+        def loss(p):
+            return float(np.mean((p[:, 0] - y) ** 2))
+
+    maximize = direction(metric) == "maximize" and task == "classification"
+    values = [s.accuracy if maximize else s.loss for s in scored]
+    best = int(np.argmax(values) if maximize else np.argmin(values))
+    single = np.eye(n)[best]
+    if max_members < 2 or n < 2:
+        return single, "single", scored[best].held_out
+    w = greedy_weights(preds, loss, max_members)
+    mix = sum(wi * p for wi, p in zip(w, preds, strict=True))
+    if maximize:
+        better = float((mix.argmax(axis=1) == y).mean()) > scored[best].accuracy
+    else:
+        better = loss(mix) < scored[best].loss - 1e-6
+    if (w > 0).sum() < 2 or not better:
+        return single, "single", scored[best].held_out
+    combo = np.log(np.clip(mix, 1e-12, None)).astype(np.float32) if task == "classification" else mix
+    return w, "ensemble", combo
+
+
+# ------------------------------------------------------------------------------ the final model
+def final_model(selection: Selection, searcher: Searcher, *, final: str) -> tuple[dict, FitResult, TrainData]:
+    """The architecture, weights and data pipeline of the chosen model.
+
+    A single model trained on the search's own problem (validation route, or a refit of one
+    configuration) is returned plainly; everything else is an ensemble whose members each
+    read the shared input through their own scaling and genes.
+    """
+    members: list[tuple[Fitted, float]] = []
+    for s, w in zip(selection.scored, selection.weights, strict=True):
+        if w <= 0:
+            continue
+        if selection.method == "cv" and final == "refit":
+            members.append((_refit(searcher, s), float(w)))
+        else:
+            members += [(f, float(w) / len(s.fits)) for f in s.fits]
+    if len(members) == 1:
+        f = members[0][0]
+        return f.arch, f.result, f.data
+    return ensemble_of(members, searcher.data)
+
+
+def _refit(searcher: Searcher, s: Scored) -> Fitted:
+    """Train configuration ``s`` on train + validation for the mean of its folds' best epochs."""
+    epochs = int(round(float(np.mean(s.epochs)))) + 1
+    tc = s.fits[0].config
+    trainer = tc.trainer.model_copy(update={"max_epochs": max(tc.trainer.max_epochs, epochs)})
+    tc = dataclasses.replace(tc, trainer=trainer)
+    merged = searcher.data.merged()
+    logg.info(f"    refitting trial {s.trial} ({s.mode}) on train + validation for {epochs} epochs")
+    return searcher.train(tc, None, f"refit trial {s.trial}", data=merged, stop_after=epochs)
+
+
+def input_spec(data: TrainData) -> tuple[dict, dict]:
+    """A member's ``"input"`` architecture entry and its constants, from the pipeline it was trained on."""
+    pipe = data.pipeline
+    n = pipe.n_features
+    scaler = pipe.scaler
+    shift = np.zeros(n, np.float32) if scaler is None or scaler.kind == "none" else scaler.shift
+    scale = np.ones(n, np.float32) if scaler is None or scaler.kind == "none" else scaler.scale
+    consts = {"shift": np.asarray(shift, np.float32), "scale": np.asarray(scale, np.float32)}
+    spec = {"n_genes": None, "clip": None if scaler is None or scaler.clip is None else list(scaler.clip)}
+    if pipe.alignment is not None and not pipe.alignment.identity:
+        consts["genes"] = np.asarray(pipe.alignment.query_pos, np.int32)
+        spec["n_genes"] = int(n)
+    return spec, consts
+
+
+def ensemble_of(members: list[tuple[Fitted, float]], base: TrainData) -> tuple[dict, FitResult, TrainData]:
+    """An ensemble network holding every member's weights and input transform, reading ``base``'s rows."""
+    import jax.numpy as jnp
+
+    base = base.base
+    specs = [input_spec(f.data) for f, _ in members]
+    arch = {
+        "model": "ensemble",
+        "average": "probs" if base.task == "classification" else "mean",
+        "weights": [w for _, w in members],
+        "members": [{**f.arch, "input": spec} for (f, _), (spec, _) in zip(members, specs, strict=True)],
+    }
+    net = build_network(arch, base.n_out)
+    template = jax.device_get(net.init(jax.random.key(0), jnp.zeros((1, base.pipeline.n_features)), train=False))
+    variables = {col: dict(v) for col, v in template.items()}
+    for i, ((f, _), (_, consts)) in enumerate(zip(members, specs, strict=True)):
+        for col, v in f.result.variables.items():
+            if len(v):  # a linear member has no batch statistics
+                variables[col][f"members_{i}"] = v
+        variables["inputs"][f"input_{i}"] = consts
+    got, want = jax.tree.structure(variables), jax.tree.structure(template)
+    if got != want:  # pragma: no cover - a programming error, not a user's
+        raise RuntimeError(f"Ensemble variables do not match the network ({got} vs {want}).")
+    lead = members[0][0].result
+    result = FitResult(
+        variables=jax.device_get(variables),
+        history=lead.history,
+        best_epoch=lead.best_epoch,
+        best_val_loss=lead.best_val_loss,
+        target_mean=lead.target_mean,
+        target_std=lead.target_std,
+        n_devices=lead.n_devices,
+    )
+    return arch, result, base
