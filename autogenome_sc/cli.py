@@ -36,7 +36,9 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 
 def _add_study_args(p: argparse.ArgumentParser, *, need_study: bool) -> None:
     p.add_argument("--label-key", required=True, help="column of adata.obs to learn")
-    p.add_argument("--modes", nargs="+", default=None, help="any of mlp resnet densenet (default: the config's)")
+    p.add_argument(
+        "--modes", nargs="+", default=None, help="any of linear mlp resnet densenet enas (default: the config's)"
+    )
     p.add_argument("--n-trials", type=int, default=None, help="trials the study should have in total")
     p.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
     p.add_argument("--config", default=None, help="expert-mode JSON config (see docs/config_reference.md)")

@@ -202,10 +202,13 @@ def run(name: str, folds_wanted: list[int], timeout: float, methods: set[str] | 
         if f + 1 not in folds_wanted:
             continue
 
-        def record(method, pred, seconds, extra=""):
+        def record(method, pred, seconds, extra="", f=f, test=test):
             acc, f1 = accuracy_score(y[test], pred), f1_score(y[test], pred, average="macro")
             scores.setdefault(method, []).append({"fold": f + 1, "accuracy": acc, "macro_f1": f1, "seconds": seconds})
-            print(f"  fold {f + 1} {method:22s} accuracy {acc:.3f}  macro-F1 {f1:.3f}  ({seconds:.0f}s){extra}", flush=True)
+            print(
+                f"  fold {f + 1} {method:22s} accuracy {acc:.3f}  macro-F1 {f1:.3f}  ({seconds:.0f}s){extra}",
+                flush=True,
+            )
 
         for method, make in peers().items():
             if methods and method not in methods:
@@ -238,7 +241,9 @@ def run(name: str, folds_wanted: list[int], timeout: float, methods: set[str] | 
             f"{sel['method']} chose {sel['chosen']} {list(a.uns['ag']['best']['ensemble'])}"
         )
         record("ag.tl.search", pred, wall, extra)
-        scores["ag.tl.search"][-1].update(search_seconds=float(sel["search_seconds"]), final_seconds=float(sel["final_seconds"]))
+        scores["ag.tl.search"][-1].update(
+            search_seconds=float(sel["search_seconds"]), final_seconds=float(sel["final_seconds"])
+        )
     return scores
 
 
@@ -247,7 +252,9 @@ def summary(all_scores: dict[str, dict]) -> str:
     for name, scores in all_scores.items():
         if not scores:
             continue
-        means = {m: (np.mean([s["accuracy"] for s in v]), np.mean([s["macro_f1"] for s in v])) for m, v in scores.items()}
+        means = {
+            m: (np.mean([s["accuracy"] for s in v]), np.mean([s["macro_f1"] for s in v])) for m, v in scores.items()
+        }
         best_acc = max(v[0] for m, v in means.items() if m != "ag.tl.search")
         best_f1 = max(v[1] for m, v in means.items() if m != "ag.tl.search")
         cells = []

@@ -19,6 +19,7 @@ TINY = {
         "modes": ["mlp", "resnet"],
         "pruner": "none",
         "n_startup_trials": 2,
+        "cv_folds": 0,  # plumbing: choose on the validation split (tests/test_select.py covers cross-validation)
         "spaces": {"mlp_widths": [8, 16], "mlp_layers": [1], "resnet_widths": [8, 16], "resnet_blocks": [1]},
     },
 }

@@ -38,15 +38,27 @@ def test_search_writes_results_resumes_and_round_trips(pbmc, tmp_path):
     assert list(board["trial"]) == [0, 1, 2]
     assert set(board["mode"]) <= {"mlp", "resnet"} and set(board["state"]) <= {"complete", "pruned"}
     done = board[board["state"] == "complete"]
-    # the winner is the best validation loss, never a test-split choice
-    assert best["trial"] == int(done.loc[done["value"].idxmin(), "trial"])
-    assert best["value"] == pytest.approx(done["value"].min())
-    assert list(best["ensemble"]) == list(done.sort_values(["value", "trial"])["trial"][:2])
+    # chosen on held-out predictions (here the validation split), never on the test split
+    sel = uns["selection"]
+    assert sel["method"] == "validation" and sel["n_cells"] == (pbmc.obs["ag_split"] == "val").sum()
+    table = sel["table"]
+    assert list(table["trial"]) == list(done.sort_values(["value", "trial"])["trial"][:2])  # the 2 best
+    chosen = table[table["weight"] > 0]
+    assert (
+        list(best["ensemble"]) == list(chosen["trial"])
+        and best["trial"] == chosen.loc[chosen["weight"].idxmax(), "trial"]
+    )
+    if sel["chosen"] == "single":
+        assert best["trial"] == int(done.loc[done["value"].idxmin(), "trial"])
+        assert best["value"] == pytest.approx(done["value"].min())
     # evaluated once on the test split, written like ag.tl.train
     assert 0 < uns["metrics"]["accuracy"] <= 1 and uns["metrics"]["n_test"] == (pbmc.obs["ag_split"] == "test").sum()
     assert set(pbmc.obs["ag_prediction"].cat.categories) == set(pbmc.obs["bulk_labels"].cat.categories)
     model = ag.read_model(uns["model_path"])
-    assert model.architecture["model"] == "ensemble" and len(model.architecture["members"]) == 2
+    if sel["chosen"] == "ensemble":
+        assert model.architecture["model"] == "ensemble" and len(model.architecture["members"]) == 2
+    else:
+        assert model.architecture["model"] == best["mode"]
     pred = model.predict(pbmc, use_raw=True)["prediction"]
     assert (pred.astype(str).to_numpy() == pbmc.obs["ag_prediction"].astype(str).to_numpy()).all()
     # h5ad round trip of leaderboard and best
@@ -69,13 +81,15 @@ def test_search_writes_results_resumes_and_round_trips(pbmc, tmp_path):
     ag.tl.search(pbmc, "bulk_labels", n_trials=4, rng=0, **kw)
     board2 = pbmc.uns["ag"]["leaderboard"]
     assert list(board2["trial"]) == [0, 1, 2, 3]
-    kept = board2.iloc[:3][board.columns].drop(columns=["seconds"])
-    pd.testing.assert_frame_equal(kept, board.drop(columns=["seconds"]), check_dtype=False)
+    chosen_by = [c for c in board.columns if c.startswith(("heldout_", "cv_"))]  # this run's selection
+    kept = board2.iloc[:3][board.columns].drop(columns=["seconds", *chosen_by])
+    pd.testing.assert_frame_equal(kept, board.drop(columns=["seconds", *chosen_by]), check_dtype=False)
     # a resumed run must not repeat the earlier draws of the sampler
     hp = [
         c
         for c in board2.columns
         if c not in ("trial", "state", "value", "val_loss", "val_accuracy", "seconds", "worker", "best_epoch", "epochs")
+        and c not in chosen_by
     ]
     assert tuple(board2.loc[3, hp].astype(str)) not in {tuple(r) for r in board2.loc[:2, hp].astype(str).to_numpy()}
     emb = pbmc.obsm["X_ag"].copy()

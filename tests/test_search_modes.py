@@ -85,8 +85,34 @@ def test_default_modes_add_enas_only_on_an_accelerator(monkeypatch):
     from autogenome_sc.search import resolve_modes
 
     cfg = config.validate(None)
-    assert resolve_modes("cell_type", None, cfg) == ["mlp", "resnet", "densenet"]  # CPU here
+    assert resolve_modes("cell_type", None, cfg) == ["linear", "mlp", "resnet", "densenet"]  # CPU here
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    assert resolve_modes("cell_type", None, cfg) == ["mlp", "resnet", "densenet", "enas"]
+    assert resolve_modes("cell_type", None, cfg) == ["linear", "mlp", "resnet", "densenet", "enas"]
     assert resolve_modes(None, None, cfg) == ["resvae"]
     assert resolve_modes("cell_type", None, config.validate({"search": {"modes": ["mlp"]}})) == ["mlp"]
+
+
+def test_vae_search_starts_from_the_defaults_and_keeps_no_warm_up_epoch(pbmc, tmp_path):
+    cfg = {
+        "trainer": {"max_epochs": 4, "patience": 4},
+        "models": {"resvae": {"latent": 8, "kl_warmup": 2, "first_width": 64}},
+        "search": {"pruner": "none", "spaces": {"resvae_layers": [3], "resvae_first_widths": [64, 32]}},
+    }
+    ag.tl.search(pbmc, n_trials=1, config=cfg, run_dir=tmp_path, use_raw=True)
+    uns = pbmc.uns["ag"]
+    params = uns["best"]["params"]
+    defaults = ag.config.validate(cfg)
+    assert params["first_width"] == 64 and params["learning_rate"] == defaults.trainer.learning_rate
+    assert params["batch_size"] == defaults.trainer.batch_size and params["decay"] == defaults.models.resvae.decay
+    assert uns["metrics"]["best_epoch"] >= 2  # a model still warming up is never the one kept
+
+
+def test_early_stopping_forgets_the_warm_up_best():
+    from autogenome_sc.train._loop import EarlyStopping
+
+    stop = EarlyStopping(patience=5, start=2)
+    for epoch, loss in enumerate([1.0, 0.5, 3.0, 2.0, 2.5]):  # the best loss is in the warm-up
+        stop.update(epoch, loss, loss, {"w": np.asarray(epoch)})
+    assert stop.epoch == 3 and stop.loss == 2.0
+    spaces = ag.config.validate(None).search.spaces
+    assert spaces.resvae_learning_rate[1] <= 3e-3  # the VAE's rates stay where its ELBO does not diverge

@@ -9,7 +9,8 @@ import autogenome_sc as ag
 from autogenome_sc import config
 from autogenome_sc.data import prepare
 from autogenome_sc.nn import build_network
-from autogenome_sc.train import fit, one_cycle
+from autogenome_sc.train import fit, make_apply, one_cycle
+from autogenome_sc.train._loop import _train_chunk_fn
 
 
 def test_learns_pbmc_bulk_labels(pbmc):
@@ -58,9 +59,15 @@ def test_each_model_trains_and_compiles_once(counts, model):
     steps, k = data.steps_per_chunk(data.batch_size_for(cfg.trainer.batch_size))
     assert (steps, k) == (15, 4)
     arch = {"model": model, **getattr(cfg.models, model).model_dump()}
+    _train_chunk_fn.cache_clear()  # compiled steps are cached by architecture: start from none
+    make_apply.cache_clear()
     res = fit(build_network(arch, data.n_out), data, cfg.trainer, cfg.loss, jax.random.key(0))
     assert len(res.history["epoch"]) == cfg.trainer.max_epochs
     assert res.n_traces == {"train_chunk": 1, "apply": 1}
+    # another fit of this architecture, with other rates and dropout, compiles nothing
+    other = cfg.trainer.model_copy(update={"learning_rate": 1e-3, "weight_decay": 0.0, "max_epochs": 2})
+    again = fit(build_network({**arch, "dropout": 0.4}, data.n_out), data, other, cfg.loss, jax.random.key(1))
+    assert again.n_traces == {"train_chunk": 0, "apply": 0}
     assert res.history["val_accuracy"].max() > 0.5  # 4 well-separated types
 
 

@@ -39,9 +39,13 @@ class DataConfig(_Strict):
     n_genes: int | None = Field(
         None,
         ge=1,
+        description=("Keep only this many genes (see genes_by), chosen on the training split; None: all genes."),
+    )
+    genes_by: Literal["variance", "f_test"] = Field(
+        "variance",
         description=(
-            "Keep only this many genes, the most variable ones (variance of the preprocessed values on the "
-            "training split); None: all genes."
+            "How n_genes are chosen: the most variable (variance of the preprocessed values), or, for "
+            "classification, the largest ANOVA F statistic against the classes."
         ),
     )
     split: tuple[float, float, float] = Field(
@@ -246,11 +250,15 @@ class SearchSpaces(_Strict):
         [0.8, 0.6, 0.5], min_length=1, description="Res-VAE: each encoder unit's width over the previous one's."
     )
     learning_rate: tuple[float, float] = Field((1e-4, 1e-2), description="Log-uniform range.")
+    resvae_learning_rate: tuple[float, float] = Field(
+        (1e-4, 3e-3),
+        description="Res-VAE: log-uniform range of the learning rate (above 3e-3 the ELBO of wide VAEs diverges).",
+    )
     batch_size: list[int] = Field([32, 64, 128, 256], min_length=1, description="Minibatch sizes.")
     momentum: list[float] = Field([0.85, 0.9, 0.95], min_length=1, description="Peak momentums (Adam's beta1).")
     weight_decay: tuple[float, float] = Field((1e-5, 1e-1), description="Log-uniform range.")
     dropout: list[float] = Field(
-        [0.1, 0.3, 0.5],
+        [0.0, 0.1, 0.3, 0.5],
         min_length=1,
         description="Dropout after each hidden FC unit (a regularisation choice; not in the paper).",
     )
@@ -267,12 +275,17 @@ class SearchSpaces(_Strict):
         [None, 5000, 2000, 500],
         min_length=1,
         description=(
-            "Genes kept: None for all, or the n most variable on the training cells (choices at or above the "
-            "number of genes mean all)."
+            "Genes kept: None for all, or the n top genes by genes_by on the training cells (choices at or "
+            "above the number of genes mean all)."
         ),
     )
+    genes_by: list[Literal["variance", "f_test"]] = Field(
+        ["variance", "f_test"],
+        min_length=1,
+        description="How the kept genes are ranked (see data.genes_by; 'f_test' for classification only).",
+    )
 
-    @field_validator("learning_rate", "weight_decay", "linear_l2")
+    @field_validator("learning_rate", "weight_decay", "linear_l2", "resvae_learning_rate")
     @classmethod
     def _log_range(cls, v):
         if not 0 < v[0] <= v[1]:

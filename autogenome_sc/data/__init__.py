@@ -88,4 +88,4 @@ def prepare(
         prefetch=data_cfg.prefetch,
     )
     scaling = data_cfg.scaling if data_cfg.scale else "none"
-    return data.with_inputs(scaling, data_cfg.n_genes), kind
+    return data.with_inputs(scaling, data_cfg.n_genes, data_cfg.genes_by), kind

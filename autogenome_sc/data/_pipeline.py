@@ -50,11 +50,13 @@ class Pipeline:
             np.nan_to_num(x, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         return x
 
-    def fit_stats(self, idx: np.ndarray, chunk_mb: float) -> GeneStats:
-        """Per-gene statistics of the unscaled rows ``idx``, in one streaming pass."""
+    def fit_stats(self, idx: np.ndarray, chunk_mb: float, y: np.ndarray | None = None, n_classes: int = 0) -> GeneStats:
+        """Per-gene statistics of the unscaled rows ``idx``, in one streaming pass (with class labels ``y[idx]``)."""
         per = rows_per_chunk(self.n_features, chunk_mb)
-        chunks = (self.block(idx[s : s + per], scale=False) for s in range(0, len(idx), per))
-        return GeneStats.fit_chunks(chunks)
+        starts = range(0, len(idx), per)
+        chunks = (self.block(idx[s : s + per], scale=False) for s in starts)
+        labels = None if y is None else (y[idx[s : s + per]] for s in starts)
+        return GeneStats.fit_chunks(chunks, labels, n_classes)
 
     def fit_scaler(self, idx: np.ndarray, chunk_mb: float, how: str = "minmax") -> Scaler:
         self.scaler = self.fit_stats(idx, chunk_mb).scaler(how)
@@ -113,7 +115,8 @@ class TrainData:
         base = self.base
         base.cache_rows()
         if base._stats is None:
-            base._stats = base.pipeline.fit_stats(base.idx["train"], base.chunk_mb)
+            labels = base.y if base.task == "classification" else None
+            base._stats = base.pipeline.fit_stats(base.idx["train"], base.chunk_mb, labels, base.n_out)
         return base._stats
 
     def cache_rows(self) -> bool:
@@ -134,33 +137,37 @@ class TrainData:
                 pipe.cache = out
         return pipe.cache is not None
 
-    def with_inputs(self, scaling: str, n_genes: int | None = None) -> TrainData:
-        """The same problem with per-gene ``scaling`` and the ``n_genes`` most variable genes (``None``: all).
+    def with_inputs(self, scaling: str, n_genes: int | None = None, genes_by: str = "variance") -> TrainData:
+        """The same problem with per-gene ``scaling`` and ``n_genes`` genes (``None``: all).
 
-        Both are fitted on the training split only; the result is cached, so every trial of a
+        The genes kept are the most variable ones, or (``genes_by="f_test"``, classification)
+        those whose ANOVA F statistic against the classes is largest. Both scaling and genes
+        are fitted on the training split only; the result is cached, so every trial of a
         search that makes the same choice reuses it.
         """
         base = self.base
         n_vars = base.pipeline.n_features
         if n_genes is not None and int(n_genes) >= n_vars:
             n_genes = None
-        key = (scaling, None if n_genes is None else int(n_genes))
-        if key == base.inputs and base.pipeline.scaler is None:
+        if n_genes is None:
+            genes_by = "variance"  # every gene: the ranking does not matter
+        key = (scaling, None if n_genes is None else int(n_genes), genes_by)
+        if key[:2] == base.inputs and base.pipeline.scaler is None:
             return base
         if key not in base._variants:
             stats = self.gene_stats()
             alignment = None
             if key[1] is not None:
-                genes = stats.top_variable(key[1])
+                genes = stats.top_genes(key[1], genes_by)
                 alignment = GeneAlignment(genes, np.arange(len(genes)), len(genes), identity=False)
-                stats = GeneStats(stats.n, stats.min_[genes], stats.max_[genes], stats.mean_[genes], stats.var_[genes])
+                stats = stats.subset(genes)
             scaler = stats.scaler(scaling)
             pipe = Pipeline(base.pipeline.source, base.pipeline.preprocess, scaler, alignment)
             if base.pipeline.cache is not None:  # the variant's rows, scaled once
                 rows = base.pipeline.cache if alignment is None else base.pipeline.cache[:, alignment.query_pos]
                 pipe.cache = scaler.transform(np.array(rows, dtype=np.float32, copy=True))
             base._variants[key] = dataclasses.replace(
-                base, pipeline=pipe, inputs=key, _base=base, _variants={}, _stats=None
+                base, pipeline=pipe, inputs=key[:2], _base=base, _variants={}, _stats=None
             )
         return base._variants[key]
 
@@ -209,10 +216,11 @@ class TrainData:
         """(steps per epoch, steps per device chunk): chunks are bounded by ``chunk_mb``.
 
         An epoch is at least ``min_steps`` minibatches: on a small training split it makes
-        several passes over the cells (each shuffled anew).
+        several passes over the cells (each shuffled anew). So problems of similar small
+        sizes (the folds of a cross-validation, the trials before it) share the epoch's shape.
         """
         per_pass = max(1, len(self.idx["train"]) // batch_size)
-        steps = per_pass * -(-max(1, min_steps) // per_pass)
+        steps = max(per_pass, int(min_steps))
         max_steps = max(1, rows_per_chunk(self.pipeline.n_features, self.chunk_mb) // batch_size)
         n_chunks = -(-steps // max_steps)
         return steps, -(-steps // n_chunks)
@@ -244,8 +252,9 @@ class TrainData:
         if steps == per_pass:
             perm = self.epoch_order(rng, k * batch_size)[: steps * batch_size]
         else:
-            passes = [self.epoch_order(rng, k * batch_size)[: per_pass * batch_size] for _ in range(steps // per_pass)]
-            perm = np.concatenate(passes)
+            n_pass = -(-steps // per_pass)
+            passes = [self.epoch_order(rng, k * batch_size)[: per_pass * batch_size] for _ in range(n_pass)]
+            perm = np.concatenate(passes)[: steps * batch_size]
         return perm, steps, k
 
     def train_chunks(self, batch_size: int, rng: np.random.Generator, min_steps: int = 1):

@@ -22,7 +22,9 @@ from optuna.trial import TrialState
 from .. import _logging as logg
 from ..data import TrainData
 from ..nn import build_network
+from ..nn._fc import canonical
 from ..train import FitResult, fit, make_apply, predict_arrays
+from ..train._loop import eval_batch
 from ._spaces import MODES, TrialConfig, suggest
 from ._study import Heartbeat, recover_stale_trials, uses_own_heartbeat, worker_name
 
@@ -70,6 +72,8 @@ class Searcher:
     results: dict[int, Fitted] = field(default_factory=dict)
     n_trials: int | None = None
     deadline: float | None = None
+    reserve: object = None  # () -> seconds to keep free before the deadline
+    _reserved: float = 0.0
     _values: dict[int, float] = field(default_factory=dict)
     _complete_seen: bool = False
 
@@ -92,7 +96,7 @@ class Searcher:
     def config_of(self, trial) -> TrialConfig:
         """A trial's configuration, drawn again from its parameters."""
         fixed = optuna.trial.FixedTrial(trial.params, number=trial.number)
-        return suggest(fixed, self.cfg, self.modes, self.n_vars)
+        return suggest(fixed, self.cfg, self.modes, self.n_vars, self.data.task)
 
     def objective(self, trial: optuna.Trial) -> float:
         n_target = self.n_trials
@@ -102,14 +106,14 @@ class Searcher:
                 trial.set_user_attr(SURPLUS_ATTR, True)
                 self.study.stop()
                 raise _Surplus(f"the study already has its {n_target} trials")
-        tc = suggest(trial, self.cfg, self.modes, self.n_vars)
+        tc = suggest(trial, self.cfg, self.modes, self.n_vars, self.data.task)
         trial.set_user_attr("architecture", tc.arch)
         trial.set_user_attr("worker", worker_name())
         start = time.perf_counter()
 
         def report(epoch: int, metrics: dict) -> None:
             trial.report(float(metrics[self.metric]), epoch)
-            over = self.deadline is not None and time.perf_counter() > self.deadline and self._has_complete()
+            over = self._past_deadline() and self._has_complete()
             if over:  # the time budget also stops the running trial, at an epoch boundary
                 trial.set_user_attr("stopped_by_timeout", True)
             if over or trial.should_prune():
@@ -163,9 +167,21 @@ class Searcher:
             worst = max(self.results, key=lambda n: self._values[n])
             del self.results[worst]
 
-    def run(self, n_trials: int | None, timeout: float | None, *, progress: bool = True) -> None:
-        """Run trials in this process until the study has ``n_trials`` counted trials or ``timeout`` passes."""
+    def _past_deadline(self) -> bool:
+        """Whether trials should stop: the timeout passed, less the time kept for what follows."""
+        if self.deadline is None:
+            return False
+        return time.perf_counter() + self._reserved > self.deadline
+
+    def run(self, n_trials: int | None, timeout: float | None, *, reserve=None, progress: bool = True) -> None:
+        """Run trials in this process until the study has ``n_trials`` counted trials or ``timeout`` passes.
+
+        ``reserve()``, if given, is the number of seconds to keep free at the end of ``timeout``
+        (for cross-validation); it is asked again after every trial and epoch.
+        """
         self.n_trials = n_trials
+        self.reserve = reserve
+        self._reserved = reserve() if reserve is not None else 0.0
         self.deadline = None if timeout is None else time.perf_counter() + timeout
         recover_stale_trials(self.study, self.cfg.search)
         done = self._n_counted()
@@ -178,6 +194,8 @@ class Searcher:
 
         def after(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
             recover_stale_trials(study, self.cfg.search)
+            if self.reserve is not None:
+                self._reserved = self.reserve()
             now = self._n_counted()
             bar.n = now
             best = _safe_best(study)
@@ -185,6 +203,8 @@ class Searcher:
                 bar.set_postfix({self.metric: f"{best:.4f}"}, refresh=False)
             bar.refresh()
             if n_trials is not None and self._n_counted((*COUNTED, TrialState.RUNNING)) >= n_trials:
+                study.stop()
+            if self._past_deadline():
                 study.stop()
 
         old = optuna.logging.get_verbosity()
@@ -260,7 +280,7 @@ class Searcher:
         base = self.data if data is None else data
         runner = MODES[tc.mode].run if tc.mode in MODES else None
         supervised = tc.mode not in MODES or MODES[tc.mode].supervised
-        problem = base.with_inputs(tc.scaling, tc.n_genes) if supervised else base
+        problem = base.with_inputs(tc.scaling, tc.n_genes, tc.genes_by) if supervised else base
         key = trial_seed(self.rng)
         if seed_offset:
             key = jax.random.fold_in(key, seed_offset)
@@ -279,8 +299,8 @@ class Searcher:
 
 def outputs_of(fitted: Fitted, idx: np.ndarray) -> np.ndarray:
     """Network outputs (logits, or standardised regression values) of rows ``idx`` of ``fitted.data``."""
-    net = build_network(fitted.arch, fitted.data.n_out)
-    out, _ = predict_arrays(make_apply(net), fitted.result.variables, fitted.data.pipeline, idx, min(1024, len(idx)))
+    net = canonical(build_network(fitted.arch, fitted.data.n_out))  # evaluation ignores the dropout rates
+    out, _ = predict_arrays(make_apply(net), fitted.result.variables, fitted.data.pipeline, idx, eval_batch(len(idx)))
     return out
 
 

@@ -15,7 +15,7 @@ from anndata import AnnData
 from .. import _logging as logg
 from ..data import TrainData, prepare
 from ._driver import DEFAULT_N_TRIALS, DEFAULT_TIMEOUT, Searcher, direction
-from ._spaces import check_modes, portfolio
+from ._spaces import check_modes, portfolio, vae_portfolio
 from ._study import make_pruner, make_sampler, make_storage
 
 DATA_ATTR = "ag_data"
@@ -162,8 +162,13 @@ def open_study(
     seed = int(rng) + 1_000_003 * int(worker_index) + len(study.get_trials(deepcopy=False))
     study.sampler = make_sampler(seed % (2**32), cfg.search)
     n_before = len(study.get_trials(deepcopy=False))
-    if n_before == 0 and label_key is not None and worker_index == 0:  # a new study starts from known-good settings
-        for params in portfolio(cfg, modes, int(data.base.pipeline.n_features), len(data.idx["train"])):
+    if n_before == 0 and worker_index == 0:  # a new study starts from known-good settings
+        first = (
+            portfolio(cfg, modes, int(data.base.pipeline.n_features), len(data.idx["train"]), data.task)
+            if label_key is not None
+            else vae_portfolio(cfg)
+        )
+        for params in first:
             study.enqueue_trial(params, skip_if_exists=True)
     where = "a journal file in " + str(run_dir) if storage is None else "the given storage"
     logg.info(

@@ -85,7 +85,7 @@ class Selection:
                 "accuracy": np.asarray([s.accuracy for s in self.scored], np.float64),
                 "macro_f1": np.asarray([s.macro_f1 for s in self.scored], np.float64),
                 "weight": np.asarray(self.weights, np.float64),
-                "epochs": np.asarray([float(np.mean(s.epochs)) + 1 for s in self.scored], np.float64),
+                "epochs": np.asarray([float(s.epochs[0]) + 1 for s in self.scored], np.float64),
                 "seconds": np.asarray([s.seconds for s in self.scored], np.float64),
             }
         )
@@ -103,19 +103,37 @@ def use_cv(data: TrainData, search_cfg) -> int:
     return k if k >= 2 else 0
 
 
-def candidates(searcher: Searcher, n: int) -> list:
-    """The ``n`` best complete trials (distinct settings), then the best linear one if it is not among them."""
+def candidates(searcher: Searcher, n: int, more: int = 0) -> list:
+    """The ``n`` best complete trials (distinct settings), the best linear one, then ``more`` next best."""
     top = [t for t in searcher.top_trials() if _trainable(t)]
-    chosen, seen = [], set()
+    distinct, seen = [], set()
     for t in top:
         key = json.dumps(t.params, sort_keys=True, default=str)
-        if key not in seen and len(chosen) < n:
+        if key not in seen:
             seen.add(key)
-            chosen.append(t)
-    linear = next((t for t in top if t.params.get("mode") == "linear"), None)
-    if linear is not None and all(t.number != linear.number for t in chosen):
+            distinct.append(t)
+    chosen = distinct[:n]
+    linear = next((t for t in distinct if t.params.get("mode") == "linear"), None)
+    if linear is not None and linear not in chosen:
         chosen.append(linear)  # the floor no search may fall below is always re-scored
+    chosen += [t for t in distinct[n:] if t is not linear][:more]
     return chosen
+
+
+def cv_seconds(searcher: Searcher, k: int, share: float, timeout: float) -> float:
+    """Seconds the cross-validation of the current candidates should take (at most ``share * timeout``).
+
+    From each candidate's epochs and seconds per epoch once compiled, scaled to the larger
+    training folds, with a quarter more and a few seconds for evaluation and compilation.
+    """
+    data = searcher.data
+    pool = len(data.idx["train"]) + len(data.idx["val"])
+    ratio = pool * (k - 1) / k / max(len(data.idx["train"]), 1)
+    need = 0.0
+    for t in candidates(searcher, searcher.cfg.search.cv_configs):
+        once = float(t.user_attrs.get("rerun_seconds") or t.user_attrs.get("seconds") or 0.0)
+        need += k * once * ratio
+    return min(1.25 * need + 3.0, share * timeout)
 
 
 def _trainable(trial) -> bool:
@@ -140,8 +158,9 @@ def select(searcher: Searcher, *, deadline: float | None, seed: int) -> Selectio
     k = use_cv(data, cfg)
     start = time.perf_counter()
     notes: list[str] = []
-    if k:
-        scored, rows = _cross_validate(searcher, candidates(searcher, cfg.cv_configs), k, seed, deadline, notes)
+    if k:  # the best cv_configs first; more after them while the budget lasts
+        wanted = candidates(searcher, cfg.cv_configs, 0 if deadline is None else cfg.cv_configs)
+        scored, rows = _cross_validate(searcher, wanted, k, seed, deadline, notes)
         method = "cv"
         if not scored:
             notes.append("no configuration finished its cross-validation in time: chosen on the validation split")
@@ -183,22 +202,29 @@ def _cross_validate(searcher: Searcher, trials, k: int, seed: int, deadline, not
     for t in trials:
         tc = _config(searcher, t)
         once = float(t.user_attrs.get("rerun_seconds") or t.user_attrs.get("seconds") or 0.0)
-        guess = k * once * (len(rows) / max(len(data.idx["train"]), 1))
-        if scored and deadline is not None and time.perf_counter() + guess > deadline:
-            notes.append(f"trial {t.number} not cross-validated: its {k} folds would take about {guess:.0f}s")
+        guess = k * once * (len(rows) * (k - 1) / k / max(len(data.idx["train"]), 1))
+        if deadline is not None and time.perf_counter() + 0.8 * guess > deadline:
+            left = max(deadline - time.perf_counter(), 0.0)
+            notes.append(
+                f"trial {t.number} not cross-validated: its {k} folds would take about {guess:.0f}s, {left:.0f}s were left"
+            )
             bar.update(k)
             continue
         started = time.perf_counter()
-        held_out = np.zeros((len(rows), data.n_out), np.float32)
-        fits, epochs = [], []
+        n_epochs = int(t.user_attrs.get("epochs") or tc.trainer.max_epochs)
+        curves = np.zeros((n_epochs, len(rows), data.n_out), np.float32)  # held-out outputs after each epoch
+        fits = []
         try:
             for f, fold in enumerate(folds):
                 fitted = searcher.train(
-                    tc, stop_at_deadline, f"cv trial {t.number} fold {f + 1}/{k}", data=fold, seed_offset=f + 1
-                )
-                held_out[pos[fold.idx["val"]]] = fitted.val_out
+                    tc, stop_at_deadline, f"cv trial {t.number} fold {f + 1}/{k}", data=fold, seed_offset=f + 1,
+                    stop_after=n_epochs, keep_last=True,
+                )  # fmt: skip
+                outs = fitted.result.val_outputs
+                at = pos[fold.idx["val"]]
+                curves[: len(outs), at] = outs
+                curves[len(outs) :, at] = outs[-1]
                 fits.append(fitted)
-                epochs.append(int(fitted.result.best_epoch))
                 bar.update(1)
         except _OutOfTime:
             notes.append(f"trial {t.number}: the time budget ran out during its cross-validation")
@@ -208,9 +234,18 @@ def _cross_validate(searcher: Searcher, trials, k: int, seed: int, deadline, not
             notes.append(f"trial {t.number} left out: {e}")
             bar.update(k - len(fits))
             continue
-        scored.append(Scored(t.number, t.params.get("mode", ""), fits, held_out, epochs, time.perf_counter() - started))
+        # the number of epochs: the one with the best pooled held-out loss (no fold stops early on its own fold)
+        best = int(np.argmin([_pooled_loss(c, data.y[rows], data.task) for c in curves]))
+        seconds = time.perf_counter() - started
+        scored.append(Scored(t.number, t.params.get("mode", ""), fits, curves[best], [best], seconds))
     bar.close()
     return scored, rows
+
+
+def _pooled_loss(out: np.ndarray, y: np.ndarray, task: str) -> float:
+    if task == "classification":
+        return float(-log_softmax(np.asarray(out, np.float64), axis=1)[np.arange(len(y)), y].mean())
+    return float(np.mean((out[:, 0] - y) ** 2))
 
 
 def _probs(out: np.ndarray) -> np.ndarray:
@@ -299,10 +334,12 @@ def final_model(selection: Selection, searcher: Searcher, *, final: str) -> tupl
     for s, w in zip(selection.scored, selection.weights, strict=True):
         if w <= 0:
             continue
-        if selection.method == "cv" and final == "refit":
+        if selection.method != "cv":
+            members += [(f, float(w)) for f in s.fits]
+        elif final == "refit":
             members.append((_refit(searcher, s), float(w)))
         else:
-            members += [(f, float(w) / len(s.fits)) for f in s.fits]
+            members += [(f, float(w) / len(s.fits)) for f in _bag(searcher, s)]
     if len(members) == 1:
         f = members[0][0]
         return f.arch, f.result, f.data
@@ -310,14 +347,35 @@ def final_model(selection: Selection, searcher: Searcher, *, final: str) -> tupl
 
 
 def _refit(searcher: Searcher, s: Scored) -> Fitted:
-    """Train configuration ``s`` on train + validation for the mean of its folds' best epochs."""
-    epochs = int(round(float(np.mean(s.epochs)))) + 1
+    """Train configuration ``s`` on train + validation for the epochs its cross-validation chose."""
+    epochs = int(s.epochs[0]) + 1
     tc = s.fits[0].config
-    trainer = tc.trainer.model_copy(update={"max_epochs": max(tc.trainer.max_epochs, epochs)})
-    tc = dataclasses.replace(tc, trainer=trainer)
     merged = searcher.data.merged()
     logg.info(f"    refitting trial {s.trial} ({s.mode}) on train + validation for {epochs} epochs")
     return searcher.train(tc, None, f"refit trial {s.trial}", data=merged, stop_after=epochs)
+
+
+def _bag(searcher: Searcher, s: Scored) -> list[Fitted]:
+    """The fold models of ``s`` at the epoch its cross-validation chose.
+
+    The folds are trained again for that many epochs, with the same keys, data and schedule,
+    so each is the model whose held-out outputs chose it.
+    """
+    epochs = int(s.epochs[0]) + 1
+    logg.info(f"    the {len(s.fits)} fold models of trial {s.trial} ({s.mode}) at epoch {epochs}")
+    out = []
+    for f, fit in enumerate(s.fits):
+        if len(fit.result.history["epoch"]) == epochs:
+            out.append(fit)  # it already stopped there
+            continue
+        fold = fit.data.base
+        out.append(
+            searcher.train(
+                fit.config, None, f"trial {s.trial} fold {f + 1}", data=fold, seed_offset=f + 1,
+                stop_after=epochs, keep_last=True,
+            )
+        )  # fmt: skip
+    return out
 
 
 def input_spec(data: TrainData) -> tuple[dict, dict]:

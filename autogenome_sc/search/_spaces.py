@@ -104,6 +104,7 @@ class TrialConfig:
     loss: object
     scaling: str
     n_genes: int | None
+    genes_by: str = "variance"
 
 
 def gene_choices(spaces, n_vars: int) -> list[int | None]:
@@ -121,7 +122,8 @@ def suggest_trainer(trial: optuna.Trial, spaces, trainer, mode: str = "mlp"):
 
     The linear mode draws an L2 penalty (``l2``) instead of a weight decay.
     """
-    lr = trial.suggest_float("learning_rate", *spaces.learning_rate, log=True)
+    lr_range = spaces.resvae_learning_rate if mode == "resvae" else spaces.learning_rate
+    lr = trial.suggest_float("learning_rate", *lr_range, log=True)
     update = {
         "learning_rate": lr,
         "batch_size": int(trial.suggest_categorical("batch_size", spaces.batch_size)),
@@ -134,7 +136,9 @@ def suggest_trainer(trial: optuna.Trial, spaces, trainer, mode: str = "mlp"):
     return trainer.model_copy(update=update)
 
 
-def suggest(trial: optuna.Trial, cfg, modes: list[str], n_vars: int | None = None) -> TrialConfig:
+def suggest(
+    trial: optuna.Trial, cfg, modes: list[str], n_vars: int | None = None, task: str = "classification"
+) -> TrialConfig:
     """Draw a mode, its architecture, the trainer and loss settings and the input choices for ``trial``."""
     spaces = cfg.search.spaces
     mode = trial.suggest_categorical("mode", list(modes))
@@ -143,6 +147,7 @@ def suggest(trial: optuna.Trial, cfg, modes: list[str], n_vars: int | None = Non
     loss = cfg.loss
     scaling = cfg.data.scaling if cfg.data.scale else "none"
     n_genes = cfg.data.n_genes
+    genes_by = cfg.data.genes_by
     if MODES[mode].supervised:
         if cfg.loss.name in ("auto", "cross_entropy"):
             smooth = float(trial.suggest_categorical("label_smoothing", spaces.label_smoothing))
@@ -151,14 +156,39 @@ def suggest(trial: optuna.Trial, cfg, modes: list[str], n_vars: int | None = Non
             scaling = trial.suggest_categorical("scaling", list(spaces.scaling))
         if n_vars is not None:
             n_genes = trial.suggest_categorical("n_genes", gene_choices(spaces, n_vars))
-    return TrialConfig(mode, arch, trainer, loss, scaling, n_genes)
+            ranks = [r for r in spaces.genes_by if task == "classification" or r == "variance"] or ["variance"]
+            genes_by = "variance" if n_genes is None else trial.suggest_categorical("genes_by", ranks)
+    if task != "classification" and genes_by == "f_test":
+        genes_by = "variance"
+    return TrialConfig(mode, arch, trainer, loss, scaling, n_genes, genes_by)
 
 
-def portfolio(cfg, modes: list[str], n_vars: int, n_train: int) -> list[dict]:
+def vae_portfolio(cfg) -> list[dict]:
+    """The first trial of a Res-VAE search: ``ag.tl.train_vae``'s defaults, where the spaces allow them."""
+    sp, base, tr = cfg.search.spaces, cfg.models.resvae, cfg.trainer
+    entry = {
+        "mode": "resvae", "n_layers": base.n_layers, "first_width": base.first_width, "decay": base.decay,
+        "input_keep": base.input_keep, "learning_rate": tr.learning_rate, "weight_decay": tr.weight_decay,
+        "batch_size": tr.batch_size, "momentum": tr.momentum,
+    }  # fmt: skip
+    offered = {
+        "n_layers": sp.resvae_layers, "first_width": sp.resvae_first_widths, "decay": sp.resvae_decay,
+        "input_keep": sp.input_keep, "batch_size": sp.batch_size, "momentum": sp.momentum,
+    }  # fmt: skip
+    if any(entry[k] not in v for k, v in offered.items()):
+        return []
+    ranges = {"learning_rate": sp.resvae_learning_rate, "weight_decay": sp.weight_decay}
+    if any(not lo <= entry[k] <= hi for k, (lo, hi) in ranges.items()):
+        return []
+    return [entry]
+
+
+def portfolio(cfg, modes: list[str], n_vars: int, n_train: int, task: str = "classification") -> list[dict]:
     """Trials to run first: settings known to do well on small and large data alike.
 
     A logistic regression as CellTypist fits it (z-scores, L2 about ``1 / n_cells``), a
-    regularised RFCN-ResNet and a 2-layer MLP. Each is kept only where the configured spaces
+    regularised RFCN-ResNet, a regularised 2-layer MLP and one as scikit-learn's
+    ``MLPClassifier`` trains it (no dropout, little weight decay). Each is kept only where the configured spaces
     allow its every choice (a value outside a range is moved inside it).
     """
     sp = cfg.search.spaces
@@ -174,7 +204,13 @@ def portfolio(cfg, modes: list[str], n_vars: int, n_train: int) -> list[dict]:
          "input_keep": 1.0, "l2": 1.0 / max(n_train, 1), "n_genes": None},
         {"mode": "resnet", **general, **nets, "resnet_width": 256, "resnet_blocks": 3},
         {"mode": "mlp", **general, **nets, "mlp_width": 256, "mlp_layers": 2},
+        {"mode": "mlp", **general, "learning_rate": 1e-3, "batch_size": 128, "label_smoothing": 0.0,
+         "weight_decay": 1e-4, "input_keep": 1.0, "dropout": 0.0, "n_genes": wide, "mlp_width": 256,
+         "mlp_layers": 2},  # scikit-learn's MLPClassifier defaults, a strong plain network on small data
     ]  # fmt: skip
+    if wide is not None:  # the networks read 2000 genes: by class separation (classification) or variance
+        entries[1]["genes_by"] = "f_test" if task == "classification" else "variance"
+        entries[2]["genes_by"] = entries[3]["genes_by"] = "variance"
     out = []
     for e in entries:
         if e["mode"] not in modes:
@@ -195,6 +231,7 @@ def _inside(entry: dict, spaces, genes: list) -> dict | None:
         "label_smoothing": spaces.label_smoothing,
         "scaling": spaces.scaling,
         "n_genes": genes,
+        "genes_by": spaces.genes_by,
         "resnet_width": spaces.resnet_widths,
         "resnet_blocks": spaces.resnet_blocks,
         "mlp_width": spaces.mlp_widths,

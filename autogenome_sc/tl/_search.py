@@ -12,7 +12,7 @@ from anndata import AnnData
 from .. import _logging as logg
 from .. import config as _config
 from ..search import leaderboard, open_study
-from ..search._select import final_model, select, use_cv
+from ..search._select import cv_seconds, final_model, select, use_cv
 from ._train import _headline, _log_input, finish
 
 
@@ -150,10 +150,13 @@ def search(
         _log_input(opened.data, opened.kind)
     s = opened.searcher
     n_folds = use_cv(opened.data, opened.cfg.search) if supervised else 0
-    trials_timeout = opened.timeout
-    if trials_timeout is not None and n_folds:
-        trials_timeout = trials_timeout * (1.0 - opened.cfg.search.cv_share)  # the rest is cross-validation's
-    s.run(opened.n_trials, trials_timeout)
+    reserve = None
+    if opened.timeout is not None and n_folds:  # keep what cross-validating the best trials will take
+
+        def reserve() -> float:
+            return cv_seconds(s, n_folds, opened.cfg.search.cv_share, opened.timeout)
+
+    s.run(opened.n_trials, opened.timeout, reserve=reserve)
     s.wait_for_others()
     for _ in range(3):  # a worker that died after we stopped leaves a retry waiting: run it here
         if opened.timeout is not None or opened.n_trials is None or s.n_counted() >= opened.n_trials:

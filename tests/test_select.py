@@ -1,0 +1,233 @@
+"""Choosing the winner: the linear mode, cross-validated re-scoring, ensembles, the final fit, the budget."""
+
+import json
+import time
+
+import anndata
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.special import softmax
+
+import autogenome_sc as ag
+from autogenome_sc import config
+from autogenome_sc.data import prepare
+from autogenome_sc.search import open_study
+from autogenome_sc.search._select import candidates, greedy_weights, select
+
+CV = {
+    "trainer": {"max_epochs": 4, "patience": 4},
+    "search": {
+        "modes": ["linear", "resnet"],
+        "pruner": "none",
+        "n_startup_trials": 2,
+        "cv_folds": 3,
+        "cv_configs": 2,
+        "spaces": {"resnet_widths": [16], "resnet_blocks": [1], "n_genes": [None, 200], "batch_size": [64]},
+    },
+}
+
+
+def _cfg(**search):
+    cfg = json.loads(json.dumps(CV))
+    cfg["search"].update(search)
+    return cfg
+
+
+def _search(adata, tmp_path, name, **kw):
+    ag.tl.search(adata, "bulk_labels", n_trials=3, use_raw=True, run_dir=tmp_path, study_name=name, **kw)
+    return adata.uns["ag"]
+
+
+def test_linear_mode_learns_and_its_explanations_are_exact(pbmc):
+    ag.tl.train(pbmc, "bulk_labels", model="linear", use_raw=True, config={"trainer": {"l2": 1e-3}}, rng=0)
+    uns = pbmc.uns["ag"]
+    assert uns["metrics"]["accuracy"] > 0.7
+    assert pbmc.obsm["X_ag"].shape == (pbmc.n_obs, 10)  # the embedding of a linear model is its logits
+    model = ag.read_model(uns["model_path"])
+    assert model.architecture["model"] == "linear"
+    cells = np.arange(30)
+    train = np.flatnonzero(pbmc.obs["ag_split"].to_numpy()[cells] == "train")
+    n = len(train)  # every background cell drawn exactly once per explained cell: the mean is exact
+    exp = ag.tl.explain(pbmc[cells].copy(), output="logit", n_background=n, n_samples=n, return_explanation=True)
+    # expected gradients of a linear model are exact SHAP values: w_gc * (x_g - mean of the background x'_g)
+    kernel = np.asarray(model.variables["params"]["head"]["kernel"])
+    pipe, _, _ = model.pipeline(pbmc[cells].copy(), use_raw=True)
+    bg = pipe.block(train)
+    x = pipe.block(np.arange(len(cells)))
+    want = (x - bg.mean(axis=0))[:, :, None] * kernel[None]
+    np.testing.assert_allclose(exp.values, want, rtol=1e-3, atol=1e-5)
+
+
+def test_cv_selection_is_deterministic_and_its_model_round_trips(pbmc, tmp_path):
+    a, b = pbmc.copy(), pbmc.copy()
+    ua = _search(a, tmp_path, "a", config=_cfg(), rng=0)
+    ub = _search(b, tmp_path, "b", config=_cfg(), rng=0)
+    sel = ua["selection"]
+    assert sel["method"] == "cv" and sel["n_folds"] == 3 and sel["final"] == "bag"
+    assert sel["n_cells"] == int((a.obs["ag_split"] != "test").sum())
+    table = sel["table"]
+    assert "linear" in set(table["mode"])  # the best linear configuration is always re-scored
+    assert table["weight"].sum() == pytest.approx(1.0)
+    pd.testing.assert_frame_equal(table.drop(columns="seconds"), ub["selection"]["table"].drop(columns="seconds"))
+    np.testing.assert_array_equal(a.obs["ag_prediction"], b.obs["ag_prediction"])
+    np.testing.assert_array_equal(a.obs["ag_confidence"], b.obs["ag_confidence"])
+    # the winner is the best cross-validated configuration (or the ensemble that beats it)
+    chosen = table[table["weight"] > 0]
+    if sel["chosen"] == "single":
+        assert len(chosen) == 1 and chosen["loss"].iloc[0] == table["loss"].min()
+    assert list(ua["best"]["ensemble"]) == list(chosen["trial"])
+    board = ua["leaderboard"]
+    assert np.isfinite(board.loc[board["trial"].isin(table["trial"]), "cv_loss"]).all()
+    # the bag: one member per fold of each chosen configuration, saved and loaded as one model
+    model = ag.read_model(ua["model_path"])
+    assert model.architecture["model"] == "ensemble" and len(model.architecture["members"]) == 3 * len(chosen)
+    pred = model.predict(pbmc, use_raw=True)
+    np.testing.assert_array_equal(pred["prediction"].astype(str), a.obs["ag_prediction"].astype(str))
+    np.testing.assert_allclose(pred["confidence"], a.obs["ag_confidence"], rtol=1e-5)
+    # calibrated on the out-of-fold outputs, explained like any model, written h5ad-safe
+    assert model.calibration["n_val"] == sel["n_cells"] and 0.05 < model.temperature < 20
+    ag.tl.explain(a, max_cells=20, n_samples=20, n_background=20)
+    assert a.uns["ag"]["importance"]["values"].shape == (pbmc.raw.n_vars, 11)  # 10 classes and overall
+    a.write_h5ad(tmp_path / "a.h5ad")
+    back = anndata.read_h5ad(tmp_path / "a.h5ad").uns["ag"]["selection"]
+    pd.testing.assert_frame_equal(back["table"], table, check_dtype=False)
+
+
+def test_out_of_fold_outputs_come_from_models_that_never_saw_the_cell(pbmc, tmp_path):
+    cfg = config.validate(_cfg())
+    opened = open_study(
+        pbmc, "bulk_labels", cfg=cfg, modes=None, n_trials=3, timeout=None, layer=None, use_raw=True,
+        split_key=None, storage=None, study_name="oof", run_dir=tmp_path, rng=0, keep=4,
+    )  # fmt: skip
+    s = opened.searcher
+    s.run(3, None)
+    sel = select(s, deadline=None, seed=0)
+    assert sel.method == "cv" and len(sel.scored) >= 2
+    rows = sel.rows
+    np.testing.assert_array_equal(rows, np.sort(np.flatnonzero(opened.data.split != "test")))
+    for scored in sel.scored:
+        seen = np.zeros(len(pbmc), int)
+        for fit in scored.fits:
+            held, train = fit.data.idx["val"], fit.data.idx["train"]
+            assert not np.intersect1d(held, train).size and not np.intersect1d(held, opened.data.idx["test"]).size
+            seen[held] += 1
+            pos = np.searchsorted(rows, held)
+            net_out = _outputs(fit, held)
+            np.testing.assert_allclose(scored.held_out[pos], net_out, rtol=1e-4, atol=1e-5)
+        assert (seen[rows] == 1).all() and (seen[opened.data.idx["test"]] == 0).all()
+
+
+def _outputs(fit, idx):
+    from autogenome_sc.search._driver import outputs_of
+
+    return outputs_of(fit, idx)
+
+
+def test_ensemble_averages_member_probabilities_each_with_its_own_scaling(pbmc, tmp_path):
+    uns = _search(pbmc, tmp_path, "e", config=_cfg(), rng=0)
+    model = ag.read_model(uns["model_path"])
+    members = model.architecture["members"]
+    weights = np.asarray(model.architecture["weights"]) / np.sum(model.architecture["weights"])
+    assert all("input" in m for m in members)
+    # members fitted on other folds have other scalings: their input constants differ
+    shifts = [np.asarray(model.variables["inputs"][f"input_{i}"]["shift"]) for i in range(len(members))]
+    assert not np.allclose(shifts[0], shifts[1])
+    from autogenome_sc.nn import build_network, member_input
+    from autogenome_sc.nn._fc import InputTransform
+
+    pipe, _, _ = model.pipeline(pbmc, use_raw=True)
+    x = pipe.block(np.arange(100))
+    mix = 0
+    for i, (arch, w) in enumerate(zip(members, weights, strict=True)):
+        spec = member_input(arch["input"])
+        xi = InputTransform(*spec).apply({"inputs": model.variables["inputs"][f"input_{i}"]}, x)
+        net = build_network(arch, 10)
+        v = {
+            c: model.variables[c][f"members_{i}"]
+            for c in ("params", "batch_stats")
+            if f"members_{i}" in model.variables.get(c, {})
+        }
+        out, _ = net.apply(v, xi, train=False)
+        mix = mix + w * softmax(np.asarray(out, np.float64), axis=1)
+    got = model.predict_proba(pbmc[:100].copy(), use_raw=True).to_numpy()
+    want = softmax(np.log(mix) / model.temperature, axis=1)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_refit_trains_once_more_on_train_and_validation(pbmc, tmp_path):
+    uns = _search(pbmc, tmp_path, "r", config=_cfg(final="refit", ensemble=1), rng=0)
+    sel = uns["selection"]
+    assert sel["final"] == "refit" and sel["chosen"] == "single"
+    model = ag.read_model(uns["model_path"])
+    assert model.architecture["model"] in ("linear", "resnet")  # one network, not a bag
+    epochs = int(sel["table"].loc[sel["table"]["weight"] > 0, "epochs"].iloc[0])
+    hist = uns["history"]
+    assert len(hist["epoch"]) == epochs and np.isnan(hist["val_loss"]).all()  # no validation cells left
+
+
+def test_validation_route_for_large_data_and_no_cv(pbmc, tmp_path):
+    uns = _search(pbmc, tmp_path, "v", config=_cfg(cv_max_cells=100), rng=0)
+    assert (
+        uns["selection"]["method"] == "validation"
+        and uns["selection"]["n_cells"] == (pbmc.obs["ag_split"] == "val").sum()
+    )
+    assert "heldout_loss" in uns["leaderboard"]
+
+
+def test_candidates_add_the_best_linear_configuration(pbmc, tmp_path):
+    cfg = config.validate(_cfg(cv_configs=1))
+    opened = open_study(
+        pbmc, "bulk_labels", cfg=cfg, modes=None, n_trials=4, timeout=None, layer=None, use_raw=True,
+        split_key=None, storage=None, study_name="c", run_dir=tmp_path, rng=0, keep=4,
+    )  # fmt: skip
+    opened.searcher.run(4, None)
+    top = opened.searcher.top_trials()
+    chosen = candidates(opened.searcher, 1)
+    assert chosen[0].number == top[0].number
+    if top[0].params["mode"] != "linear":
+        assert len(chosen) == 2 and chosen[1].params["mode"] == "linear"
+
+
+def test_greedy_weights_keep_only_members_that_help():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    good = np.full((300, 3), 0.1)
+    good[np.arange(300), y] = 0.8
+    bad = np.full((300, 3), 1 / 3)
+    w = greedy_weights([bad, good, bad], lambda p: -np.log(p[np.arange(300), y]).mean(), max_members=3)
+    assert w.tolist() == [0.0, 1.0, 0.0]
+
+
+def test_search_stays_within_its_timeout(pbmc, tmp_path):
+    t = time.perf_counter()
+    ag.tl.search(pbmc, "bulk_labels", timeout=20, use_raw=True, run_dir=tmp_path, rng=0)
+    wall = time.perf_counter() - t
+    sel = pbmc.uns["ag"]["selection"]
+    assert sel["search_seconds"] <= 22  # trials and cross-validation: the timeout plus 10%
+    assert wall <= sel["search_seconds"] + sel["final_seconds"] + 15  # then the final fit, evaluation and saving
+
+
+def test_gene_selection_and_scaling_use_training_cells_only(pbmc):
+    cfg = config.validate({})
+    data, _ = prepare(
+        pbmc, "bulk_labels", layer=None, use_raw=True, split_key=None, data_cfg=cfg.data, loss="auto",
+        rng=np.random.default_rng(0),
+    )  # fmt: skip
+    other = pbmc.copy()
+    held = np.flatnonzero(data.split != "train")
+    raw = other.raw.to_adata()
+    raw.X = raw.X.toarray()
+    raw.X[held] = np.random.default_rng(1).random((len(held), raw.n_vars)) * 50
+    other.raw = raw
+    data2, _ = prepare(
+        other, "bulk_labels", layer=None, use_raw=True, split_key=None, data_cfg=cfg.data, loss="auto",
+        rng=np.random.default_rng(0),
+    )  # fmt: skip
+    for scaling, n in (("zscore", 100), ("minmax", None)):
+        v1, v2 = data.with_inputs(scaling, n), data2.with_inputs(scaling, n)
+        np.testing.assert_array_equal(v1.pipeline.var_names, v2.pipeline.var_names)
+        np.testing.assert_allclose(v1.pipeline.scaler.shift, v2.pipeline.scaler.shift, rtol=1e-5)
+        np.testing.assert_allclose(v1.pipeline.scaler.scale, v2.pipeline.scaler.scale, rtol=1e-5)
+    assert len(data.with_inputs("zscore", 100).pipeline.var_names) == 100
+    assert data.with_inputs("minmax", 10_000) is data.with_inputs("minmax", None)  # more than there are: all genes
