@@ -187,7 +187,7 @@ def peers():
 
 
 # ------------------------------------------------------------------------------------ run
-def run(name: str, folds_wanted: list[int], timeout: float, methods: set[str] | None, tmp: Path) -> dict:
+def run(name: str, folds_wanted: list[int], timeout: float, methods: set[str] | None, tmp: Path, config=None) -> dict:
     got = DATASETS[name]()
     if got is None:
         print(f"{name}: not found in {DEVDATA} (run ../shared/devdata/make_devdata.sh); skipped", flush=True)
@@ -231,7 +231,16 @@ def run(name: str, folds_wanted: list[int], timeout: float, methods: set[str] | 
         a = adata.copy()
         a.obs["fold"] = pd.Categorical(split)
         t = time.perf_counter()
-        ag.tl.search(a, key, timeout=timeout, split_key="fold", run_dir=tmp / "runs", study_name=f"{name}{f}", rng=0)
+        ag.tl.search(
+            a,
+            key,
+            timeout=timeout,
+            split_key="fold",
+            run_dir=tmp / "runs",
+            study_name=f"{name}{f}",
+            rng=0,
+            config=config,
+        )
         wall = time.perf_counter() - t
         sel = a.uns["ag"]["selection"]
         pred = a.obs["ag_prediction"].astype(str).to_numpy()[test]
@@ -287,6 +296,9 @@ def main() -> None:
     p.add_argument("--timeout", type=float, default=60.0)
     p.add_argument("--methods", default=None, help="comma-separated subset (peer names or ag.tl.search)")
     p.add_argument("--out", default=None, help="write the scores as JSON here")
+    p.add_argument(
+        "--config", default=None, help="expert config (JSON text) for ag.tl.search, e.g. an A/B of a setting"
+    )
     args = p.parse_args()
     ag.settings.verbosity = 0
     ag.settings.progress_bar = False
@@ -296,7 +308,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ag.settings.model_dir = Path(tmp) / "models"
         for name in args.datasets.split(","):
-            all_scores[name] = run(name, folds, args.timeout, methods, Path(tmp))
+            config = json.loads(args.config) if args.config else None
+            all_scores[name] = run(name, folds, args.timeout, methods, Path(tmp), config)
             if args.out:
                 Path(args.out).write_text(json.dumps(all_scores, indent=1))
     print("\nmean accuracy / macro-F1 over folds (bold: the best, ours included)\n")

@@ -356,7 +356,10 @@ class SearchConfig(_Strict):
         0.4,
         gt=0,
         lt=1,
-        description="With a timeout: the share of it kept for cross-validation (trials stop starting earlier).",
+        description=(
+            "With a timeout: at most this share of it is kept for cross-validation; the trials stop when what "
+            "is left is what cross-validating the current best configurations should take (measured from them)."
+        ),
     )
     final: Literal["bag", "refit"] = Field(
         "bag",

@@ -158,8 +158,9 @@ def select(searcher: Searcher, *, deadline: float | None, seed: int) -> Selectio
     k = use_cv(data, cfg)
     start = time.perf_counter()
     notes: list[str] = []
-    if k:  # the best cv_configs first; more after them while the budget lasts
+    if k:  # the linear floor first (it is cheap), the best cv_configs next; more while the budget lasts
         wanted = candidates(searcher, cfg.cv_configs, 0 if deadline is None else cfg.cv_configs)
+        wanted.sort(key=lambda t: t.params.get("mode") != "linear")  # stable: the rest keep their ranks
         scored, rows = _cross_validate(searcher, wanted, k, seed, deadline, notes)
         method = "cv"
         if not scored:

@@ -38,15 +38,24 @@ def search(
 ) -> AnnData | None:
     """Search architectures and hyperparameters, then evaluate and save the winner.
 
-    The data are prepared once (split 8:1:1, stratified; 0-1 scaling fitted on the
-    training split). Each trial draws a mode (MLP, RFCN-ResNet or RFCN-DenseNet), its
-    architecture from the paper's search spaces, and the general hyperparameters
-    (learning rate, batch size, momentum, weight decay), with Optuna's TPE sampler seeded
-    from ``rng``; it trains with early stopping, reports the validation metric after every
-    epoch, and is pruned early (Hyperband by default) when it looks worse than its peers.
-    Trials are judged on the validation split only; the winner (or an average of the
-    ``search.ensemble`` best trials) is evaluated once on the test split, saved, and written
-    to ``adata`` exactly like :func:`autogenome_sc.tl.train`.
+    The data are prepared once (split 8:1:1, stratified). The study starts with a short
+    portfolio of known-good settings; each trial then draws a mode (linear, MLP,
+    RFCN-ResNet or RFCN-DenseNet), its architecture from the paper's search spaces, the
+    general hyperparameters (learning rate, batch size, momentum, weight decay or L2 penalty,
+    dropout, label smoothing) and the input (0-1 or z-score scaling, all genes or the most
+    variable or class-separating ones, fitted on the training split), with Optuna's TPE
+    sampler seeded from ``rng``; it trains with early stopping, reports the validation metric
+    after every epoch, and is pruned early (Hyperband by default) when it looks worse than
+    its peers.
+
+    The winner is chosen on held-out predictions: on small classification data (at most
+    ``search.cv_max_cells`` cells in train + validation) the best configurations and the best
+    linear one are re-scored by k-fold cross-validation on train + validation, and the final
+    model, the best of them or an ensemble of them chosen on their out-of-fold predictions,
+    is trained on train + validation; otherwise the choice is made on the validation split.
+    The test split is never used to choose: the winner is evaluated once on it, saved, and
+    written to ``adata`` exactly like :func:`autogenome_sc.tl.train`. See
+    ``docs/searching.md``.
 
     The study lives in an Optuna journal file in ``run_dir`` unless ``storage`` names a
     database. Calling again with the same ``study_name`` continues it: finished trials are
@@ -61,17 +70,19 @@ def search(
         Column of ``adata.obs`` to learn. ``None`` asks for an unsupervised search of the
         Res-VAE (mode ``"resvae"``) over the paper's space, judged by the validation ELBO.
     modes
-        Supervised: any of ``"mlp"``, ``"resnet"``, ``"densenet"`` and ``"enas"`` (each ENAS
-        trial is a whole ENAS search over ``models.enas`` plus the retraining of its winner;
-        the paper's ENAS defaults are sized for a GPU). Default: the config's ``search.modes``,
-        else the first three, plus ``"enas"`` when JAX runs on a GPU or TPU. Unsupervised: ``"resvae"``.
+        Supervised: any of ``"linear"``, ``"mlp"``, ``"resnet"``, ``"densenet"`` and ``"enas"``
+        (each ENAS trial is a whole ENAS search over ``models.enas`` plus the retraining of its
+        winner; the paper's ENAS defaults are sized for a GPU). Default: the config's
+        ``search.modes``, else the first four, plus ``"enas"`` when JAX runs on a GPU or TPU.
+        Unsupervised: ``"resvae"``.
     n_trials
         Trials the study should have in total (finished or pruned, over all runs and
         workers). Default: the config's, else 30.
     timeout
-        Stop starting new trials after this many seconds of this call. Default: the
-        config's; with neither ``n_trials`` nor ``timeout`` anywhere, 30 trials or 240 s,
-        whichever comes first (about 5 minutes on pbmc68k_reduced with 2 CPU cores).
+        Seconds for the trials and the selection of the winner (the running trial is stopped
+        at its next epoch); the final model's fit comes after it and is reported separately.
+        Default: the config's; with neither ``n_trials`` nor ``timeout`` anywhere, 30 trials
+        or 240 s, whichever comes first.
     layer
         Use ``adata.layers[layer]`` instead of ``adata.X``.
     use_raw
@@ -112,10 +123,19 @@ def search(
     ``"leaderboard"``
         DataFrame, one row per trial: ``trial``, ``mode``, ``state``, ``value`` (the
         validation metric), ``val_loss``, ``val_accuracy``, ``best_epoch``, ``epochs``,
-        ``seconds``, ``retry_of`` and one column per hyperparameter.
+        ``seconds``, ``retry_of``, one column per hyperparameter and, for re-scored trials,
+        ``cv_loss``, ``cv_accuracy``, ``cv_macro_f1``, ``cv_weight`` (``heldout_*`` when
+        chosen on the validation split).
     ``"best"``
-        The winning trial: ``trial``, ``mode``, ``value``, ``metric``, ``params``,
-        ``architecture``, ``ensemble`` (trial numbers averaged), ``study_name``, ``storage``.
+        The winning trial (an ensemble's heaviest member): ``trial``, ``mode``, ``value``,
+        ``metric``, ``params``, ``architecture``, ``ensemble`` (the trials in the final model),
+        ``study_name``, ``storage``.
+    ``"selection"``
+        How the winner was chosen: ``method`` (``"cv"`` or ``"validation"``), ``n_folds``,
+        ``chosen`` (``"single"`` or ``"ensemble"``), ``final`` (``"bag"``, ``"refit"`` or
+        ``"trial"``), ``n_cells``, ``table`` (held-out loss, accuracy, macro-F1, weight and
+        epochs of each re-scored configuration), ``search_seconds`` (what ``timeout``
+        bounds), ``selection_seconds``, ``final_seconds`` and ``notes``.
     """
     if not isinstance(adata, AnnData):
         raise TypeError(f"Expected an AnnData object, got {type(adata).__name__}.")

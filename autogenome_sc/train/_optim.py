@@ -12,6 +12,7 @@ from functools import lru_cache
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 DIV_FACTOR = 25.0  # the rate starts at peak / 25
@@ -89,7 +90,17 @@ class Optimizer:
         self.tx = _transform(optimizer)
 
     def init(self, params, hp: dict):
-        return self._set(self.tx.init(params), hp, jnp.zeros((), jnp.int32))
+        # zeros of the state's shapes, made by NumPy: optax's own init runs one small compiled
+        # op per parameter shape (about a second for a DenseNet, more than its training here)
+        shapes = jax.eval_shape(self.tx.init, params)
+        zeros = jax.tree.map(lambda s: jnp.asarray(np.zeros(s.shape, s.dtype)), shapes)
+        # the injected hyperparameters (Adam's b2 and eps, ...) do not depend on the parameters
+        dummy = self.tx.init({"w": jnp.zeros((1,), jnp.float32)})
+        state = tuple(
+            z._replace(hyperparams=d.hyperparams) if hasattr(z, "hyperparams") else z
+            for z, d in zip(zeros, dummy, strict=True)
+        )
+        return self._set(state, hp, jnp.zeros((), jnp.int32))
 
     def _set(self, state, hp: dict, step):
         lr, mom = one_cycle_values(step, hp["total"], hp["peak"], hp["pct_start"], hp["momentum"])
