@@ -74,6 +74,7 @@ class Searcher:
     deadline: float | None = None
     reserve: object = None  # () -> seconds to keep free before the deadline
     _reserved: float = 0.0
+    _first_epochs: list[float] = field(default_factory=list)
     _values: dict[int, float] = field(default_factory=dict)
     _complete_seen: bool = False
 
@@ -112,6 +113,8 @@ class Searcher:
         start = time.perf_counter()
 
         def report(epoch: int, metrics: dict) -> None:
+            if epoch == 0:  # compiling and the first epoch: what starting another trial costs before it can stop
+                self._first_epochs.append(time.perf_counter() - start)
             trial.report(float(metrics[self.metric]), epoch)
             over = self._past_deadline() and self._has_complete()
             if over:  # the time budget also stops the running trial, at an epoch boundary
@@ -167,11 +170,16 @@ class Searcher:
             worst = max(self.results, key=lambda n: self._values[n])
             del self.results[worst]
 
-    def _past_deadline(self) -> bool:
-        """Whether trials should stop: the timeout passed, less the time kept for what follows."""
+    def _past_deadline(self, starting: bool = False) -> bool:
+        """Whether trials should stop: the timeout passed, less the time kept for what follows.
+
+        ``starting``: whether a new trial may start, which also needs the time a trial takes
+        to reach its first epoch (mostly compiling), the median of those seen so far.
+        """
         if self.deadline is None:
             return False
-        return time.perf_counter() + self._reserved > self.deadline
+        margin = float(np.median(self._first_epochs)) if starting and self._first_epochs else 0.0
+        return time.perf_counter() + self._reserved + margin > self.deadline
 
     def run(self, n_trials: int | None, timeout: float | None, *, reserve=None, progress: bool = True) -> None:
         """Run trials in this process until the study has ``n_trials`` counted trials or ``timeout`` passes.
@@ -204,7 +212,7 @@ class Searcher:
             bar.refresh()
             if n_trials is not None and self._n_counted((*COUNTED, TrialState.RUNNING)) >= n_trials:
                 study.stop()
-            if self._past_deadline():
+            if self._past_deadline(starting=True):
                 study.stop()
 
         old = optuna.logging.get_verbosity()
