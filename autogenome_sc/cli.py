@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from ._names import SUPERVISED_MODES
+
 _EXAMPLES_SEARCH = """\
 example:
   autogenome-sc search data.h5ad --label-key cell_type --config expert.json --out out.h5ad
@@ -37,7 +39,7 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 def _add_study_args(p: argparse.ArgumentParser, *, need_study: bool) -> None:
     p.add_argument("--label-key", required=True, help="column of adata.obs to learn")
     p.add_argument(
-        "--modes", nargs="+", default=None, help="any of linear mlp resnet densenet enas (default: the config's)"
+        "--modes", nargs="+", default=None, help=f"any of {' '.join(SUPERVISED_MODES)} (default: the config's)"
     )
     p.add_argument("--n-trials", type=int, default=None, help="trials the study should have in total")
     p.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")

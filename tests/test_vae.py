@@ -12,7 +12,7 @@ from scipy import stats
 
 import autogenome_sc as ag
 from autogenome_sc.nn import build_vae, nb_log_prob
-from autogenome_sc.tl._vae import fit_vae_config, prepare_vae
+from autogenome_sc.train import fit_vae_config, prepare_vae
 from autogenome_sc.train._vae import _TRACES
 
 ARCH = {"first_width": 128, "n_layers": 3, "decay": 0.5, "latent": 16, "kl_warmup": 3}
@@ -168,7 +168,7 @@ def test_suggest_vae_arch_samples_the_papers_space():
     spaces = ag.config.validate(None).search.spaces
     assert spaces.resvae_layers == [3, 4, 5] and spaces.resvae_decay == [0.8, 0.6, 0.5]
     assert spaces.resvae_first_widths == [4096, 2048, 1024, 512, 256, 128]
-    from autogenome_sc.tl._vae import suggest_vae_arch
+    from autogenome_sc.search._spaces import suggest_vae_arch
 
     base = {"model": "resvae", "latent": 128, "likelihood": "mse", "n_layers": 3}
     trial = optuna.trial.FixedTrial({"n_layers": 5, "first_width": 256, "decay": 0.6, "input_keep": 0.6})

@@ -57,6 +57,8 @@ def validate(config: Mapping[str, Any] | str | Path | Config | None) -> Config:
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
+        elif err["type"] == "value_error":  # our own validators' sentences, without pydantic's prefix
+            msg = msg.removeprefix("Value error, ")
         raise ValueError(f"Invalid config field '{field}': {msg}.") from None
 
 

@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .._names import Activation, GenesBy, Likelihood, Preprocess, Scaling, mode_names
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -19,7 +21,7 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     """Data loader module."""
 
-    preprocess: Literal["auto", "none", "log1p", "normalize_log1p"] = Field(
+    preprocess: Preprocess = Field(
         "auto",
         description=(
             "How the matrix is turned into log-expression before 0-1 scaling. 'auto' detects raw counts "
@@ -28,7 +30,7 @@ class DataConfig(_Strict):
         ),
     )
     scale: bool = Field(True, description="Scale each gene (see ``scaling``), fitted on the training split.")
-    scaling: Literal["minmax", "zscore"] = Field(
+    scaling: Scaling = Field(
         "minmax",
         description=(
             "'minmax': the paper's per-gene 0-1 scaling, clipped to the training range on every other cell; "
@@ -41,7 +43,7 @@ class DataConfig(_Strict):
         ge=1,
         description=("Keep only this many genes (see genes_by), chosen on the training split; None: all genes."),
     )
-    genes_by: Literal["variance", "f_test"] = Field(
+    genes_by: GenesBy = Field(
         "variance",
         description=(
             "How n_genes are chosen: the most variable (variance of the preprocessed values), or, for "
@@ -132,7 +134,7 @@ class LossConfig(_Strict):
 class _Arch(_Strict):
     input_keep: float = Field(0.8, gt=0, le=1, description="Keep ratio of the input dropout (1.0: none).")
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout after each hidden FC unit.")
-    activation: Literal["relu", "gelu", "silu", "elu", "tanh"] = "relu"
+    activation: Activation = "relu"
 
 
 class LinearConfig(_Strict):
@@ -170,8 +172,8 @@ class ResVAEConfig(_Strict):
     decay: float = Field(0.5, gt=0, le=1, description="Each encoder unit is this fraction of the previous one.")
     latent: int = Field(128, ge=1, description="Size of the latent code.")
     input_keep: float = Field(0.8, gt=0, le=1, description="Keep ratio of the input dropout (1.0: none).")
-    activation: Literal["relu", "gelu", "silu", "elu", "tanh"] = "relu"
-    likelihood: Literal["auto", "mse", "bernoulli", "nb"] = Field(
+    activation: Activation = "relu"
+    likelihood: Literal["auto", Likelihood] = Field(
         "auto",
         description=(
             "'mse' or 'bernoulli' on the 0-1 scaled input (the paper's), 'nb' (negative binomial) on raw counts; "
@@ -268,7 +270,7 @@ class SearchSpaces(_Strict):
     linear_l2: tuple[float, float] = Field(
         (1e-5, 1.0), description="Linear mode: log-uniform range of the L2 penalty (see trainer.l2)."
     )
-    scaling: list[Literal["minmax", "zscore"]] = Field(
+    scaling: list[Scaling] = Field(
         ["minmax", "zscore"], min_length=1, description="Input scaling (see data.scaling), fitted on training cells."
     )
     n_genes: list[int | None] = Field(
@@ -279,7 +281,7 @@ class SearchSpaces(_Strict):
             "above the number of genes mean all)."
         ),
     )
-    genes_by: list[Literal["variance", "f_test"]] = Field(
+    genes_by: list[GenesBy] = Field(
         ["variance", "f_test"],
         min_length=1,
         description="How the kept genes are ranked (see data.genes_by; 'f_test' for classification only).",
@@ -296,14 +298,24 @@ class SearchSpaces(_Strict):
 class SearchConfig(_Strict):
     """Search mode module: which modes, how long, over which spaces."""
 
-    modes: list[Literal["linear", "mlp", "resnet", "densenet", "enas", "resvae"]] | None = Field(
+    modes: list[str] | None = Field(
         None,
         min_length=1,
         description=(
-            "Modes the search draws from. None: linear, mlp, resnet and densenet, plus enas when JAX runs on a GPU or "
-            "TPU (the paper's ENAS is too large for the default CPU budget)."
+            "Modes the search draws from (built in: linear, mlp, resnet, densenet, enas, resvae; "
+            "autogenome_sc.search.register_mode adds more). None: linear, mlp, resnet and densenet, plus enas when JAX "
+            "runs on a GPU or TPU (the paper's ENAS is too large for the default CPU budget)."
         ),
     )
+
+    @field_validator("modes")
+    @classmethod
+    def _known_modes(cls, v):
+        unknown = [m for m in v or () if m not in mode_names()]
+        if unknown:
+            raise ValueError(f"unknown search mode {unknown[0]!r}; choose from {', '.join(mode_names())}")
+        return v
+
     n_trials: int | None = Field(
         None, ge=1, description="Trials of the study in total (all runs and workers); the argument wins."
     )

@@ -31,9 +31,8 @@ import jax.numpy as jnp
 import optax
 from jax.scipy.special import gammaln
 
+from .._names import LIKELIHOODS, VAE_MODELS
 from ._fc import FCUnit
-
-LIKELIHOODS = ("mse", "bernoulli", "nb")
 
 
 def nb_log_prob(x, mu, theta, eps: float = 1e-8):
@@ -153,9 +152,6 @@ class ResVAE(nn.Module):
             recon = ((jax.nn.sigmoid(logits) - x) ** 2).sum(-1)
         kl = 0.5 * (jnp.exp(logvar) + mean**2 - 1.0 - logvar).sum(-1)
         return recon, kl
-
-
-VAE_MODELS = ("resvae", "vae")
 
 
 def build_vae(arch: dict, n_genes: int) -> ResVAE:

@@ -84,8 +84,7 @@ def reliability(
 
 
 def _bins_from_obs(adata: AnnData, key: str, label_key: str, n_bins: int) -> dict:
-    from ..tl._keys import Keys
-    from ..tl._results import UNASSIGNED
+    from .._keys import UNASSIGNED, Keys
     from ..train._confidence import confidence_bins
 
     keys = Keys(key)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._spaces import Mode, register_mode
+from ._spaces import Mode, register_mode, suggest_vae_arch
 
 
 def _enas_suggest(trial, spaces, models) -> dict:
@@ -19,8 +19,6 @@ def _enas_run(data, arch, trainer, cfg, key, report):
 
 
 def _resvae_suggest(trial, spaces, models) -> dict:
-    from ..tl._vae import suggest_vae_arch
-
     base = {"model": "resvae", **models.resvae.model_dump(mode="json")}
     return suggest_vae_arch(trial, spaces, base)
 
@@ -29,7 +27,7 @@ def _resvae_run(data, arch, trainer, cfg, key, report):
     """Train one Res-VAE configuration; its validation loss is the negative validation ELBO."""
     import jax
 
-    from ..tl._vae import fit_vae_config
+    from ..train import fit_vae_config
 
     rng = int(jax.random.randint(key, (), 0, 2**31 - 1))
     return arch, fit_vae_config(data, arch, cfg.model_copy(update={"trainer": trainer}), rng=rng, callback=report)

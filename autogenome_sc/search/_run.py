@@ -99,7 +99,7 @@ def open_study(
     if cfg.search.metric == "val_accuracy" and cfg.loss.name == "mse":
         raise ValueError("search.metric 'val_accuracy' is for classification; use 'val_loss' for regression.")
     if label_key is None:  # the Res-VAE: an unlabelled problem, judged by the validation ELBO
-        from ..tl._vae import prepare_vae
+        from ..train import prepare_vae
 
         if cfg.search.metric != "val_loss":
             raise ValueError("Unsupervised search is judged by the validation ELBO; use search.metric 'val_loss'.")

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import optuna
 
+from .._names import add_mode, mode_names
+
 
 @dataclass(frozen=True)
 class Mode:
@@ -40,8 +42,11 @@ MODES: dict[str, Mode] = {}
 
 
 def register_mode(mode: Mode) -> Mode:
-    """Make ``mode`` available to ``ag.tl.search``."""
+    """Make ``mode`` available to ``ag.tl.search``, its ``modes`` argument and the config's ``search.modes``."""
+    if not mode.name or not mode.name.replace("_", "").isalnum():
+        raise ValueError(f"A search mode's name is a plain word; got {mode.name!r}.")
     MODES[mode.name] = mode
+    add_mode(mode.name, mode.supervised)
     return mode
 
 
@@ -264,13 +269,36 @@ def check_modes(modes, supervised: bool) -> list[str]:
     modes = list(dict.fromkeys(modes))
     if not modes:
         raise ValueError("modes is empty; choose at least one of " + ", ".join(sorted(MODES)) + ".")
-    known = {"linear", "mlp", "resnet", "densenet", "enas", "resvae"}
     for m in modes:
-        if m not in known:
-            raise ValueError(f"Unknown search mode '{m}'; choose from {', '.join(sorted(known))}.")
         if m not in MODES:
-            raise ValueError(f"Search mode '{m}' is not available in this version of autogenome_sc.")
+            raise ValueError(f"Unknown search mode '{m}'; choose from {', '.join(mode_names())}.")
         if MODES[m].supervised != supervised:
             what = "needs a label_key" if MODES[m].supervised else "is unsupervised (pass label_key=None)"
             raise ValueError(f"Search mode '{m}' {what}.")
     return modes
+
+
+def suggest_vae_arch(trial, spaces, arch: dict) -> dict:
+    """Sample the paper's Res-VAE space with an Optuna ``trial``; return ``arch`` with the choices.
+
+    Parameters
+    ----------
+    trial
+        An ``optuna.Trial``.
+    spaces
+        The config's ``search.spaces`` (``resvae_layers``, ``resvae_first_widths``,
+        ``resvae_decay``, ``input_keep``).
+    arch
+        The base architecture from :func:`~autogenome_sc.train.prepare_vae` (likelihood, latent size, ...).
+
+    Returns
+    -------
+    A new architecture dict for :func:`~autogenome_sc.train.fit_vae_config`.
+    """
+    return {
+        **arch,
+        "n_layers": trial.suggest_categorical("n_layers", list(spaces.resvae_layers)),
+        "first_width": trial.suggest_categorical("first_width", list(spaces.resvae_first_widths)),
+        "decay": trial.suggest_categorical("decay", list(spaces.resvae_decay)),
+        "input_keep": trial.suggest_categorical("input_keep", list(spaces.input_keep)),
+    }

@@ -10,9 +10,9 @@ import pandas as pd
 from anndata import AnnData
 
 from .. import _logging as logg
+from .._keys import Keys
 from ..explain import SAMPLINGS, NetworkOutput, expected_gradients, model_output
 from ..io import read_model
-from ._keys import Keys
 
 OUTPUTS = ("probability", "logit")
 

@@ -9,9 +9,9 @@ import numpy as np
 from anndata import AnnData
 
 from .. import _logging as logg
+from .._keys import UNASSIGNED, Keys
 from ..io import Model, read_model
-from ._keys import Keys
-from ._results import UNASSIGNED, write_predictions
+from ._results import write_predictions
 
 REJECT_UNCERTAINTY = 0.95
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._keys import UNASSIGNED, Keys
+from .._settings import settings
 from ..io import Model
-from ._keys import Keys
-
-UNASSIGNED = "Unassigned"
 
 
 def write_predictions(
@@ -62,3 +64,25 @@ def h5ad_safe(obj):
     if isinstance(obj, np.generic):
         return obj.item()
     return obj
+
+
+def default_model_path(save_path: str | None, key_added: str, label_key: str | None) -> Path:
+    """The save path from the config, or a fresh folder under ``ag.settings.model_dir``."""
+    if save_path is not None:
+        return Path(save_path)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(settings.model_dir) / f"{key_added}_{label_key or 'unsupervised'}_{stamp}"
+    path, i = base, 1
+    while path.exists():
+        path, i = Path(f"{base}_{i}"), i + 1
+    return path
+
+
+def preprocessing_record(kind: str, pipe, cfg) -> dict:
+    """What a model stores of its preprocessing: detected input, transform, scaling and its bounds."""
+    scaler = pipe.scaler
+    rec = {"input": kind, "applied": pipe.preprocess, "config": cfg.data.preprocess}
+    rec["scaling"] = "none" if scaler is None else scaler.kind
+    if scaler is not None and scaler.clip is not None:
+        rec["clip"] = list(scaler.clip)
+    return rec

@@ -8,7 +8,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .. import _logging as logg
-from ._keys import Keys
+from .._keys import Keys
 
 _SELF_WEIGHT = 1.0 + 1e-6  # a cell's own label counts like its closest neighbour and wins ties
 

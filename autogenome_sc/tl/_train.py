@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +12,15 @@ from anndata import AnnData
 
 from .. import _logging as logg
 from .. import config as _config
-from .._settings import settings
+from .._keys import Keys
 from ..data import Scaler, TrainData, prepare
 from ..io import Model
 from ..nn import MODELS, VAE_MODELS, build_network
 from ..search._enas import enas_uns, run_enas
 from ..train import FitResult, classification_metrics, fit, predict_arrays, regression_metrics
 from ._calibrate import calibrate
-from ._keys import Keys
-from ._results import h5ad_safe, write_predictions
+from ._results import default_model_path, h5ad_safe, preprocessing_record, write_predictions
+from ._vae import train_vae
 
 
 def train(
@@ -99,8 +98,6 @@ def train(
         and ``enas`` (search ``history`` and the scored ``candidates``).
     """
     if model in VAE_MODELS:
-        from ._vae import train_vae  # the VAE module imports this one
-
         if label_key is not None:
             raise ValueError(f"model='{model}' is unsupervised; pass label_key=None (use eval_key to score labels).")
         return train_vae(
@@ -161,28 +158,6 @@ def _headline(metrics: dict) -> str:
     if "test_elbo" in metrics:
         return f"ELBO {metrics['test_elbo']:.2f} per cell"
     return f"R2 {metrics['r2']:.3f}, RMSE {metrics['rmse']:.3g}"
-
-
-def default_model_path(save_path: str | None, key_added: str, label_key: str | None) -> Path:
-    """The save path from the config, or a fresh folder under ``ag.settings.model_dir``."""
-    if save_path is not None:
-        return Path(save_path)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = Path(settings.model_dir) / f"{key_added}_{label_key or 'unsupervised'}_{stamp}"
-    path, i = base, 1
-    while path.exists():
-        path, i = Path(f"{base}_{i}"), i + 1
-    return path
-
-
-def preprocessing_record(kind: str, pipe, cfg) -> dict:
-    """What a model stores of its preprocessing: detected input, transform, scaling and its bounds."""
-    scaler = pipe.scaler
-    rec = {"input": kind, "applied": pipe.preprocess, "config": cfg.data.preprocess}
-    rec["scaling"] = "none" if scaler is None else scaler.kind
-    if scaler is not None and scaler.clip is not None:
-        rec["clip"] = list(scaler.clip)
-    return rec
 
 
 def finish(

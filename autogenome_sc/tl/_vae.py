@@ -1,7 +1,7 @@
 """``train_vae``: one Res-VAE (or plain VAE) on unlabelled cells; latent means and reconstructions in AnnData.
 
-For a search: :func:`prepare_vae` once, :func:`fit_vae_config` (or :func:`validation_elbo`)
-per trial, then :func:`finish_vae` for the winner.
+For a search: :func:`~autogenome_sc.train.prepare_vae` once,
+:func:`~autogenome_sc.train.fit_vae_config` per trial, then :func:`finish_vae` for the winner.
 """
 
 from __future__ import annotations
@@ -16,13 +16,11 @@ from anndata import AnnData
 
 from .. import _logging as logg
 from .. import config as _config
-from ..data import TrainData, prepare_unsupervised
+from .._keys import Keys
+from ..data import TrainData
 from ..io import Model
-from ..nn import VAE_MODELS, build_vae
-from ..train import FitResult, evaluate_elbo, fit_vae, make_terms
-from ._keys import Keys
-from ._results import h5ad_safe
-from ._train import default_model_path, preprocessing_record
+from ..train import FitResult, check_vae_model, evaluate_elbo, fit_vae_config, make_terms, prepare_vae
+from ._results import default_model_path, h5ad_safe, preprocessing_record
 
 
 def train_vae(
@@ -96,7 +94,7 @@ def train_vae(
         ``preprocessing``, ``model_path``.
     """
     cfg = _config.validate(config)
-    _check_model(model)
+    check_vae_model(model)
     if eval_key is not None and eval_key not in adata.obs.columns:
         raise KeyError(f"eval_key '{eval_key}' is not a column of adata.obs.")
     if reconstruct and use_raw and adata.raw is not None and not adata.raw.var_names.equals(adata.var_names):
@@ -119,118 +117,6 @@ def train_vae(
         deep=f"validation ELBO {fitted.metrics_['val_elbo']:.2f} per cell; model saved to '{fitted.path}'",
     )
     return adata if copy else None
-
-
-def _check_model(model: str) -> None:
-    if model not in VAE_MODELS:
-        raise ValueError(f"Unknown unsupervised model '{model}'; choose 'resvae' or 'vae'.")
-
-
-def prepare_vae(
-    adata: AnnData,
-    *,
-    model: str = "resvae",
-    layer: str | None = None,
-    use_raw: bool = False,
-    likelihood: str | None = None,
-    split_key: str | None = None,
-    cfg=None,
-    rng: int = 0,
-) -> tuple[TrainData, str, dict]:
-    """Prepare the unlabelled problem once; return ``(data, input kind, architecture dict)``.
-
-    The architecture is the config's ``models.<model>`` with the likelihood resolved; a
-    search overrides its ``n_layers``, ``first_width``, ``decay`` and ``input_keep``.
-    """
-    cfg = _config.validate(cfg)
-    _check_model(model)
-    section = getattr(cfg.models, model)
-    lik = likelihood if likelihood is not None else section.likelihood
-    if lik not in ("auto", "mse", "bernoulli", "nb"):
-        raise ValueError(f"Unknown likelihood '{lik}'; choose 'auto', 'mse', 'bernoulli' or 'nb'.")
-    data, kind, lik = prepare_unsupervised(
-        adata,
-        layer=layer,
-        use_raw=use_raw,
-        split_key=split_key,
-        data_cfg=cfg.data,
-        likelihood=lik,
-        rng=np.random.default_rng(rng),
-    )
-    what = {"none": "used as is", "log1p": "log1p", "normalize_log1p": "normalised to 1e4 per cell, log1p"}
-    scaled = "raw counts to the network (log1p inside)" if lik == "nb" else "then per-gene 0-1 scaling"
-    logg.info(
-        f"    adata.{data.pipeline.source.where} looks like {kind} values: {what[data.pipeline.preprocess]}, "
-        f"{scaled}; {lik} likelihood"
-    )
-    arch = {"model": model, **section.model_dump(mode="json"), "likelihood": lik}
-    return data, kind, arch
-
-
-def fit_vae_config(data: TrainData, arch: dict, cfg=None, *, rng: int = 0, callback=None) -> FitResult:
-    """Train one (Res-)VAE configuration; ``-result.best_val_loss`` is its validation ELBO.
-
-    Parameters
-    ----------
-    data
-        From :func:`prepare_vae`.
-    arch
-        Architecture dict (``model``, ``n_layers``, ``first_width``, ``decay``, ``latent``,
-        ``input_keep``, ``activation``, ``likelihood``, ``kl_warmup``).
-    cfg
-        The validated config (its ``trainer`` section is used).
-    rng
-        Seed.
-    callback
-        ``callback(epoch, metrics)`` after each epoch (``metrics["val_loss"]`` is the negative
-        validation ELBO); may raise ``optuna.TrialPruned``.
-
-    Returns
-    -------
-    The :class:`~autogenome_sc.train.FitResult` of the best epoch.
-    """
-    cfg = _config.validate(cfg)
-    net = build_vae(arch, data.pipeline.n_features)
-    return fit_vae(
-        net,
-        data,
-        cfg.trainer,
-        jax.random.key(rng),
-        kl_warmup=int(arch.get("kl_warmup", 10)),
-        callback=callback,
-        desc=f"training {arch['model']}",
-    )
-
-
-def validation_elbo(data: TrainData, arch: dict, cfg=None, *, rng: int = 0, callback=None) -> float:
-    """Train one configuration and return its best validation ELBO per cell (higher is better)."""
-    return -fit_vae_config(data, arch, cfg, rng=rng, callback=callback).best_val_loss
-
-
-def suggest_vae_arch(trial, spaces, arch: dict) -> dict:
-    """Sample the paper's Res-VAE space with an Optuna ``trial``; return ``arch`` with the choices.
-
-    Parameters
-    ----------
-    trial
-        An ``optuna.Trial``.
-    spaces
-        The config's ``search.spaces`` (``resvae_layers``, ``resvae_first_widths``,
-        ``resvae_decay``, ``input_keep``).
-    arch
-        The base architecture from :func:`prepare_vae` (likelihood, latent size, ...).
-
-    Returns
-    -------
-    A new architecture dict for :func:`fit_vae_config` / :func:`validation_elbo`.
-    """
-    return {
-        **arch,
-        "n_layers": trial.suggest_categorical("n_layers", list(spaces.resvae_layers)),
-        "first_width": trial.suggest_categorical("first_width", list(spaces.resvae_first_widths)),
-        "decay": trial.suggest_categorical("decay", list(spaces.resvae_decay)),
-        "input_keep": trial.suggest_categorical("input_keep", list(spaces.input_keep)),
-    }
 
 
 def latent_metrics(latent: np.ndarray, labels, *, rng: int = 0) -> dict[str, float]:

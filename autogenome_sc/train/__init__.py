@@ -13,11 +13,13 @@ from ._losses import LOSSES, auc_surrogate, cross_entropy, host_loss, mse
 from ._metrics import classification_metrics, regression_metrics
 from ._optim import make_optimizer, one_cycle
 from ._vae import embed_arrays, evaluate_elbo, fit_vae, make_embed, make_reconstruct, make_terms
+from ._vae_setup import check_vae_model, fit_vae_config, prepare_vae
 
 __all__ = [
     "LOSSES",
     "FitResult",
     "auc_surrogate",
+    "check_vae_model",
     "classification_metrics",
     "cross_entropy",
     "embed_arrays",
@@ -27,6 +29,7 @@ __all__ = [
     "fit_novelty",
     "fit_temperature",
     "fit_vae",
+    "fit_vae_config",
     "host_loss",
     "make_apply",
     "make_embed",
@@ -35,6 +38,7 @@ __all__ = [
     "make_terms",
     "mse",
     "one_cycle",
+    "prepare_vae",
     "predict_arrays",
     "regression_metrics",
     "reliability_bins",

@@ -1,8 +1,14 @@
-"""Every storage name derived from ``key_added`` (like scanpy's ``_keys.py``)."""
+"""The storage contract: every name a result is written under (like scanpy's ``_keys.py``).
+
+Neutral ground: ``tl`` writes these keys and ``pl``/``get`` read them, so neither imports the other for them.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+#: The label of cells a rejection threshold leaves without a class.
+UNASSIGNED = "Unassigned"
 
 
 @dataclass(frozen=True)
