@@ -5,7 +5,10 @@ Neutral ground: ``tl`` writes these keys and ``pl``/``get`` read them, so neithe
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+import numpy as np
 
 #: The label of cells a rejection threshold leaves without a class.
 UNASSIGNED = "Unassigned"
@@ -48,3 +51,12 @@ class Keys:
     @property
     def uns(self) -> str:
         return self.key
+
+
+def strings(stored: Iterable) -> np.ndarray:
+    """A string array stored in ``uns``, as a plain NumPy array of ``str`` whatever the file format.
+
+    h5ad gives object or ``<U`` arrays back, zarr (anndata 0.12) NumPy's ``StringDType``, which
+    ``np.asarray(..., dtype=str)`` refuses to cast; every reader of stored names goes through here.
+    """
+    return np.array([str(v) for v in stored], dtype=str)

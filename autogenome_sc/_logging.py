@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import time as _time
+from typing import TYPE_CHECKING
 
 from ._settings import logger
+
+if TYPE_CHECKING:
+    from types import FrameType
 
 
 def info(msg: str, *, time: float | None = None, deep: str | None = None) -> float:
@@ -42,6 +46,7 @@ def warn(msg: str, category: type[Warning] = UserWarning) -> None:
     from pathlib import Path
 
     package = str(Path(__file__).parent)
+    frame: FrameType | None
     level, frame = 2, sys._getframe(1)  # stacklevel 1 would be this function
     while frame is not None and frame.f_code.co_filename.startswith(package):
         frame, level = frame.f_back, level + 1

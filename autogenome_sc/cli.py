@@ -146,8 +146,9 @@ def _search(args) -> None:
     adata.write_h5ad(args.out)
     best = adata.uns[args.key_added]["best"]
     m = adata.uns[args.key_added]["metrics"]
+    score = f"test accuracy {m['accuracy']:.3f}" if "accuracy" in m else f"test R2 {m.get('r2', float('nan')):.3f}"
     print(
-        f"best trial {best['trial']} ({best['mode']}); test accuracy {m.get('accuracy', float('nan')):.3f}; "
+        f"best trial {best['trial']} ({best['mode']}); {score}; "
         f"model {adata.uns[args.key_added]['model_path']}; wrote {args.out}"
     )
 
@@ -178,7 +179,7 @@ def _worker(args) -> None:
     s = opened.searcher
     s.run(opened.n_trials, opened.timeout)
     trials = s.study.get_trials(deepcopy=False)
-    states = {}
+    states: dict[str, int] = {}
     for t in trials:
         states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
     summary = ", ".join(f"{v} {k}" for k, v in sorted(states.items()))
@@ -195,6 +196,14 @@ def _predict(args) -> None:
     print(f"labelled {adata.n_obs} cells with '{args.model}'; wrote {args.out}")
 
 
+def _sentence(e: BaseException) -> str:
+    """The message of ``e``; a bare word (a KeyError's key, a codec's name) gets its kind said."""
+    msg = str(e.args[0]) if e.args else ""
+    if " " not in msg.strip():  # not a sentence of ours: say what kind of failure it was
+        return f"{type(e).__name__} {msg!r}" if msg else type(e).__name__
+    return msg
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``autogenome-sc``; returns the exit code."""
     args = build_parser().parse_args(argv)
@@ -204,9 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     except _UserError as e:
         print(f"autogenome-sc: error: {e}", file=sys.stderr)
         return 1
-    except (KeyError, ValueError, TypeError, FileNotFoundError, NotADirectoryError, FileExistsError) as e:
-        msg = e.args[0] if e.args else type(e).__name__
-        print(f"autogenome-sc: error: {msg}", file=sys.stderr)
+    except (KeyError, ValueError, TypeError, OSError) as e:
+        print(f"autogenome-sc: error: {_sentence(e)}", file=sys.stderr)
         return 1
     except (ConnectionError, ImportError, RuntimeError) as e:
         print(f"autogenome-sc: error: {e}", file=sys.stderr)

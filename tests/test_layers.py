@@ -17,6 +17,8 @@ LAYERS = {
     "_settings": 0,
     "_logging": 1,
     "_names": 1,
+    "_docs": 1,
+    "_checks": 1,
     "_keys": 2,
     "config": 2,
     "nn": 3,

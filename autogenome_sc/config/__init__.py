@@ -75,10 +75,14 @@ def load(path: str | Path) -> Config:
     The validated :class:`Config`.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"Config path '{path}' is a folder; pass the JSON file inside it.")
     if not path.is_file():
         raise FileNotFoundError(f"Config file '{path}' does not exist.")
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"Config file '{path}' is not text (not UTF-8); a config is a JSON file.") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"Config file '{path}' is not valid JSON: {e}.") from None
     return validate(raw)

@@ -69,11 +69,13 @@ def stratified_split(targets: Targets, fractions: tuple[float, float, float], rn
     out = np.empty(n, dtype=object)
     _, f_val, f_test = fractions
     if targets.task == "classification":
-        groups = [np.flatnonzero(targets.y == k) for k in range(len(targets.classes))]
+        classes = targets.classes
+        assert classes is not None  # classification targets always have their classes
+        groups = [np.flatnonzero(targets.y == k) for k in range(len(classes))]
         for k, members in enumerate(groups):
             if len(members) < 3:
                 raise ValueError(
-                    f"Class {targets.classes[k]!r} has {len(members)} cell(s); each class needs at least 3 "
+                    f"Class {classes[k]!r} has {len(members)} cell(s); each class needs at least 3 "
                     "for a train/validation/test split. Remove or merge it first."
                 )
     else:
@@ -101,8 +103,10 @@ def read_split(adata: AnnData, split_key: str, targets: Targets) -> np.ndarray:
         if not (split == s).any():
             raise ValueError(f"adata.obs['{split_key}'] has no '{s}' cells.")
     if targets.task == "classification":
+        classes = targets.classes
+        assert classes is not None  # classification targets always have their classes
         present = np.unique(targets.y[split == "train"])
-        missing = [targets.classes[k] for k in range(len(targets.classes)) if k not in present]
+        missing = [classes[k] for k in range(len(classes)) if k not in present]
         if missing:
             raise ValueError(f"Classes {missing} have no cell in the training split of adata.obs['{split_key}'].")
     return split

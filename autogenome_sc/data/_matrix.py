@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import h5py
 import numpy as np
@@ -25,7 +26,7 @@ PREPROCESSING = {
 class MatrixSource:
     """The matrix a model reads, with the names of its columns."""
 
-    X: object
+    X: Any  # ndarray, scipy sparse, BackedCSR or BackedDense: anything indexable by rows
     var_names: pd.Index
     where: str  # "X", "layers['counts']" or "raw.X"
 

@@ -103,7 +103,10 @@ class TrainData:
 
     @property
     def n_out(self) -> int:
-        return len(self.classes) if self.task == "classification" else 1
+        if self.task == "classification":
+            assert self.classes is not None  # classification data always has its classes
+            return len(self.classes)
+        return 1
 
     @property
     def base(self) -> TrainData:

@@ -60,6 +60,7 @@ class GeneStats:
                 if yb is not None:
                     class_n = np.zeros(n_classes)
                     class_sum, class_sq = np.zeros((n_classes, len(ref))), np.zeros((n_classes, len(ref)))
+            assert ref is not None  # set with ``total`` by the first non-empty block
             d = b - ref
             total += d.sum(axis=0)
             sq += (d * d).sum(axis=0)
@@ -71,10 +72,13 @@ class GeneStats:
                 class_sq += onehot.T @ (d * d)
         if n == 0:
             raise ValueError("Scaling statistics need at least one training row.")
+        # a non-empty block set every accumulator
+        assert lo is not None and hi is not None and total is not None and sq is not None and ref is not None
         mean_d = total / n
         var = np.maximum(sq / n - mean_d * mean_d, 0.0)
         f = None
         if class_n is not None:
+            assert class_sum is not None and class_sq is not None  # set with ``class_n``
             present = class_n > 0
             cn, cs, cq = class_n[present][:, None], class_sum[present], class_sq[present]
             between = (cs * cs / cn).sum(axis=0) - n * mean_d * mean_d

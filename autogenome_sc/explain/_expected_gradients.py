@@ -31,10 +31,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+if TYPE_CHECKING:
+    from flax import linen as nn
 
 SAMPLINGS = ("stratified", "iid")
 
@@ -50,7 +54,7 @@ class NetworkOutput:
     ``scale``/``shift`` map a regression network's standardised output back to the target's units.
     """
 
-    net: object
+    net: nn.Module
     output: str = "probability"
     scale: float = 1.0
     shift: float = 0.0
@@ -129,7 +133,7 @@ def expected_gradients(
     f: Callable,
     variables,
     x: np.ndarray,
-    background: np.ndarray,
+    background: np.ndarray | jax.Array,
     *,
     n_samples: int = 200,
     sampling: str = "stratified",

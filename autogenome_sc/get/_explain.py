@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 from anndata import AnnData
+
+from .._keys import strings
+
+if TYPE_CHECKING:
+    import shap
 
 
 def _explain_uns(adata: AnnData, key: str, what: str) -> dict:
@@ -39,7 +46,7 @@ def importance_df(adata: AnnData, group: str | None = None, *, key: str = "ag") 
     imp = _explain_uns(adata, key, "importance")
     df = pd.DataFrame(
         np.asarray(imp["values"]),
-        index=pd.Index(np.asarray(imp["genes"], dtype=str), name="gene"),
+        index=pd.Index(strings(imp["genes"]), dtype=object, name="gene"),
         columns=[str(c) for c in imp["groups"]],
     )
     if group is None:
@@ -49,7 +56,7 @@ def importance_df(adata: AnnData, group: str | None = None, *, key: str = "ag") 
     return df[group].sort_values(ascending=False)
 
 
-def explanation(adata: AnnData, *, key: str = "ag"):
+def explanation(adata: AnnData, *, key: str = "ag") -> shap.Explanation:
     """The stored SHAP values of ``ag.tl.explain`` as a ``shap.Explanation``.
 
     Values and data are stored as float16; use ``ag.tl.explain(..., return_explanation=True)``

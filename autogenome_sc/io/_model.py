@@ -17,13 +17,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
 from .._logging import warn
+
+if TYPE_CHECKING:
+    from flax import linen as nn
+
+    from ..data import GeneAlignment, Pipeline, Scaler
 
 FORMAT = "autogenome_sc.model"
 FORMAT_VERSION = 1
@@ -66,7 +71,7 @@ class Model:
     task: str
     classes_: list[str] | None
     var_names_: pd.Index
-    preprocessing_: dict[str, str]
+    preprocessing_: dict[str, Any]
     variables: dict
     scaler_min_: np.ndarray
     scaler_scale_: np.ndarray
@@ -84,6 +89,7 @@ class Model:
         from ..train import make_apply, make_embed
 
         self.var_names_ = pd.Index(self.var_names_).astype(str)
+        self.net: nn.Module
         if self.task == "embedding":
             self.net = build_vae(self.architecture, self.n_out)
             self._embed = make_embed(self.net)
@@ -96,7 +102,10 @@ class Model:
         """Number of network outputs."""
         if self.task == "embedding":
             return len(self.var_names_)
-        return len(self.classes_) if self.task == "classification" else 1
+        if self.task == "classification":
+            assert self.classes_ is not None  # a classification model always has its classes
+            return len(self.classes_)
+        return 1
 
     def __repr__(self) -> str:
         if self.task == "embedding":
@@ -106,7 +115,9 @@ class Model:
         return f"ag.Model({self.architecture['model']}, {what}, {len(self.var_names_)} genes)"
 
     # ------------------------------------------------------------------ inference
-    def pipeline(self, adata: AnnData, *, layer: str | None = None, use_raw: bool = False):
+    def pipeline(
+        self, adata: AnnData, *, layer: str | None = None, use_raw: bool = False
+    ) -> tuple[Pipeline, GeneAlignment, str]:
         """The data pipeline that maps ``adata`` onto this model's genes and scaling."""
         from ..data import Pipeline, align_genes, check_finite_and_detect, get_source
         from ..data import resolve_preprocessing as _resolve
@@ -130,7 +141,7 @@ class Model:
         pipe = Pipeline(source=source, preprocess=how, scaler=self.scaler(), alignment=alignment)
         return pipe, alignment, kind
 
-    def scaler(self):
+    def scaler(self) -> Scaler:
         """The per-gene scaling the model applies after preprocessing (bounded to its training range).
 
         Models saved before scaling was bounded carry no clip bounds; their min-max scaling is
@@ -404,7 +415,8 @@ def read_model(path: str | Path) -> Model:
         variables = serialization.from_state_dict(_to_numpy(template), state["variables"])
     except (KeyError, ValueError) as e:
         raise ValueError(f"The weights in '{path}' do not match its architecture ({e}).") from None
-    if jax.tree.structure(variables) != jax.tree.structure(_to_numpy(template)) or any(
+    # PyTreeDef comes from jaxlib's compiled module, which ships no stub: mypy cannot resolve !=
+    if jax.tree.structure(variables) != jax.tree.structure(_to_numpy(template)) or any(  # type: ignore[operator]
         np.shape(a) != np.shape(b) for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(template), strict=True)
     ):
         raise ValueError(f"The weights in '{path}' do not match its architecture.")

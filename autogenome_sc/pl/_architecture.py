@@ -5,9 +5,11 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.patches import FancyArrowPatch
 
+from .._docs import AX_SHOW, doc_params
 from ._utils import finish, get_uns, new_ax
 
 
+@doc_params(ax_show=AX_SHOW)
 def architecture(adata: AnnData, *, key: str = "ag", ax: Axes | None = None, show: bool | None = None) -> Axes | None:
     """Draw the RRFCN architecture found by ENAS as a DAG (like the paper's Fig. 3a).
 
@@ -21,14 +23,7 @@ def architecture(adata: AnnData, *, key: str = "ag", ax: Axes | None = None, sho
         Annotated data with ``adata.uns[key]["best"]["architecture"]``.
     key
         The ``key_added`` of the training call.
-    ax
-        Axes to draw into; a new figure otherwise.
-    show
-        Show the figure; when ``False`` return the Axes.
-
-    Returns
-    -------
-    The Axes when ``show=False``, else ``None``.
+    {ax_show}
     """
     uns = get_uns(adata, key, "best", 'ag.tl.train(adata, label_key, model="enas")')
     if "architecture" not in uns["best"]:

@@ -4,9 +4,11 @@ import numpy as np
 from anndata import AnnData
 from matplotlib.axes import Axes
 
+from .._docs import AX_SHOW, doc_params
 from ._utils import finish, get_uns, new_ax
 
 
+@doc_params(ax_show=AX_SHOW)
 def confusion_matrix(
     adata: AnnData, *, key: str = "ag", normalize: bool = True, ax: Axes | None = None, show: bool | None = None
 ) -> Axes | None:
@@ -20,14 +22,7 @@ def confusion_matrix(
         The ``key_added`` of the training call.
     normalize
         Show each true class's row as fractions (counts are annotated either way).
-    ax
-        Axes to draw into; a new figure otherwise.
-    show
-        Show the figure; when ``False`` return the Axes.
-
-    Returns
-    -------
-    The Axes when ``show=False``, else ``None``.
+    {ax_show}
     """
     uns = get_uns(adata, key, "metrics", "ag.tl.train")
     if "confusion_matrix" not in uns["metrics"]:

@@ -4,6 +4,7 @@ import numpy as np
 from anndata import AnnData
 from matplotlib.axes import Axes
 
+from .._docs import AX_SHOW, EXPLAIN_KEY_GENES, doc_params
 from ..get import importance_df
 from ._utils import finish, get_uns, new_ax
 
@@ -20,6 +21,7 @@ def _top(adata: AnnData, group: str | None, key: str, n_genes: int):
     return df, df[col].sort_values(ascending=False).index[: int(n_genes)]
 
 
+@doc_params(explain_key_genes=EXPLAIN_KEY_GENES, ax_show=AX_SHOW)
 def importance(
     adata: AnnData,
     group: str | None = None,
@@ -37,18 +39,8 @@ def importance(
         Annotated data after ``ag.tl.explain``.
     group
         A class; ``None`` ranks genes by the ``"overall"`` importance (sum over classes).
-    key
-        The ``key`` of the ``ag.tl.explain`` call.
-    n_genes
-        Number of genes shown.
-    ax
-        Axes to draw into; a new figure otherwise.
-    show
-        Show the figure; when ``False`` return the Axes.
-
-    Returns
-    -------
-    The Axes when ``show=False``, else ``None``.
+    {explain_key_genes}
+    {ax_show}
     """
     df, genes = _top(adata, group, key, n_genes)
     vals = df.loc[genes, "overall" if group is None else group].to_numpy()
@@ -62,6 +54,7 @@ def importance(
     return finish(fig, ax, show)
 
 
+@doc_params(explain_key_genes=EXPLAIN_KEY_GENES, ax_show=AX_SHOW)
 def shap_summary(
     adata: AnnData,
     group: str | None = None,
@@ -84,18 +77,8 @@ def shap_summary(
         Annotated data after ``ag.tl.explain``.
     group
         A class; ``None`` shows all classes.
-    key
-        The ``key`` of the ``ag.tl.explain`` call.
-    n_genes
-        Number of genes shown.
-    ax
-        Axes to draw into; a new figure otherwise.
-    show
-        Show the figure; when ``False`` return the Axes.
-
-    Returns
-    -------
-    The Axes when ``show=False``, else ``None``.
+    {explain_key_genes}
+    {ax_show}
     """
     df, genes = _top(adata, group, key, n_genes)
     y = np.arange(len(genes))[::-1]
@@ -136,6 +119,7 @@ def shap_summary(
                 rasterized=True,
             )
         ax.axvline(0, color="0.6", lw=0.8, zorder=0)
+        assert sc is not None  # _top gives at least one gene, each drawn above
         cb = fig.colorbar(sc, ax=ax, fraction=0.04, pad=0.02)
         cb.set_label("expression (scaled)")
         cb.set_ticks([0, 1], labels=["low", "high"])

@@ -4,9 +4,11 @@ import numpy as np
 from anndata import AnnData
 from matplotlib.axes import Axes
 
+from .._docs import AX_SHOW, doc_params
 from ._utils import finish, get_uns, new_ax
 
 
+@doc_params(ax_show=AX_SHOW)
 def training_history(
     adata: AnnData, *, key: str = "ag", ax: Axes | None = None, show: bool | None = None
 ) -> Axes | None:
@@ -18,14 +20,7 @@ def training_history(
         Annotated data with ``adata.uns[key]["history"]``.
     key
         The ``key_added`` of the training call.
-    ax
-        Axes to draw into; a new figure otherwise.
-    show
-        Show the figure; when ``False`` return the Axes.
-
-    Returns
-    -------
-    The Axes when ``show=False``, else ``None``.
+    {ax_show}
     """
     uns = get_uns(adata, key, "history", "ag.tl.train")
     h = uns["history"]

@@ -1,15 +1,19 @@
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 from matplotlib.axes import Axes
 
+from .._docs import AX_SHOW, doc_params
 from ._utils import finish, get_uns, new_ax
 
 _SPLITS = ("val", "test")
 
 
+@doc_params(ax_show=AX_SHOW)
 def reliability(
     adata: AnnData,
     *,
@@ -42,14 +46,7 @@ def reliability(
         ``adata`` instead of the stored training run.
     n_bins
         Number of equal-width confidence bins (with ``label_key``; the stored run has 15).
-    ax
-        Axes to draw into; a new figure otherwise.
-    show
-        Show the figure; when ``False`` return the Axes.
-
-    Returns
-    -------
-    The Axes when ``show=False``, else ``None``.
+    {ax_show}
     """
     if label_key is None:
         if split not in _SPLITS:
@@ -63,7 +60,7 @@ def reliability(
     fig, ax = new_ax(ax, (4.5, 4.5))
     ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls=":", label="perfect calibration")
     for name, bins in curves.items():
-        style = {"color": "0.5", "ls": "--"} if name.startswith("before") else {"color": "C0"}
+        style: dict[str, Any] = {"color": "0.5", "ls": "--"} if name.startswith("before") else {"color": "C0"}
         count = np.asarray(bins["count"], float)
         ok = count > 0
         conf = np.asarray(bins["confidence_sum"], float)[ok] / count[ok]

@@ -4,6 +4,7 @@ import numpy as np
 from anndata import AnnData
 from matplotlib.axes import Axes
 
+from .._docs import AX_SHOW, doc_params
 from ._utils import finish, get_uns, new_ax
 
 _COLOURS = {
@@ -15,6 +16,7 @@ _COLOURS = {
 }
 
 
+@doc_params(ax_show=AX_SHOW)
 def search_history(adata: AnnData, *, key: str = "ag", ax: Axes | None = None, show: bool | None = None) -> Axes | None:
     """Plot the validation metric of every trial in order, coloured by mode, with the best so far.
 
@@ -27,14 +29,7 @@ def search_history(adata: AnnData, *, key: str = "ag", ax: Axes | None = None, s
         Annotated data with ``adata.uns[key]["leaderboard"]`` from ``ag.tl.search``.
     key
         The ``key_added`` of the search.
-    ax
-        Axes to draw into; a new figure otherwise.
-    show
-        Show the figure; when ``False`` return the Axes.
-
-    Returns
-    -------
-    The Axes when ``show=False``, else ``None``.
+    {ax_show}
     """
     uns = get_uns(adata, key, "leaderboard", "ag.tl.search")
     board = uns["leaderboard"]

@@ -1,7 +1,13 @@
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import matplotlib.pyplot as plt
 from anndata import AnnData
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure, SubFigure
 
 
 def get_uns(adata: AnnData, key: str, what: str, run: str) -> dict:
@@ -12,13 +18,13 @@ def get_uns(adata: AnnData, key: str, what: str, run: str) -> dict:
     return adata.uns[key]
 
 
-def new_ax(ax, figsize):
+def new_ax(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure | SubFigure, Axes]:
     if ax is None:
         fig, ax = plt.subplots(figsize=figsize)
     return ax.figure, ax
 
 
-def finish(fig, ax, show):
+def finish(fig: Figure | SubFigure, ax: Axes, show: bool | None) -> Axes | None:
     if show is None:
         show = plt.isinteractive()
     if show:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import dataclasses
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, cast
 
 import jax
 import numpy as np
@@ -28,6 +30,9 @@ from ..train._loop import eval_batch
 from ._spaces import MODES, TrialConfig, suggest
 from ._study import Heartbeat, recover_stale_trials, uses_own_heartbeat, worker_name
 
+if TYPE_CHECKING:
+    from ..config._schema import Config
+
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 SURPLUS_ATTR = "ag_surplus"
 DEFAULT_N_TRIALS = 30
@@ -38,7 +43,7 @@ class _Surplus(Exception):
     """A worker asked for a trial after the study already had its ``n_trials``."""
 
 
-def direction(metric: str) -> str:
+def direction(metric: str) -> Literal["minimize", "maximize"]:
     """Optuna's direction for a validation metric."""
     return "maximize" if metric == "val_accuracy" else "minimize"
 
@@ -65,14 +70,14 @@ class Searcher:
 
     study: optuna.Study
     data: TrainData
-    cfg: object
+    cfg: Config
     modes: list[str]
     rng: int
     keep: int = 1  # how many best trained configurations to keep in memory
     results: dict[int, Fitted] = field(default_factory=dict)
     n_trials: int | None = None
     deadline: float | None = None
-    reserve: object = None  # () -> seconds to keep free before the deadline
+    reserve: Callable[[], float] | None = None  # () -> seconds to keep free before the deadline
     _reserved: float = 0.0
     _first_epochs: list[float] = field(default_factory=list)
     _values: dict[int, float] = field(default_factory=dict)
@@ -97,7 +102,8 @@ class Searcher:
     def config_of(self, trial) -> TrialConfig:
         """A trial's configuration, drawn again from its parameters."""
         fixed = optuna.trial.FixedTrial(trial.params, number=trial.number)
-        return suggest(fixed, self.cfg, self.modes, self.n_vars, self.data.task)
+        # FixedTrial offers Trial's suggest_* API without subclassing optuna.Trial
+        return suggest(fixed, self.cfg, self.modes, self.n_vars, self.data.task)  # type: ignore[arg-type]
 
     def objective(self, trial: optuna.Trial) -> float:
         n_target = self.n_trials
@@ -250,7 +256,7 @@ class Searcher:
             if t.value is not None and np.isfinite(t.value)
         ]
         reverse = direction(self.metric) == "maximize"
-        done.sort(key=lambda t: (-t.value if reverse else t.value, t.number))
+        done.sort(key=lambda t: (-cast(float, t.value) if reverse else t.value, t.number))  # value: not None above
         return done if k is None else done[:k]
 
     def first_failure(self) -> str | None:

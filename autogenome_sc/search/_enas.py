@@ -20,6 +20,7 @@ import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +33,9 @@ from ..data import TrainData
 from ..nn import build_network
 from ..nn._enas import Controller, SuperNet, sample_uniform, to_architecture
 from ..train import LOSSES, FitResult, fit, make_optimizer
+
+if TYPE_CHECKING:
+    from ..config._schema import Config, EnasConfig, LossConfig, TrainerConfig
 
 
 @dataclass
@@ -97,7 +101,16 @@ class EnasSearch:
         the same budget of shared training and scoring, no controller learning).
     """
 
-    def __init__(self, enas_cfg, trainer, loss_cfg, n_features: int, n_out: int, steps_total: int, sampler: str):
+    def __init__(
+        self,
+        enas_cfg: EnasConfig,
+        trainer: TrainerConfig,
+        loss_cfg: LossConfig,
+        n_features: int,
+        n_out: int,
+        steps_total: int,
+        sampler: str,
+    ):
         if sampler not in ("controller", "random"):
             raise ValueError(f"Unknown ENAS sampler '{sampler}'; choose 'controller' or 'random'.")
         e = self.cfg = enas_cfg
@@ -232,7 +245,15 @@ def _cached_search(enas_json: str, trainer_json: str, loss_json: str, n_features
     )
 
 
-def get_search(enas_cfg, trainer, loss_cfg, n_features: int, n_out: int, steps_total: int, sampler: str):
+def get_search(
+    enas_cfg: EnasConfig,
+    trainer: TrainerConfig,
+    loss_cfg: LossConfig,
+    n_features: int,
+    n_out: int,
+    steps_total: int,
+    sampler: str,
+):
     """An :class:`EnasSearch`, reused (with its compiled steps) when the same problem shape comes again."""
     if sampler not in ("controller", "random"):
         raise ValueError(f"Unknown ENAS sampler '{sampler}'; choose 'controller' or 'random'.")
@@ -249,7 +270,7 @@ def get_search(enas_cfg, trainer, loss_cfg, n_features: int, n_out: int, steps_t
 
 def run_enas(
     data: TrainData,
-    cfg,
+    cfg: Config,
     key: jax.Array,
     *,
     callback: Callable[[int, dict], None] | None = None,

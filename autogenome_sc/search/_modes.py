@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ._spaces import Mode, register_mode, suggest_vae_arch
+
+if TYPE_CHECKING:
+    from ..config._schema import Config, TrainerConfig
 
 
 def _enas_suggest(trial, spaces, models) -> dict:
@@ -10,7 +15,7 @@ def _enas_suggest(trial, spaces, models) -> dict:
     return {"model": "enas"}
 
 
-def _enas_run(data, arch, trainer, cfg, key, report):
+def _enas_run(data, arch, trainer: TrainerConfig, cfg: Config, key, report):
     """One trial = one ENAS search (shared weights, controller) and the retraining of its winner."""
     from ._enas import run_enas
 
@@ -23,7 +28,7 @@ def _resvae_suggest(trial, spaces, models) -> dict:
     return suggest_vae_arch(trial, spaces, base)
 
 
-def _resvae_run(data, arch, trainer, cfg, key, report):
+def _resvae_run(data, arch, trainer: TrainerConfig, cfg: Config, key, report):
     """Train one Res-VAE configuration; its validation loss is the negative validation ELBO."""
     import jax
 

@@ -7,16 +7,21 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import optuna
 from anndata import AnnData
 
 from .. import _logging as logg
+from .._checks import check_count, check_file_name, check_rng, check_timeout
 from ..data import TrainData, prepare
 from ._driver import DEFAULT_N_TRIALS, DEFAULT_TIMEOUT, Searcher, direction
 from ._spaces import check_modes, portfolio, vae_portfolio
 from ._study import make_pruner, make_sampler, make_storage
+
+if TYPE_CHECKING:
+    from ..config._schema import Config
 
 DATA_ATTR = "ag_data"
 N_TRIALS_ATTR = "ag_n_trials"
@@ -29,7 +34,7 @@ class Opened:
     searcher: Searcher
     data: TrainData
     kind: str
-    cfg: object
+    cfg: Config
     n_trials: int | None
     timeout: float | None
     storage_name: str
@@ -43,7 +48,7 @@ def default_modes() -> list[str]:
     return ["linear", "mlp", "resnet", "densenet"] + (["enas"] if accelerated else [])
 
 
-def resolve_modes(label_key, modes, cfg) -> list[str]:
+def resolve_modes(label_key: str | None, modes, cfg: Config) -> list[str]:
     """The modes to search; ``label_key=None`` means the unsupervised Res-VAE."""
     supervised = label_key is not None
     if modes is None:
@@ -51,7 +56,7 @@ def resolve_modes(label_key, modes, cfg) -> list[str]:
     return check_modes(modes, supervised)
 
 
-def resolve_budget(n_trials, timeout, cfg) -> tuple[int | None, float | None]:
+def resolve_budget(n_trials: int | None, timeout: float | None, cfg: Config) -> tuple[int | None, float | None]:
     """Arguments first, then the config; with neither, the default budget (about 5 minutes)."""
     n_trials = n_trials if n_trials is not None else cfg.search.n_trials
     timeout = timeout if timeout is not None else cfg.search.timeout
@@ -64,7 +69,7 @@ def resolve_budget(n_trials, timeout, cfg) -> tuple[int | None, float | None]:
     return n_trials, timeout
 
 
-def fingerprint(data: TrainData, label_key: str) -> dict:
+def fingerprint(data: TrainData, label_key: str | None) -> dict:
     """What must agree between the workers (and runs) of one study."""
     digest = hashlib.sha1(np.asarray(data.split).astype("U5").tobytes()).hexdigest()[:16]
     return {
@@ -80,7 +85,7 @@ def open_study(
     adata: AnnData,
     label_key: str | None,
     *,
-    cfg,
+    cfg: Config,
     modes,
     n_trials,
     timeout,
@@ -95,6 +100,9 @@ def open_study(
     keep: int = 1,
 ) -> Opened:
     """Prepare the data once, create or join the study, and return a ready :class:`Searcher`."""
+    study_name = check_file_name(study_name, "study_name")
+    rng = check_rng(rng)
+    n_trials, timeout = check_count(n_trials, "n_trials"), check_timeout(timeout)
     modes = resolve_modes(label_key, modes, cfg)
     if cfg.search.metric == "val_accuracy" and cfg.loss.name == "mse":
         raise ValueError("search.metric 'val_accuracy' is for classification; use 'val_loss' for regression.")

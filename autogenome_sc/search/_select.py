@@ -4,16 +4,17 @@ A validation split of 70 cells cannot tell good configurations apart, so on smal
 (classification, at most ``search.cv_max_cells`` cells in train + validation) the most
 promising configurations of the study (the ``search.cv_configs`` best by the validation
 metric, plus the best linear one) are re-scored by stratified k-fold cross-validation on
-train + validation. Each fold model stops early on its own held-out fold, whose predictions
-it contributes, so every cell of train + validation gets one out-of-fold prediction per
-configuration.
+train + validation. Each fold model trains as long as its trial did and predicts its held-out
+fold after every epoch; one number of epochs, the best by pooled out-of-fold loss, is chosen
+for all folds (no fold stops early on its own held-out cells), so every cell of train +
+validation gets one out-of-fold prediction per configuration.
 
 The winner is chosen on those out-of-fold predictions among the best single configuration
 and an ensemble of the top configurations, built by greedy forward selection with
 replacement (Caruana et al. 2004) on the out-of-fold log-loss and kept only when it beats
 the best single configuration. The final model is then either the k fold models of each
-chosen configuration averaged (``search.final = "bag"``) or each chosen configuration trained
-once more on train + validation for the mean of its folds' best epochs (``"refit"``).
+chosen configuration at that epoch, averaged (``search.final = "bag"``), or each chosen
+configuration trained once more on train + validation for that many epochs (``"refit"``).
 
 On larger data, or for regression, the same greedy choice is made on the validation split
 with the models the trials trained.
@@ -25,6 +26,7 @@ import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
 
 import jax
 import numpy as np
@@ -36,6 +38,9 @@ from ..data import TrainData
 from ..nn import build_network
 from ..train import FitResult
 from ._driver import Fitted, Searcher, direction
+
+if TYPE_CHECKING:
+    from ..config._schema import SearchConfig
 
 N_GREEDY = 25  # greedy ensemble steps (members may repeat: the counts are the weights)
 
@@ -91,7 +96,7 @@ class Selection:
         )
 
 
-def use_cv(data: TrainData, search_cfg) -> int:
+def use_cv(data: TrainData, search_cfg: SearchConfig) -> int:
     """The number of folds cross-validation will use on ``data`` (0: choose on the validation split)."""
     if data.task != "classification" or search_cfg.cv_folds < 2:
         return 0
@@ -221,7 +226,8 @@ def _cross_validate(searcher: Searcher, trials, k: int, seed: int, deadline, not
                     tc, stop_at_deadline, f"cv trial {t.number} fold {f + 1}/{k}", data=fold, seed_offset=f + 1,
                     stop_after=n_epochs, keep_last=True,
                 )  # fmt: skip
-                outs = fitted.result.val_outputs
+                # fit(keep_last=True) on a fold with held-out rows records every epoch's outputs
+                outs = cast(np.ndarray, fitted.result.val_outputs)
                 at = pos[fold.idx["val"]]
                 curves[: len(outs), at] = outs
                 curves[len(outs) :, at] = outs[-1]
@@ -288,6 +294,7 @@ def greedy_weights(preds: list[np.ndarray], loss, max_members: int, n_iter: int 
         total += preds[j]
         if min(losses) < best_loss - 1e-9:
             best_loss, best = min(losses), counts.copy()
+    best = cast(np.ndarray, best)  # set by the first step whose loss is finite
     return best / best.sum()
 
 
@@ -387,7 +394,10 @@ def input_spec(data: TrainData) -> tuple[dict, dict]:
     shift = np.zeros(n, np.float32) if scaler is None or scaler.kind == "none" else scaler.shift
     scale = np.ones(n, np.float32) if scaler is None or scaler.kind == "none" else scaler.scale
     consts = {"shift": np.asarray(shift, np.float32), "scale": np.asarray(scale, np.float32)}
-    spec = {"n_genes": None, "clip": None if scaler is None or scaler.clip is None else list(scaler.clip)}
+    spec: dict[str, Any] = {
+        "n_genes": None,
+        "clip": None if scaler is None or scaler.clip is None else list(scaler.clip),
+    }
     if pipe.alignment is not None and not pipe.alignment.identity:
         consts["genes"] = np.asarray(pipe.alignment.query_pos, np.int32)
         spec["n_genes"] = int(n)
@@ -415,7 +425,8 @@ def ensemble_of(members: list[tuple[Fitted, float]], base: TrainData) -> tuple[d
                 variables[col][f"members_{i}"] = v
         variables["inputs"][f"input_{i}"] = consts
     got, want = jax.tree.structure(variables), jax.tree.structure(template)
-    if got != want:  # pragma: no cover - a programming error, not a user's
+    # PyTreeDef comes from jaxlib's compiled module, which ships no stub: mypy cannot resolve !=
+    if got != want:  # type: ignore[operator]  # pragma: no cover - a programming error, not a user's
         raise RuntimeError(f"Ensemble variables do not match the network ({got} vs {want}).")
     lead = members[0][0].result
     result = FitResult(

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 import optuna
 
 from .._names import add_mode, mode_names
+
+if TYPE_CHECKING:
+    from ..config._schema import Config, LossConfig, TrainerConfig
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,7 @@ class Mode:
 
     name: str
     supervised: bool
-    suggest: Callable[[optuna.Trial, object, object], dict] | None
+    suggest: Callable[[optuna.Trial, object, object], dict]
     run: Callable | None = None
 
 
@@ -105,8 +109,8 @@ class TrialConfig:
 
     mode: str
     arch: dict
-    trainer: object
-    loss: object
+    trainer: TrainerConfig
+    loss: LossConfig
     scaling: str
     n_genes: int | None
     genes_by: str = "variance"
@@ -122,7 +126,7 @@ def gene_choices(spaces, n_vars: int) -> list[int | None]:
     return out
 
 
-def suggest_trainer(trial: optuna.Trial, spaces, trainer, mode: str = "mlp"):
+def suggest_trainer(trial: optuna.Trial, spaces, trainer: TrainerConfig, mode: str = "mlp") -> TrainerConfig:
     """The trainer section with the general hyperparameters drawn for this trial.
 
     The linear mode draws an L2 penalty (``l2``) instead of a weight decay.
@@ -142,7 +146,7 @@ def suggest_trainer(trial: optuna.Trial, spaces, trainer, mode: str = "mlp"):
 
 
 def suggest(
-    trial: optuna.Trial, cfg, modes: list[str], n_vars: int | None = None, task: str = "classification"
+    trial: optuna.Trial, cfg: Config, modes: list[str], n_vars: int | None = None, task: str = "classification"
 ) -> TrialConfig:
     """Draw a mode, its architecture, the trainer and loss settings and the input choices for ``trial``."""
     spaces = cfg.search.spaces
@@ -150,9 +154,9 @@ def suggest(
     arch = MODES[mode].suggest(trial, spaces, cfg.models)
     trainer = suggest_trainer(trial, spaces, cfg.trainer, mode)
     loss = cfg.loss
-    scaling = cfg.data.scaling if cfg.data.scale else "none"
+    scaling: str = cfg.data.scaling if cfg.data.scale else "none"
     n_genes = cfg.data.n_genes
-    genes_by = cfg.data.genes_by
+    genes_by: str = cfg.data.genes_by
     if MODES[mode].supervised:
         if cfg.loss.name in ("auto", "cross_entropy"):
             smooth = float(trial.suggest_categorical("label_smoothing", spaces.label_smoothing))
@@ -160,7 +164,7 @@ def suggest(
         if cfg.data.scale:
             scaling = trial.suggest_categorical("scaling", list(spaces.scaling))
         if n_vars is not None:
-            n_genes = trial.suggest_categorical("n_genes", gene_choices(spaces, n_vars))
+            n_genes = cast(int | None, trial.suggest_categorical("n_genes", gene_choices(spaces, n_vars)))
             ranks = [r for r in spaces.genes_by if task == "classification" or r == "variance"] or ["variance"]
             genes_by = "variance" if n_genes is None else trial.suggest_categorical("genes_by", ranks)
     if task != "classification" and genes_by == "f_test":
@@ -168,15 +172,15 @@ def suggest(
     return TrialConfig(mode, arch, trainer, loss, scaling, n_genes, genes_by)
 
 
-def vae_portfolio(cfg) -> list[dict]:
+def vae_portfolio(cfg: Config) -> list[dict]:
     """The first trial of a Res-VAE search: ``ag.tl.train_vae``'s defaults, where the spaces allow them."""
     sp, base, tr = cfg.search.spaces, cfg.models.resvae, cfg.trainer
-    entry = {
+    entry: dict[str, Any] = {
         "mode": "resvae", "n_layers": base.n_layers, "first_width": base.first_width, "decay": base.decay,
         "input_keep": base.input_keep, "learning_rate": tr.learning_rate, "weight_decay": tr.weight_decay,
         "batch_size": tr.batch_size, "momentum": tr.momentum,
     }  # fmt: skip
-    offered = {
+    offered: dict[str, list] = {
         "n_layers": sp.resvae_layers, "first_width": sp.resvae_first_widths, "decay": sp.resvae_decay,
         "input_keep": sp.input_keep, "batch_size": sp.batch_size, "momentum": sp.momentum,
     }  # fmt: skip
@@ -188,7 +192,7 @@ def vae_portfolio(cfg) -> list[dict]:
     return [entry]
 
 
-def portfolio(cfg, modes: list[str], n_vars: int, n_train: int, task: str = "classification") -> list[dict]:
+def portfolio(cfg: Config, modes: list[str], n_vars: int, n_train: int, task: str = "classification") -> list[dict]:
     """Trials to run first: settings known to do well on small and large data alike.
 
     A logistic regression as CellTypist fits it (z-scores, L2 about ``1 / n_cells``), a

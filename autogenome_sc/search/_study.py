@@ -19,10 +19,14 @@ import threading
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
+
+if TYPE_CHECKING:
+    from ..config._schema import SearchConfig
 
 WORKER_ATTR = "ag_worker"
 HEARTBEAT_ATTR = "ag_heartbeat"
@@ -38,7 +42,7 @@ def journal_path(run_dir: str | Path, study_name: str) -> Path:
     return Path(run_dir) / f"{study_name}.journal.log"
 
 
-def make_storage(storage, run_dir: str | Path, study_name: str, search_cfg):
+def make_storage(storage, run_dir: str | Path, study_name: str, search_cfg: SearchConfig):
     """An Optuna storage: ``None`` -> a journal file in ``run_dir``; a URL -> RDB with heartbeat."""
     if storage is None:
         from optuna.storages.journal import JournalFileBackend, JournalStorage
@@ -59,7 +63,7 @@ def make_storage(storage, run_dir: str | Path, study_name: str, search_cfg):
     return storage  # an Optuna storage object
 
 
-def _rdb(url: str, search_cfg, attempts: int = 5) -> RDBStorage:
+def _rdb(url: str, search_cfg: SearchConfig, attempts: int = 5) -> RDBStorage:
     """RDBStorage with Optuna's heartbeat; retried because workers starting together race to create tables."""
     for i in range(attempts):
         try:
@@ -80,6 +84,7 @@ def _rdb(url: str, search_cfg, attempts: int = 5) -> RDBStorage:
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 raise ConnectionError(f"Cannot connect to the study storage '{_redact(url)}': {first}") from None
             time.sleep(0.5 + random.random())
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def _redact(url: str) -> str:
@@ -98,7 +103,7 @@ def uses_own_heartbeat(study: optuna.Study) -> bool:
     return isinstance(storage, JournalStorage) or isinstance(inner, JournalStorage)
 
 
-def make_sampler(seed: int, search_cfg) -> optuna.samplers.BaseSampler:
+def make_sampler(seed: int, search_cfg: SearchConfig) -> optuna.samplers.BaseSampler:
     """TPE over the conditional space (mode -> its own parameters)."""
     with warnings.catch_warnings():  # multivariate/group are marked experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -111,7 +116,7 @@ def make_sampler(seed: int, search_cfg) -> optuna.samplers.BaseSampler:
         )
 
 
-def make_pruner(search_cfg, max_epochs: int) -> optuna.pruners.BasePruner:
+def make_pruner(search_cfg: SearchConfig, max_epochs: int) -> optuna.pruners.BasePruner:
     """Hyperband, successive halving or none, with epochs as the resource."""
     lo = min(search_cfg.min_epochs, max_epochs)
     if search_cfg.pruner == "hyperband":
@@ -152,7 +157,7 @@ def is_stale(trial: optuna.trial.FrozenTrial, grace_period: float, now: float | 
     return beat is not None and now - float(beat) > grace_period
 
 
-def recover_stale_trials(study: optuna.Study, search_cfg) -> list[int]:
+def recover_stale_trials(study: optuna.Study, search_cfg: SearchConfig) -> list[int]:
     """Fail the stale RUNNING trials and enqueue their retries; return the failed trial numbers."""
     if not uses_own_heartbeat(study):
         optuna.storages.fail_stale_trials(study)  # Optuna's heartbeat (RDB); a no-op elsewhere
@@ -200,7 +205,7 @@ class Heartbeat:
         self._storage, self._id = study._storage, trial._trial_id
         self._interval, self._enabled = interval, enabled
         self._stop = threading.Event()
-        self._thread = None
+        self._thread: threading.Thread | None = None
         if enabled:
             self._storage.set_trial_system_attr(self._id, WORKER_ATTR, _worker_id())
             self._beat()

@@ -56,6 +56,7 @@ def calibrate(
     }
     model.calibration = {**metrics, "n_bins": N_BINS, "n_val": len(rows)}
     ref_conf = softmax_t(out[ref], temperature).max(axis=1)
+    assert data.classes is not None  # calibration is for classifiers
     model.novelty_ = fit_novelty(emb, y[tr], len(data.classes), emb[ref], ref_conf, train_rows=tr)
     logg.info(
         f"    calibrated: temperature {temperature:.3f}, validation ECE {ece['val'][0]:.3f} -> {ece['val'][1]:.3f}"

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
 from .. import _logging as logg
+from .._checks import check_rng
 from .._keys import Keys
 from ..explain import SAMPLINGS, NetworkOutput, expected_gradients, model_output
 from ..io import read_model
+
+if TYPE_CHECKING:
+    import shap
 
 OUTPUTS = ("probability", "logit")
 
@@ -30,7 +35,7 @@ def explain(
     chunk_size: int | None = None,
     return_explanation: bool = False,
     rng: int = 0,
-):
+) -> shap.Explanation | None:
     """Explain a trained model's predictions with SHAP values (expected gradients) and rank genes per class.
 
     The model stored by ``ag.tl.train`` or ``ag.tl.search`` is read from
@@ -94,6 +99,7 @@ def explain(
     """
     if not isinstance(adata, AnnData):
         raise TypeError(f"Expected an AnnData object, got {type(adata).__name__}.")
+    rng = check_rng(rng)
     keys = Keys(key)
     if key not in adata.uns or "model_path" not in adata.uns[key]:
         raise KeyError(f"Did not find adata.uns['{key}']['model_path']. Run `ag.tl.train` (or `ag.tl.search`) first.")
@@ -109,6 +115,12 @@ def explain(
             f"The model of adata.uns['{key}'] ('{path}') no longer exists; run `ag.tl.train` again or restore it."
         )
     model = read_model(path)
+    if model.task == "embedding":
+        raise ValueError(
+            f"The model of adata.uns['{key}'] is an embedding model ({model.architecture.get('model')}): it has no "
+            "predictions to explain. Explain a classifier (ag.tl.train or ag.tl.search with a label_key), for "
+            "example one trained on clusters of its latent space."
+        )
     layer, use_raw = _matrix(uns)
     pipe, _, _ = model.pipeline(adata, layer=layer, use_raw=use_raw)
     gen = np.random.default_rng(rng)
@@ -119,10 +131,12 @@ def explain(
     if groups is not None:
         if not classification:
             raise ValueError("groups selects cells by class; this model does regression.")
+        assert model.classes_ is not None  # a classification model has its classes
         groups = [groups] if isinstance(groups, str) else list(groups)
         unknown = [g for g in groups if g not in model.classes_]
         if unknown:
             raise ValueError(f"Unknown groups {unknown}; the model's classes are {model.classes_}.")
+        assert labels is not None  # read above for classification
         cells = np.flatnonzero(np.isin(labels, groups))
         if len(cells) == 0:
             raise ValueError(f"No cell of adata is labelled {groups} (by {label_source}).")
@@ -159,7 +173,11 @@ def explain(
     )
     base = model_output(f, model.variables, background).mean(axis=0)
     genes = np.asarray(model.var_names_, dtype=str)
-    outputs = list(model.classes_) if classification else [str(uns.get("params", {}).get("label_key", "prediction"))]
+    if classification:
+        assert model.classes_ is not None  # a classification model has its classes
+        outputs = list(model.classes_)
+    else:
+        outputs = [str(uns.get("params", {}).get("label_key", "prediction"))]
 
     cell_labels = labels[cells] if labels is not None else np.full(len(cells), "", dtype=object)
     importance, n_cells, columns = _importance(phi, cell_labels, outputs, classification)

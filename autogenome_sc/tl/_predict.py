@@ -123,13 +123,15 @@ def _check_reject(model: Model, reject, reject_uncertainty) -> None:
         return
     if model.task != "classification":
         raise ValueError(f"reject applies to classification models; this model does {model.task}.")
-    if isinstance(reject, bool) or not isinstance(reject, Real) or not 0 < reject < 1:
+    # typeshed's numbers.Real has no __gt__, so mypy rejects ``0 < real`` (int.__lt__ takes ints only)
+    if isinstance(reject, bool) or not isinstance(reject, Real) or not 0 < reject < 1:  # type: ignore[operator]
         raise ValueError(f"reject must be a probability strictly between 0 and 1 (or None), got {reject!r}.")
     if reject_uncertainty is not None and (
         isinstance(reject_uncertainty, bool)
         or not isinstance(reject_uncertainty, Real)
-        or not 0 < reject_uncertainty <= 1
+        or not 0 < reject_uncertainty <= 1  # type: ignore[operator]  # numbers.Real: see above
     ):
         raise ValueError(f"reject_uncertainty must be in (0, 1] (or None), got {reject_uncertainty!r}.")
+    assert model.classes_ is not None  # a classification model has its classes
     if UNASSIGNED in model.classes_:
         raise ValueError(f"The model has a class named '{UNASSIGNED}', which rejection would mix with rejected cells.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,10 @@ from anndata import AnnData
 from .._keys import UNASSIGNED, Keys
 from .._settings import settings
 from ..io import Model
+
+if TYPE_CHECKING:
+    from ..config._schema import Config
+    from ..data import Pipeline
 
 
 def write_predictions(
@@ -36,6 +41,7 @@ def write_predictions(
     else:
         conf = p.max(axis=1)
         unc = model._uncertainty(emb, p)
+        assert model.classes_ is not None  # probabilities come from classification models only
         categories = list(model.classes_)
         if reject is not None:
             rejected = conf < reject
@@ -52,7 +58,7 @@ def write_predictions(
     return added
 
 
-def h5ad_safe(obj):
+def h5ad_safe(obj: Any) -> Any:
     """Drop ``None`` and turn tuples and numpy scalars into what h5ad can store."""
     if isinstance(obj, dict):
         return {str(k): h5ad_safe(v) for k, v in obj.items() if v is not None}
@@ -78,10 +84,10 @@ def default_model_path(save_path: str | None, key_added: str, label_key: str | N
     return path
 
 
-def preprocessing_record(kind: str, pipe, cfg) -> dict:
+def preprocessing_record(kind: str, pipe: Pipeline, cfg: Config) -> dict[str, Any]:
     """What a model stores of its preprocessing: detected input, transform, scaling and its bounds."""
     scaler = pipe.scaler
-    rec = {"input": kind, "applied": pipe.preprocess, "config": cfg.data.preprocess}
+    rec: dict[str, Any] = {"input": kind, "applied": pipe.preprocess, "config": cfg.data.preprocess}
     rec["scaling"] = "none" if scaler is None else scaler.kind
     if scaler is not None and scaler.clip is not None:
         rec["clip"] = list(scaler.clip)

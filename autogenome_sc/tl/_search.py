@@ -11,11 +11,14 @@ from anndata import AnnData
 
 from .. import _logging as logg
 from .. import config as _config
+from .._checks import check_count, check_file_name, check_rng, check_timeout
+from .._docs import INPUT_SPLIT_KEY, doc_params
 from ..search import leaderboard, open_study
 from ..search._select import cv_seconds, final_model, select, use_cv
 from ._train import _headline, _log_input, finish
 
 
+@doc_params(input_split_key=INPUT_SPLIT_KEY)
 def search(
     adata: AnnData,
     label_key: str | None = None,
@@ -83,14 +86,7 @@ def search(
         at its next epoch); the final model's fit comes after it and is reported separately.
         Default: the config's; with neither ``n_trials`` nor ``timeout`` anywhere, 30 trials
         or 240 s, whichever comes first.
-    layer
-        Use ``adata.layers[layer]`` instead of ``adata.X``.
-    use_raw
-        Use ``adata.raw.X`` (and ``adata.raw.var_names``).
-    split_key
-        Column of ``adata.obs`` holding ``"train"``/``"val"``/``"test"`` to use instead of a new split.
-    key_added
-        Prefix of every key written (see Returns).
+    {input_split_key}
     config
         Expert-mode configuration (dict or JSON path); its ``search`` section holds the
         spaces, metric, pruner and ensemble size. See :func:`autogenome_sc.config.default`.
@@ -139,6 +135,9 @@ def search(
     """
     if not isinstance(adata, AnnData):
         raise TypeError(f"Expected an AnnData object, got {type(adata).__name__}.")
+    rng = check_rng(rng)
+    n_trials, timeout = check_count(n_trials, "n_trials"), check_timeout(timeout)
+    study_name = check_file_name(study_name, "study_name")
     cfg = _config.validate(config)
     supervised = label_key is not None
     if supervised and (eval_key is not None or reconstruct):
@@ -172,9 +171,10 @@ def search(
     n_folds = use_cv(opened.data, opened.cfg.search) if supervised else 0
     reserve = None
     if opened.timeout is not None and n_folds:  # keep what cross-validating the best trials will take
+        timeout_s = opened.timeout
 
         def reserve() -> float:
-            return cv_seconds(s, n_folds, opened.cfg.search.cv_share, opened.timeout)
+            return cv_seconds(s, n_folds, opened.cfg.search.cv_share, timeout_s)
 
     s.run(opened.n_trials, opened.timeout, reserve=reserve)
     s.wait_for_others()
@@ -193,6 +193,7 @@ def search(
         )
     board = leaderboard(s.study)
     if supervised:
+        assert label_key is not None  # supervised means a label_key
         deadline = None if opened.timeout is None else t0 + opened.timeout
         sel = select(s, deadline=deadline, seed=int(rng))
         search_seconds = time.perf_counter() - t0
@@ -207,7 +208,10 @@ def search(
             "best": _best(best, opened, s, lead.fits[0].arch, members, board),
             "selection": _selection_uns(sel, opened.cfg.search.final, search_seconds, final_seconds),
         }
-        held = (sel.rows, sel.held_out) if sel.method == "cv" else None
+        held = None
+        if sel.method == "cv":
+            assert sel.held_out is not None  # select() records the outputs of its choice
+            held = (sel.rows, sel.held_out)
         model = finish(
             adata, data, opened.kind, arch, result, opened.cfg,
             label_key=label_key, key_added=key_added, rng=rng, extra_uns=extra, held_out=held,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
@@ -12,6 +12,8 @@ from anndata import AnnData
 
 from .. import _logging as logg
 from .. import config as _config
+from .._checks import check_rng
+from .._docs import INPUT_SPLIT_KEY, doc_params
 from .._keys import Keys
 from ..data import Scaler, TrainData, prepare
 from ..io import Model
@@ -22,7 +24,11 @@ from ._calibrate import calibrate
 from ._results import default_model_path, h5ad_safe, preprocessing_record, write_predictions
 from ._vae import train_vae
 
+if TYPE_CHECKING:
+    from ..config._schema import Config
 
+
+@doc_params(input_split_key=INPUT_SPLIT_KEY)
 def train(
     adata: AnnData,
     label_key: str | None,
@@ -56,14 +62,7 @@ def train(
         architecture searched by ENAS (``models.enas``) and retrained from scratch; or
         ``"resvae"``/``"vae"`` (with ``label_key=None``): an unsupervised VAE, see
         :func:`autogenome_sc.tl.train_vae`, which documents what it writes.
-    layer
-        Use ``adata.layers[layer]`` instead of ``adata.X``.
-    use_raw
-        Use ``adata.raw.X`` (and ``adata.raw.var_names``).
-    split_key
-        Column of ``adata.obs`` holding ``"train"``/``"val"``/``"test"`` to use instead of a new split.
-    key_added
-        Prefix of every key written (see Returns).
+    {input_split_key}
     config
         Expert-mode configuration: a dict (partial is fine) or a path to a JSON file;
         see :func:`autogenome_sc.config.default`.
@@ -104,6 +103,7 @@ def train(
             adata, model=model, layer=layer, use_raw=use_raw, split_key=split_key, key_added=key_added,
             config=config, rng=rng, copy=copy,
         )  # fmt: skip
+    rng = check_rng(rng)
     cfg = _config.validate(config)
     if label_key is None:
         raise ValueError("ag.tl.train needs a label_key; for unlabelled data pass model='resvae' (or 'vae').")
@@ -128,6 +128,7 @@ def train(
     if model == "enas":
         found = run_enas(data, cfg, key)
         arch, result, extra = found.network, found.fit, enas_uns(found)
+        assert result is not None  # run_enas retrains the winner by default
     else:
         arch = {"model": model, **getattr(cfg.models, model).model_dump(mode="json")}
         net = build_network(arch, data.n_out)
@@ -166,7 +167,7 @@ def finish(
     kind: str,
     arch: dict,
     result: FitResult,
-    cfg,
+    cfg: Config,
     *,
     label_key: str,
     key_added: str,
@@ -195,12 +196,15 @@ def finish(
         config=cfg.model_dump(mode="json"),
     )
     out, emb = predict_arrays(model._apply, model.variables, pipe, np.arange(adata.n_obs), min(1024, adata.n_obs))
+    calib_metrics: dict[str, Any]
+    calib_uns: dict[str, Any]
     calib_metrics, calib_uns = ({}, {})
     if data.task == "classification":
         calib_metrics, calib_uns = calibrate(model, data, out, emb, held_out)
     pred, _ = model._postprocess(out)
     test = data.idx["test"]
     if data.task == "classification":
+        assert data.classes is not None  # classification data has its classes
         metrics = classification_metrics(data.y[test], pred[test], len(data.classes))
     else:
         metrics = regression_metrics(data.y[test], pred[test])

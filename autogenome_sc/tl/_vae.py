@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
@@ -16,11 +16,15 @@ from anndata import AnnData
 
 from .. import _logging as logg
 from .. import config as _config
+from .._checks import check_rng
 from .._keys import Keys
 from ..data import TrainData
 from ..io import Model
 from ..train import FitResult, check_vae_model, evaluate_elbo, fit_vae_config, make_terms, prepare_vae
 from ._results import default_model_path, h5ad_safe, preprocessing_record
+
+if TYPE_CHECKING:
+    from ..config._schema import Config
 
 
 def train_vae(
@@ -93,6 +97,7 @@ def train_vae(
         ``silhouette``, ``leiden_ari``, ``leiden_nmi``, ``n_leiden``), ``history``,
         ``preprocessing``, ``model_path``.
     """
+    rng = check_rng(rng)
     cfg = _config.validate(config)
     check_vae_model(model)
     if eval_key is not None and eval_key not in adata.obs.columns:
@@ -160,7 +165,7 @@ def finish_vae(
     kind: str,
     arch: dict,
     result: FitResult,
-    cfg,
+    cfg: Config,
     *,
     key_added: str = "ag",
     rng: int = 0,
@@ -173,6 +178,7 @@ def finish_vae(
     pipe = data.pipeline
     # an NB model reads raw counts: a query must get no preprocessing either
     applied = preprocessing_record(kind, pipe, cfg)
+    assert pipe.scaler is not None  # prepare_vae always sets one (the identity for the NB likelihood)
     if arch["likelihood"] == "nb":
         applied["config"] = "none"
     model = Model(

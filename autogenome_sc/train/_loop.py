@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +30,9 @@ from ..nn._fc import _Net, canonical
 from ._losses import LOSSES, host_loss
 from ._optim import Optimizer, hyperparameters
 from ._parallel import batch_mesh, replicate, shard
+
+if TYPE_CHECKING:
+    from ..config._schema import LossConfig, TrainerConfig
 
 
 @dataclass
@@ -113,6 +117,7 @@ def predict_arrays(apply, variables, pipeline, idx: np.ndarray, batch_size: int 
         if outs is None:  # filled in place: no list of blocks plus a concatenated copy
             outs = np.empty((len(idx), *out.shape[1:]), np.float32)
             embs = np.empty((len(idx), *emb.shape[1:]), np.float32)
+        assert outs is not None and embs is not None  # allocated at the first batch
         outs[start : start + n] = out[:n]
         embs[start : start + n] = emb[:n]
         start += n
@@ -188,8 +193,8 @@ def _train_chunk_fn(net, loss_name: str, optimizer: str, traced_rates: bool, gat
 def fit(
     net,
     data: TrainData,
-    trainer,
-    loss_cfg,
+    trainer: TrainerConfig,
+    loss_cfg: LossConfig,
     key: jax.Array,
     *,
     callback: Callable[[int, dict], None] | None = None,

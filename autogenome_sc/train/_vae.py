@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 from functools import lru_cache, partial
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +24,9 @@ from ..data import TrainData
 from ._loop import EarlyStopping, FitResult
 from ._optim import make_optimizer
 from ._parallel import batch_mesh, replicate, shard
+
+if TYPE_CHECKING:
+    from ..config._schema import TrainerConfig
 
 #: Traces of the cached compiled functions, by (name, net): a fit reports how many it caused.
 _TRACES: Counter = Counter()
@@ -111,7 +115,7 @@ def _train_chunk_fn(net, trainer_json: str, total_steps: int, warm_steps: float,
 def fit_vae(
     net,
     data: TrainData,
-    trainer,
+    trainer: TrainerConfig,
     key: jax.Array,
     *,
     kl_warmup: int = 10,

@@ -1,0 +1,56 @@
+"""Docstring pieces shared by the public functions (in the style of scanpy's ``_doc_params``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+F = TypeVar("F", bound=Callable)
+
+#: ``ax``/``show`` and the Returns section of a function that draws into one Axes.
+AX_SHOW = """ax
+        Axes to draw into; a new figure otherwise.
+    show
+        Show the figure; when ``False`` return the Axes.
+
+    Returns
+    -------
+    The Axes when ``show=False``, else ``None``."""
+
+
+#: ``layer``, ``use_raw``, ``split_key`` and ``key_added`` of the training tools.
+INPUT_SPLIT_KEY = """layer
+        Use ``adata.layers[layer]`` instead of ``adata.X``.
+    use_raw
+        Use ``adata.raw.X`` (and ``adata.raw.var_names``).
+    split_key
+        Column of ``adata.obs`` holding ``"train"``/``"val"``/``"test"`` to use instead of a new split.
+    key_added
+        Prefix of every key written (see Returns)."""
+
+#: ``key`` and ``n_genes`` of the plots of ``ag.tl.explain`` results.
+EXPLAIN_KEY_GENES = """key
+        The ``key`` of the ``ag.tl.explain`` call.
+    n_genes
+        Number of genes shown."""
+
+
+def doc_params(**pieces: str) -> Callable[[F], F]:
+    """Fill ``{name}`` placeholders of the decorated function's docstring with ``pieces``.
+
+    Placeholders are replaced literally (no ``str.format``), so other braces in a docstring
+    are left alone.
+    """
+
+    def decorate(fn: F) -> F:
+        doc = fn.__doc__
+        if doc is None:  # python -OO strips docstrings
+            return fn
+        for name, text in pieces.items():
+            if "{" + name + "}" not in doc:
+                raise ValueError(f"{fn.__name__}'s docstring has no {{{name}}} placeholder")
+            doc = doc.replace("{" + name + "}", text)
+        fn.__doc__ = doc
+        return fn
+
+    return decorate
