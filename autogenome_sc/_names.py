@@ -28,6 +28,7 @@ SupervisedMode = Literal["linear", "mlp", "resnet", "densenet", "enas"]
 BuiltinMode = Literal[SupervisedMode, "resvae"]
 
 TASKS: tuple[str, ...] = get_args(Task)
+ACTIVATIONS: tuple[str, ...] = get_args(Activation)
 NETWORKS: tuple[str, ...] = get_args(Network)
 VAE_MODELS: tuple[str, ...] = get_args(VaeModel)
 LIKELIHOODS: tuple[str, ...] = get_args(Likelihood)

@@ -96,3 +96,21 @@ def test_cli_names_the_kind_of_a_bare_failure():
     assert _sentence(KeyError("architecture")) == "KeyError 'architecture'"
     assert _sentence(ValueError("Config file 'x' is not valid JSON.")) == "Config file 'x' is not valid JSON."
     assert _sentence(TypeError()) == "TypeError"
+
+
+@pytest.mark.parametrize(
+    ("space", "match"),
+    [
+        ({"resnet_widths": [0]}, r"search.spaces.resnet_widths': every choice must be a positive integer; 0 is not"),
+        ({"batch_size": [64, -1]}, r"search.spaces.batch_size': every choice must be a positive integer; -1 is not"),
+        ({"densenet_blocks": [[]]}, r"densenet_blocks': every block structure needs at least one block"),
+        ({"input_keep": [0.0]}, r"input_keep': every choice must be in \(0, 1\]; 0.0 is not"),
+        ({"dropout": [1.0]}, r"dropout': every choice must be in \[0, 1\); 1.0 is not"),
+        ({"n_genes": [None, 0]}, r"n_genes': every choice must be None \(all genes\) or a positive number"),
+        ({"resvae_first_widths": [4]}, r"resvae_first_widths': every first width must be at least 8"),
+    ],
+)
+def test_search_spaces_are_validated_before_any_trial(pbmc, tmp_path, space, match):
+    with pytest.raises(ValueError, match=match):
+        ag.tl.search(pbmc, "bulk_labels", n_trials=1, run_dir=tmp_path, config={"search": {"spaces": space}})
+    assert not list(tmp_path.iterdir())

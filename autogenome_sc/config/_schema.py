@@ -294,6 +294,60 @@ class SearchSpaces(_Strict):
             raise ValueError("a log-uniform range needs 0 < low <= high")
         return v
 
+    @field_validator(
+        "mlp_widths", "mlp_layers", "resnet_blocks", "resnet_widths", "densenet_growth_rates", "resvae_layers",
+        "batch_size",
+    )  # fmt: skip
+    @classmethod
+    def _positive(cls, v):
+        bad = [x for x in v if x < 1]
+        if bad:
+            raise ValueError(f"every choice must be a positive integer; {bad[0]} is not")
+        return v
+
+    @field_validator("resvae_first_widths")
+    @classmethod
+    def _vae_widths(cls, v):
+        if min(v) < 8:
+            raise ValueError(
+                f"every first width must be at least 8 (models.resvae.first_width's bound); {min(v)} is not"
+            )
+        return v
+
+    @field_validator("densenet_blocks")
+    @classmethod
+    def _blocks(cls, v):
+        for blocks in v:
+            if not blocks or min(blocks) < 1:
+                raise ValueError(
+                    f"every block structure needs at least one block of at least one unit; {blocks} has not"
+                )
+        return v
+
+    @field_validator("n_genes")
+    @classmethod
+    def _genes(cls, v):
+        bad = [x for x in v if x is not None and x < 1]
+        if bad:
+            raise ValueError(f"every choice must be None (all genes) or a positive number of genes; {bad[0]} is not")
+        return v
+
+    @field_validator("input_keep", "resvae_decay")
+    @classmethod
+    def _keep(cls, v):
+        bad = [x for x in v if not 0 < x <= 1]
+        if bad:
+            raise ValueError(f"every choice must be in (0, 1]; {bad[0]} is not (1.0 keeps everything)")
+        return v
+
+    @field_validator("dropout", "label_smoothing", "momentum")
+    @classmethod
+    def _fraction(cls, v):
+        bad = [x for x in v if not 0 <= x < 1]
+        if bad:
+            raise ValueError(f"every choice must be in [0, 1); {bad[0]} is not")
+        return v
+
 
 class SearchConfig(_Strict):
     """Search mode module: which modes, how long, over which spaces."""
@@ -392,6 +446,10 @@ class SaveConfig(_Strict):
 
     path: str | None = Field(
         None, description="Where to save the model; default: a new folder under ag.settings.model_dir."
+    )
+    overwrite: bool = Field(
+        False,
+        description="Replace a model already saved at path (never a folder holding other files); otherwise refuse.",
     )
 
 

@@ -9,7 +9,11 @@ Layout of a model directory::
                       (flax.serialization; no pickle)
 
 ``model.json`` also holds ``calibration`` (temperature and calibration errors); models
-saved without it load with temperature 1 and ``ag_uncertainty = 1 - confidence``.
+saved without it load with temperature 1 and ``ag_uncertainty = 1 - confidence``. Since
+format 2 it holds a ``checksum`` of the weights and of the fields that decide predictions,
+which is also the model's id (``Model.id_``, stored in ``uns[key]["model_id"]``); reading
+checks it and checks ``model.json`` against the weights before building anything (see
+``io/_validate.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._logging import warn
+from ._validate import DamagedModel, check_architecture, check_meta, check_weights, checksum
 
 if TYPE_CHECKING:
     from flax import linen as nn
@@ -31,7 +36,8 @@ if TYPE_CHECKING:
     from ..data import GeneAlignment, Pipeline, Scaler
 
 FORMAT = "autogenome_sc.model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: checksum
+_MODEL_FILES = {"model.json", "weights.msgpack"}
 _GROUPS = {"counts": "log", "normalized": "log", "log": "log", "scaled": "scaled", "binary": "binary"}
 
 
@@ -83,6 +89,7 @@ class Model:
     path: Path | None = None
     calibration: dict = field(default_factory=dict)
     novelty_: dict = field(default_factory=dict)
+    id_: str | None = None  # the checksum written by save(); None until saved
 
     def __post_init__(self):
         from ..nn import build_network, build_vae
@@ -324,13 +331,25 @@ class Model:
         from flax import serialization
 
         path = Path(path)
-        if path.exists() and any(path.iterdir()) and not overwrite:
-            raise FileExistsError(f"'{path}' exists and is not empty; pass overwrite=True to replace it.")
+        if path.exists() and not path.is_dir():
+            raise FileExistsError(f"'{path}' is a file; a model is saved as a folder.")
+        if path.exists() and any(path.iterdir()):
+            if not overwrite:
+                raise FileExistsError(
+                    f"'{path}' exists and is not empty; pass overwrite=True (in a config: save.overwrite) to replace "
+                    "the model in it, or save elsewhere."
+                )
+            others = sorted(p.name for p in path.iterdir() if p.name not in _MODEL_FILES)
+            if others:
+                raise FileExistsError(
+                    f"'{path}' holds other files than a model ({', '.join(others[:3])}); overwrite only replaces a "
+                    "model folder. Save elsewhere."
+                )
         path.mkdir(parents=True, exist_ok=True)
         state = {"variables": self.variables, "scaler": {"min": self.scaler_min_, "scale": self.scaler_scale_}}
         if self.novelty_:
             state["novelty"] = dict(self.novelty_)
-        (path / "weights.msgpack").write_bytes(serialization.msgpack_serialize(_to_numpy(state)))
+        weights = serialization.msgpack_serialize(_to_numpy(state))
         meta = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -347,8 +366,11 @@ class Model:
             "extra": _jsonable(self.extra),
             "calibration": _jsonable(self.calibration),
         }
+        meta = _jsonable(meta)
+        meta["checksum"] = checksum(meta, weights)
+        (path / "weights.msgpack").write_bytes(weights)
         (path / "model.json").write_text(json.dumps(meta, indent=1))
-        self.path = path
+        self.path, self.id_ = path, meta["checksum"]
         return path
 
 
@@ -363,10 +385,22 @@ def read_model(path: str | Path) -> Model:
     Returns
     -------
     The :class:`Model`, ready to ``predict``.
+
+    Notes
+    -----
+    Before anything is built, ``model.json`` is checked against the weights: required fields
+    and their types, every size in the architecture within what the weights hold, finite
+    weights, and the checksum written at saving (an edited or swapped file is refused). The
+    weights are read with ``flax.serialization`` (msgpack, no pickle), so reading a model runs
+    no code from it. The checksum is not a signature: anyone who can write the files can
+    write a matching checksum, so a model from an untrusted source can still be a model that
+    predicts wrongly on purpose.
     """
     import jax
     import jax.numpy as jnp
     from flax import serialization
+
+    from ..nn import MODELS, VAE_MODELS
 
     path = Path(path)
     if not path.exists():
@@ -388,10 +422,24 @@ def read_model(path: str | Path) -> Model:
         )
     if not weights_file.is_file():
         raise FileNotFoundError(f"'{path}' is incomplete: weights.msgpack is missing.")
+    check_meta(meta, path)
+    weights = weights_file.read_bytes()
     try:
-        state = serialization.msgpack_restore(weights_file.read_bytes())
+        state = serialization.msgpack_restore(weights)
     except Exception:  # noqa: BLE001 - any decoding failure means a damaged file
         raise ValueError(f"'{weights_file}' could not be read; the model directory is damaged.") from None
+    arrays = check_weights(state, len(meta["var_names"]), path)
+    check_architecture(meta["architecture"], arrays, path, (*MODELS, *VAE_MODELS))
+    stored = meta.get("checksum")
+    if stored is None:
+        warn(
+            f"'{path}' was saved without a checksum (format {meta.get('format_version', 0)}); its files cannot be checked."
+        )
+    elif stored != checksum(meta, weights):
+        raise DamagedModel(
+            f"'{path}' was changed after it was saved: its checksum does not match model.json and weights.msgpack. "
+            "Use the files as they were saved, or train again."
+        )
     model = Model(
         architecture=meta["architecture"],
         task=meta["task"],
@@ -409,18 +457,23 @@ def read_model(path: str | Path) -> Model:
         path=path,
         calibration=meta.get("calibration", {}),
         novelty_={k: np.asarray(v) for k, v in state.get("novelty", {}).items()},
+        id_=stored,
     )
-    template = model.net.init(jax.random.key(0), jnp.zeros((1, len(model.var_names_))), train=False)
+    # shapes only (no memory is allocated for the template's weights)
+    template = jax.eval_shape(
+        lambda: model.net.init(jax.random.key(0), jnp.zeros((1, len(model.var_names_))), train=False)
+    )
     try:
-        variables = serialization.from_state_dict(_to_numpy(template), state["variables"])
+        variables = serialization.from_state_dict(template, state["variables"])
     except (KeyError, ValueError) as e:
-        raise ValueError(f"The weights in '{path}' do not match its architecture ({e}).") from None
+        names = str(e)[:200]
+        raise ValueError(f"The weights in '{path}' do not match its architecture ({names}).") from None
     # PyTreeDef comes from jaxlib's compiled module, which ships no stub: mypy cannot resolve !=
-    if jax.tree.structure(variables) != jax.tree.structure(_to_numpy(template)) or any(  # type: ignore[operator]
+    if jax.tree.structure(variables) != jax.tree.structure(template) or any(  # type: ignore[operator]
         np.shape(a) != np.shape(b) for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(template), strict=True)
     ):
         raise ValueError(f"The weights in '{path}' do not match its architecture.")
-    model.variables = variables
+    model.variables = jax.tree.map(np.asarray, variables)
     return model
 
 

@@ -115,6 +115,11 @@ def explain(
             f"The model of adata.uns['{key}'] ('{path}') no longer exists; run `ag.tl.train` again or restore it."
         )
     model = read_model(path)
+    if uns.get("model_id") and model.id_ != uns["model_id"]:
+        raise ValueError(
+            f"The model at '{path}' is not the one adata.uns['{key}'] was written with (its id differs): it was "
+            "replaced or overwritten since. Train again, or restore the model that was saved there."
+        )
     if model.task == "embedding":
         raise ValueError(
             f"The model of adata.uns['{key}'] is an embedding model ({model.architecture.get('model')}): it has no "

@@ -83,7 +83,7 @@ def predict(
         The model's embedding (for an embedding model, the posterior mean; nothing else
         but ``.uns`` is written then).
     ``.uns["ag"]["prediction"]``
-        ``model_path``, ``genes_missing_fraction``, ``temperature``, ``reject``,
+        ``model_path``, ``model_id``, ``genes_missing_fraction``, ``temperature``, ``reject``,
         ``reject_uncertainty`` and ``n_unassigned``.
     """
     if not isinstance(model, Model):
@@ -103,7 +103,7 @@ def predict(
         out, emb, info = model.outputs(query, layer=layer, use_raw=use_raw)
         added = write_predictions(query, model, out, emb, keys, reject=reject, reject_uncertainty=reject_uncertainty)
     uns = dict(query.uns.get(keys.uns, {}))
-    uns["prediction"] = {"model_path": str(model.path or ""), **info}
+    uns["prediction"] = {"model_path": str(model.path or ""), "model_id": model.id_ or "", **info}
     if model.task == "classification":
         uns["prediction"]["temperature"] = model.temperature
     if reject is not None:

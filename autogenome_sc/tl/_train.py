@@ -91,7 +91,8 @@ def train(
         accuracy, confusion matrix; for classification also ``temperature`` and the expected
         calibration error before/after on validation, ``ece_before``/``ece_after``, and on
         test, ``ece_test_before``/``ece_test_after``), ``classes``, ``history``,
-        ``preprocessing``, ``model_path`` and, for classification, ``reliability``
+        ``preprocessing``, ``model_path``, ``model_id`` (the saved model's checksum) and, for
+        classification, ``reliability``
         (per-bin counts for ``ag.pl.reliability``);
         with ``model="enas"`` also ``best["architecture"]`` (``nodes``, ``widths``, ``edges``)
         and ``enas`` (search ``history`` and the scored ``candidates``).
@@ -212,7 +213,7 @@ def finish(
     metrics["best_val_loss"] = result.best_val_loss
     metrics.update(calib_metrics)
     model.metrics_ = metrics
-    model.save(default_model_path(cfg.save.path, key_added, label_key), overwrite=cfg.save.path is not None)
+    model.save(default_model_path(cfg.save.path, key_added, label_key), overwrite=cfg.save.overwrite)
 
     keys = Keys(key_added)
     added = write_predictions(adata, model, out, emb, keys)
@@ -232,6 +233,7 @@ def finish(
         "history": result.history,
         "preprocessing": dict(model.preprocessing_, matrix=pipe.source.where),
         "model_path": str(model.path),
+        "model_id": model.id_,
     }
     if data.classes is not None:
         uns["classes"] = np.asarray(data.classes)

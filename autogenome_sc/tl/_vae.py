@@ -95,7 +95,7 @@ def train_vae(
         ``params``, ``config`` (JSON), ``task`` (``"embedding"``), ``metrics`` (``val_elbo``,
         ``test_elbo``, ``best_epoch`` and, with ``eval_key``, ``davies_bouldin``,
         ``silhouette``, ``leiden_ari``, ``leiden_nmi``, ``n_leiden``), ``history``,
-        ``preprocessing``, ``model_path``.
+        ``preprocessing``, ``model_path``, ``model_id`` (the saved model's checksum).
     """
     rng = check_rng(rng)
     cfg = _config.validate(config)
@@ -206,7 +206,7 @@ def finish_vae(
     if eval_key is not None:
         metrics.update(latent_metrics(latent, adata.obs[eval_key].to_numpy(), rng=rng))
     model.metrics_ = metrics
-    model.save(default_model_path(cfg.save.path, key_added, None), overwrite=cfg.save.path is not None)
+    model.save(default_model_path(cfg.save.path, key_added, None), overwrite=cfg.save.overwrite)
 
     keys = Keys(key_added)
     adata.obsm[keys.obsm] = latent.astype(np.float32)
@@ -233,6 +233,7 @@ def finish_vae(
         "history": result.history,
         "preprocessing": dict(model.preprocessing_, matrix=pipe.source.where),
         "model_path": str(model.path),
+        "model_id": model.id_,
     }
     uns.update(extra_uns or {})
     adata.uns[keys.uns] = h5ad_safe(uns)
