@@ -118,3 +118,32 @@ def test_bad_query(counts):
         ag.tl.predict(counts.X, counts.uns["ag"]["model_path"])
     with pytest.raises(ValueError, match="AnnData object is empty"):
         ag.tl.predict(AnnData(np.zeros((0, counts.n_vars), np.float32)), counts.uns["ag"]["model_path"])
+
+
+def test_a_query_of_another_kind_than_the_reference_is_warned_with_what_was_done(counts):
+    import scanpy as sc
+
+    ref = counts.copy()
+    sc.pp.normalize_total(ref, target_sum=1e4)
+    sc.pp.log1p(ref)
+    ag.tl.train(ref, "cell_type", config=FAST)
+    query = counts[:60].copy()  # the same cells as raw counts
+    with pytest.warns(
+        UserWarning,
+        match=r"trained on log input but adata.X looks like counts: it was normalised to "
+        r"1e4 per cell and log1p'd before the model's scaling \(the training cells were used as is\)",
+    ):
+        ag.tl.predict(query, ref.uns["ag"]["model_path"])
+    # what was done makes the two comparable: the labels agree with those of the log query
+    logged = ref[:60].copy()
+    ag.tl.predict(logged, ref.uns["ag"]["model_path"])
+    assert (query.obs["ag_prediction"] == logged.obs["ag_prediction"]).mean() > 0.9
+
+
+def test_a_counts_matrix_with_a_negative_value_says_it_is_treated_as_scaled(counts):
+    bad = counts.copy()
+    bad.X = bad.X.toarray()
+    bad.X[3, 5] = -1.0
+    with pytest.warns(UserWarning, match=r"looks like counts but holds 1 negative value\(s\) .* treated as scaled"):
+        ag.tl.train(bad, "cell_type", config=FAST)
+    assert bad.uns["ag"]["preprocessing"]["input"] == "scaled"

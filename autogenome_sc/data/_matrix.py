@@ -12,6 +12,8 @@ import scipy.sparse as sp
 from anndata import AnnData
 from anndata.abc import CSCDataset, CSRDataset
 
+from .._logging import warn
+
 #: Input kinds found by :func:`detect_input` and the transform each gets.
 PREPROCESSING = {
     "counts": "normalize_log1p",  # raw counts: normalise to 1e4 per cell, then log1p
@@ -214,7 +216,18 @@ def check_finite_and_detect(source: MatrixSource, chunk_mb: float, n_detect: int
     sample = head.data if sp.issparse(head) else _dense32(head).ravel()
     if sample.size == 0:  # a sparse head with no stored values: all zeros
         sample = np.zeros(1, np.float32)
-    return _kind(np.asarray(sample, dtype=np.float64))
+    values = np.asarray(sample, dtype=np.float64)
+    kind = _kind(values)
+    if kind == "scaled":
+        negative = values < 0
+        rest = values[~negative]
+        if negative.mean() < 0.01 and rest.size and np.all(np.abs(rest - np.round(rest)) < 1e-6):
+            warn(
+                f"adata.{source.where} looks like counts but holds {int(negative.sum())} negative value(s) among the "
+                f"{values.size} read to detect its kind, so it is treated as scaled values (no normalisation, no "
+                "log1p). If it is a counts matrix, fix those values first."
+            )
+    return kind
 
 
 def _kind(values: np.ndarray) -> str:

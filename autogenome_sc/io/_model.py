@@ -134,17 +134,25 @@ class Model:
         alignment = align_genes(source.var_names, self.var_names_, min_overlap)
         kind = check_finite_and_detect(source, self.config.get("data", {}).get("chunk_mb", 64.0))
         trained_kind = self.preprocessing_["input"]
-        if _GROUPS[kind] != _GROUPS[trained_kind]:
+        how = _resolve(kind, self.preprocessing_.get("config", "auto"))
+        if kind != trained_kind:
+            done = {
+                "none": "used as is",
+                "log1p": "log1p'd",
+                "normalize_log1p": "normalised to 1e4 per cell and log1p'd",
+            }
+            trained_how = done.get(self.preprocessing_.get("applied", "none"), "used as is")
+            risk = "Predictions may be unreliable. " if _GROUPS[kind] != _GROUPS[trained_kind] else ""
             warn(
-                f"The model was trained on {trained_kind} input but adata.{source.where} looks like {kind}; "
-                "predictions may be unreliable. Pass the matching `layer`.",
+                f"The model was trained on {trained_kind} input but adata.{source.where} looks like {kind}: it was "
+                f"{done[how]} before the model's scaling (the training cells were {trained_how}). {risk}If this is "
+                "not the matrix you mean, pass the matching `layer` or `use_raw`.",
             )
         if self.architecture.get("likelihood") == "nb" and kind != "counts":
             raise ValueError(
                 f"This model reads raw counts (negative-binomial likelihood), but adata.{source.where} looks like "
                 f"{kind} values; pass the counts with `layer=`."
             )
-        how = _resolve(kind, self.preprocessing_.get("config", "auto"))
         pipe = Pipeline(source=source, preprocess=how, scaler=self.scaler(), alignment=alignment)
         return pipe, alignment, kind
 

@@ -225,7 +225,7 @@ def finish(
         "n_devices": result.n_devices,
         **{f"arch_{k}": v for k, v in arch.items()},
     }
-    uns = {
+    uns: dict[str, Any] = {
         "params": params,
         "config": json.dumps(cfg.model_dump(mode="json")),
         "task": data.task,
