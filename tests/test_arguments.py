@@ -57,6 +57,8 @@ def test_explaining_an_embedding_model_is_refused(pbmc):
         ag.tl.explain(pbmc)
     with pytest.raises(TypeError, match="rng must be an integer seed"):
         ag.tl.explain(pbmc, rng=None)
+    with pytest.raises(ValueError, match="predict_proba is for classification models; this is an embedding model"):
+        ag.read_model(pbmc.uns["ag"]["model_path"]).predict_proba(pbmc)
 
 
 def test_config_file_errors_are_sentences(tmp_path):

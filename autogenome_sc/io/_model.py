@@ -93,26 +93,22 @@ class Model:
 
     def __post_init__(self):
         from ..nn import build_network, build_vae
-        from ..train import make_apply, make_embed
+        from ..train import make_apply, make_embed, task_type
 
         self.var_names_ = pd.Index(self.var_names_).astype(str)
+        self.task_type = task_type(self.task)
         self.net: nn.Module
         if self.task == "embedding":
             self.net = build_vae(self.architecture, self.n_out)
-            self._embed = make_embed(self.net)
+            self.embed_fn = make_embed(self.net)
         else:
             self.net = build_network(self.architecture, self.n_out)
-        self._apply = make_apply(self.net)
+        self.apply_fn = make_apply(self.net)
 
     @property
     def n_out(self) -> int:
         """Number of network outputs."""
-        if self.task == "embedding":
-            return len(self.var_names_)
-        if self.task == "classification":
-            assert self.classes_ is not None  # a classification model always has its classes
-            return len(self.classes_)
-        return 1
+        return self.task_type.n_out(self.classes_, len(self.var_names_))
 
     def __repr__(self) -> str:
         if self.task == "embedding":
@@ -180,7 +176,7 @@ class Model:
 
         pipe, alignment, kind = self.pipeline(adata, layer=layer, use_raw=use_raw)
         bs = int(min(batch_size, adata.n_obs))
-        out, emb = predict_arrays(self._apply, self.variables, pipe, np.arange(adata.n_obs), bs)
+        out, emb = predict_arrays(self.apply_fn, self.variables, pipe, np.arange(adata.n_obs), bs)
         info = {"genes_missing_fraction": alignment.fraction_missing, "input": kind}
         return out, emb, info
 
@@ -201,7 +197,7 @@ class Model:
         """
         self._need_embedding("embed")
         pipe, _, _ = self.pipeline(adata, layer=layer, use_raw=use_raw)
-        return self._embed_rows(pipe, np.arange(adata.n_obs))
+        return self.embed_rows(pipe, np.arange(adata.n_obs))
 
     def reconstruct(
         self, adata: AnnData, *, layer: str | None = None, use_raw: bool = False, chunk_size: int = 1024
@@ -224,18 +220,20 @@ class Model:
         """
         self._need_embedding("reconstruct")
         pipe, _, _ = self.pipeline(adata, layer=layer, use_raw=use_raw)
-        return self._reconstruct_rows(pipe, np.arange(adata.n_obs), chunk_size)
+        return self.reconstruct_rows(pipe, np.arange(adata.n_obs), chunk_size)
 
     def _need_embedding(self, what: str) -> None:
         if self.task != "embedding":
             raise ValueError(f"`{what}` is for embedding models (Res-VAE, VAE); this model does {self.task}.")
 
-    def _embed_rows(self, pipe, idx: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    def embed_rows(self, pipe: Pipeline, idx: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        """Latent means of rows ``idx`` of ``pipe`` (embedding models)."""
         from ..train import embed_arrays
 
-        return embed_arrays(self._embed, self.variables, pipe, idx, int(min(batch_size, max(len(idx), 1))))
+        return embed_arrays(self.embed_fn, self.variables, pipe, idx, int(min(batch_size, max(len(idx), 1))))
 
-    def _reconstruct_rows(self, pipe, idx: np.ndarray, chunk_size: int = 1024) -> np.ndarray:
+    def reconstruct_rows(self, pipe: Pipeline, idx: np.ndarray, chunk_size: int = 1024) -> np.ndarray:
+        """Reconstructions of rows ``idx`` of ``pipe``, in the input's units (embedding models)."""
         import jax.numpy as jnp
 
         from ..train import make_reconstruct
@@ -255,18 +253,13 @@ class Model:
         """The calibration temperature (1 when the model was saved without calibration)."""
         return float(self.calibration.get("temperature", 1.0))
 
-    def _postprocess(self, out: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        if self.task == "embedding":
-            raise ValueError("This is an embedding model (Res-VAE/VAE): it has no predictions; use `model.embed`.")
-        if self.task == "regression":
-            return out[:, 0] * self.target_std_ + self.target_mean_, None
-        out = out / self.temperature
-        z = out - out.max(axis=1, keepdims=True)
-        p = np.exp(z)
-        p /= p.sum(axis=1, keepdims=True)
-        return p.argmax(axis=1), p
+    def postprocess(self, out: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Raw network outputs to ``(predictions, calibrated probabilities or None)``, by the model's task."""
+        return self.task_type.postprocess(
+            out, temperature=self.temperature, target_mean=self.target_mean_, target_std=self.target_std_
+        )
 
-    def _uncertainty(self, emb: np.ndarray, p: np.ndarray) -> np.ndarray:
+    def uncertainty_of(self, emb: np.ndarray, p: np.ndarray) -> np.ndarray:
         """``ag_uncertainty`` from embeddings and calibrated probabilities (see ``train/_confidence``)."""
         from ..train import uncertainty
 
@@ -289,9 +282,10 @@ class Model:
         A DataFrame indexed by ``adata.obs_names`` with one column per class.
         """
         if self.task != "classification":
-            raise ValueError("predict_proba is for classification models; this model does regression.")
+            what = "an embedding model (Res-VAE/VAE); use `model.embed`" if self.task == "embedding" else "a regression"
+            raise ValueError(f"predict_proba is for classification models; this is {what}.")
         out, _, _ = self.outputs(adata, layer=layer, use_raw=use_raw)
-        _, p = self._postprocess(out)
+        _, p = self.postprocess(out)
         return pd.DataFrame(p, index=adata.obs_names, columns=self.classes_)
 
     def predict(self, adata: AnnData, *, layer: str | None = None, use_raw: bool = False) -> pd.DataFrame:
@@ -312,12 +306,12 @@ class Model:
         ``uncertainty`` (see ``ag.tl.predict``).
         """
         out, emb, _ = self.outputs(adata, layer=layer, use_raw=use_raw)
-        pred, p = self._postprocess(out)
+        pred, p = self.postprocess(out)
         if p is None:
             return pd.DataFrame({"prediction": pred}, index=adata.obs_names)
         labels = pd.Categorical.from_codes(pred, categories=self.classes_)
         return pd.DataFrame(
-            {"prediction": labels, "confidence": p.max(axis=1), "uncertainty": self._uncertainty(emb, p)},
+            {"prediction": labels, "confidence": p.max(axis=1), "uncertainty": self.uncertainty_of(emb, p)},
             index=adata.obs_names,
         )
 

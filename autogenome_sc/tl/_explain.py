@@ -120,7 +120,7 @@ def explain(
             f"The model at '{path}' is not the one adata.uns['{key}'] was written with (its id differs): it was "
             "replaced or overwritten since. Train again, or restore the model that was saved there."
         )
-    if model.task == "embedding":
+    if not model.task_type.explains:  # an embedding model: nothing is predicted
         raise ValueError(
             f"The model of adata.uns['{key}'] is an embedding model ({model.architecture.get('model')}): it has no "
             "predictions to explain. Explain a classifier (ag.tl.train or ag.tl.search with a label_key), for "

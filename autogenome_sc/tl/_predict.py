@@ -96,7 +96,7 @@ def predict(
     keys = Keys(key_added)
     if model.task == "embedding":  # a Res-VAE/VAE: only the latent means
         pipe, alignment, kind = model.pipeline(query, layer=layer, use_raw=use_raw)
-        query.obsm[keys.obsm] = model._embed_rows(pipe, np.arange(query.n_obs)).astype(np.float32)
+        query.obsm[keys.obsm] = model.embed_rows(pipe, np.arange(query.n_obs)).astype(np.float32)
         info = {"genes_missing_fraction": alignment.fraction_missing, "input": kind}
         added = [f"'{keys.obsm}' (adata.obsm)"]
     else:

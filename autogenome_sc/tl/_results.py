@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -10,13 +11,15 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .. import _logging as logg
 from .._keys import UNASSIGNED, Keys
 from .._settings import settings
 from ..io import Model
 
 if TYPE_CHECKING:
     from ..config._schema import Config
-    from ..data import Pipeline
+    from ..data import Pipeline, TrainData
+    from ..train import FitResult
 
 
 def write_predictions(
@@ -34,13 +37,13 @@ def write_predictions(
     With ``reject``, cells whose confidence is below ``reject`` or whose uncertainty is
     above ``reject_uncertainty`` (unless ``None``) get the label ``"Unassigned"``.
     """
-    pred, p = model._postprocess(out)
+    pred, p = model.postprocess(out)
     if p is None:
         adata.obs[keys.prediction] = pred.astype(np.float32)
         added = [f"'{keys.prediction}' (adata.obs)"]
     else:
         conf = p.max(axis=1)
-        unc = model._uncertainty(emb, p)
+        unc = model.uncertainty_of(emb, p)
         assert model.classes_ is not None  # probabilities come from classification models only
         categories = list(model.classes_)
         if reject is not None:
@@ -92,3 +95,41 @@ def preprocessing_record(kind: str, pipe: Pipeline, cfg: Config) -> dict[str, An
     if scaler is not None and scaler.clip is not None:
         rec["clip"] = list(scaler.clip)
     return rec
+
+
+def record_run(
+    adata: AnnData,
+    data: TrainData,
+    model: Model,
+    result: FitResult,
+    cfg: Config,
+    *,
+    keys: Keys,
+    params: dict[str, Any],
+    added: list[str],
+    extra_uns: dict | None = None,
+) -> None:
+    """What every training writes besides its outputs: the split, and ``uns[key]`` (any task).
+
+    ``uns[key]`` gets ``params``, ``config``, ``task``, ``metrics``, ``history``,
+    ``preprocessing`` (with the matrix read), ``model_path``, ``model_id`` and, for
+    classification, ``classes``; then ``extra_uns``. ``added`` (what the caller wrote) is
+    logged with these.
+    """
+    adata.obs[keys.split] = data.split
+    adata.obs[keys.split] = adata.obs[keys.split].astype("category")
+    uns: dict[str, Any] = {
+        "params": params,
+        "config": json.dumps(cfg.model_dump(mode="json")),
+        "task": model.task,
+        "metrics": model.metrics_,
+        "history": result.history,
+        "preprocessing": dict(model.preprocessing_, matrix=data.pipeline.source.where),
+        "model_path": str(model.path),
+        "model_id": model.id_,
+    }
+    if data.classes is not None:
+        uns["classes"] = np.asarray(data.classes)
+    uns.update(extra_uns or {})
+    adata.uns[keys.uns] = h5ad_safe(uns)
+    logg.info("    added " + ", ".join([*added, f"'{keys.split}' (adata.obs)", f"'{keys.uns}' (adata.uns)"]))

@@ -15,7 +15,7 @@ from .._checks import check_count, check_file_name, check_rng, check_timeout
 from .._docs import INPUT_SPLIT_KEY, doc_params
 from ..search import leaderboard, open_study
 from ..search._select import cv_seconds, final_model, select, use_cv
-from ._train import _headline, _log_input, finish
+from ._train import _log_input, finish
 
 
 @doc_params(input_split_key=INPUT_SPLIT_KEY)
@@ -226,7 +226,7 @@ def search(
             "    finished",
             time=start,
             deep=f"{s.n_counted()} trials and {how} in {search_seconds:.0f}s chose {form}; "
-            f"final model {final_seconds:.0f}s; test {_headline(model.metrics_)}; model saved to '{model.path}'",
+            f"final model {final_seconds:.0f}s; test {model.task_type.headline(model.metrics_)}; model saved to '{model.path}'",
         )
         return adata if copy else None
 
@@ -243,7 +243,7 @@ def search(
         "    finished",
         time=start,
         deep=f"best: trial {best.number} ({best.params['mode']}), {cfg.search.metric} {best.value:.4f}; "
-        f"test {_headline(model.metrics_)}; model saved to '{model.path}'",
+        f"test {model.task_type.headline(model.metrics_)}; model saved to '{model.path}'",
     )
     return adata if copy else None
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,9 +18,9 @@ from ..data import Scaler, TrainData, prepare
 from ..io import Model
 from ..nn import MODELS, VAE_MODELS, build_network
 from ..search._enas import enas_uns, run_enas
-from ..train import FitResult, classification_metrics, fit, predict_arrays, regression_metrics
+from ..train import FitResult, fit, predict_arrays
 from ._calibrate import calibrate
-from ._results import default_model_path, h5ad_safe, preprocessing_record, write_predictions
+from ._results import default_model_path, preprocessing_record, record_run, write_predictions
 from ._vae import train_vae
 
 if TYPE_CHECKING:
@@ -140,7 +139,7 @@ def train(
     logg.info(
         "    finished",
         time=start,
-        deep=f"test {_headline(fitted.metrics_)}; model saved to '{fitted.path}'",
+        deep=f"test {fitted.task_type.headline(fitted.metrics_)}; model saved to '{fitted.path}'",
     )
     return adata if copy else None
 
@@ -152,14 +151,6 @@ def _log_input(data: TrainData, kind: str) -> None:
         f"    adata.{pipe.source.where} looks like {kind} values: {what[pipe.preprocess]}, "
         "then per-gene 0-1 scaling fitted on the training split"
     )
-
-
-def _headline(metrics: dict) -> str:
-    if "accuracy" in metrics:
-        return f"accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}"
-    if "test_elbo" in metrics:
-        return f"ELBO {metrics['test_elbo']:.2f} per cell"
-    return f"R2 {metrics['r2']:.3f}, RMSE {metrics['rmse']:.3g}"
 
 
 def finish(
@@ -196,19 +187,15 @@ def finish(
         target_std_=result.target_std,
         config=cfg.model_dump(mode="json"),
     )
-    out, emb = predict_arrays(model._apply, model.variables, pipe, np.arange(adata.n_obs), min(1024, adata.n_obs))
+    out, emb = predict_arrays(model.apply_fn, model.variables, pipe, np.arange(adata.n_obs), min(1024, adata.n_obs))
     calib_metrics: dict[str, Any]
     calib_uns: dict[str, Any]
     calib_metrics, calib_uns = ({}, {})
     if data.task == "classification":
         calib_metrics, calib_uns = calibrate(model, data, out, emb, held_out)
-    pred, _ = model._postprocess(out)
+    pred, _ = model.postprocess(out)
     test = data.idx["test"]
-    if data.task == "classification":
-        assert data.classes is not None  # classification data has its classes
-        metrics = classification_metrics(data.y[test], pred[test], len(data.classes))
-    else:
-        metrics = regression_metrics(data.y[test], pred[test])
+    metrics = model.task_type.metrics(data.y[test], pred[test], len(data.classes or ()))
     metrics["best_epoch"] = result.best_epoch
     metrics["best_val_loss"] = result.best_val_loss
     metrics.update(calib_metrics)
@@ -217,29 +204,12 @@ def finish(
 
     keys = Keys(key_added)
     added = write_predictions(adata, model, out, emb, keys)
-    adata.obs[keys.split] = data.split
-    adata.obs[keys.split] = adata.obs[keys.split].astype("category")
     params = {
         "label_key": label_key,
         "rng": rng,
         "n_devices": result.n_devices,
         **{f"arch_{k}": v for k, v in arch.items()},
     }
-    uns: dict[str, Any] = {
-        "params": params,
-        "config": json.dumps(cfg.model_dump(mode="json")),
-        "task": data.task,
-        "metrics": metrics,
-        "history": result.history,
-        "preprocessing": dict(model.preprocessing_, matrix=pipe.source.where),
-        "model_path": str(model.path),
-        "model_id": model.id_,
-    }
-    if data.classes is not None:
-        uns["classes"] = np.asarray(data.classes)
-    uns.update(calib_uns)
-    uns.update(extra_uns or {})
-    adata.uns[keys.uns] = h5ad_safe(uns)
-    added += [f"'{keys.split}' (adata.obs)", f"'{keys.uns}' (adata.uns)"]
-    logg.info("    added " + ", ".join(added))
+    extra = {**calib_uns, **(extra_uns or {})}
+    record_run(adata, data, model, result, cfg, keys=keys, params=params, added=added, extra_uns=extra)
     return model

@@ -6,7 +6,6 @@ For a search: :func:`~autogenome_sc.train.prepare_vae` once,
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +20,7 @@ from .._keys import Keys
 from ..data import TrainData
 from ..io import Model
 from ..train import FitResult, check_vae_model, evaluate_elbo, fit_vae_config, make_terms, prepare_vae
-from ._results import default_model_path, h5ad_safe, preprocessing_record
+from ._results import default_model_path, preprocessing_record, record_run
 
 if TYPE_CHECKING:
     from ..config._schema import Config
@@ -202,7 +201,7 @@ def finish_vae(
         "best_epoch": result.best_epoch,
     }
     every = np.arange(adata.n_obs)
-    latent = model._embed_rows(pipe, every)
+    latent = model.embed_rows(pipe, every)
     if eval_key is not None:
         metrics.update(latent_metrics(latent, adata.obs[eval_key].to_numpy(), rng=rng))
     model.metrics_ = metrics
@@ -212,10 +211,8 @@ def finish_vae(
     adata.obsm[keys.obsm] = latent.astype(np.float32)
     added = [f"'{keys.obsm}' (adata.obsm)"]
     if reconstruct:
-        adata.layers[keys.reconstruction] = model._reconstruct_rows(pipe, every)
+        adata.layers[keys.reconstruction] = model.reconstruct_rows(pipe, every)
         added.append(f"'{keys.reconstruction}' (adata.layers)")
-    adata.obs[keys.split] = data.split
-    adata.obs[keys.split] = adata.obs[keys.split].astype("category")
     params = {
         "model": arch["model"],
         "matrix": pipe.source.where,
@@ -225,18 +222,5 @@ def finish_vae(
         "n_devices": result.n_devices,
         **{f"arch_{k}": v for k, v in arch.items()},
     }
-    uns = {
-        "params": params,
-        "config": json.dumps(cfg.model_dump(mode="json")),
-        "task": "embedding",
-        "metrics": metrics,
-        "history": result.history,
-        "preprocessing": dict(model.preprocessing_, matrix=pipe.source.where),
-        "model_path": str(model.path),
-        "model_id": model.id_,
-    }
-    uns.update(extra_uns or {})
-    adata.uns[keys.uns] = h5ad_safe(uns)
-    added += [f"'{keys.split}' (adata.obs)", f"'{keys.uns}' (adata.uns)"]
-    logg.info("    added " + ", ".join(added))
+    record_run(adata, data, model, result, cfg, keys=keys, params=params, added=added, extra_uns=extra_uns)
     return model

@@ -12,10 +12,15 @@ from ._loop import FitResult, fit, make_apply, predict_arrays
 from ._losses import LOSSES, auc_surrogate, cross_entropy, host_loss, mse
 from ._metrics import classification_metrics, regression_metrics
 from ._optim import make_optimizer, one_cycle
+from ._tasks import Classification, Embedding, Regression, TaskType, task_type
 from ._vae import embed_arrays, evaluate_elbo, fit_vae, make_embed, make_reconstruct, make_terms
 from ._vae_setup import check_vae_model, fit_vae_config, prepare_vae
 
 __all__ = [
+    "Classification",
+    "Embedding",
+    "Regression",
+    "TaskType",
     "LOSSES",
     "FitResult",
     "auc_surrogate",
@@ -43,5 +48,6 @@ __all__ = [
     "regression_metrics",
     "reliability_bins",
     "softmax_t",
+    "task_type",
     "uncertainty",
 ]
