@@ -196,8 +196,9 @@ def portfolio(cfg: Config, modes: list[str], n_vars: int, n_train: int, task: st
     """Trials to run first: settings known to do well on small and large data alike.
 
     A logistic regression as CellTypist fits it (z-scores, L2 about ``1 / n_cells``), a
-    regularised RFCN-ResNet, a regularised 2-layer MLP and one as scikit-learn's
-    ``MLPClassifier`` trains it (no dropout, little weight decay). Each is kept only where the configured spaces
+    regularised RFCN-ResNet, a regularised 2-layer MLP, one as scikit-learn's
+    ``MLPClassifier`` trains it (no dropout, little weight decay) and the logistic regression
+    again on 0-1 scaled genes (as the usual scikit-learn pipeline fits it). Each is kept only where the configured spaces
     allow its every choice (a value outside a range is moved inside it).
     """
     sp = cfg.search.spaces
@@ -216,6 +217,9 @@ def portfolio(cfg: Config, modes: list[str], n_vars: int, n_train: int, task: st
         {"mode": "mlp", **general, "learning_rate": 1e-3, "batch_size": 128, "label_smoothing": 0.0,
          "weight_decay": 1e-4, "input_keep": 1.0, "dropout": 0.0, "n_genes": wide, "mlp_width": 256,
          "mlp_layers": 2},  # scikit-learn's MLPClassifier defaults, a strong plain network on small data
+        {"mode": "linear", **general, "learning_rate": 1e-2, "label_smoothing": 0.0, "scaling": "minmax",
+         "input_keep": 1.0, "l2": 1.0 / max(n_train, 1), "n_genes": None},  # the same on 0-1 scaled genes, which
+        # z-scores distort where genes are binary or mostly zero (mutations, sparse FPKM): a second linear floor
     ]  # fmt: skip
     if wide is not None:  # the networks read 2000 genes: by class separation (classification) or variance
         entries[1]["genes_by"] = "f_test" if task == "classification" else "variance"
