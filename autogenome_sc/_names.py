@@ -36,7 +36,7 @@ INPUT_KINDS: tuple[str, ...] = get_args(InputKind)
 SUPERVISED_MODES: tuple[str, ...] = get_args(SupervisedMode)
 BUILTIN_MODES: tuple[str, ...] = get_args(BuiltinMode)
 
-_modes: dict[str, bool] = {}  # every registered search mode -> supervised
+_modes: dict[str, bool] = {}  # every registered search mode -> whether it learns labels
 
 
 def add_mode(name: str, supervised: bool) -> None:
@@ -47,8 +47,3 @@ def add_mode(name: str, supervised: bool) -> None:
 def mode_names() -> tuple[str, ...]:
     """The search modes registered now: the built-in ones, then those added by ``register_mode``."""
     return tuple(m for m in BUILTIN_MODES if m in _modes) + tuple(sorted(set(_modes) - set(BUILTIN_MODES)))
-
-
-def is_supervised_mode(name: str) -> bool:
-    """Whether the registered mode ``name`` learns labels."""
-    return _modes[name]

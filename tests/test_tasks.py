@@ -42,3 +42,19 @@ def test_an_embedding_has_no_predictions_and_nothing_to_explain():
     with pytest.raises(ValueError, match="embedding model .*no predictions; use `model.embed`"):
         Embedding().postprocess(np.zeros((2, 3)))
     assert Embedding().headline({"test_elbo": -12.345}) == "ELBO -12.35 per cell"
+
+
+def test_names_are_spelled_once():
+    """Every registry agrees with autogenome_sc/_names.py."""
+    from autogenome_sc import _names
+    from autogenome_sc.data._matrix import PREPROCESSING
+    from autogenome_sc.io._model import _GROUPS
+    from autogenome_sc.nn import MODELS, VAE_MODELS
+    from autogenome_sc.search import MODES
+
+    assert tuple(PREPROCESSING) == tuple(_GROUPS) == _names.INPUT_KINDS
+    assert set(MODELS) == {*_names.NETWORKS, "rrfcn"}  # rrfcn: what ENAS finds, loaded by name
+    assert tuple(VAE_MODELS) == _names.VAE_MODELS
+    assert set(_names.BUILTIN_MODES) <= set(MODES) and _names.mode_names()[:6] == _names.BUILTIN_MODES
+    with pytest.raises(TypeError, match="abstract"):
+        __import__("autogenome_sc.train", fromlist=["TaskType"]).TaskType()

@@ -8,6 +8,7 @@ task's name; the names themselves are in ``autogenome_sc/_names.py``.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,7 @@ from ._metrics import classification_metrics, regression_metrics
 
 
 @dataclass(frozen=True)
-class TaskType:
+class TaskType(ABC):
     """The behaviour of one task (see the subclasses)."""
 
     name: str = ""
@@ -27,23 +28,23 @@ class TaskType:
     #: What ``ag.tl.explain`` attributes, or ``""`` when the task has nothing to explain.
     explains: str = ""
 
+    @abstractmethod
     def n_out(self, classes: list[str] | None, n_genes: int) -> int:
         """Number of network outputs."""
-        raise NotImplementedError
 
+    @abstractmethod
     def postprocess(
         self, out: np.ndarray, *, temperature: float = 1.0, target_mean: float = 0.0, target_std: float = 1.0
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Raw outputs (cells x outputs) to ``(predictions, probabilities or None)``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def metrics(self, y: np.ndarray, pred: np.ndarray, n_classes: int) -> dict[str, Any]:
         """Test metrics of predictions against targets."""
-        raise NotImplementedError
 
+    @abstractmethod
     def headline(self, metrics: dict[str, Any]) -> str:
         """The metrics a log line shows."""
-        raise NotImplementedError
 
 
 @dataclass(frozen=True)
