@@ -22,6 +22,8 @@ InputKind = Literal["counts", "normalized", "log", "scaled", "binary"]
 Activation = Literal["relu", "gelu", "silu", "elu", "tanh"]
 Scaling = Literal["minmax", "zscore"]
 GenesBy = Literal["variance", "f_test"]
+#: Class weights of the cross entropy: none, or inversely proportional to class sizes.
+ClassWeight = Literal["none", "balanced"]
 Preprocess = Literal["auto", "none", "log1p", "normalize_log1p"]
 #: The search modes that ship with the package: those that learn labels, then the Res-VAE.
 SupervisedMode = Literal["linear", "mlp", "resnet", "densenet", "enas"]

@@ -267,6 +267,11 @@ def _search_fold(name: str, f: int, timeout: float, config, tmp: str):
         "final_seconds": float(sel["final_seconds"]),
         "n_trials": len(board),
         "method": str(sel["method"]),
+        "chosen": str(sel["chosen"]),
+        "selection": [
+            {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+            for row in pd.DataFrame(sel["table"]).to_dict("records")
+        ],  # what the held-out scores of each re-scored configuration were, and the weights chosen
     }
     return a.obs["ag_prediction"].astype(str).to_numpy()[test], wall, times, extra
 

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .._names import Activation, GenesBy, Likelihood, Preprocess, Scaling, mode_names
+from .._names import Activation, ClassWeight, GenesBy, Likelihood, Preprocess, Scaling, mode_names
 
 
 class _Strict(BaseModel):
@@ -129,6 +129,13 @@ class LossConfig(_Strict):
         ),
     )
     label_smoothing: float = Field(0.1, ge=0, lt=1, description="Label smoothing for cross entropy.")
+    class_weight: ClassWeight = Field(
+        "none",
+        description=(
+            "Cross entropy: 'balanced' weighs each cell by n_cells / (n_classes * n_cells_of_its_class) on the "
+            "training split, so rare classes count as much as common ones (higher macro-F1 on imbalanced labels)."
+        ),
+    )
 
 
 class _Arch(_Strict):
@@ -266,6 +273,9 @@ class SearchSpaces(_Strict):
     )
     label_smoothing: list[float] = Field(
         [0.0, 0.1], min_length=1, description="Label smoothing of the cross entropy (classification)."
+    )
+    class_weight: list[ClassWeight] = Field(
+        ["none", "balanced"], min_length=1, description="Class weights of the cross entropy (see loss.class_weight)."
     )
     linear_l2: tuple[float, float] = Field(
         (1e-5, 1.0), description="Linear mode: log-uniform range of the L2 penalty (see trainer.l2)."
@@ -425,6 +435,15 @@ class SearchConfig(_Strict):
         description=(
             "With a timeout: at most this share of it is kept for cross-validation; the trials stop when what "
             "is left is what cross-validating the current best configurations should take (measured from them)."
+        ),
+    )
+    select_by: Literal["accuracy_f1", "loss"] = Field(
+        "accuracy_f1",
+        description=(
+            "How the final model is chosen among the re-scored configurations and their ensemble, on held-out "
+            "predictions (classification): 'accuracy_f1', the mean of accuracy and macro-F1, ties broken by "
+            "log-loss (the model is calibrated afterwards, so it is chosen on what calibration cannot change); "
+            "'loss', the log-loss alone."
         ),
     )
     final: Literal["bag", "refit"] = Field(

@@ -161,6 +161,9 @@ def suggest(
         if cfg.loss.name in ("auto", "cross_entropy"):
             smooth = float(trial.suggest_categorical("label_smoothing", spaces.label_smoothing))
             loss = cfg.loss.model_copy(update={"label_smoothing": smooth})
+            if task == "classification":
+                weight = trial.suggest_categorical("class_weight", list(spaces.class_weight))
+                loss = loss.model_copy(update={"class_weight": weight})
         if cfg.data.scale:
             scaling = trial.suggest_categorical("scaling", list(spaces.scaling))
         if n_vars is not None:
@@ -207,7 +210,14 @@ def portfolio(cfg: Config, modes: list[str], n_vars: int, n_train: int, task: st
     wide = None  # all genes up to 5000; above, the offered number nearest 2000
     if n_vars > 5000 and offered:
         wide = min(offered, key=lambda g: abs(g - 2000))
-    general = {"learning_rate": 3e-3, "batch_size": 64, "momentum": 0.9, "label_smoothing": 0.1, "scaling": "minmax"}
+    general = {
+        "learning_rate": 3e-3,
+        "batch_size": 64,
+        "momentum": 0.9,
+        "label_smoothing": 0.1,
+        "scaling": "minmax",
+        "class_weight": "none",
+    }
     nets = {"weight_decay": 1e-2, "input_keep": 0.8, "dropout": 0.3, "n_genes": wide}
     entries = [
         {"mode": "linear", **general, "learning_rate": 1e-2, "label_smoothing": 0.0, "scaling": "zscore",
@@ -221,6 +231,12 @@ def portfolio(cfg: Config, modes: list[str], n_vars: int, n_train: int, task: st
          "input_keep": 1.0, "l2": 1.0 / max(n_train, 1), "n_genes": None},  # the same on 0-1 scaled genes, which
         # z-scores distort where genes are binary or mostly zero (mutations, sparse FPKM): a second linear floor
     ]  # fmt: skip
+    if task != "classification":
+        for e in entries:
+            del e["class_weight"]
+    elif "none" not in sp.class_weight:
+        for e in entries:
+            e["class_weight"] = sp.class_weight[0]
     if wide is not None:  # the networks read 2000 genes: by class separation (classification) or variance
         entries[1]["genes_by"] = "f_test" if task == "classification" else "variance"
         entries[2]["genes_by"] = entries[3]["genes_by"] = "variance"
@@ -242,6 +258,7 @@ def _inside(entry: dict, spaces, genes: list) -> dict | None:
         "batch_size": spaces.batch_size,
         "momentum": spaces.momentum,
         "label_smoothing": spaces.label_smoothing,
+        "class_weight": spaces.class_weight,
         "scaling": spaces.scaling,
         "n_genes": genes,
         "genes_by": spaces.genes_by,

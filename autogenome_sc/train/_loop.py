@@ -27,7 +27,7 @@ import optax
 from .. import _logging as logg
 from ..data import TrainData
 from ..nn._fc import _Net, canonical
-from ._losses import LOSSES, host_loss
+from ._losses import LOSSES, balanced_weights, host_loss, weighted_cross_entropy
 from ._optim import Optimizer, hyperparameters
 from ._parallel import batch_mesh, replicate, shard
 
@@ -175,7 +175,10 @@ def _train_chunk_fn(net, loss_name: str, optimizer: str, traced_rates: bool, gat
                     mutable=["batch_stats"],
                     **kw,
                 )
-                loss = loss_fn(out, yb, smoothing)
+                if "class_weight" in hp:  # a static choice: the structure of hp, not its values
+                    loss = weighted_cross_entropy(out, yb, smoothing, hp["class_weight"])
+                else:
+                    loss = loss_fn(out, yb, smoothing)
                 return loss + 0.5 * hp["l2"] * _kernels_sq(p), (loss, upd["batch_stats"])
 
             (_, (loss, new_bstats)), grads = jax.value_and_grad(objective, has_aux=True)(params)
@@ -235,6 +238,8 @@ def fit(
         hp["input_keep"] = jnp.asarray(net.input_keep, jnp.float32)
         hp["dropout"] = jnp.asarray(net.dropout, jnp.float32)
         net = canonical(net)
+    if loss_name == "cross_entropy" and loss_cfg.class_weight == "balanced":
+        hp["class_weight"] = jnp.asarray(balanced_weights(data.y[data.idx["train"]], data.n_out))
     opt = Optimizer(trainer.optimizer)
     on_device = data.pipeline.cache is not None  # a small problem: its matrix goes to the device once
     train_chunk = _train_chunk_fn(net, loss_name, trainer.optimizer, traced_rates, on_device)

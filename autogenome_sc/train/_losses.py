@@ -16,6 +16,20 @@ def cross_entropy(out, y, label_smoothing: float = 0.0):
     return optax.softmax_cross_entropy(out, target).mean()
 
 
+def weighted_cross_entropy(out, y, label_smoothing, class_weight):
+    """Cross entropy with each cell weighed by its class's weight (``class_weight[y]``), averaged over cells."""
+    n = out.shape[-1]
+    target = jax.nn.one_hot(y, n) * (1.0 - label_smoothing) + label_smoothing / n
+    return (optax.softmax_cross_entropy(out, target) * class_weight[y]).mean()
+
+
+def balanced_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
+    """``n / (n_classes * n_c)`` for each class ``c`` of ``y`` (1 for a class absent from ``y``), float32."""
+    counts = np.bincount(np.asarray(y, np.int64), minlength=n_classes).astype(np.float64)
+    w = np.where(counts > 0, len(y) / (n_classes * np.maximum(counts, 1.0)), 1.0)
+    return w.astype(np.float32)
+
+
 def mse(out, y, label_smoothing: float = 0.0):
     """Mean squared error of a single regression output."""
     return jnp.mean((out[:, 0] - y) ** 2)
