@@ -231,3 +231,58 @@ def test_gene_selection_and_scaling_use_training_cells_only(pbmc):
         np.testing.assert_allclose(v1.pipeline.scaler.scale, v2.pipeline.scaler.scale, rtol=1e-5)
     assert len(data.with_inputs("zscore", 100).pipeline.var_names) == 100
     assert data.with_inputs("minmax", 10_000) is data.with_inputs("minmax", None)  # more than there are: all genes
+
+
+def test_the_final_choice_follows_accuracy_and_f1_with_log_loss_breaking_ties():
+    from autogenome_sc.search._select import Scored, _choose, _score
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 200)
+    # "sharp" is right on 90% of the cells but very sure when wrong (a high log-loss);
+    # "soft" is right on 80% and never sure (a lower log-loss)
+    sharp = np.full((200, 3), -6.0)
+    right = rng.random(200) < 0.9
+    sharp[np.arange(200), np.where(right, y, (y + 1) % 3)] = 6.0
+    soft = np.zeros((200, 3))
+    right = rng.random(200) < 0.8
+    soft[np.arange(200), np.where(right, y, (y + 1) % 3)] = 1.0
+    scored = [Scored(0, "linear", [], soft, [3], 0.0), Scored(1, "resnet", [], sharp, [3], 0.0)]
+    for s in scored:
+        _score(s, y, "classification", 3)
+    assert scored[1].accuracy > scored[0].accuracy and scored[1].loss > scored[0].loss
+    w, chosen, _ = _choose(scored, y, "classification", 1, "accuracy_f1")
+    assert (w.tolist(), chosen) == ([0.0, 1.0], "single")
+    w, _, _ = _choose(scored, y, "classification", 1, "loss")
+    assert w.tolist() == [1.0, 0.0]
+    # equal accuracy and F1 (the same predictions): the lower log-loss wins
+    twin = Scored(2, "mlp", [], sharp * 0.3, [3], 0.0)
+    _score(twin, y, "classification", 3)
+    w, _, _ = _choose([scored[1], twin], y, "classification", 1, "accuracy_f1")
+    assert w.tolist() == [0.0, 1.0]
+
+
+def test_balanced_class_weights_are_the_weighted_log_loss_and_raise_rare_class_recall(pbmc):
+    import jax.numpy as jnp
+    from sklearn.metrics import log_loss, recall_score
+
+    from autogenome_sc.train._losses import balanced_weights, cross_entropy, weighted_cross_entropy
+
+    y = pd.Categorical(pbmc.obs["bulk_labels"]).codes.astype(np.int64)
+    w = balanced_weights(y, 10)
+    assert np.isclose(w[y].sum(), len(y))  # they average to 1 over the cells
+    out = np.random.default_rng(0).normal(size=(len(y), 10)).astype(np.float32)
+    got = float(weighted_cross_entropy(jnp.asarray(out), jnp.asarray(y), 0.0, jnp.asarray(w)))
+    assert got == pytest.approx(log_loss(y, softmax(out, axis=1), sample_weight=w[y], labels=np.arange(10)), rel=1e-5)
+    ones = float(weighted_cross_entropy(jnp.asarray(out), jnp.asarray(y), 0.1, jnp.ones(10)))
+    assert ones == pytest.approx(float(cross_entropy(jnp.asarray(out), jnp.asarray(y), 0.1)), rel=1e-6)
+
+    recalls = {}
+    for weight in ("none", "balanced"):
+        a = pbmc.copy()
+        # a strong penalty: the unweighted fit gives up the rare classes (macro recall about 0.46)
+        cfg = {"trainer": {"l2": 0.3, "max_epochs": 30, "patience": 30}, "loss": {"class_weight": weight}}
+        ag.tl.train(a, "bulk_labels", model="linear", use_raw=True, config=cfg, rng=0)
+        held = a.obs["ag_split"].to_numpy() != "train"
+        truth, pred = a.obs["bulk_labels"].astype(str)[held], a.obs["ag_prediction"].astype(str)[held]
+        recalls[weight] = recall_score(truth, pred, average="macro", zero_division=0)
+    assert recalls["balanced"] > recalls["none"] + 0.1  # the mean recall over classes: rare classes count as much
