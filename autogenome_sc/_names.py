@@ -15,8 +15,8 @@ Task = Literal["classification", "regression", "embedding"]
 Network = Literal["linear", "mlp", "resnet", "densenet"]
 #: The unsupervised networks.
 VaeModel = Literal["resvae", "vae"]
-#: What the Res-VAE's decoder models: 0-1 scaled values (mse, bernoulli) or raw counts (nb).
-Likelihood = Literal["mse", "bernoulli", "nb"]
+#: What the Res-VAE's decoder models: 0-1 scaled values (mse, gaussian, bernoulli) or raw counts (nb).
+Likelihood = Literal["mse", "gaussian", "bernoulli", "nb"]
 #: Input kinds that detection tells apart (``ag.pp.detect_input``).
 InputKind = Literal["counts", "normalized", "log", "scaled", "binary"]
 Activation = Literal["relu", "gelu", "silu", "elu", "tanh"]

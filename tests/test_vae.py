@@ -186,3 +186,27 @@ def test_plain_vae_through_tl_train(counts):
     assert out.obsm["X_vae"].shape == (counts.n_obs, ARCH["latent"]) and np.isfinite(out.obsm["X_vae"]).all()
     assert out.uns["vae"]["params"]["model"] == "vae" and out.uns["vae"]["params"]["arch_likelihood"] == "nb"
     assert "X_vae" not in counts.obsm
+
+
+def test_dense_narrow_data_get_a_gaussian_likelihood_and_a_small_latent_that_stay_alive(pbmc):
+    from sklearn.metrics import davies_bouldin_score
+
+    # 48 dense genes (pbmc68k_reduced's z-scored X, the most variable), the width of a qPCR panel
+    raw_var = pbmc.raw.to_adata()[:, pbmc.var_names].X.toarray().var(axis=0)
+    a = pbmc[:, np.argsort(-raw_var)[:48]].copy()
+    data, _, arch = prepare_vae(a)
+    assert arch["likelihood"] == "gaussian"  # dense values under "auto"
+    assert arch["latent"] == 16  # "auto": a third of 48 genes
+    _, _, sparse_arch = prepare_vae(pbmc, use_raw=True)
+    assert sparse_arch["likelihood"] == "mse" and sparse_arch["latent"] == 128  # log-normalised, mostly zeros
+    cfg = {"trainer": {"max_epochs": 25, "patience": 25}, "models": {"resvae": {"first_width": 128}}}
+    scores = {}
+    for lik in ("mse", "gaussian"):
+        out = ag.tl.train_vae(a, likelihood=lik, rng=0, copy=True, config=cfg)
+        z = out.obsm["X_ag"]
+        scores[lik] = (int((z.std(axis=0) > 0.1).sum()), davies_bouldin_score(z, a.obs["bulk_labels"]))
+    # with a fixed unit noise scale the code collapses towards the prior; a learned scale keeps it
+    assert scores["gaussian"][0] == 16 > scores["mse"][0]
+    assert scores["gaussian"][1] < scores["mse"][1]
+    model = ag.read_model(out.uns["ag"]["model_path"])
+    np.testing.assert_allclose(model.embed(a), out.obsm["X_ag"], rtol=1e-5, atol=1e-6)

@@ -177,14 +177,21 @@ class ResVAEConfig(_Strict):
     n_layers: int = Field(3, ge=1, description="FC units in the encoder (the decoder mirrors them).")
     first_width: int = Field(512, ge=8, description="Width of the encoder's first FC unit.")
     decay: float = Field(0.5, gt=0, le=1, description="Each encoder unit is this fraction of the previous one.")
-    latent: int = Field(128, ge=1, description="Size of the latent code.")
+    latent: int | Literal["auto"] = Field(
+        "auto",
+        description=(
+            "Size of the latent code; 'auto': 128, or fewer where the data are small or narrow (a quarter of "
+            "the training cells, a third of the genes, at least 2)."
+        ),
+    )
     input_keep: float = Field(0.8, gt=0, le=1, description="Keep ratio of the input dropout (1.0: none).")
     activation: Activation = "relu"
     likelihood: Literal["auto", Likelihood] = Field(
         "auto",
         description=(
-            "'mse' or 'bernoulli' on the 0-1 scaled input (the paper's), 'nb' (negative binomial) on raw counts; "
-            "'auto' picks 'nb' for raw counts and 'mse' otherwise."
+            "'mse' (the paper's), 'gaussian' (learned gene-wise noise scale) or 'bernoulli' on the 0-1 scaled "
+            "input, 'nb' (negative binomial) on raw counts; 'auto' picks 'nb' for raw counts, 'gaussian' for dense "
+            "values (under half of the entries zero: microarrays, qPCR) and 'mse' for sparse ones."
         ),
     )
     kl_warmup: int = Field(10, ge=0, description="Epochs over which the KL weight rises linearly from 0 to 1.")

@@ -230,6 +230,16 @@ def check_finite_and_detect(source: MatrixSource, chunk_mb: float, n_detect: int
     return kind
 
 
+def zero_fraction(source: MatrixSource, chunk_mb: float, n_rows: int = 2000) -> float:
+    """The fraction of zero entries in the first ``n_rows`` rows (a stored explicit zero counts as zero)."""
+    head = source.X[: min(n_rows, rows_per_chunk(source.n_vars, chunk_mb), source.n_obs)]
+    size = head.shape[0] * head.shape[1]
+    if size == 0:
+        return 1.0
+    nonzero = int(np.count_nonzero(head.data)) if sp.issparse(head) else int(np.count_nonzero(_dense32(head)))
+    return 1.0 - nonzero / size
+
+
 def _kind(values: np.ndarray) -> str:
     if values.size == 0:
         return "log"

@@ -6,7 +6,7 @@ import numpy as np
 from anndata import AnnData
 
 from ._labels import Targets, read_split
-from ._matrix import MatrixSource, check_finite_and_detect, get_source
+from ._matrix import MatrixSource, check_finite_and_detect, get_source, zero_fraction
 from ._pipeline import Pipeline, TrainData
 from ._scale import Scaler
 
@@ -52,16 +52,21 @@ def prepare_unsupervised(
 ) -> tuple[TrainData, str, str]:
     """Build an unlabelled training problem; return it with the detected input kind and the likelihood.
 
-    ``likelihood="auto"`` becomes ``"nb"`` for raw counts and ``"mse"`` otherwise. For ``"nb"``
-    the rows reach the network as raw counts (no preprocessing, no scaling); for ``"mse"`` and
-    ``"bernoulli"`` they are preprocessed and 0-1 scaled as for supervised training.
+    ``likelihood="auto"`` becomes ``"nb"`` for raw counts, ``"gaussian"`` for dense values
+    (fewer than half of the first rows' entries zero: microarrays, qPCR) and ``"mse"`` for
+    sparse ones (log-normalised single-cell data). For ``"nb"`` the rows reach the network
+    as raw counts (no preprocessing, no scaling); for the others they are preprocessed and
+    0-1 scaled as for supervised training.
     """
     from . import resolve_preprocessing
 
     source = get_source(adata, layer=layer, use_raw=use_raw)
     kind = check_finite_and_detect(source, data_cfg.chunk_mb)
-    if likelihood == "auto":
-        likelihood = "nb" if kind == "counts" else "mse"
+    if likelihood == "auto":  # counts: NB; dense measurements (microarray, qPCR): Gaussian; sparse values: MSE
+        if kind == "counts":
+            likelihood = "nb"
+        else:
+            likelihood = "gaussian" if zero_fraction(source, data_cfg.chunk_mb) < 0.5 else "mse"
     if likelihood == "nb":
         check_counts(source, data_cfg.chunk_mb)
         how = "none"

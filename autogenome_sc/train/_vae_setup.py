@@ -62,7 +62,20 @@ def prepare_vae(
         f"{scaled}; {lik} likelihood"
     )
     arch = {"model": model, **section.model_dump(mode="json"), "likelihood": lik}
+    if arch["latent"] == "auto":
+        arch["latent"] = auto_latent(len(data.idx["train"]), data.pipeline.n_features)
+        logg.info(f"    latent code of {arch['latent']} dimensions ({len(data.idx['train'])} training cells)")
     return data, kind, arch
+
+
+def auto_latent(n_train: int, n_genes: int) -> int:
+    """The latent size ``"auto"`` means: 128, at most a quarter of the training cells and a third of the genes, at least 2.
+
+    A 128-d code for 30 training samples or 48 genes is mostly noise dimensions: on the Golub
+    microarray (30 training samples) a latent of 8 gave Davies-Bouldin 1.86 against 2.70 for
+    128, on the 48-gene qPCR data 16 gave 2.31 against 2.61 (see docs/benchmarks.md).
+    """
+    return int(max(2, min(128, n_train // 4, n_genes // 3)))
 
 
 def fit_vae_config(data: TrainData, arch: dict, cfg=None, *, rng: int = 0, callback=None) -> FitResult:
