@@ -4,7 +4,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from . import config, datasets, get, pl, pp, tl
 from ._settings import settings
-from .io import Model, read_model
+from .model import Model, read_model
 
 try:
     __version__ = version("autogenome_sc")

@@ -27,7 +27,8 @@ LAYERS = {
     "train": 4,
     "explain": 4,
     "pp": 4,
-    "io": 5,
+    "io": 5,  # the model directory format: writes and reads files, knows no Model
+    "model": 6,  # ag.Model: a task, a network and its inference
     "search": 6,
     "tl": 7,
     "get": 7,

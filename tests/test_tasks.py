@@ -48,7 +48,7 @@ def test_names_are_spelled_once():
     """Every registry agrees with autogenome_sc/_names.py."""
     from autogenome_sc import _names
     from autogenome_sc.data._matrix import PREPROCESSING
-    from autogenome_sc.io._model import _GROUPS
+    from autogenome_sc.model._model import _GROUPS
     from autogenome_sc.nn import MODELS, VAE_MODELS
     from autogenome_sc.search import MODES
 

@@ -1,5 +1,5 @@
-"""Saving and loading trained model directories."""
+"""The model directory format: writing and reading it, with the checks an untrusted file needs."""
 
-from ._model import FORMAT, Model, read_model
+from ._files import FORMAT, FORMAT_VERSION, read_model_files, write_model_files
 
-__all__ = ["FORMAT", "Model", "read_model"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "read_model_files", "write_model_files"]

@@ -109,10 +109,8 @@ class EnasSearch:
         n_features: int,
         n_out: int,
         steps_total: int,
-        sampler: str,
+        sampler: str,  # checked by get_search, the one way in
     ):
-        if sampler not in ("controller", "random"):
-            raise ValueError(f"Unknown ENAS sampler '{sampler}'; choose 'controller' or 'random'.")
         e = self.cfg = enas_cfg
         self.sampler = sampler
         self.n_nodes, self.options = e.n_nodes, tuple(e.widths)

@@ -115,7 +115,8 @@ def open_study(
             adata, model="resvae", layer=layer, use_raw=use_raw, split_key=split_key, cfg=cfg, rng=rng
         )
         cfg = cfg.model_copy(deep=True)
-        cfg.models.resvae.likelihood = base["likelihood"]  # resolved once ('auto' -> 'nb' or 'mse')
+        cfg.models.resvae.likelihood = base["likelihood"]  # resolved once ('auto' -> 'nb', 'gaussian' or 'mse')
+        cfg.models.resvae.latent = base["latent"]  # and the latent size ('auto' -> from the data's shape)
     else:
         data, kind = prepare(
             adata,

@@ -6,7 +6,7 @@ import numpy as np
 
 from .. import _logging as logg
 from ..data import TrainData
-from ..io import Model
+from ..model import Model
 from ..train import fit_novelty, fit_temperature, reliability_bins, softmax_t
 from ..train._confidence import N_BINS, ece_from_bins
 

@@ -14,7 +14,7 @@ from .. import _logging as logg
 from .._checks import check_rng
 from .._keys import Keys
 from ..explain import SAMPLINGS, NetworkOutput, expected_gradients, model_output
-from ..io import read_model
+from ..model import read_model
 
 if TYPE_CHECKING:
     import shap

@@ -10,7 +10,7 @@ from anndata import AnnData
 
 from .. import _logging as logg
 from .._keys import UNASSIGNED, Keys
-from ..io import Model, read_model
+from ..model import Model, read_model
 from ._results import write_predictions
 
 REJECT_UNCERTAINTY = 0.95

@@ -14,7 +14,7 @@ from anndata import AnnData
 from .. import _logging as logg
 from .._keys import UNASSIGNED, Keys
 from .._settings import settings
-from ..io import Model
+from ..model import Model
 
 if TYPE_CHECKING:
     from ..config._schema import Config
@@ -133,3 +133,9 @@ def record_run(
     uns.update(extra_uns or {})
     adata.uns[keys.uns] = h5ad_safe(uns)
     logg.info("    added " + ", ".join([*added, f"'{keys.split}' (adata.obs)", f"'{keys.uns}' (adata.uns)"]))
+
+
+def log_finished(start: Any, model: Model, what: str = "") -> None:
+    """The closing log line of a run: what it did, the test headline of ``model`` and where it was saved."""
+    deep = f"test {model.task_type.headline(model.metrics_)}; model saved to '{model.path}'"
+    logg.info("    finished", time=start, deep=f"{what}; {deep}" if what else deep)

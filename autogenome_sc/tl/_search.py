@@ -15,6 +15,7 @@ from .._checks import check_count, check_file_name, check_rng, check_timeout
 from .._docs import INPUT_SPLIT_KEY, doc_params
 from ..search import leaderboard, open_study
 from ..search._select import cv_seconds, final_model, select, use_cv
+from ._results import log_finished
 from ._train import _log_input, finish
 
 
@@ -222,12 +223,8 @@ def search(
             form += " (" + ("its fold models averaged" if opened.cfg.search.final == "bag" else "refitted") + ")"
         for note in sel.notes:
             logg.info(f"    {note}")
-        logg.info(
-            "    finished",
-            time=start,
-            deep=f"{s.n_counted()} trials and {how} in {search_seconds:.0f}s chose {form}; "
-            f"final model {final_seconds:.0f}s; test {model.task_type.headline(model.metrics_)}; model saved to '{model.path}'",
-        )
+        chose = f"{s.n_counted()} trials and {how} in {search_seconds:.0f}s chose {form}"
+        log_finished(start, model, f"{chose}; final model {final_seconds:.0f}s")
         return adata if copy else None
 
     from ._vae import finish_vae
@@ -239,11 +236,8 @@ def search(
         adata, opened.data, opened.kind, arch, result, opened.cfg,
         key_added=key_added, rng=rng, reconstruct=reconstruct, eval_key=eval_key, extra_uns=extra,
     )  # fmt: skip
-    logg.info(
-        "    finished",
-        time=start,
-        deep=f"best: trial {best.number} ({best.params['mode']}), {cfg.search.metric} {best.value:.4f}; "
-        f"test {model.task_type.headline(model.metrics_)}; model saved to '{model.path}'",
+    log_finished(
+        start, model, f"best: trial {best.number} ({best.params['mode']}), {cfg.search.metric} {best.value:.4f}"
     )
     return adata if copy else None
 

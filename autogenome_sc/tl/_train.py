@@ -15,12 +15,12 @@ from .._checks import check_rng
 from .._docs import INPUT_SPLIT_KEY, doc_params
 from .._keys import Keys
 from ..data import Scaler, TrainData, prepare
-from ..io import Model
+from ..model import Model
 from ..nn import MODELS, VAE_MODELS, build_network
 from ..search._enas import enas_uns, run_enas
 from ..train import FitResult, fit, predict_arrays
 from ._calibrate import calibrate
-from ._results import default_model_path, preprocessing_record, record_run, write_predictions
+from ._results import default_model_path, log_finished, preprocessing_record, record_run, write_predictions
 from ._vae import train_vae
 
 if TYPE_CHECKING:
@@ -136,11 +136,7 @@ def train(
     fitted = finish(
         adata, data, kind, arch, result, cfg, label_key=label_key, key_added=key_added, rng=rng, extra_uns=extra
     )
-    logg.info(
-        "    finished",
-        time=start,
-        deep=f"test {fitted.task_type.headline(fitted.metrics_)}; model saved to '{fitted.path}'",
-    )
+    log_finished(start, fitted)
     return adata if copy else None
 
 

@@ -18,9 +18,9 @@ from .. import config as _config
 from .._checks import check_rng
 from .._keys import Keys
 from ..data import TrainData
-from ..io import Model
+from ..model import Model
 from ..train import FitResult, check_vae_model, evaluate_elbo, fit_vae_config, make_terms, prepare_vae
-from ._results import default_model_path, preprocessing_record, record_run
+from ._results import default_model_path, log_finished, preprocessing_record, record_run
 
 if TYPE_CHECKING:
     from ..config._schema import Config
@@ -115,11 +115,7 @@ def train_vae(
     fitted = finish_vae(
         adata, data, kind, arch, result, cfg, key_added=key_added, rng=rng, reconstruct=reconstruct, eval_key=eval_key
     )
-    logg.info(
-        "    finished",
-        time=start,
-        deep=f"validation ELBO {fitted.metrics_['val_elbo']:.2f} per cell; model saved to '{fitted.path}'",
-    )
+    log_finished(start, fitted, f"validation ELBO {fitted.metrics_['val_elbo']:.2f} per cell")
     return adata if copy else None
 
 

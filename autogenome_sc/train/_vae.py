@@ -8,7 +8,6 @@ compiles ``train_chunk`` and the validation step once each (``FitResult.n_traces
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Callable
 from functools import lru_cache, partial
 from types import SimpleNamespace
@@ -21,23 +20,12 @@ import optax
 
 from .. import _logging as logg
 from ..data import TrainData
-from ._loop import EarlyStopping, FitResult
+from ._loop import _TRACES, EarlyStopping, FitResult, _traced  # one trace counter for every loop
 from ._optim import make_optimizer
 from ._parallel import batch_mesh, replicate, shard
 
 if TYPE_CHECKING:
     from ..config._schema import TrainerConfig
-
-#: Traces of the cached compiled functions, by (name, net): a fit reports how many it caused.
-_TRACES: Counter = Counter()
-
-
-def _traced(fn, name: str, net):
-    def wrapped(*args):
-        _TRACES[(name, net)] += 1  # runs only while tracing
-        return fn(*args)
-
-    return wrapped
 
 
 @lru_cache(maxsize=32)

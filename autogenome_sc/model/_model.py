@@ -1,24 +1,11 @@
-"""A trained model: its network, weights, classes, genes and preprocessing; saved as a directory.
+"""A trained model (``ag.Model``): its task, network, weights, classes, genes and preprocessing.
 
-Layout of a model directory::
-
-    model.json        format marker, architecture, task, classes, var_names, preprocessing,
-                      training config, test metrics and the package versions
-    weights.msgpack   network variables, the per-gene scaling statistics and, for
-                      classification, the novelty statistics behind ``ag_uncertainty``
-                      (flax.serialization; no pickle)
-
-``model.json`` also holds ``calibration`` (temperature and calibration errors); models
-saved without it load with temperature 1 and ``ag_uncertainty = 1 - confidence``. Since
-format 2 it holds a ``checksum`` of the weights and of the fields that decide predictions,
-which is also the model's id (``Model.id_``, stored in ``uns[key]["model_id"]``); reading
-checks it and checks ``model.json`` against the weights before building anything (see
-``io/_validate.py``).
+Inference lives here; the directory format (writing, reading, the checks an untrusted file
+needs) lives in :mod:`autogenome_sc.io`.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,16 +15,13 @@ import pandas as pd
 from anndata import AnnData
 
 from .._logging import warn
-from ._validate import DamagedModel, check_architecture, check_meta, check_weights, checksum
+from ..io import read_model_files, write_model_files
 
 if TYPE_CHECKING:
     from flax import linen as nn
 
     from ..data import GeneAlignment, Pipeline, Scaler
 
-FORMAT = "autogenome_sc.model"
-FORMAT_VERSION = 2  # 2: checksum
-_MODEL_FILES = {"model.json", "weights.msgpack"}
 _GROUPS = {"counts": "log", "normalized": "log", "log": "log", "scaled": "scaled", "binary": "binary"}
 
 
@@ -330,32 +314,13 @@ class Model:
         -------
         The directory written.
         """
-        from flax import serialization
-
-        path = Path(path)
-        if path.exists() and not path.is_dir():
-            raise FileExistsError(f"'{path}' is a file; a model is saved as a folder.")
-        if path.exists() and any(path.iterdir()):
-            if not overwrite:
-                raise FileExistsError(
-                    f"'{path}' exists and is not empty; pass overwrite=True (in a config: save.overwrite) to replace "
-                    "the model in it, or save elsewhere."
-                )
-            others = sorted(p.name for p in path.iterdir() if p.name not in _MODEL_FILES)
-            if others:
-                raise FileExistsError(
-                    f"'{path}' holds other files than a model ({', '.join(others[:3])}); overwrite only replaces a "
-                    "model folder. Save elsewhere."
-                )
-        path.mkdir(parents=True, exist_ok=True)
-        state = {"variables": self.variables, "scaler": {"min": self.scaler_min_, "scale": self.scaler_scale_}}
+        state: dict[str, Any] = {
+            "variables": self.variables,
+            "scaler": {"min": self.scaler_min_, "scale": self.scaler_scale_},
+        }
         if self.novelty_:
             state["novelty"] = dict(self.novelty_)
-        weights = serialization.msgpack_serialize(_to_numpy(state))
         meta = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "versions": _versions(),
             "architecture": self.architecture,
             "task": self.task,
             "classes": self.classes_,
@@ -364,16 +329,13 @@ class Model:
             "target_mean": self.target_mean_,
             "target_std": self.target_std_,
             "config": self.config,
-            "metrics": _jsonable(self.metrics_),
-            "extra": _jsonable(self.extra),
-            "calibration": _jsonable(self.calibration),
+            "metrics": self.metrics_,
+            "extra": self.extra,
+            "calibration": self.calibration,
         }
-        meta = _jsonable(meta)
-        meta["checksum"] = checksum(meta, weights)
-        (path / "weights.msgpack").write_bytes(weights)
-        (path / "model.json").write_text(json.dumps(meta, indent=1))
-        self.path, self.id_ = path, meta["checksum"]
-        return path
+        self.id_ = write_model_files(path, meta, state, overwrite=overwrite)
+        self.path = Path(path)
+        return self.path
 
 
 def read_model(path: str | Path) -> Model:
@@ -405,43 +367,7 @@ def read_model(path: str | Path) -> Model:
     from ..nn import MODELS, VAE_MODELS
 
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"Model directory '{path}' does not exist.")
-    if not path.is_dir():
-        raise NotADirectoryError(f"'{path}' is a file; an autogenome_sc model is a directory.")
-    meta_file, weights_file = path / "model.json", path / "weights.msgpack"
-    if not meta_file.is_file():
-        raise FileNotFoundError(f"'{path}' is not an autogenome_sc model directory: model.json is missing.")
-    try:
-        meta = json.loads(meta_file.read_text())
-    except json.JSONDecodeError:
-        raise ValueError(f"'{meta_file}' is not valid JSON; the model directory is damaged.") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(f"'{path}' holds a model.json of another format (expected '{FORMAT}').")
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(
-            f"'{path}' was saved by a newer autogenome_sc (format {meta['format_version']}); upgrade to read it."
-        )
-    if not weights_file.is_file():
-        raise FileNotFoundError(f"'{path}' is incomplete: weights.msgpack is missing.")
-    check_meta(meta, path)
-    weights = weights_file.read_bytes()
-    try:
-        state = serialization.msgpack_restore(weights)
-    except Exception:  # noqa: BLE001 - any decoding failure means a damaged file
-        raise ValueError(f"'{weights_file}' could not be read; the model directory is damaged.") from None
-    arrays = check_weights(state, len(meta["var_names"]), path)
-    check_architecture(meta["architecture"], arrays, path, (*MODELS, *VAE_MODELS))
-    stored = meta.get("checksum")
-    if stored is None:
-        warn(
-            f"'{path}' was saved without a checksum (format {meta.get('format_version', 0)}); its files cannot be checked."
-        )
-    elif stored != checksum(meta, weights):
-        raise DamagedModel(
-            f"'{path}' was changed after it was saved: its checksum does not match model.json and weights.msgpack. "
-            "Use the files as they were saved, or train again."
-        )
+    meta, state = read_model_files(path, (*MODELS, *VAE_MODELS))
     model = Model(
         architecture=meta["architecture"],
         task=meta["task"],
@@ -459,7 +385,7 @@ def read_model(path: str | Path) -> Model:
         path=path,
         calibration=meta.get("calibration", {}),
         novelty_={k: np.asarray(v) for k, v in state.get("novelty", {}).items()},
-        id_=stored,
+        id_=meta.get("checksum"),
     )
     # shapes only (no memory is allocated for the template's weights)
     template = jax.eval_shape(
@@ -477,33 +403,3 @@ def read_model(path: str | Path) -> Model:
         raise ValueError(f"The weights in '{path}' do not match its architecture.")
     model.variables = jax.tree.map(np.asarray, variables)
     return model
-
-
-def _to_numpy(tree):
-    import jax
-
-    return jax.tree.map(np.asarray, jax.device_get(tree))
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("autogenome_sc", "jax", "flax", "optax", "anndata", "numpy"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "unknown"
-    return out
