@@ -15,8 +15,9 @@ from .._checks import check_count, check_file_name, check_rng, check_timeout
 from .._docs import INPUT_SPLIT_KEY, doc_params
 from ..search import leaderboard, open_study
 from ..search._select import cv_seconds, final_model, select, use_cv
+from ._finish import finish
 from ._results import log_finished
-from ._train import _log_input, finish
+from ._train import _log_input
 
 
 @doc_params(input_split_key=INPUT_SPLIT_KEY)
@@ -227,12 +228,10 @@ def search(
         log_finished(start, model, f"{chose}; final model {final_seconds:.0f}s")
         return adata if copy else None
 
-    from ._vae import finish_vae
-
     (best,) = s.top_trials(1)
     arch, result = s.result_of(best)
     extra = {"leaderboard": board, "best": _best(best, opened, s, arch, [best.number], board)}
-    model = finish_vae(
+    model = finish(
         adata, opened.data, opened.kind, arch, result, opened.cfg,
         key_added=key_added, rng=rng, reconstruct=reconstruct, eval_key=eval_key, extra_uns=extra,
     )  # fmt: skip

@@ -13,18 +13,16 @@ from .. import _logging as logg
 from .. import config as _config
 from .._checks import check_rng
 from .._docs import INPUT_SPLIT_KEY, doc_params
-from .._keys import Keys
-from ..data import Scaler, TrainData, prepare
-from ..model import Model
+from ..data import TrainData, prepare
 from ..nn import MODELS, VAE_MODELS, build_network
 from ..search._enas import enas_uns, run_enas
-from ..train import FitResult, fit, predict_arrays
-from ._calibrate import calibrate
-from ._results import default_model_path, log_finished, preprocessing_record, record_run, write_predictions
+from ..train import fit
+from ._finish import finish
+from ._results import log_finished
 from ._vae import train_vae
 
 if TYPE_CHECKING:
-    from ..config._schema import Config
+    pass
 
 
 @doc_params(input_split_key=INPUT_SPLIT_KEY)
@@ -147,65 +145,3 @@ def _log_input(data: TrainData, kind: str) -> None:
         f"    adata.{pipe.source.where} looks like {kind} values: {what[pipe.preprocess]}, "
         "then per-gene 0-1 scaling fitted on the training split"
     )
-
-
-def finish(
-    adata: AnnData,
-    data: TrainData,
-    kind: str,
-    arch: dict,
-    result: FitResult,
-    cfg: Config,
-    *,
-    label_key: str,
-    key_added: str,
-    rng: int,
-    extra_uns: dict | None = None,
-    held_out: tuple[np.ndarray, np.ndarray] | None = None,
-) -> Model:
-    """Evaluate the fitted network on the test split once, save it, write results to ``adata``.
-
-    ``held_out = (rows, outputs)``: out-of-fold outputs that calibrate a model trained on
-    train + validation (see :func:`autogenome_sc.tl._calibrate.calibrate`).
-    """
-    pipe = data.pipeline
-    scaler = pipe.scaler if pipe.scaler is not None else Scaler.identity(pipe.n_features)
-    model = Model(
-        architecture=arch,
-        task=data.task,
-        classes_=data.classes,
-        var_names_=pipe.var_names,
-        preprocessing_=preprocessing_record(kind, pipe, cfg),
-        variables=result.variables,
-        scaler_min_=scaler.min_,
-        scaler_scale_=scaler.scale_,
-        target_mean_=result.target_mean,
-        target_std_=result.target_std,
-        config=cfg.model_dump(mode="json"),
-    )
-    out, emb = predict_arrays(model.apply_fn, model.variables, pipe, np.arange(adata.n_obs), min(1024, adata.n_obs))
-    calib_metrics: dict[str, Any]
-    calib_uns: dict[str, Any]
-    calib_metrics, calib_uns = ({}, {})
-    if data.task == "classification":
-        calib_metrics, calib_uns = calibrate(model, data, out, emb, held_out)
-    pred, _ = model.postprocess(out)
-    test = data.idx["test"]
-    metrics = model.task_type.metrics(data.y[test], pred[test], len(data.classes or ()))
-    metrics["best_epoch"] = result.best_epoch
-    metrics["best_val_loss"] = result.best_val_loss
-    metrics.update(calib_metrics)
-    model.metrics_ = metrics
-    model.save(default_model_path(cfg.save.path, key_added, label_key), overwrite=cfg.save.overwrite)
-
-    keys = Keys(key_added)
-    added = write_predictions(adata, model, out, emb, keys)
-    params = {
-        "label_key": label_key,
-        "rng": rng,
-        "n_devices": result.n_devices,
-        **{f"arch_{k}": v for k, v in arch.items()},
-    }
-    extra = {**calib_uns, **(extra_uns or {})}
-    record_run(adata, data, model, result, cfg, keys=keys, params=params, added=added, extra_uns=extra)
-    return model

@@ -1,0 +1,179 @@
+"""One ``finish`` for every task: build the ``Model``, score it once on the test split, save it, write AnnData.
+
+What differs between tasks is a named step each: how the test split is scored
+(:func:`_score_supervised` with calibration, :func:`_score_embedding` with the ELBO and
+latent metrics) and what is written besides ``uns`` (:func:`write_predictions`, or the
+latent and reconstruction); :func:`record_run` writes what every task shares.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import jax
+import numpy as np
+from anndata import AnnData
+
+from .._keys import Keys
+from ..data import Scaler, TrainData
+from ..model import Model
+from ..train import FitResult, evaluate_elbo, make_terms, predict_arrays
+from ._calibrate import calibrate
+from ._results import default_model_path, preprocessing_record, record_run, write_predictions
+
+if TYPE_CHECKING:
+    from ..config._schema import Config
+
+
+def finish(
+    adata: AnnData,
+    data: TrainData,
+    kind: str,
+    arch: dict,
+    result: FitResult,
+    cfg: Config,
+    *,
+    label_key: str | None = None,
+    key_added: str = "ag",
+    rng: int = 0,
+    extra_uns: dict | None = None,
+    held_out: tuple[np.ndarray, np.ndarray] | None = None,
+    reconstruct: bool = False,
+    eval_key: str | None = None,
+) -> Model:
+    """Evaluate the fitted network on the test split once, save it, write results to ``adata``.
+
+    ``held_out = (rows, outputs)``: out-of-fold outputs that calibrate a model trained on
+    train + validation (see :func:`autogenome_sc.tl._calibrate.calibrate`). ``reconstruct``
+    and ``eval_key`` are for embeddings: write the reconstruction, score the latent space
+    against a column of ``adata.obs``.
+    """
+    model = _model(data, kind, arch, result, cfg)
+    keys = Keys(key_added)
+    if data.task == "embedding":
+        latent = _score_embedding(model, data, result, adata, rng, eval_key)
+        params: dict[str, Any] = {
+            "model": arch["model"], "matrix": data.pipeline.source.where, "eval_key": eval_key,
+            "reconstruct": reconstruct,
+        }  # fmt: skip
+    else:
+        out, emb, calib_uns = _score_supervised(model, data, result, adata.n_obs, held_out)
+        params = {"label_key": label_key}
+        extra_uns = {**calib_uns, **(extra_uns or {})}
+    model.save(default_model_path(cfg.save.path, key_added, label_key), overwrite=cfg.save.overwrite)
+    if data.task == "embedding":
+        added = _write_embedding(adata, model, data, latent, keys, reconstruct)
+    else:
+        added = write_predictions(adata, model, out, emb, keys)
+    params.update({"rng": rng, "n_devices": result.n_devices, **{f"arch_{k}": v for k, v in arch.items()}})
+    record_run(adata, data, model, result, cfg, keys=keys, params=params, added=added, extra_uns=extra_uns)
+    return model
+
+
+def _model(data: TrainData, kind: str, arch: dict, result: FitResult, cfg: Config) -> Model:
+    """The unsaved ``Model`` of a fitted network, with the preprocessing a query must get."""
+    pipe = data.pipeline
+    scaler = pipe.scaler if pipe.scaler is not None else Scaler.identity(pipe.n_features)
+    applied = preprocessing_record(kind, pipe, cfg)
+    if arch.get("likelihood") == "nb":  # an NB model reads raw counts: a query must get no preprocessing either
+        applied["config"] = "none"
+    return Model(
+        architecture=arch,
+        task=data.task,
+        classes_=data.classes,
+        var_names_=pipe.var_names,
+        preprocessing_=applied,
+        variables=result.variables,
+        scaler_min_=scaler.min_,
+        scaler_scale_=scaler.scale_,
+        target_mean_=result.target_mean,
+        target_std_=result.target_std,
+        config=cfg.model_dump(mode="json"),
+    )
+
+
+def _score_supervised(
+    model: Model, data: TrainData, result: FitResult, n_obs: int, held_out: tuple[np.ndarray, np.ndarray] | None
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Outputs and embeddings of every cell; test metrics (and calibration, for classes) into ``model``."""
+    pipe = data.pipeline
+    out, emb = predict_arrays(model.apply_fn, model.variables, pipe, np.arange(n_obs), min(1024, n_obs))
+    calib_metrics: dict[str, Any] = {}
+    calib_uns: dict[str, Any] = {}
+    if data.task == "classification":
+        calib_metrics, calib_uns = calibrate(model, data, out, emb, held_out)
+    pred, _ = model.postprocess(out)
+    test = data.idx["test"]
+    metrics = model.task_type.metrics(data.y[test], pred[test], len(data.classes or ()))
+    metrics["best_epoch"] = result.best_epoch
+    metrics["best_val_loss"] = result.best_val_loss
+    metrics.update(calib_metrics)
+    model.metrics_ = metrics
+    return out, emb, calib_uns
+
+
+def _score_embedding(
+    model: Model, data: TrainData, result: FitResult, adata: AnnData, rng: int, eval_key: str | None
+) -> np.ndarray:
+    """The latent means of every cell; the test ELBO (and latent metrics with ``eval_key``) into ``model``."""
+    pipe = data.pipeline
+    key = jax.random.fold_in(jax.random.key(rng), 1)
+    test = evaluate_elbo(make_terms(model.net), model.variables, pipe, data.idx["test"], key)
+    metrics: dict[str, Any] = {
+        "val_elbo": -result.best_val_loss,
+        "test_elbo": test["elbo"],
+        "test_recon": test["recon"],
+        "test_kl": test["kl"],
+        "best_epoch": result.best_epoch,
+    }
+    latent = model.embed_rows(pipe, np.arange(adata.n_obs))
+    if eval_key is not None:
+        metrics.update(latent_metrics(latent, adata.obs[eval_key].to_numpy(), rng=rng))
+    model.metrics_ = metrics
+    return latent
+
+
+def _write_embedding(
+    adata: AnnData, model: Model, data: TrainData, latent: np.ndarray, keys: Keys, reconstruct: bool
+) -> list[str]:
+    adata.obsm[keys.obsm] = latent.astype(np.float32)
+    added = [f"'{keys.obsm}' (adata.obsm)"]
+    if reconstruct:
+        adata.layers[keys.reconstruction] = model.reconstruct_rows(data.pipeline, np.arange(adata.n_obs))
+        added.append(f"'{keys.reconstruction}' (adata.layers)")
+    return added
+
+
+def latent_metrics(latent: np.ndarray, labels, *, rng: int = 0) -> dict[str, float]:
+    """Davies-Bouldin and silhouette of known groups, and ARI/NMI of Leiden clusters, on a latent space.
+
+    Leiden (igraph flavour, resolution 1) runs on scanpy's 15-nearest-neighbour graph of the
+    latent space with Gaussian-kernel connectivities. Cells without a label are left out.
+    """
+    import pandas as pd
+    import scanpy as sc
+    from sklearn.metrics import (
+        adjusted_rand_score,
+        davies_bouldin_score,
+        normalized_mutual_info_score,
+        silhouette_score,
+    )
+
+    labels = pd.Series(labels)
+    known = labels.notna().to_numpy()  # unlabelled cells are embedded but not scored
+    latent, labels = latent[known], labels[known].astype(str).to_numpy()
+    if len(np.unique(labels)) < 2:
+        raise ValueError("The eval_key column has a single group; scores need at least two.")
+    tmp = AnnData(np.zeros((latent.shape[0], 1), np.float32))
+    tmp.obsm["X_lat"] = latent
+    # a Gaussian-kernel kNN graph: no numba compilation (the UMAP kernel costs seconds on first use)
+    sc.pp.neighbors(tmp, use_rep="X_lat", method="gauss", random_state=rng)
+    sc.tl.leiden(tmp, flavor="igraph", n_iterations=2, directed=False, random_state=rng)
+    clusters = tmp.obs["leiden"].to_numpy()
+    return {
+        "davies_bouldin": float(davies_bouldin_score(latent, labels)),
+        "silhouette": float(silhouette_score(latent, labels)),
+        "leiden_ari": float(adjusted_rand_score(labels, clusters)),
+        "leiden_nmi": float(normalized_mutual_info_score(labels, clusters)),
+        "n_leiden": int(len(np.unique(clusters))),
+    }
