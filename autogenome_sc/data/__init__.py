@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 import numpy as np
 from anndata import AnnData
 
@@ -19,6 +21,9 @@ from ._pipeline import Pipeline, TrainData
 from ._prefetch import prefetch
 from ._scale import CLIP, SCALINGS, GeneStats, MinMaxScaler, Scaler
 from ._unsupervised import check_counts, prepare_unsupervised, random_split
+
+if TYPE_CHECKING:
+    from ..config._schema import DataConfig
 
 __all__ = [
     "CLIP",
@@ -62,7 +67,7 @@ def prepare(
     layer: str | None,
     use_raw: bool,
     split_key: str | None,
-    data_cfg,
+    data_cfg: DataConfig,
     loss: str,
     rng: np.random.Generator,
 ) -> tuple[TrainData, str]:
@@ -74,7 +79,7 @@ def prepare(
     split = (
         read_split(adata, split_key, targets)
         if split_key is not None
-        else stratified_split(targets, tuple(data_cfg.split), rng)
+        else stratified_split(targets, cast("tuple[float, float, float]", tuple(data_cfg.split)), rng)
     )
     pipe = Pipeline(source=source, preprocess=how)
     data = TrainData(

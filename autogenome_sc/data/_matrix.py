@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,7 +55,7 @@ class MatrixSource:
             return _dense32(block)[inverse]
         return _dense32(self.X[idx])
 
-    def data_blocks(self, chunk_mb: float):
+    def data_blocks(self, chunk_mb: float) -> Iterator[tuple[int, int, np.ndarray]]:
         """Yield the stored values of consecutive rows, chunk by chunk, with their first and last row.
 
         For sparse matrices only the non-zero values are read; dense ones are densified by chunks.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -62,7 +63,9 @@ class Pipeline:
         self.scaler = self.fit_stats(idx, chunk_mb).scaler(how)
         return self.scaler
 
-    def eval_batches(self, idx: np.ndarray, batch_size: int, prefetch_depth: int = 2):
+    def eval_batches(
+        self, idx: np.ndarray, batch_size: int, prefetch_depth: int = 2
+    ) -> Iterator[tuple[np.ndarray, int]]:
         """Yield ``(x, n_valid)``: fixed-shape batches, the last padded with zeros, prepared ahead."""
         return prefetch(self._eval_batches(idx, batch_size), prefetch_depth)
 
@@ -260,7 +263,9 @@ class TrainData:
             perm = np.concatenate(passes)[: steps * batch_size]
         return perm, steps, k
 
-    def train_chunks(self, batch_size: int, rng: np.random.Generator, min_steps: int = 1):
+    def train_chunks(
+        self, batch_size: int, rng: np.random.Generator, min_steps: int = 1
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Yield ``(xs[K, B, G], ys[K, B], valid[K])`` covering one shuffled epoch.
 
         Every chunk has the same K, so the compiled epoch step is reused; padding steps are
@@ -271,7 +276,9 @@ class TrainData:
         perm, steps, k = self._epoch_perm(batch_size, rng, min_steps)
         return prefetch(self._chunks(perm, steps, k, batch_size), self.prefetch)
 
-    def train_index_chunks(self, batch_size: int, rng: np.random.Generator, min_steps: int = 1):
+    def train_index_chunks(
+        self, batch_size: int, rng: np.random.Generator, min_steps: int = 1
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Like :meth:`train_chunks`, with the rows' positions ``idx[K, B]`` in place of the rows.
 
         For problems whose rows are cached (:meth:`cache_rows`): the trainer keeps the cached

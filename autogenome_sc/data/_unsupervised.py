@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 import numpy as np
 from anndata import AnnData
 
@@ -9,6 +11,9 @@ from ._labels import Targets, read_split
 from ._matrix import MatrixSource, check_finite_and_detect, get_source, zero_fraction
 from ._pipeline import Pipeline, TrainData
 from ._scale import Scaler
+
+if TYPE_CHECKING:
+    from ..config._schema import DataConfig
 
 
 def random_split(n: int, fractions: tuple[float, float, float], rng: np.random.Generator) -> np.ndarray:
@@ -46,7 +51,7 @@ def prepare_unsupervised(
     layer: str | None,
     use_raw: bool,
     split_key: str | None,
-    data_cfg,
+    data_cfg: DataConfig,
     likelihood: str,
     rng: np.random.Generator,
 ) -> tuple[TrainData, str, str]:
@@ -86,7 +91,7 @@ def prepare_unsupervised(
         if not (split == "test").any():
             raise ValueError(f"adata.obs['{split_key}'] has no 'test' cells.")
     else:
-        split = random_split(source.n_obs, tuple(data_cfg.split), rng)
+        split = random_split(source.n_obs, cast("tuple[float, float, float]", tuple(data_cfg.split)), rng)
     pipe = Pipeline(source=source, preprocess=how)
     data = TrainData(
         pipe,

@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -109,7 +109,7 @@ def _forward(f, variables, x):
     return f(variables, x)
 
 
-def model_output(f: Callable, variables, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+def model_output(f: Callable, variables: Any, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """``f(variables, x)`` in fixed-shape batches, on the host."""
     x = np.asarray(x, np.float32)
     bs = int(min(batch_size, len(x)))
@@ -131,7 +131,7 @@ def auto_chunk_size(n_samples: int, n_genes: int, n_outputs: int, budget_mb: flo
 
 def expected_gradients(
     f: Callable,
-    variables,
+    variables: Any,
     x: np.ndarray,
     background: np.ndarray | jax.Array,
     *,

@@ -74,7 +74,7 @@ class RRFCN(_Net):
     widths: Sequence[int] = (2048, 256, 256, 256, 256, 256)
     edges: Sequence[Sequence[int]] = ()
 
-    def backbone(self, x, train, rate=None):
+    def backbone(self, x: jax.Array, train: bool, rate: float | jax.Array | None = None) -> jax.Array:
         n = len(self.widths)
         sources = {i: sorted({int(s) for s, t in self.edges if int(t) == i}) for i in range(1, n)}
         for i, src in sources.items():

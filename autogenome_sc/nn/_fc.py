@@ -55,7 +55,9 @@ class _Net(nn.Module):
     activation: str = "relu"
     dropout: float = 0.0
 
-    def backbone(self, x, train: bool, rate=None):  # pragma: no cover - overridden
+    def backbone(  # pragma: no cover - overridden
+        self, x: jax.Array, train: bool, rate: float | jax.Array | None = None
+    ) -> jax.Array:
         raise NotImplementedError
 
     @nn.compact
@@ -102,7 +104,7 @@ class MLP(_Net):
 
     widths: Sequence[int] = (256, 256)
 
-    def backbone(self, x, train, rate=None):
+    def backbone(self, x: jax.Array, train: bool, rate: float | jax.Array | None = None) -> jax.Array:
         for w in self.widths:
             x = self.unit(w)(x, train, rate)
         return x
@@ -114,7 +116,7 @@ class RFCNResNet(_Net):
     width: int = 256
     n_blocks: int = 3
 
-    def backbone(self, x, train, rate=None):
+    def backbone(self, x: jax.Array, train: bool, rate: float | jax.Array | None = None) -> jax.Array:
         x = self.unit(self.width)(x, train, rate)
         for _ in range(self.n_blocks):
             x = x + self.unit(self.width)(x, train, rate)
@@ -133,7 +135,7 @@ class RFCNDenseNet(_Net):
     growth_rate: int = 64
     compression: float = 0.5
 
-    def backbone(self, x, train, rate=None):
+    def backbone(self, x: jax.Array, train: bool, rate: float | jax.Array | None = None) -> jax.Array:
         x = self.unit(2 * self.growth_rate)(x, train, rate)
         for b, n_units in enumerate(self.block_structure):
             feats = [x]

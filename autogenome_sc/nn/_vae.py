@@ -42,7 +42,7 @@ from .._names import LIKELIHOODS, VAE_MODELS
 from ._fc import FCUnit
 
 
-def nb_log_prob(x, mu, theta, eps: float = 1e-8):
+def nb_log_prob(x: jax.Array, mu: jax.Array, theta: jax.Array, eps: float = 1e-8) -> jax.Array:
     """Log-probability of counts ``x`` under NB(mean ``mu``, inverse dispersion ``theta``).
 
     Matches ``scipy.stats.nbinom.logpmf(x, n=theta, p=theta / (theta + mu))``.
@@ -91,7 +91,7 @@ class ResVAE(nn.Module):
     likelihood: str = "mse"
     activation: str = "relu"
 
-    def setup(self):
+    def setup(self) -> None:
         widths = layer_widths(self.n_layers, self.first_width, self.decay)
         self.enc = [FCUnit(w, self.activation) for w in widths]
         self.dec = [FCUnit(w, self.activation) for w in widths[::-1]]
@@ -140,11 +140,11 @@ class ResVAE(nn.Module):
         logits = self._decode(mean, train)
         return self._mean(x, logits), mean
 
-    def embed(self, x):
+    def embed(self, x: jax.Array) -> jax.Array:
         """Posterior mean of the latent code (inference mode)."""
         return self._encode(x, False)[0]
 
-    def terms(self, x, train: bool):
+    def terms(self, x: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
         """Per-cell ``(reconstruction negative log-likelihood, KL)`` with one sampled code.
 
         Draws the code with the ``"noise"`` PRNG stream.

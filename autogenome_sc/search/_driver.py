@@ -13,7 +13,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import jax
 import numpy as np
@@ -99,7 +99,7 @@ class Searcher:
         """Finished or pruned trials of the study (the ones ``n_trials`` counts)."""
         return self._n_counted()
 
-    def config_of(self, trial) -> TrialConfig:
+    def config_of(self, trial: optuna.trial.FrozenTrial) -> TrialConfig:
         """A trial's configuration, drawn again from its parameters."""
         fixed = optuna.trial.FixedTrial(trial.params, number=trial.number)
         # FixedTrial offers Trial's suggest_* API without subclassing optuna.Trial
@@ -187,7 +187,14 @@ class Searcher:
         margin = float(np.median(self._first_epochs)) if starting and self._first_epochs else 0.0
         return time.perf_counter() + self._reserved + margin > self.deadline
 
-    def run(self, n_trials: int | None, timeout: float | None, *, reserve=None, progress: bool = True) -> None:
+    def run(
+        self,
+        n_trials: int | None,
+        timeout: float | None,
+        *,
+        reserve: Callable[[], float] | None = None,
+        progress: bool = True,
+    ) -> None:
         """Run trials in this process until the study has ``n_trials`` counted trials or ``timeout`` passes.
 
         ``reserve()``, if given, is the number of seconds to keep free at the end of ``timeout``
@@ -284,7 +291,13 @@ class Searcher:
         return fitted.arch, fitted.result
 
     def train(
-        self, tc: TrialConfig, report, desc: str, data: TrainData | None = None, seed_offset: int = 0, **fit_kw
+        self,
+        tc: TrialConfig,
+        report: Callable[[int, dict], None] | None,
+        desc: str,
+        data: TrainData | None = None,
+        seed_offset: int = 0,
+        **fit_kw: Any,
     ) -> Fitted:
         """Train one configuration on ``data`` (default: the search's problem) with its scaling and genes.
 

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +29,7 @@ import optax
 import pandas as pd
 
 from .. import _logging as logg
-from ..data import TrainData
+from ..data import Pipeline, TrainData
 from ..nn import build_network
 from ..nn._enas import Controller, SuperNet, sample_uniform, to_architecture
 from ..train import LOSSES, FitResult, fit, make_optimizer
@@ -192,7 +192,7 @@ class EnasSearch:
         self.correct = jax.jit(_counted(correct, self.counts, "correct"))
         self.ctrl_step = jax.jit(_counted(ctrl_step, self.counts, "ctrl_step"))
 
-    def init(self, key, batch: int):
+    def init(self, key: jax.Array, batch: int) -> tuple[tuple[Any, Any, optax.OptState], Any, optax.OptState]:
         """Initial ``(supernet state, controller params, controller optimiser state)``."""
         n, n_features = self.n_nodes, self.n_features
 
@@ -205,7 +205,16 @@ class EnasSearch:
 
         return jax.jit(init)(key)
 
-    def score(self, variables, ws, ss, pipeline, y: np.ndarray, idx: np.ndarray, batch: int) -> np.ndarray:
+    def score(
+        self,
+        variables: Mapping[str, Any],
+        ws: jax.Array,
+        ss: jax.Array,
+        pipeline: Pipeline,
+        y: np.ndarray,
+        idx: np.ndarray,
+        batch: int,
+    ) -> np.ndarray:
         """Accuracy of each child (rows of ``ws, ss``; a multiple of M) on rows ``idx``.
 
         Batches have a fixed size; the last is filled with rows from the start (counted once),

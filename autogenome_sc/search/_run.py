@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +22,8 @@ from ._spaces import check_modes, portfolio, vae_portfolio
 from ._study import make_pruner, make_sampler, make_storage
 
 if TYPE_CHECKING:
+    from optuna.storages import BaseStorage
+
     from ..config._schema import Config
 
 DATA_ATTR = "ag_data"
@@ -48,7 +51,7 @@ def default_modes() -> list[str]:
     return ["linear", "mlp", "resnet", "densenet"] + (["enas"] if accelerated else [])
 
 
-def resolve_modes(label_key: str | None, modes, cfg: Config) -> list[str]:
+def resolve_modes(label_key: str | None, modes: str | Sequence[str] | None, cfg: Config) -> list[str]:
     """The modes to search; ``label_key=None`` means the unsupervised Res-VAE."""
     supervised = label_key is not None
     if modes is None:
@@ -86,15 +89,15 @@ def open_study(
     label_key: str | None,
     *,
     cfg: Config,
-    modes,
-    n_trials,
-    timeout,
-    layer,
-    use_raw,
-    split_key,
-    storage,
-    study_name,
-    run_dir,
+    modes: str | Sequence[str] | None,
+    n_trials: int | None,
+    timeout: float | None,
+    layer: str | None,
+    use_raw: bool,
+    split_key: str | None,
+    storage: str | Path | BaseStorage | None,
+    study_name: str | None,
+    run_dir: str | Path | None,
     rng: int,
     worker_index: int = 0,
     keep: int = 1,
@@ -190,7 +193,7 @@ def open_study(
     return Opened(searcher, data, kind, cfg, n_trials, timeout, storage_name)
 
 
-def _journal_or_url(storage, run_dir, study_name) -> str:
+def _journal_or_url(storage: str | Path | BaseStorage | None, run_dir: str | Path, study_name: str) -> str:
     from ._study import _redact, journal_path
 
     if storage is None:

@@ -6,7 +6,7 @@ here, so a new mode (ENAS, the Res-VAE) plugs in without touching the study driv
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -287,7 +287,7 @@ def _inside(entry: dict, spaces, genes: list) -> dict | None:
     return out
 
 
-def check_modes(modes, supervised: bool) -> list[str]:
+def check_modes(modes: str | Iterable[str], supervised: bool) -> list[str]:
     """Validate ``modes`` against the registry and the task; one sentence on error."""
     if isinstance(modes, str):
         modes = [modes]

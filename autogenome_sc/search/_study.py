@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import optuna
-from optuna.storages import RDBStorage
+from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import TrialState
 
 if TYPE_CHECKING:
@@ -42,7 +42,9 @@ def journal_path(run_dir: str | Path, study_name: str) -> Path:
     return Path(run_dir) / f"{study_name}.journal.log"
 
 
-def make_storage(storage, run_dir: str | Path, study_name: str, search_cfg: SearchConfig):
+def make_storage(
+    storage: str | Path | BaseStorage | None, run_dir: str | Path, study_name: str, search_cfg: SearchConfig
+) -> BaseStorage | str:
     """An Optuna storage: ``None`` -> a journal file in ``run_dir``; a URL -> RDB with heartbeat."""
     if storage is None:
         from optuna.storages.journal import JournalFileBackend, JournalStorage

@@ -14,18 +14,19 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 from .. import _logging as logg
-from ..data import TrainData
+from ..data import Pipeline, TrainData
 from ..nn._fc import _Net, canonical
 from ._losses import LOSSES, balanced_weights, host_loss, weighted_cross_entropy
 from ._optim import Optimizer, hyperparameters
@@ -108,7 +109,13 @@ def eval_batch(n: int, cap: int = 1024) -> int:
     return int(min(cap, max(8, 1 << max(int(n) - 1, 0).bit_length())))
 
 
-def predict_arrays(apply, variables, pipeline, idx: np.ndarray, batch_size: int = 1024):
+def predict_arrays(
+    apply: Callable[[Mapping[str, Any], jax.Array], tuple[jax.Array, jax.Array]],
+    variables: Mapping[str, Any],
+    pipeline: Pipeline,
+    idx: np.ndarray,
+    batch_size: int = 1024,
+) -> tuple[np.ndarray, np.ndarray]:
     """Outputs and embeddings of rows ``idx``, in fixed-shape batches (one compilation)."""
     outs = embs = None
     start = 0
@@ -121,7 +128,7 @@ def predict_arrays(apply, variables, pipeline, idx: np.ndarray, batch_size: int 
         outs[start : start + n] = out[:n]
         embs[start : start + n] = emb[:n]
         start += n
-    return outs, embs
+    return cast(np.ndarray, outs), cast(np.ndarray, embs)  # None only for an empty idx, which no caller passes
 
 
 #: Traces of the cached compiled functions, by (name, net): a fit reports how many it caused.
@@ -194,7 +201,7 @@ def _train_chunk_fn(net, loss_name: str, optimizer: str, traced_rates: bool, gat
 
 
 def fit(
-    net,
+    net: nn.Module,
     data: TrainData,
     trainer: TrainerConfig,
     loss_cfg: LossConfig,
@@ -279,8 +286,8 @@ def fit(
         total, n, started = 0.0, 0, time.perf_counter()
         for xs, ys, valid in chunks(batch, np_rng, min_steps):
             k_drop, sub = jax.random.split(k_drop)
-            xs = (matrix, shard(xs, mesh, 1)) if on_device else shard(xs, mesh, 1)
-            state, loss = train_chunk(state, xs, shard(ys, mesh, 1), shard(valid, mesh, None), sub, hp, smooth)
+            inputs = (matrix, shard(xs, mesh, 1)) if on_device else shard(xs, mesh, 1)
+            state, loss = train_chunk(state, inputs, shard(ys, mesh, 1), shard(valid, mesh, None), sub, hp, smooth)
             total += float(loss) * int(valid.sum())
             n += int(valid.sum())
         hist["train_seconds"].append(time.perf_counter() - started)  # the loss above waited for the device

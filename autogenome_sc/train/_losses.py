@@ -8,7 +8,7 @@ import numpy as np
 import optax
 
 
-def cross_entropy(out, y, label_smoothing: float = 0.0):
+def cross_entropy(out: jax.Array, y: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
     """Softmax cross entropy with integer labels and optional label smoothing."""
     n = out.shape[-1]
     onehot = jax.nn.one_hot(y, n)
@@ -30,12 +30,12 @@ def balanced_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
     return w.astype(np.float32)
 
 
-def mse(out, y, label_smoothing: float = 0.0):
+def mse(out: jax.Array, y: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
     """Mean squared error of a single regression output."""
     return jnp.mean((out[:, 0] - y) ** 2)
 
 
-def auc_surrogate(out, y, label_smoothing: float = 0.0):
+def auc_surrogate(out: jax.Array, y: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
     """Pairwise logistic AUC surrogate: mean softplus(-(s_pos - s_neg)) over positive/negative pairs.
 
     The score is ``out[:, 1] - out[:, 0]``. A batch without both classes falls back to

@@ -9,11 +9,15 @@ whatever rates it draws (and so does every fold of a cross-validation).
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+if TYPE_CHECKING:
+    from ..config._schema import TrainerConfig
 
 DIV_FACTOR = 25.0  # the rate starts at peak / 25
 FINAL_DIV_FACTOR = 1e4  # and ends at start / 1e4
@@ -36,7 +40,7 @@ def one_cycle_values(step, total, peak, pct_start, momentum):
     return lr, momentum - (momentum - mom_lo) * frac
 
 
-def one_cycle(cfg, total_steps: int):
+def one_cycle(cfg: TrainerConfig, total_steps: int) -> tuple[optax.Schedule, optax.Schedule]:
     """Learning-rate and momentum schedules (callables of the step) of one cycle over ``total_steps``."""
 
     def lr(step):
@@ -64,7 +68,7 @@ def _transform(optimizer: str) -> optax.GradientTransformation:
     return optax.chain(clip, decay, opt)
 
 
-def hyperparameters(cfg, total_steps: int) -> dict:
+def hyperparameters(cfg: TrainerConfig, total_steps: int) -> dict:
     """The trainer section's numbers as float32 arrays (the traced arguments of a compiled step)."""
     values = {
         "peak": cfg.learning_rate,
@@ -121,7 +125,7 @@ class Optimizer:
         return updates, new_state
 
 
-def make_optimizer(cfg, total_steps: int) -> optax.GradientTransformation:
+def make_optimizer(cfg: TrainerConfig, total_steps: int) -> optax.GradientTransformation:
     """An optax transformation of the one-cycle optimizer with ``cfg``'s values built in.
 
     For code that wants a plain ``optax.GradientTransformation`` (the ENAS loop); the

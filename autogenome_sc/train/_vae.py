@@ -8,10 +8,10 @@ compiles ``train_chunk`` and the validation step once each (``FitResult.n_traces
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import lru_cache, partial
 from types import SimpleNamespace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -19,7 +19,8 @@ import numpy as np
 import optax
 
 from .. import _logging as logg
-from ..data import TrainData
+from ..data import Pipeline, TrainData
+from ..nn import ResVAE
 from ._loop import _TRACES, EarlyStopping, FitResult, _traced  # one trace counter for every loop
 from ._optim import make_optimizer
 from ._parallel import batch_mesh, replicate, shard
@@ -44,7 +45,14 @@ def make_terms(net) -> Callable:
     return jax.jit(_traced(terms, "terms", net))
 
 
-def evaluate_elbo(terms, variables, pipeline, idx: np.ndarray, key: jax.Array, batch_size: int = 512) -> dict:
+def evaluate_elbo(
+    terms: Callable[[Mapping[str, Any], jax.Array, int, jax.Array], tuple[jax.Array, jax.Array]],
+    variables: Mapping[str, Any],
+    pipeline: Pipeline,
+    idx: np.ndarray,
+    key: jax.Array,
+    batch_size: int = 512,
+) -> dict:
     """Mean per-cell ELBO (KL weight 1), reconstruction NLL and KL of rows ``idx``.
 
     One sampled code per cell from ``key``, so the same key gives the same value.
@@ -67,7 +75,7 @@ def _eval_batch(n: int, batch_size: int) -> int:
 @lru_cache(maxsize=16)
 def _train_chunk_fn(net, trainer_json: str, total_steps: int, warm_steps: float, use_warmup: bool):
     """The compiled chunk step and its optimizer, cached by everything that defines them."""
-    trainer = SimpleNamespace(**json.loads(trainer_json))
+    trainer = cast("TrainerConfig", SimpleNamespace(**json.loads(trainer_json)))  # its fields, from the cache key
     tx = make_optimizer(trainer, total_steps)
 
     def train_chunk(state, xs, valid, key):
@@ -101,7 +109,7 @@ def _train_chunk_fn(net, trainer_json: str, total_steps: int, warm_steps: float,
 
 
 def fit_vae(
-    net,
+    net: ResVAE,
     data: TrainData,
     trainer: TrainerConfig,
     key: jax.Array,
@@ -195,7 +203,13 @@ def make_reconstruct(net) -> Callable:
     return jax.jit(lambda variables, x: net.apply(variables, x, train=False)[0])
 
 
-def embed_arrays(embed, variables, pipeline, idx: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+def embed_arrays(
+    embed: Callable[[Mapping[str, Any], jax.Array], jax.Array],
+    variables: Mapping[str, Any],
+    pipeline: Pipeline,
+    idx: np.ndarray,
+    batch_size: int = 1024,
+) -> np.ndarray:
     """Posterior means of rows ``idx`` in fixed-shape batches (one compilation)."""
     out = [np.asarray(embed(variables, jnp.asarray(x))[:n]) for x, n in pipeline.eval_batches(idx, batch_size)]
     return np.concatenate(out)

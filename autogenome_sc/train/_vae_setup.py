@@ -6,6 +6,10 @@ a search calls :func:`prepare_vae` once and :func:`fit_vae_config` per trial.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import jax
 import numpy as np
 from anndata import AnnData
@@ -17,6 +21,9 @@ from ..data import TrainData, prepare_unsupervised
 from ..nn import VAE_MODELS, build_vae
 from ._loop import FitResult
 from ._vae import fit_vae
+
+if TYPE_CHECKING:
+    from ..config._schema import Config
 
 
 def check_vae_model(model: str) -> None:
@@ -32,7 +39,7 @@ def prepare_vae(
     use_raw: bool = False,
     likelihood: str | None = None,
     split_key: str | None = None,
-    cfg=None,
+    cfg: Mapping[str, Any] | str | Path | Config | None = None,
     rng: int = 0,
 ) -> tuple[TrainData, str, dict]:
     """Prepare the unlabelled problem once; return ``(data, input kind, architecture dict)``.
@@ -78,7 +85,14 @@ def auto_latent(n_train: int, n_genes: int) -> int:
     return int(max(2, min(128, n_train // 4, n_genes // 3)))
 
 
-def fit_vae_config(data: TrainData, arch: dict, cfg=None, *, rng: int = 0, callback=None) -> FitResult:
+def fit_vae_config(
+    data: TrainData,
+    arch: dict,
+    cfg: Mapping[str, Any] | str | Path | Config | None = None,
+    *,
+    rng: int = 0,
+    callback: Callable[[int, dict], None] | None = None,
+) -> FitResult:
     """Train one (Res-)VAE configuration; ``-result.best_val_loss`` is its validation ELBO.
 
     Parameters
