@@ -222,3 +222,24 @@ def test_bad_enas_input(pbmc):
         ag.tl.train(pbmc, "bulk_labels", model="rrfcn")
     with pytest.raises(KeyError, match='model="enas"'):
         ag.pl.architecture(pbmc, show=False)
+
+
+def test_enas_in_a_search_keeps_to_its_share_of_the_timeout(pbmc, tmp_path):
+    import time
+
+    # 400 search epochs take minutes here: with a 20 s timeout each ENAS trial gets half the time
+    # left, runs the epochs that fit and retrains its winner until that point
+    cfg = {"models": {"enas": {**SMALL["models"]["enas"], "epochs": 400}}, "trainer": SMALL["trainer"]}
+    cfg["search"] = {"cv_folds": 0}
+    t = time.perf_counter()
+    ag.tl.search(pbmc, "bulk_labels", modes=("enas",), timeout=20, use_raw=True, run_dir=tmp_path, rng=0, config=cfg)
+    wall = time.perf_counter() - t
+    sel = pbmc.uns["ag"]["selection"]
+    assert sel["search_seconds"] <= 22  # the timeout plus 10%
+    assert wall <= sel["search_seconds"] + sel["final_seconds"] + 15
+    board = pbmc.uns["ag"]["leaderboard"]
+    first = board.iloc[0]
+    assert first["mode"] == "enas" and first["state"] == "complete"
+    assert first["stopped_by_timeout"] == "True"
+    assert first["seconds"] <= 0.5 * 20 + 3  # its share of the budget, not all of it
+    assert pbmc.uns["ag"]["metrics"]["accuracy"] > 0.5  # a model that learned, from the epochs that fit

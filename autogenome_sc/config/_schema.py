@@ -444,6 +444,15 @@ class SearchConfig(_Strict):
             "is left is what cross-validating the current best configurations should take (measured from them)."
         ),
     )
+    enas_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description=(
+            "With a timeout: an ENAS trial gets at most this share of the time left (its search runs the epochs "
+            "that fit, measured from its own; its retraining stops there), so ENAS never takes the whole budget."
+        ),
+    )
     select_by: Literal["accuracy_f1", "loss"] = Field(
         "accuracy_f1",
         description=(

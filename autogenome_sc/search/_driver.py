@@ -9,6 +9,7 @@ The test split is never looked at here.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import time
 import traceback
 from collections.abc import Callable
@@ -148,6 +149,8 @@ class Searcher:
                 logg.debug(f"trial {trial.number} failed:\n{traceback.format_exc()}")
                 raise
         result = fitted.result
+        if result.stopped_at_deadline:
+            trial.set_user_attr("stopped_by_timeout", True)
         hist = result.history
         value = _value_at_best(result, self.metric)
         trial.set_user_attr("val_loss", float(result.best_val_loss))
@@ -186,6 +189,13 @@ class Searcher:
             return False
         margin = float(np.median(self._first_epochs)) if starting and self._first_epochs else 0.0
         return time.perf_counter() + self._reserved + margin > self.deadline
+
+    def _own_loop_deadline(self) -> float | None:
+        """When a trial of a mode with its own loop (ENAS) must be done: ``search.enas_share`` of the time left."""
+        if self.deadline is None:
+            return None
+        now = time.perf_counter()
+        return now + self.cfg.search.enas_share * max(self.deadline - self._reserved - now, 0.0)
 
     def run(
         self,
@@ -313,7 +323,10 @@ class Searcher:
             key = jax.random.fold_in(key, seed_offset)
         if runner is not None:
             cfg = self.cfg.model_copy(update={"loss": tc.loss})
-            arch, result = runner(problem, tc.arch, tc.trainer, cfg, key, report)
+            extra = {}
+            if "deadline" in inspect.signature(runner).parameters:  # a mode with its own loop that can keep time
+                extra["deadline"] = self._own_loop_deadline() if report is not None else None
+            arch, result = runner(problem, tc.arch, tc.trainer, cfg, key, report, **extra)
         else:
             arch = tc.arch
             net = build_network(arch, problem.n_out)
@@ -367,6 +380,7 @@ def leaderboard(study: optuna.Study) -> pd.DataFrame:
             "best_epoch": t.user_attrs.get("best_epoch"),
             "epochs": t.user_attrs.get("epochs", len(t.intermediate_values) or None),
             "seconds": seconds,
+            "stopped_by_timeout": bool(t.user_attrs.get("stopped_by_timeout", False)),
             "retry_of": t.system_attrs.get("failed_trial"),
             "worker": t.user_attrs.get("worker"),
         }

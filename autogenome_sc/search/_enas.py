@@ -38,6 +38,10 @@ if TYPE_CHECKING:
     from ..config._schema import Config, EnasConfig, LossConfig, TrainerConfig
 
 
+#: With a deadline, the share of the time left that the shared-weight search may take (the rest: deriving, retraining).
+SEARCH_SHARE = 0.6
+
+
 @dataclass
 class EnasResult:
     """What :func:`run_enas` returns."""
@@ -52,6 +56,8 @@ class EnasResult:
     controller_params: dict | None = None
     shared_variables: dict | None = None  # the supernet's weights at the end of the search
     search: EnasSearch | None = None  # the compiled pieces (to score more children)
+    epochs_run: int = 0  # search epochs run (fewer than models.enas.epochs when the deadline cut them)
+    stopped_at_deadline: bool = False  # the search or the retraining ended at the deadline
 
 
 def reinforce_update(ctrl, ctx, params, opt_state, baseline, ws, ss, acc, ent, key, entropy_weight, decay):
@@ -283,6 +289,7 @@ def run_enas(
     callback: Callable[[int, dict], None] | None = None,
     sampler: str = "controller",
     retrain: bool = True,
+    deadline: float | None = None,
 ) -> EnasResult:
     """Search an RRFCN architecture with ENAS and retrain the winner from scratch.
 
@@ -300,6 +307,11 @@ def run_enas(
         ``"controller"`` (ENAS) or ``"random"`` (the same budget with uniformly sampled children).
     retrain
         Retrain the derived architecture as a standalone RRFCN (``False``: search only).
+    deadline
+        A ``time.perf_counter()`` time to be done by: the search runs the epochs that fit in
+        ``SEARCH_SHARE`` of the time until then (measured from its own epochs), the
+        retraining stops at the deadline (keeping its best epoch). Without one, the time a
+        long search will take is logged after its second epoch.
 
     Returns
     -------
@@ -323,8 +335,12 @@ def run_enas(
     np_rng = np.random.default_rng(int(jax.random.randint(k_shuffle, (), 0, 2**31 - 1)))
 
     hist: dict[str, list] = {"epoch": [], "train_loss": [], "mean_reward": [], "baseline": [], "entropy": []}
+    search_end = None if deadline is None else t0 + SEARCH_SHARE * max(deadline - t0, 0.0)
+    walls: list[float] = []
+    cut = False
     bar = logg.progress(range(e.epochs), desc=f"ENAS search ({sampler})")
     for epoch in bar:
+        started = time.perf_counter()
         total, n = 0.0, 0
         for xs, ys, valid in data.train_chunks(batch, np_rng):
             k_loop, sub = jax.random.split(k_loop)
@@ -357,7 +373,22 @@ def run_enas(
             callback(epoch, metrics)
         if not np.isfinite(metrics["train_loss"]):
             raise FloatingPointError("ENAS shared-weight training diverged; lower the learning rate.")
+        walls.append(time.perf_counter() - started)
+        per = float(np.median(walls[1:])) if len(walls) > 1 else walls[0]  # the first epoch also compiles
+        if epoch + 1 < e.epochs and search_end is not None and time.perf_counter() + per > search_end:
+            cut = True
+            break
+        if epoch == 1 and deadline is None and per * (e.epochs - 2) > 60:
+            logg.info(
+                f"    ENAS: {per:.1f}s per search epoch, about {per * (e.epochs - 2) / 60:.0f} more minutes for "
+                f"{e.epochs} epochs (models.enas.epochs sets fewer; a search's timeout sizes it)"
+            )
     bar.close()
+    if cut:
+        logg.info(
+            f"    ENAS: {len(walls)} of {e.epochs} search epochs fit the time budget ({per:.1f}s each on "
+            f"{jax.default_backend().upper()}); the architecture is derived from them"
+        )
 
     # derive: K candidates scored on the whole validation split with the shared weights
     variables = {"params": state[0], "batch_stats": state[1]}
@@ -392,7 +423,7 @@ def run_enas(
     fitted = None
     if retrain:
         net = build_network(network, data.n_out)
-        fitted = fit(net, data, cfg.trainer, cfg.loss, k_retrain, desc="retraining RRFCN")
+        fitted = fit(net, data, cfg.trainer, cfg.loss, k_retrain, desc="retraining RRFCN", deadline=deadline)
     return EnasResult(
         architecture=arch,
         network=network,
@@ -404,6 +435,8 @@ def run_enas(
         controller_params=jax.device_get(ctrl_params),
         shared_variables=jax.device_get(variables),
         search=search,
+        epochs_run=len(walls),
+        stopped_at_deadline=cut or bool(fitted is not None and fitted.stopped_at_deadline),
     )
 
 
@@ -429,5 +462,7 @@ def enas_uns(result: EnasResult) -> dict:
             "history": {k: np.asarray(v) for k, v in result.history.items()},
             "candidates": result.candidates.reset_index(drop=True),
             "search_seconds": float(result.search_seconds),
+            "epochs_run": int(result.epochs_run),
+            "stopped_at_deadline": bool(result.stopped_at_deadline),
         },
     }

@@ -7,7 +7,13 @@ from typing import TYPE_CHECKING
 from ._spaces import Mode, register_mode, suggest_vae_arch
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import jax
+
     from ..config._schema import Config, TrainerConfig
+    from ..data import TrainData
+    from ..train import FitResult
 
 
 def _enas_suggest(trial, spaces, models) -> dict:
@@ -15,11 +21,25 @@ def _enas_suggest(trial, spaces, models) -> dict:
     return {"model": "enas"}
 
 
-def _enas_run(data, arch, trainer: TrainerConfig, cfg: Config, key, report):
-    """One trial = one ENAS search (shared weights, controller) and the retraining of its winner."""
+def _enas_run(
+    data: TrainData,
+    arch: dict,
+    trainer: TrainerConfig,
+    cfg: Config,
+    key: jax.Array,
+    report: Callable[[int, dict], None] | None,
+    deadline: float | None = None,
+) -> tuple[dict, FitResult]:
+    """One trial = one ENAS search (shared weights, controller) and the retraining of its winner.
+
+    With ``deadline`` (a search with a timeout gives one: ``search.enas_share`` of the time
+    left), the search runs the epochs that fit and the retraining stops there.
+    """
     from ._enas import run_enas
 
-    found = run_enas(data, cfg.model_copy(update={"trainer": trainer}), key)
+    found = run_enas(data, cfg.model_copy(update={"trainer": trainer}), key, deadline=deadline)
+    assert found.fit is not None  # run_enas retrains by default
+    found.fit.stopped_at_deadline = found.stopped_at_deadline
     return found.network, found.fit
 
 

@@ -33,7 +33,9 @@ class Mode:
     run
         ``run(data, arch, trainer, cfg, key, report) -> (architecture, FitResult)`` for modes
         that do not train ``build_network(arch)`` with ``train.fit`` (ENAS, the Res-VAE);
-        ``None`` for the plain networks.
+        ``None`` for the plain networks. A ``run`` with a ``deadline`` keyword is given one
+        in a search with a timeout (a ``time.perf_counter()`` time: ``search.enas_share`` of
+        the time left) and should return by then.
     """
 
     name: str

@@ -50,6 +50,7 @@ class FitResult:
     n_devices: int = 1  # devices each minibatch was split across
     epoch_seconds: float = float("nan")  # median wall time of an epoch after the first (training + validation)
     val_outputs: np.ndarray | None = None  # (epochs, validation cells, outputs), with ``fit(keep_last=True)``
+    stopped_at_deadline: bool = False  # ``fit(deadline=...)`` ended training before its own stopping rule did
 
 
 class EarlyStopping:
@@ -211,6 +212,7 @@ def fit(
     desc: str = "training",
     stop_after: int | None = None,
     keep_last: bool = False,
+    deadline: float | None = None,
 ) -> FitResult:
     """Train ``net`` on ``data`` with early stopping on the validation loss.
 
@@ -233,6 +235,9 @@ def fit(
     keep_last
         No early stopping: keep the last epoch, and record the validation outputs of every
         epoch in :attr:`FitResult.val_outputs` (cross-validation chooses the epoch from them).
+    deadline
+        A ``time.perf_counter()`` time: no epoch starts after it (the best epoch so far is
+        kept, and :attr:`FitResult.stopped_at_deadline` says so).
     """
     loss_name = _loss_name(loss_cfg.name, data.task)
     smoothing = loss_cfg.label_smoothing if loss_name == "cross_entropy" else 0.0
@@ -282,6 +287,7 @@ def fit(
     walls: list[float] = []
     outputs: list[np.ndarray] = []
     early = validate and not keep_last  # else the last epoch is kept
+    late = False  # stopped by the deadline
     for epoch in bar:
         total, n, started = 0.0, 0, time.perf_counter()
         for xs, ys, valid in chunks(batch, np_rng, min_steps):
@@ -320,6 +326,9 @@ def fit(
             callback(epoch, metrics)
         if stop or (stop_after is not None and epoch + 1 >= stop_after):
             break
+        if deadline is not None and time.perf_counter() > deadline:
+            late = True
+            break
     bar.close()
     if not early and stopper.failure is None:  # the last epoch: fetched once, not copied every epoch
         stopper.variables, stopper.loss = jax.device_get(cur), float(metrics["val_loss"])
@@ -335,6 +344,7 @@ def fit(
         result.best_val_loss = float("nan")
     if keep_last and outputs:
         result.val_outputs = np.stack(outputs)
+    result.stopped_at_deadline = late
     if len(walls) > 1:
         result.epoch_seconds = float(np.median(walls[1:]))
     return result
