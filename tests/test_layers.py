@@ -19,6 +19,7 @@ LAYERS = {
     "_names": 1,
     "_docs": 1,
     "_checks": 1,
+    "_precision": 1,
     "_keys": 2,
     "config": 2,
     "nn": 3,

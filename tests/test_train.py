@@ -177,3 +177,18 @@ def test_split_key_is_respected(counts):
     ag.tl.train(counts, "cell_type", config=FAST, split_key="fold")
     np.testing.assert_array_equal(counts.obs["ag_split"].astype(str), split.astype(str))
     assert counts.uns["ag"]["metrics"]["n_test"] == 60
+
+
+def test_bf16_mixed_precision_trains_float32_parameters_to_the_same_accuracy(pbmc):
+    accs, embs = {}, {}
+    for precision in ("float32", "bf16"):
+        a = pbmc.copy()
+        cfg = {"trainer": {"max_epochs": 15, "precision": precision}}
+        ag.tl.train(a, "bulk_labels", model="mlp", use_raw=True, config=cfg, rng=0)
+        accs[precision], embs[precision] = a.uns["ag"]["metrics"]["accuracy"], a.obsm["X_ag"]
+        model = ag.read_model(a.uns["ag"]["model_path"])
+        assert {leaf.dtype for leaf in jax.tree.leaves(model.variables)} == {np.dtype("float32")}
+    assert abs(accs["bf16"] - accs["float32"]) <= 0.05
+    assert not np.allclose(embs["bf16"], embs["float32"], atol=1e-3)  # it did compute in bfloat16
+    with pytest.raises(ValueError, match="precision"):
+        ag.tl.train(pbmc.copy(), "bulk_labels", use_raw=True, config={"trainer": {"precision": "fp8"}})

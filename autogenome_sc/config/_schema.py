@@ -116,6 +116,15 @@ class TrainerConfig(_Strict):
         ge=1,
         description="An epoch is at least this many minibatches: on small data it passes over the cells several times.",
     )
+    precision: Literal["auto", "float32", "tf32", "bf16"] = Field(
+        "auto",
+        description=(
+            "Matmul precision of the supervised networks' training: 'auto' is XLA's default (exact float32 on CPU, "
+            "TF32 on NVIDIA GPUs), 'float32' exact everywhere, 'tf32' TF32 where available, 'bf16' mixed precision "
+            "(bfloat16 compute, float32 parameters, optimiser state and loss). Test metrics, calibration and "
+            "explanations are always computed at full float32 precision."
+        ),
+    )
 
 
 class LossConfig(_Strict):

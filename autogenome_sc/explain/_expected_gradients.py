@@ -37,6 +37,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._precision import at_full_precision
+
 if TYPE_CHECKING:
     from flax import linen as nn
 
@@ -109,6 +111,7 @@ def _forward(f, variables, x):
     return f(variables, x)
 
 
+@at_full_precision
 def model_output(f: Callable, variables: Any, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """``f(variables, x)`` in fixed-shape batches, on the host."""
     x = np.asarray(x, np.float32)
@@ -129,6 +132,7 @@ def auto_chunk_size(n_samples: int, n_genes: int, n_outputs: int, budget_mb: flo
     return int(max(1, min(1024, budget_mb * 2**20 // per_cell)))
 
 
+@at_full_precision
 def expected_gradients(
     f: Callable,
     variables: Any,

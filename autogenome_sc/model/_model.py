@@ -15,6 +15,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._logging import warn
+from .._precision import at_full_precision
 from ..io import read_model_files, write_model_files
 
 if TYPE_CHECKING:
@@ -152,6 +153,7 @@ class Model:
         lo, hi = self.preprocessing_.get("clip", CLIP.get(kind, (-np.inf, np.inf)))
         return Scaler(self.scaler_min_, self.scaler_scale_, float(lo), float(hi), kind)
 
+    @at_full_precision
     def outputs(
         self, adata: AnnData, *, layer: str | None = None, use_raw: bool = False, batch_size: int = 1024
     ) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -210,12 +212,14 @@ class Model:
         if self.task != "embedding":
             raise ValueError(f"`{what}` is for embedding models (Res-VAE, VAE); this model does {self.task}.")
 
+    @at_full_precision
     def embed_rows(self, pipe: Pipeline, idx: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """Latent means of rows ``idx`` of ``pipe`` (embedding models)."""
         from ..train import embed_arrays
 
         return embed_arrays(self.embed_fn, self.variables, pipe, idx, int(min(batch_size, max(len(idx), 1))))
 
+    @at_full_precision
     def reconstruct_rows(self, pipe: Pipeline, idx: np.ndarray, chunk_size: int = 1024) -> np.ndarray:
         """Reconstructions of rows ``idx`` of ``pipe``, in the input's units (embedding models)."""
         import jax.numpy as jnp

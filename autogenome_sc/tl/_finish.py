@@ -15,6 +15,7 @@ import numpy as np
 from anndata import AnnData
 
 from .._keys import Keys
+from .._precision import at_full_precision
 from ..data import Scaler, TrainData
 from ..model import Model
 from ..train import FitResult, evaluate_elbo, make_terms, predict_arrays
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from ..config._schema import Config
 
 
+@at_full_precision  # what a user reads is exact, whatever the training's precision
 def finish(
     adata: AnnData,
     data: TrainData,

@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache, partial
+from functools import lru_cache, partial, wraps
 from typing import TYPE_CHECKING, Any, cast
 
 import flax.linen as nn
@@ -26,6 +26,7 @@ import numpy as np
 import optax
 
 from .. import _logging as logg
+from .._precision import to_bf16, training_precision
 from ..data import Pipeline, TrainData
 from ..nn._fc import _Net, canonical
 from ._losses import LOSSES, balanced_weights, host_loss, weighted_cross_entropy
@@ -151,14 +152,18 @@ def _kernels_sq(params) -> jax.Array:
 
 
 @lru_cache(maxsize=32)
-def _train_chunk_fn(net, loss_name: str, optimizer: str, traced_rates: bool, gather: bool = False) -> Callable:
+def _train_chunk_fn(
+    net, loss_name: str, optimizer: str, traced_rates: bool, gather: bool = False, bf16: bool = False
+) -> Callable:
     """The compiled chunk step of ``net``, cached: its hyperparameters are traced arguments.
 
     ``train_chunk(state, xs, ys, valid, key, hp, smoothing)``, ``state = (params, batch_stats,
     opt_state)``; every fit of this network with these batch shapes reuses the compilation.
     With ``traced_rates`` the dropout rates come from ``hp`` too (``net`` is canonical, see
     :func:`autogenome_sc.nn.canonical`). With ``gather`` the chunk is ``(X, idx)``: the whole
-    (small) matrix on the device and the rows of each minibatch, gathered there.
+    (small) matrix on the device and the rows of each minibatch, gathered there. With
+    ``bf16`` the network computes in bfloat16 from bfloat16 copies of the parameters and
+    inputs; gradients, parameters, batch statistics and the loss stay float32.
     """
     loss_fn = LOSSES[loss_name]
     opt = Optimizer(optimizer)
@@ -176,13 +181,16 @@ def _train_chunk_fn(net, loss_name: str, optimizer: str, traced_rates: bool, gat
 
             def objective(p):
                 (out, _), upd = net.apply(
-                    {"params": p, "batch_stats": bstats},
-                    x,
+                    {"params": to_bf16(p) if bf16 else p, "batch_stats": bstats},
+                    x.astype(jnp.bfloat16) if bf16 else x,
                     train=True,
                     rngs={"dropout": k},
                     mutable=["batch_stats"],
                     **kw,
                 )
+                if bf16:
+                    out = out.astype(jnp.float32)
+                    upd = {"batch_stats": jax.tree.map(lambda a: a.astype(jnp.float32), upd["batch_stats"])}
                 if "class_weight" in hp:  # a static choice: the structure of hp, not its values
                     loss = weighted_cross_entropy(out, yb, smoothing, hp["class_weight"])
                 else:
@@ -201,6 +209,18 @@ def _train_chunk_fn(net, loss_name: str, optimizer: str, traced_rates: bool, gat
     return jax.jit(_traced(train_chunk, "train_chunk", net))
 
 
+def _under_precision(fn: Callable) -> Callable:
+    """Run ``fn(net, data, trainer, ...)`` under ``trainer.precision`` (see :mod:`autogenome_sc._precision`)."""
+
+    @wraps(fn)
+    def wrapped(net: Any, data: Any, trainer: Any, *args: Any, **kw: Any) -> Any:
+        with training_precision(trainer.precision):
+            return fn(net, data, trainer, *args, **kw)
+
+    return wrapped
+
+
+@_under_precision
 def fit(
     net: nn.Module,
     data: TrainData,
@@ -254,7 +274,8 @@ def fit(
         hp["class_weight"] = jnp.asarray(balanced_weights(data.y[data.idx["train"]], data.n_out))
     opt = Optimizer(trainer.optimizer)
     on_device = data.pipeline.cache is not None  # a small problem: its matrix goes to the device once
-    train_chunk = _train_chunk_fn(net, loss_name, trainer.optimizer, traced_rates, on_device)
+    bf16 = trainer.precision == "bf16"
+    train_chunk = _train_chunk_fn(net, loss_name, trainer.optimizer, traced_rates, on_device, bf16)
     apply = make_apply(net)
     before = {name: _TRACES[(name, net)] for name in ("train_chunk", "apply")}
 
