@@ -227,19 +227,20 @@ def test_bad_enas_input(pbmc):
 def test_enas_in_a_search_keeps_to_its_share_of_the_timeout(pbmc, tmp_path):
     import time
 
-    # 400 search epochs take minutes here: with a 20 s timeout each ENAS trial gets half the time
-    # left, runs the epochs that fit and retrains its winner until that point
-    cfg = {"models": {"enas": {**SMALL["models"]["enas"], "epochs": 400}}, "trainer": SMALL["trainer"]}
+    # 3000 search epochs take minutes here: with a 60 s timeout the ENAS trial gets half the time
+    # left, runs the epochs that fit and retrains its winner until that point; no trial starts
+    # after it that could not end in time
+    cfg = {"models": {"enas": {**SMALL["models"]["enas"], "epochs": 3000}}, "trainer": SMALL["trainer"]}
     cfg["search"] = {"cv_folds": 0}
     t = time.perf_counter()
-    ag.tl.search(pbmc, "bulk_labels", modes=("enas",), timeout=20, use_raw=True, run_dir=tmp_path, rng=0, config=cfg)
+    ag.tl.search(pbmc, "bulk_labels", modes=("enas",), timeout=60, use_raw=True, run_dir=tmp_path, rng=0, config=cfg)
     wall = time.perf_counter() - t
     sel = pbmc.uns["ag"]["selection"]
-    assert sel["search_seconds"] <= 22  # the timeout plus 10%
+    assert sel["search_seconds"] <= 66  # the timeout plus 10%
     assert wall <= sel["search_seconds"] + sel["final_seconds"] + 15
     board = pbmc.uns["ag"]["leaderboard"]
     first = board.iloc[0]
     assert first["mode"] == "enas" and first["state"] == "complete"
     assert first["stopped_by_timeout"] == "True"
-    assert first["seconds"] <= 0.5 * 20 + 3  # its share of the budget, not all of it
+    assert first["seconds"] <= 0.5 * 60 + 5  # its share of the budget (and a last epoch), not all of it
     assert pbmc.uns["ag"]["metrics"]["accuracy"] > 0.5  # a model that learned, from the epochs that fit

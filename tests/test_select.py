@@ -233,18 +233,18 @@ def test_gene_selection_and_scaling_use_training_cells_only(pbmc):
     assert data.with_inputs("minmax", 10_000) is data.with_inputs("minmax", None)  # more than there are: all genes
 
 
-def test_the_final_choice_follows_accuracy_and_f1_with_log_loss_breaking_ties():
+def test_the_final_choice_follows_the_loss_unless_another_is_clearly_more_accurate():
     from autogenome_sc.search._select import Scored, _choose, _score
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 200)
-    # "sharp" is right on 90% of the cells but very sure when wrong (a high log-loss);
-    # "soft" is right on 80% and never sure (a lower log-loss)
-    sharp = np.full((200, 3), -6.0)
-    right = rng.random(200) < 0.9
-    sharp[np.arange(200), np.where(right, y, (y + 1) % 3)] = 6.0
+    # "sharp" is right on 95% of the cells but very sure when wrong (a high log-loss);
+    # "soft" is right on 75% and never sure (a lower log-loss)
+    sharp = np.full((200, 3), -10.0)
+    right = rng.random(200) < 0.95
+    sharp[np.arange(200), np.where(right, y, (y + 1) % 3)] = 10.0
     soft = np.zeros((200, 3))
-    right = rng.random(200) < 0.8
+    right = rng.random(200) < 0.75
     soft[np.arange(200), np.where(right, y, (y + 1) % 3)] = 1.0
     scored = [Scored(0, "linear", [], soft, [3], 0.0), Scored(1, "resnet", [], sharp, [3], 0.0)]
     for s in scored:
@@ -254,6 +254,19 @@ def test_the_final_choice_follows_accuracy_and_f1_with_log_loss_breaking_ties():
     assert (w.tolist(), chosen) == ([0.0, 1.0], "single")
     w, _, _ = _choose(scored, y, "classification", 1, "loss")
     assert w.tolist() == [1.0, 0.0]
+    w, _, _ = _choose(scored, y, "classification", 1, "loss_or_accuracy")
+    assert w.tolist() == [0.0, 1.0]  # 20 points more accurate on 200 cells: clearly
+    # two cells more: not clearly, so the lower log-loss wins
+    close = soft.copy()
+    wrong = np.flatnonzero(close.argmax(axis=1) != y)[:2]
+    close[wrong, y[wrong]] = 2.0
+    near = Scored(3, "mlp", [], close * 5.0, [3], 0.0)  # sharper: a higher log-loss
+    _score(near, y, "classification", 3)
+    assert near.accuracy == pytest.approx(scored[0].accuracy + 0.01) and near.loss > scored[0].loss
+    w, _, _ = _choose([scored[0], near], y, "classification", 1, "loss_or_accuracy")
+    assert w.tolist() == [1.0, 0.0]
+    w, _, _ = _choose([scored[0], near], y, "classification", 1, "accuracy_f1")
+    assert w.tolist() == [0.0, 1.0]
     # equal accuracy and F1 (the same predictions): the lower log-loss wins
     twin = Scored(2, "mlp", [], sharp * 0.3, [3], 0.0)
     _score(twin, y, "classification", 3)

@@ -151,6 +151,8 @@ class Searcher:
         result = fitted.result
         if result.stopped_at_deadline:
             trial.set_user_attr("stopped_by_timeout", True)
+            if tc.mode in MODES and MODES[tc.mode].run is not None:  # its own loop: all of it is what a start costs
+                self._first_epochs.append(time.perf_counter() - start)
         hist = result.history
         value = _value_at_best(result, self.metric)
         trial.set_user_attr("val_loss", float(result.best_val_loss))

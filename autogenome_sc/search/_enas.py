@@ -375,7 +375,11 @@ def run_enas(
             raise FloatingPointError("ENAS shared-weight training diverged; lower the learning rate.")
         walls.append(time.perf_counter() - started)
         per = float(np.median(walls[1:])) if len(walls) > 1 else walls[0]  # the first epoch also compiles
-        if epoch + 1 < e.epochs and search_end is not None and time.perf_counter() + per > search_end:
+        # two epochs at least (the first also compiles, the second measures), unless time is already up
+        late = search_end is not None and (
+            time.perf_counter() > search_end or (len(walls) > 1 and time.perf_counter() + per > search_end)
+        )
+        if epoch + 1 < e.epochs and late:
             cut = True
             break
         if epoch == 1 and deadline is None and per * (e.epochs - 2) > 60:
@@ -423,7 +427,8 @@ def run_enas(
     fitted = None
     if retrain:
         net = build_network(network, data.n_out)
-        fitted = fit(net, data, cfg.trainer, cfg.loss, k_retrain, desc="retraining RRFCN", deadline=deadline)
+        trainer = cfg.trainer if deadline is None else _retrain_sized(cfg.trainer, deadline, walls)
+        fitted = fit(net, data, trainer, cfg.loss, k_retrain, desc="retraining RRFCN", deadline=deadline)
     return EnasResult(
         architecture=arch,
         network=network,
@@ -438,6 +443,22 @@ def run_enas(
         epochs_run=len(walls),
         stopped_at_deadline=cut or bool(fitted is not None and fitted.stopped_at_deadline),
     )
+
+
+def _retrain_sized(trainer: TrainerConfig, deadline: float, walls: list[float]) -> TrainerConfig:
+    """The retraining's trainer with the epochs that fit before ``deadline`` (its one-cycle schedule then completes).
+
+    A search epoch (the supernet, plus the controller's steps) bounds a child's epoch from
+    above; the first search epoch's excess over the others is what compiling costs.
+    """
+    per = float(np.median(walls[1:])) if len(walls) > 1 else walls[0]
+    compiling = max(walls[0] - per, 0.0)
+    fits = int((deadline - time.perf_counter() - compiling) / max(per, 1e-3))
+    n = max(1, min(trainer.max_epochs, fits))
+    if n >= trainer.max_epochs:
+        return trainer
+    logg.info(f"    ENAS: retraining for {n} of {trainer.max_epochs} epochs, what fits the time budget")
+    return trainer.model_copy(update={"max_epochs": n, "patience": min(trainer.patience, n)})
 
 
 def _count_duplicates(table: pd.DataFrame) -> pd.DataFrame:
