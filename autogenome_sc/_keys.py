@@ -37,6 +37,10 @@ class Keys:
         return f"{self.key}_prediction_smoothed"
 
     @property
+    def vote_fraction(self) -> str:
+        return f"{self.key}_vote_fraction"
+
+    @property
     def split(self) -> str:
         return f"{self.key}_split"
 

@@ -7,6 +7,7 @@ import json
 import anndata
 import matplotlib
 import numpy as np
+import pandas as pd
 import pytest
 import scanpy as sc
 from scipy.special import softmax
@@ -241,3 +242,29 @@ def test_reliability_bad_input(open_set, pbmc):
         ag.pl.reliability(ref, split="train", show=False)
     with pytest.raises(KeyError, match="nope"):
         ag.pl.reliability(query, label_key="nope", show=False)
+
+
+def test_smooth_labels_votes_within_the_users_clusters(open_set):
+    _, model, query = open_set
+    q = ag.tl.predict(query, model, use_raw=True, copy=True)
+    q.obs["cluster"] = q.obs["bulk_labels"].astype(str)  # clusters as a user would have them
+    q.obs.loc[q.obs_names[:5], "cluster"] = np.nan  # a few cells in no cluster
+    q.obs["cluster"] = q.obs["cluster"].astype("category")
+    pred = q.obs["ag_prediction"].astype(str).to_numpy()
+    ag.tl.smooth_labels(q, groupby="cluster")
+    smoothed = q.obs["ag_prediction_smoothed"].astype(str).to_numpy()
+    frac = q.obs["ag_vote_fraction"].to_numpy()
+    cluster = q.obs["cluster"].astype(str).to_numpy()
+    for c in q.obs["cluster"].cat.categories:  # every cell of a cluster takes its most frequent prediction
+        cells = cluster == c
+        counts = pd.Series(pred[cells]).value_counts()
+        if len(counts) == 1 or counts.iloc[0] > counts.iloc[1]:  # (a tie goes to the label listed first)
+            assert set(smoothed[cells]) == {counts.index[0]}
+        np.testing.assert_allclose(frac[cells], counts.iloc[0] / cells.sum(), rtol=1e-6)
+    np.testing.assert_array_equal(smoothed[:5], pred[:5])  # no cluster: the cell keeps its label
+    np.testing.assert_array_equal(frac[:5], 1.0)
+    assert (smoothed == q.obs["bulk_labels"].astype(str).to_numpy()).mean() >= (
+        pred == q.obs["bulk_labels"].astype(str).to_numpy()
+    ).mean()  # voting within true groups can only repair
+    with pytest.raises(KeyError, match="leiden"):
+        ag.tl.smooth_labels(q, groupby="leiden")

@@ -1,4 +1,4 @@
-"""``ag.tl.smooth_labels``: a neighbourhood vote on predicted labels over the query's kNN graph."""
+"""``ag.tl.smooth_labels``: a vote on predicted labels, over the query's kNN graph or within its clusters."""
 
 from __future__ import annotations
 
@@ -17,17 +17,21 @@ def smooth_labels(
     adata: AnnData,
     *,
     key: str = "ag",
+    groupby: str | None = None,
     neighbors_key: str | None = None,
     copy: bool = False,
 ) -> AnnData | None:
-    """Smooth predicted labels by a weighted majority vote over each cell's neighbours.
+    """Smooth predicted labels by a majority vote over each cell's neighbours, or within its cluster.
 
-    Like CellTypist's majority voting, but without over-clustering: every cell takes the
-    label with the largest summed weight among itself and its neighbours in the graph of
-    ``sc.pp.neighbors`` (edge weights from ``connectivities``; the cell's own label
-    counts as much as its closest neighbour and wins ties). ``"Unassigned"`` takes part in
-    the vote like any label, so a group of rejected cells stays rejected. One sparse
-    matrix product; no loop over cells.
+    Without ``groupby``, like CellTypist's majority voting but without over-clustering: every
+    cell takes the label with the largest summed weight among itself and its neighbours in
+    the graph of ``sc.pp.neighbors`` (edge weights from ``connectivities``; the cell's own
+    label counts as much as its closest neighbour and wins ties). With ``groupby`` (a
+    column of clusters the user already has, e.g. ``"leiden"``), every cell of a cluster
+    takes the cluster's most frequent predicted label, as CellTypist's majority voting does
+    over its own over-clustering (ties go to the label listed first). ``"Unassigned"`` takes
+    part in the vote like any label, so a group of rejected cells stays rejected. Sparse
+    matrix products; no loop over cells or clusters.
 
     Parameters
     ----------
@@ -36,8 +40,12 @@ def smooth_labels(
         ``ag.tl.train``) and a neighbour graph from ``sc.pp.neighbors``.
     key
         The ``key_added`` of the prediction call.
+    groupby
+        A categorical column of ``adata.obs`` (clusters) to vote within; ``None`` votes over
+        the neighbour graph. Cells without a group keep their own label.
     neighbors_key
-        The ``key_added`` of ``sc.pp.neighbors``; ``None`` reads ``.obsp["connectivities"]``.
+        The ``key_added`` of ``sc.pp.neighbors``; ``None`` reads ``.obsp["connectivities"]``
+        (not used with ``groupby``).
     copy
         Return a copy instead of writing to ``adata``.
 
@@ -47,6 +55,9 @@ def smooth_labels(
 
     ``.obs["ag_prediction_smoothed"]``
         The smoothed label (categorical, same categories as ``ag_prediction``).
+    ``.obs["ag_vote_fraction"]``
+        The share of the vote the winning label got: of the cluster's cells with
+        ``groupby``, of the summed weights otherwise (1.0: unanimous).
     """
     keys = Keys(key)
     if keys.prediction not in adata.obs:
@@ -54,21 +65,50 @@ def smooth_labels(
     labels = adata.obs[keys.prediction]
     if not isinstance(labels.dtype, pd.CategoricalDtype):
         raise ValueError(f"adata.obs['{keys.prediction}'] holds values, not labels; only class labels can be voted.")
-    conn = _connectivities(adata, neighbors_key)
+    groups = _groups(adata, groupby) if groupby is not None else None
+    conn = _connectivities(adata, neighbors_key) if groups is None else None
     adata = adata.copy() if copy else adata
-    start = logg.info(f"smoothing adata.obs['{keys.prediction}'] over the neighbour graph")
+    where = f"within adata.obs['{groupby}']" if groupby is not None else "over the neighbour graph"
+    start = logg.info(f"smoothing adata.obs['{keys.prediction}'] {where}")
     codes = labels.cat.codes.to_numpy()
     n, k = adata.n_obs, len(labels.cat.categories)
     ok = codes >= 0  # missing labels cast no vote
     onehot = sp.csr_matrix((np.ones(ok.sum()), (np.flatnonzero(ok), codes[ok])), shape=(n, k))
-    votes = sp.csr_matrix(conn, dtype=np.float64) @ onehot + _SELF_WEIGHT * onehot
+    if groups is None:
+        votes = sp.csr_matrix(conn, dtype=np.float64) @ onehot + _SELF_WEIGHT * onehot
+    else:  # cells x groups, then groups x labels: each cell gets its group's counts
+        member = groups >= 0
+        m = int(groups.max()) + 1 if member.any() else 0
+        cells = sp.csr_matrix((np.ones(member.sum()), (np.flatnonzero(member), groups[member])), shape=(n, m))
+        alone = sp.diags((~member).astype(np.float64))  # a cell without a group keeps its own label
+        votes = cells @ (cells.T @ onehot) + alone @ onehot
+    votes = sp.csr_matrix(votes)
     winner = np.asarray(votes.argmax(axis=1)).ravel()
-    has_vote = np.asarray(votes.sum(axis=1)).ravel() > 0
+    total = np.asarray(votes.sum(axis=1)).ravel()
+    top = votes.max(axis=1).toarray().ravel()
+    has_vote = total > 0
     smoothed = np.where(has_vote, winner, -1)
     adata.obs[keys.smoothed] = pd.Categorical.from_codes(smoothed, categories=labels.cat.categories)
+    adata.obs[keys.vote_fraction] = np.where(has_vote, top / np.where(has_vote, total, 1.0), np.nan).astype(np.float32)
     changed = int((smoothed != codes).sum())
-    logg.info("    finished", time=start, deep=f"added '{keys.smoothed}' (adata.obs); {changed} of {n} cells changed")
+    logg.info(
+        "    finished",
+        time=start,
+        deep=f"added '{keys.smoothed}', '{keys.vote_fraction}' (adata.obs); {changed} of {n} cells changed",
+    )
     return adata if copy else None
+
+
+def _groups(adata: AnnData, groupby: str) -> np.ndarray:
+    """The group code of every cell (-1: none), from a column of ``adata.obs``."""
+    if groupby not in adata.obs.columns:
+        raise KeyError(f"groupby '{groupby}' is not a column of adata.obs; run e.g. `sc.tl.leiden` first.")
+    col = adata.obs[groupby]
+    if not isinstance(col.dtype, pd.CategoricalDtype):
+        if pd.api.types.is_float_dtype(col.dtype):
+            raise ValueError(f"adata.obs['{groupby}'] holds numbers, not groups; pass a column of clusters.")
+        col = col.astype("category")
+    return col.cat.codes.to_numpy().astype(np.int64)
 
 
 def _connectivities(adata: AnnData, neighbors_key: str | None):
