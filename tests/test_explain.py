@@ -256,6 +256,24 @@ def test_plots_return_axes_and_name_genes(explained):
     matplotlib.pyplot.close("all")
 
 
+def test_shap_dotplot_draws_each_classs_top_genes_with_scanpy(explained):
+    adata, _ = explained
+    axes = ag.pl.shap_dotplot(adata, n_genes=4, show=False)
+    main = axes["mainplot_ax"]
+    drawn = [t.get_text() for t in main.get_xticklabels()]
+    want = [g for c in (MONO, B) for g in ag.get.importance_df(adata, c).index[:4]]
+    assert drawn == want  # the explained classes' genes, in their order, as sc.pl.dotplot lays them out
+    rows = {t.get_text() for t in main.get_yticklabels()}
+    assert rows == set(adata.obs["bulk_labels"].cat.categories)  # rows: the label the model learned
+    axes = ag.pl.shap_dotplot(adata, n_genes=2, groupby="ag_prediction", show=False)
+    assert {t.get_text() for t in axes["mainplot_ax"].get_yticklabels()} <= set(adata.obs["ag_prediction"].cat.categories)
+    with pytest.raises(KeyError, match="not a column"):
+        ag.pl.shap_dotplot(adata, groupby="leiden", show=False)
+    with pytest.raises(KeyError, match="not in adata.var_names"):
+        ag.pl.shap_dotplot(adata[:, :10].copy(), use_raw=False, show=False)
+    matplotlib.pyplot.close("all")
+
+
 def test_explain_rejects_bad_input(explained, pbmc, tmp_path):
     adata, _ = explained
     with pytest.raises(KeyError, match=r"ag\.tl\.train"):

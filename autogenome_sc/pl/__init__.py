@@ -2,7 +2,7 @@
 
 from ._architecture import architecture
 from ._confusion import confusion_matrix
-from ._explain import importance, shap_summary
+from ._explain import importance, shap_dotplot, shap_summary
 from ._history import training_history
 from ._reliability import reliability
 from ._search import search_history
@@ -13,6 +13,7 @@ __all__ = [
     "importance",
     "reliability",
     "search_history",
+    "shap_dotplot",
     "shap_summary",
     "training_history",
 ]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from anndata import AnnData
 from matplotlib.axes import Axes
 
@@ -145,3 +146,73 @@ def _palette(n: int):
 
     cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
     return [cmap(i % cmap.N) for i in range(n)]
+
+
+@doc_params(explain_key_genes=EXPLAIN_KEY_GENES)
+def shap_dotplot(
+    adata: AnnData,
+    n_genes: int = 5,
+    *,
+    key: str = "ag",
+    groupby: str | None = None,
+    use_raw: bool | None = None,
+    layer: str | None = None,
+    ax: Axes | None = None,
+    show: bool | None = None,
+) -> dict[str, Axes] | None:
+    """Dot plot of each class's most important genes by SHAP, drawn by ``sc.pl.dotplot``.
+
+    For every explained class, its ``n_genes`` most important genes (``ag.tl.explain``'s
+    importance: the sum of |SHAP| over the class's cells); the dots show, per group of
+    cells, the fraction expressing each gene and its mean expression, as marker plots do.
+
+    Parameters
+    ----------
+    adata
+        Annotated data after ``ag.tl.explain``.
+    {explain_key_genes}
+    groupby
+        Column of ``adata.obs`` whose groups are the rows; default the label column the
+        model was trained on when ``adata`` has it, else the predictions
+        (``obs["<key>_prediction"]``).
+    use_raw, layer
+        The matrix drawn, as in ``sc.pl.dotplot`` (``None``: ``adata.raw`` when present).
+    ax
+        Axes to draw into; a new figure otherwise.
+    show
+        Show the figure; when ``False`` return the axes.
+
+    Returns
+    -------
+    The dict of axes ``sc.pl.dotplot`` returns (``"mainplot_ax"``, ...) when ``show=False``,
+    else ``None``.
+    """
+    import scanpy as sc
+
+    from .._keys import Keys
+
+    df, _ = _top(adata, None, key, n_genes)
+    classes = [c for c in df.columns if c != "overall"]
+    markers = {c: list(df[c].sort_values(ascending=False).index[: int(n_genes)]) for c in classes}
+    if groupby is None:
+        label_key = adata.uns.get(key, {}).get("params", {}).get("label_key")
+        groupby = label_key if label_key in adata.obs.columns else Keys(key).prediction
+    if groupby not in adata.obs.columns:
+        raise KeyError(f"groupby '{groupby}' is not a column of adata.obs; pass the column of groups to draw.")
+    raw = adata.raw is not None if use_raw is None else use_raw
+    names = adata.raw.var_names if raw and adata.raw is not None else adata.var_names
+    missing = sorted({g for genes in markers.values() for g in genes} - set(names))
+    if missing:
+        where = "adata.raw" if raw else "adata"
+        raise KeyError(
+            f"{len(missing)} explained gene(s) are not in {where}.var_names ({', '.join(missing[:3])}); "
+            "draw from the matrix ag.tl.explain read (use_raw or layer)."
+        )
+    if not isinstance(adata.obs[groupby].dtype, pd.CategoricalDtype):
+        raise ValueError(
+            f"adata.obs['{groupby}'] is not categorical; convert it first: "
+            f"adata.obs['{groupby}'] = adata.obs['{groupby}'].astype('category')."
+        )
+    axes = sc.pl.dotplot(adata, markers, groupby, use_raw=raw, layer=layer, ax=ax, show=False, dendrogram=False)
+    main = axes["mainplot_ax"]
+    return None if finish(main.figure, main, show) is None else axes
