@@ -175,8 +175,10 @@ def shap_dotplot(
         Column of ``adata.obs`` whose groups are the rows; default the label column the
         model was trained on when ``adata`` has it, else the predictions
         (``obs["<key>_prediction"]``).
-    use_raw, layer
-        The matrix drawn, as in ``sc.pl.dotplot`` (``None``: ``adata.raw`` when present).
+    use_raw
+        Draw ``adata.raw`` (``None``: when present), as in ``sc.pl.dotplot``.
+    layer
+        Draw this layer of ``adata`` instead of ``X``.
     ax
         Axes to draw into; a new figure otherwise.
     show
@@ -192,7 +194,8 @@ def shap_dotplot(
     from .._keys import Keys
 
     df, _ = _top(adata, None, key, n_genes)
-    classes = [c for c in df.columns if c != "overall"]
+    # the explained classes: those with an importance (the others' columns are empty)
+    classes = [c for c in df.columns if c != "overall" and np.nansum(np.abs(df[c].to_numpy())) > 0]
     markers = {c: list(df[c].sort_values(ascending=False).index[: int(n_genes)]) for c in classes}
     if groupby is None:
         label_key = adata.uns.get(key, {}).get("params", {}).get("label_key")
