@@ -462,13 +462,13 @@ class SearchConfig(_Strict):
             "that fit, measured from its own; its retraining stops there), so ENAS never takes the whole budget."
         ),
     )
-    select_by: Literal["loss_or_accuracy", "accuracy_f1", "loss"] = Field(
-        "loss_or_accuracy",
+    select_by: Literal["accuracy_f1", "loss_or_accuracy", "loss"] = Field(
+        "accuracy_f1",
         description=(
             "How the final model is chosen among the re-scored configurations and their ensemble, on held-out "
-            "predictions (classification): 'loss_or_accuracy', the lower log-loss unless the other is clearly "
-            "more accurate (by more than two paired standard errors, with a macro-F1 no lower); 'accuracy_f1', the "
-            "mean of accuracy and macro-F1, ties broken by log-loss; 'loss', the log-loss alone."
+            "predictions (classification): 'accuracy_f1', the mean of accuracy and macro-F1, ties broken by "
+            "log-loss; 'loss_or_accuracy', the lower log-loss unless the other is clearly more accurate (by more "
+            "than two paired standard errors, with a macro-F1 no lower); 'loss', the log-loss alone."
         ),
     )
     final: Literal["bag", "refit"] = Field(
