@@ -163,7 +163,7 @@ def shap_dotplot(
     """Dot plot of each class's most important genes by SHAP, drawn by ``sc.pl.dotplot``.
 
     For every explained class, its ``n_genes`` most important genes (``ag.tl.explain``'s
-    importance: the sum of |SHAP| over the class's cells); the dots show, per group of
+    importance: the sum of absolute SHAP values over the class's cells); the dots show, per group of
     cells, the fraction expressing each gene and its mean expression, as marker plots do.
 
     Parameters
