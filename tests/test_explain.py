@@ -266,7 +266,9 @@ def test_shap_dotplot_draws_each_classs_top_genes_with_scanpy(explained):
     rows = {t.get_text() for t in main.get_yticklabels()}
     assert rows == set(adata.obs["bulk_labels"].cat.categories)  # rows: the label the model learned
     axes = ag.pl.shap_dotplot(adata, n_genes=2, groupby="ag_prediction", show=False)
-    assert {t.get_text() for t in axes["mainplot_ax"].get_yticklabels()} <= set(adata.obs["ag_prediction"].cat.categories)
+    assert {t.get_text() for t in axes["mainplot_ax"].get_yticklabels()} <= set(
+        adata.obs["ag_prediction"].cat.categories
+    )
     with pytest.raises(KeyError, match="not a column"):
         ag.pl.shap_dotplot(adata, groupby="leiden", show=False)
     with pytest.raises(KeyError, match="not in adata.var_names"):
