@@ -268,3 +268,11 @@ def test_smooth_labels_votes_within_the_users_clusters(open_set):
     ).mean()  # voting within true groups can only repair
     with pytest.raises(KeyError, match="leiden"):
         ag.tl.smooth_labels(q, groupby="leiden")
+    q.obs["score"] = np.linspace(0, 1, q.n_obs)
+    with pytest.raises(ValueError, match="numbers, not groups"):
+        ag.tl.smooth_labels(q, groupby="score")
+    with pytest.raises(ValueError, match="not both"):
+        ag.tl.smooth_labels(q, groupby="cluster", neighbors_key="neighbors")
+    q.obs["cluster_id"] = q.obs["cluster"].cat.codes.astype(np.int64)  # integer ids are groups too
+    a, b = ag.tl.smooth_labels(q, groupby="cluster_id", copy=True), q
+    np.testing.assert_array_equal(a.obs["ag_vote_fraction"].to_numpy()[5:], b.obs["ag_vote_fraction"].to_numpy()[5:])

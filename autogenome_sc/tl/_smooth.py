@@ -45,7 +45,7 @@ def smooth_labels(
         the neighbour graph. Cells without a group keep their own label.
     neighbors_key
         The ``key_added`` of ``sc.pp.neighbors``; ``None`` reads ``.obsp["connectivities"]``
-        (not used with ``groupby``).
+        (not with ``groupby``).
     copy
         Return a copy instead of writing to ``adata``.
 
@@ -65,6 +65,8 @@ def smooth_labels(
     labels = adata.obs[keys.prediction]
     if not isinstance(labels.dtype, pd.CategoricalDtype):
         raise ValueError(f"adata.obs['{keys.prediction}'] holds values, not labels; only class labels can be voted.")
+    if groupby is not None and neighbors_key is not None:
+        raise ValueError("Pass groupby (vote within clusters) or neighbors_key (vote over a graph), not both.")
     groups = _groups(adata, groupby) if groupby is not None else None
     conn = _connectivities(adata, neighbors_key) if groups is None else None
     adata = adata.copy() if copy else adata
