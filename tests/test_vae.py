@@ -210,3 +210,12 @@ def test_dense_narrow_data_get_a_gaussian_likelihood_and_a_small_latent_that_sta
     assert scores["gaussian"][1] < scores["mse"][1]
     model = ag.read_model(out.uns["ag"]["model_path"])
     np.testing.assert_allclose(model.embed(a), out.obsm["X_ag"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("latent", [0, -3, True])
+def test_latent_size_must_be_auto_or_positive(latent):
+    from autogenome_sc import config
+
+    with pytest.raises(ValueError, match="latent size must be 'auto' or a positive integer"):
+        config.validate({"models": {"resvae": {"latent": latent}}})
+    assert config.validate({"models": {"resvae": {"latent": 8}}}).models.resvae.latent == 8

@@ -205,6 +205,13 @@ class ResVAEConfig(_Strict):
     )
     kl_warmup: int = Field(10, ge=0, description="Epochs over which the KL weight rises linearly from 0 to 1.")
 
+    @field_validator("latent", mode="before")
+    @classmethod
+    def _latent(cls, v):
+        if v != "auto" and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError("the latent size must be 'auto' or a positive integer")
+        return v
+
 
 class EnasConfig(_Arch):
     """RRFCN by ENAS (paper Methods; Pham et al. 2018 for the controller and REINFORCE settings).
