@@ -145,6 +145,8 @@ def test_regression_on_float_target():
     assert a.uns["ag"]["task"] == "regression" and "confidence" not in "".join(a.obs.columns)
     assert m["r2"] > 0.5 and m["pearson"] > 0.7
     assert a.obs["ag_prediction"].dtype == np.float32
+    with pytest.raises(ValueError, match="'mse' loss has no classes to weigh"):
+        ag.tl.train(a, "score", config={"trainer": {"max_epochs": 1}, "loss": {"class_weight": "balanced"}})
 
 
 def test_auc_loss_on_imbalanced_binary():

@@ -270,6 +270,11 @@ def fit(
         hp["input_keep"] = jnp.asarray(net.input_keep, jnp.float32)
         hp["dropout"] = jnp.asarray(net.dropout, jnp.float32)
         net = canonical(net)
+    if loss_cfg.class_weight == "balanced" and loss_name != "cross_entropy":
+        raise ValueError(
+            f"loss.class_weight 'balanced' weighs the cross entropy of class labels; the '{loss_name}' loss "
+            "has no classes to weigh. Set loss.class_weight to 'none'."
+        )
     if loss_name == "cross_entropy" and loss_cfg.class_weight == "balanced":
         hp["class_weight"] = jnp.asarray(balanced_weights(data.y[data.idx["train"]], data.n_out))
     opt = Optimizer(trainer.optimizer)
