@@ -284,8 +284,8 @@ def summary(all_scores: dict[str, dict]) -> str:
         means = {
             m: (np.mean([s["accuracy"] for s in v]), np.mean([s["macro_f1"] for s in v])) for m, v in scores.items()
         }
-        best_acc = max(v[0] for m, v in means.items() if m != "ag.tl.search")
-        best_f1 = max(v[1] for m, v in means.items() if m != "ag.tl.search")
+        best_acc = max((v[0] for m, v in means.items() if m != "ag.tl.search"), default=0.0)
+        best_f1 = max((v[1] for m, v in means.items() if m != "ag.tl.search"), default=0.0)
         cells = []
         for m in _methods(all_scores):
             if m not in means:

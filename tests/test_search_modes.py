@@ -116,3 +116,20 @@ def test_early_stopping_forgets_the_warm_up_best():
     assert stop.epoch == 3 and stop.loss == 2.0
     spaces = ag.config.validate(None).search.spaces
     assert spaces.resvae_learning_rate[1] <= 3e-3  # the VAE's rates stay where its ELBO does not diverge
+
+
+def test_portfolio_adds_a_class_separating_linear_model_on_wide_data():
+    from autogenome_sc.search._spaces import portfolio
+
+    cfg = ag.config.validate(None)
+    modes = ["linear", "mlp", "resnet", "densenet"]
+    wide = portfolio(cfg, modes, n_vars=12_600, n_train=100)
+    picked = [e for e in wide if e["mode"] == "linear" and e.get("genes_by") == "f_test"]
+    assert len(picked) == 1 and picked[0]["n_genes"] == 500 and picked[0]["scaling"] == "minmax"
+    assert wide.index(picked[0]) == 1  # cheap and strong on wide data: it runs second
+    narrow = portfolio(cfg, modes, n_vars=48, n_train=300)  # every n_genes choice means all genes
+    assert not [e for e in narrow if e.get("genes_by") == "f_test"]
+    regression = portfolio(cfg, modes, n_vars=12_600, n_train=100, task="regression")
+    assert not [e for e in regression if e.get("genes_by") == "f_test" and e["mode"] == "linear"]
+    only_all = ag.config.validate({"search": {"spaces": {"n_genes": [None]}}})
+    assert not [e for e in portfolio(only_all, modes, 12_600, 100) if e.get("n_genes")]
