@@ -28,6 +28,15 @@ INPUT_SPLIT_KEY = """layer
     key_added
         Prefix of every key written (see Returns)."""
 
+#: ``batch_key`` of the supervised training tools.
+BATCH_KEY = """batch_key
+        Column of ``adata.obs`` naming each cell's batch (a run, a sample, a processing
+        batch). Each batch is standardised gene by gene on its own training cells before the
+        model's scaling, and a query's batches on themselves at prediction (``ag.tl.predict``),
+        which removes batch effects that shift or stretch genes. It also removes what a batch's
+        cells share, so it helps where batches hold similar mixtures of classes and can hurt
+        where a batch holds one class (a warning says so; see ``docs/label_transfer.md``)."""
+
 #: ``key`` and ``n_genes`` of the plots of ``ag.tl.explain`` results.
 EXPLAIN_KEY_GENES = """key
         The ``key`` of the ``ag.tl.explain`` call.

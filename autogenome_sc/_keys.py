@@ -32,6 +32,14 @@ class Keys:
     def uncertainty(self) -> str:
         return f"{self.key}_uncertainty"
 
+    def level_prediction(self, level: str) -> str:
+        """The label of one level of a label hierarchy (``label_key=[coarse, ..., fine]``)."""
+        return f"{self.key}_prediction_{level}"
+
+    def level_confidence(self, level: str) -> str:
+        """The confidence of one level's label: the summed probability of its fine classes."""
+        return f"{self.key}_confidence_{level}"
+
     @property
     def smoothed(self) -> str:
         return f"{self.key}_prediction_smoothed"

@@ -32,6 +32,11 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layer", default=None, help="read adata.layers[LAYER] instead of adata.X")
     p.add_argument("--use-raw", action="store_true", help="read adata.raw.X")
     p.add_argument(
+        "--batch-key",
+        default=None,
+        help="column of adata.obs naming each cell's batch: each batch is standardised on its own cells",
+    )
+    p.add_argument(
         "--backed", action="store_true", help="leave the matrix on disk (anndata backed mode), read by chunks"
     )
 
@@ -136,6 +141,7 @@ def _search(args) -> None:
         timeout=args.timeout,
         layer=args.layer,
         use_raw=args.use_raw,
+        batch_key=args.batch_key,
         key_added=args.key_added,
         config=args.config,
         storage=args.storage,
@@ -175,6 +181,7 @@ def _worker(args) -> None:
         run_dir=args.run_dir,
         rng=args.rng,
         worker_index=args.worker_index if args.worker_index is not None else os.getpid(),
+        batch_key=args.batch_key,
     )
     s = opened.searcher
     s.run(opened.n_trials, opened.timeout)
@@ -191,7 +198,9 @@ def _predict(args) -> None:
 
     _check_out(args.out)
     adata = _read(args.data, args.backed)
-    ag.tl.predict(adata, args.model, layer=args.layer, use_raw=args.use_raw, key_added=args.key_added)
+    ag.tl.predict(
+        adata, args.model, layer=args.layer, use_raw=args.use_raw, batch_key=args.batch_key, key_added=args.key_added
+    )
     adata.write_h5ad(args.out)
     print(f"labelled {adata.n_obs} cells with '{args.model}'; wrote {args.out}")
 

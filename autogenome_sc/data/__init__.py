@@ -8,6 +8,7 @@ import numpy as np
 from anndata import AnnData
 
 from ._align import GeneAlignment, align_genes
+from ._batches import BatchStandardizer, read_batches, warn_single_class_batches
 from ._labels import SPLITS, Targets, encode_targets, read_split, stratified_split
 from ._matrix import (
     PREPROCESSING,
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from ..config._schema import DataConfig
 
 __all__ = [
+    "BatchStandardizer",
     "CLIP",
     "PREPROCESSING",
     "SCALINGS",
@@ -48,10 +50,12 @@ __all__ = [
     "prefetch",
     "prepare_unsupervised",
     "random_split",
+    "read_batches",
     "read_split",
     "resolve_preprocessing",
     "rows_per_chunk",
     "stratified_split",
+    "warn_single_class_batches",
 ]
 
 
@@ -70,10 +74,16 @@ def prepare(
     data_cfg: DataConfig,
     loss: str,
     rng: np.random.Generator,
+    batch_key: str | None = None,
 ) -> tuple[TrainData, str]:
-    """Build the training problem; return it with the detected input kind."""
+    """Build the training problem; return it with the detected input kind.
+
+    With ``batch_key``, every batch is standardised on its training cells (see
+    :class:`BatchStandardizer`).
+    """
     source = get_source(adata, layer=layer, use_raw=use_raw)
     targets = encode_targets(adata, label_key, loss)
+    batches = read_batches(adata, batch_key) if batch_key is not None else None
     kind = check_finite_and_detect(source, data_cfg.chunk_mb)
     how = resolve_preprocessing(kind, data_cfg.preprocess)
     split = (
@@ -82,6 +92,16 @@ def prepare(
         else stratified_split(targets, cast("tuple[float, float, float]", tuple(data_cfg.split)), rng)
     )
     pipe = Pipeline(source=source, preprocess=how)
+    if batches is not None:
+        assert batch_key is not None  # batches are read only with a batch_key
+        codes, names = batches
+        train = np.flatnonzero(split == "train")
+        pipe.batches = BatchStandardizer.fit(
+            batch_key, names, codes, lambda idx: apply_preprocessing(source.rows(idx), how), train,
+            source.n_vars, rows_per_chunk(source.n_vars, data_cfg.chunk_mb),
+        )  # fmt: skip
+        if targets.task == "classification":
+            warn_single_class_batches(codes, names, targets.y, train, batch_key)
     data = TrainData(
         pipe,
         targets.y,

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ._align import GeneAlignment
+from ._batches import BatchStandardizer
 from ._matrix import MatrixSource, apply_preprocessing, rows_per_chunk
 from ._prefetch import prefetch
 from ._scale import GeneStats, Scaler
@@ -20,13 +21,18 @@ CACHE_MB = 256
 
 @dataclass
 class Pipeline:
-    """Rows -> preprocessing (per cell) -> gene alignment or selection -> per-gene scaling (bounded)."""
+    """Rows -> preprocessing (per cell) -> per-batch standardisation -> genes -> per-gene scaling.
+
+    The per-batch standardisation is there with a ``batch_key``; the genes are an alignment to
+    a model's genes or a selection; the scaling is bounded.
+    """
 
     source: MatrixSource
     preprocess: str
     scaler: Scaler | None = None
     alignment: GeneAlignment | None = None
     cache: np.ndarray | None = None  # what block() returns for every row, when it is small (training only)
+    batches: BatchStandardizer | None = None
 
     @property
     def n_features(self) -> int:
@@ -43,6 +49,8 @@ class Pipeline:
         if self.cache is not None and (scale or self.scaler is None):
             return self.cache[np.asarray(idx, dtype=np.int64)]
         x = apply_preprocessing(self.source.rows(idx), self.preprocess)
+        if self.batches is not None:
+            x = self.batches.apply(x, idx)
         if self.alignment is not None:
             x = self.alignment.apply(x)
         if scale and self.scaler is not None:
@@ -168,7 +176,9 @@ class TrainData:
                 alignment = GeneAlignment(genes, np.arange(len(genes)), len(genes), identity=False)
                 stats = stats.subset(genes)
             scaler = stats.scaler(scaling)
-            pipe = Pipeline(base.pipeline.source, base.pipeline.preprocess, scaler, alignment)
+            pipe = Pipeline(
+                base.pipeline.source, base.pipeline.preprocess, scaler, alignment, batches=base.pipeline.batches
+            )
             if base.pipeline.cache is not None:  # the variant's rows, scaled once
                 rows = base.pipeline.cache if alignment is None else base.pipeline.cache[:, alignment.query_pos]
                 pipe.cache = scaler.transform(np.array(rows, dtype=np.float32, copy=True))

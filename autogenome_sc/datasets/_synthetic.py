@@ -26,6 +26,8 @@ def synthetic(
     mean_library_size: float = 1500.0,
     dispersion: float = 4.0,
     effect_size: float = 0.3,
+    n_batches: int = 1,
+    batch_effect: float = 0.5,
     chunk_size: int = 20_000,
     rng: int = 0,
 ) -> AnnData:
@@ -62,6 +64,13 @@ def synthetic(
         Mean inverse dispersion (theta) of the negative binomial; smaller is noisier.
     effect_size
         Strength of the marker programs; larger makes the cell types easier to tell apart.
+    n_batches
+        Number of batches (``obs["batch"]``, cells drawn at random, so every batch holds every
+        type in about the same proportions). Each batch multiplies every gene by its own
+        ``LogNormal(0, batch_effect)`` factor and scales its library sizes by
+        ``LogNormal(0, batch_effect)``: a run or protocol effect.
+    batch_effect
+        Strength of the batch effects (``n_batches > 1``).
     chunk_size
         Cells generated (and written) at a time (rounded up to a multiple of 1000).
     rng
@@ -70,7 +79,7 @@ def synthetic(
     Returns
     -------
     AnnData with raw counts in ``X`` (float32 CSR), ``obs["cell_type"]`` (categorical),
-    ``obs["library_size"]`` and ``var["marker_of"]`` (the type a gene marks, or ``""``).
+    ``obs["library_size"]``, ``obs["batch"]`` (with ``n_batches > 1``) and ``var["marker_of"]`` (the type a gene marks, or ``""``).
     In backed mode (``path`` given) ``X`` stays on disk.
     """
     if n_obs < 1 or n_vars < 1:
@@ -87,6 +96,10 @@ def synthetic(
             raise ValueError(f"{name} must be positive, got {value}.")
     if not effect_size >= 0:
         raise ValueError(f"effect_size must be 0 or more, got {effect_size}.")
+    if isinstance(n_batches, bool) or not isinstance(n_batches, int | np.integer) or not 1 <= n_batches <= n_obs:
+        raise ValueError(f"n_batches must be an integer between 1 and n_obs ({n_obs}), got {n_batches!r}.")
+    if not batch_effect >= 0:
+        raise ValueError(f"batch_effect must be 0 or more, got {batch_effect}.")
 
     root = np.random.SeedSequence(rng)
     g = np.random.default_rng(root.spawn(1)[0])
@@ -107,6 +120,13 @@ def synthetic(
     # Cells: a type and a library size each; the counts of chunk i use their own stream.
     cell_type = g.choice(n_types, size=n_obs, p=abundance)
     library = mean_library_size * g.lognormal(-0.125, 0.5, n_obs)
+    batch = np.zeros(n_obs, np.int64)
+    gene_factor = np.ones((1, n_vars))
+    if n_batches > 1:  # drawn from their own stream: the cells' types and counts stay those of n_batches=1
+        bgen = np.random.default_rng([rng, 6007])
+        batch = bgen.integers(0, n_batches, n_obs)
+        gene_factor = bgen.lognormal(0.0, batch_effect, (n_batches, n_vars))
+        library = library * bgen.lognormal(0.0, batch_effect, n_batches)[batch]
 
     obs = pd.DataFrame(
         {
@@ -115,12 +135,14 @@ def synthetic(
         },
         index=pd.Index([f"cell_{i}" for i in range(n_obs)]),
     )
+    if n_batches > 1:
+        obs["batch"] = pd.Categorical.from_codes(batch, categories=[f"batch_{b}" for b in range(n_batches)])
     var = pd.DataFrame({"marker_of": marker_of.astype(str)}, index=pd.Index([f"gene_{j}" for j in range(n_vars)]))
 
     def block(start: int) -> sp.csr_matrix:  # cells [start, start + _BLOCK): their own random stream
         stop = min(start + _BLOCK, n_obs)
         bg = np.random.default_rng([rng, start // _BLOCK, 7919])
-        mu = program[cell_type[start:stop]] * library[start:stop, None]
+        mu = program[cell_type[start:stop]] * gene_factor[batch[start:stop]] * library[start:stop, None]
         return sp.csr_matrix(bg.poisson(bg.gamma(theta, mu / theta)).astype(np.float32))
 
     step = -(-chunk_size // _BLOCK) * _BLOCK

@@ -25,6 +25,8 @@ from .._names import ACTIVATIONS, LIKELIHOODS, TASKS
 
 #: The fields of model.json that decide predictions: all covered by the checksum.
 CHECKED_FIELDS = ("architecture", "task", "classes", "var_names", "preprocessing", "target_mean", "target_std")
+#: Prediction-deciding fields that only some models have (the labels of coarser levels).
+OPTIONAL_CHECKED_FIELDS = ("hierarchy",)
 #: String values an architecture may hold, by key.
 _STRINGS = {"activation": ACTIVATIONS, "likelihood": LIKELIHOODS, "average": ("probs", "mean")}
 
@@ -37,6 +39,9 @@ def checksum(meta: dict[str, Any], weights: bytes) -> str:
     """``sha256:<hex>`` of the weights file and the prediction-deciding fields of ``model.json``."""
     h = hashlib.sha256(weights)
     fields = {k: meta.get(k) for k in CHECKED_FIELDS}
+    for k in OPTIONAL_CHECKED_FIELDS:  # only where present: a model without them keeps the checksum it had
+        if meta.get(k) is not None:
+            fields[k] = meta[k]
     h.update(json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str).encode())
     return "sha256:" + h.hexdigest()
 
@@ -57,12 +62,18 @@ def check_meta(meta: dict[str, Any], path: Path) -> None:
         raise DamagedModel(f"'{path}': model.json's 'var_names' repeats gene names.")
     if not isinstance(meta["preprocessing"], dict) or not isinstance(meta["preprocessing"].get("input"), str):
         raise DamagedModel(f"'{path}': model.json's 'preprocessing' must be an object with the detected 'input'.")
+    batch_key = meta["preprocessing"].get("batch_key")
+    if batch_key is not None and (not isinstance(batch_key, str) or not batch_key):
+        raise DamagedModel(f"'{path}': model.json's 'preprocessing.batch_key' must be a column name (a string).")
     classes = meta.get("classes")
     if meta["task"] == "classification":
         if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) for c in classes):
             raise DamagedModel(f"'{path}': a classification model needs 'classes', a list of at least two names.")
         if len(set(classes)) != len(classes):
             raise DamagedModel(f"'{path}': model.json's 'classes' repeats a class name.")
+    hierarchy = meta.get("hierarchy")
+    if hierarchy is not None:
+        _check_hierarchy(hierarchy, classes, path)
     for key in ("target_mean", "target_std"):
         value = meta.get(key, 0.0)
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
@@ -154,3 +165,21 @@ def _leaves(tree: Any) -> Iterator[np.ndarray]:
             yield from _leaves(v)
     else:
         yield np.asarray(tree)
+
+
+def _check_hierarchy(h: Any, classes: Any, path: Path) -> None:
+    """A label hierarchy: levels coarse to fine, the finest being the classes, a parent name per class at each level."""
+    bad = DamagedModel(
+        f"'{path}': model.json's 'hierarchy' must hold 'levels' (column names, coarse to fine) and 'parents' "
+        "(for every level, one name per class, the finest level being the classes)."
+    )
+    if not isinstance(h, dict) or not isinstance(h.get("levels"), list) or not isinstance(h.get("parents"), dict):
+        raise bad
+    levels, parents = h["levels"], h["parents"]
+    if len(levels) < 2 or not all(isinstance(v, str) for v in levels) or set(parents) != set(levels):
+        raise bad
+    if not isinstance(classes, list) or parents[levels[-1]] != classes:
+        raise bad
+    for v in parents.values():
+        if not isinstance(v, list) or len(v) != len(classes) or not all(isinstance(c, str) for c in v):
+            raise bad

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from flax import linen as nn
 
     from ..data import GeneAlignment, Pipeline, Scaler
+    from ..data._hierarchy import Hierarchy
 
 _GROUPS = {"counts": "log", "normalized": "log", "log": "log", "scaled": "scaled", "binary": "binary"}
 
@@ -75,6 +76,7 @@ class Model:
     calibration: dict = field(default_factory=dict)
     novelty_: dict = field(default_factory=dict)
     id_: str | None = None  # the checksum written by save(); None until saved
+    hierarchy_: dict = field(default_factory=dict)  # {"levels": [coarse, ..., fine], "parents": {...}}
 
     def __post_init__(self):
         from ..nn import build_network, build_vae
@@ -103,13 +105,35 @@ class Model:
         return f"ag.Model({self.architecture['model']}, {what}, {len(self.var_names_)} genes)"
 
     # ------------------------------------------------------------------ inference
+    @property
+    def hierarchy(self) -> Hierarchy | None:
+        """The label hierarchy (``label_key=[coarse, ..., fine]``) the model reads its coarse levels from, if any."""
+        from ..data._hierarchy import Hierarchy
+
+        return Hierarchy.from_dict(self.hierarchy_) if self.hierarchy_ else None
+
+    @property
+    def batch_key(self) -> str | None:
+        """The column of ``.obs`` whose batches were standardised on themselves in training (or ``None``)."""
+        return self.preprocessing_.get("batch_key")
+
     def pipeline(
-        self, adata: AnnData, *, layer: str | None = None, use_raw: bool = False
+        self, adata: AnnData, *, layer: str | None = None, use_raw: bool = False, batch_key: str | None = None
     ) -> tuple[Pipeline, GeneAlignment, str]:
-        """The data pipeline that maps ``adata`` onto this model's genes and scaling."""
+        """The data pipeline that maps ``adata`` onto this model's genes and scaling.
+
+        A model trained with a ``batch_key`` standardises each batch of ``adata`` on its own
+        cells: the batches of ``adata.obs[batch_key]``, by default the column the model was
+        trained with; without that column, ``adata`` is one batch (with a warning).
+        """
         from ..data import Pipeline, align_genes, check_finite_and_detect, get_source
         from ..data import resolve_preprocessing as _resolve
 
+        if batch_key is not None and self.batch_key is None:
+            raise ValueError(
+                "This model was trained without a batch_key, so it has no per-batch standardisation to apply; "
+                "predict without batch_key, or train with one."
+            )
         source = get_source(adata, layer=layer, use_raw=use_raw)
         min_overlap = self.config.get("data", {}).get("min_gene_overlap", 0.5)
         alignment = align_genes(source.var_names, self.var_names_, min_overlap)
@@ -135,7 +159,29 @@ class Model:
                 f"{kind} values; pass the counts with `layer=`."
             )
         pipe = Pipeline(source=source, preprocess=how, scaler=self.scaler(), alignment=alignment)
+        if self.batch_key is not None:
+            pipe.batches = self._query_batches(adata, source, how, batch_key)
         return pipe, alignment, kind
+
+    def _query_batches(self, adata: AnnData, source, how: str, batch_key: str | None):
+        """Each batch of ``adata`` standardised on all of its cells (a query has no training split)."""
+        from ..data import BatchStandardizer, apply_preprocessing, read_batches, rows_per_chunk
+
+        key = batch_key if batch_key is not None else self.batch_key
+        assert key is not None  # called for models trained with a batch_key
+        if batch_key is None and key not in adata.obs.columns:
+            warn(
+                f"The model standardises each batch of adata.obs['{key}'] on its own cells, but there is no such "
+                "column: every cell is taken as one batch. Pass batch_key= naming the column of your batches."
+            )
+            codes, names = np.zeros(adata.n_obs, np.int32), ["all"]
+        else:
+            codes, names = read_batches(adata, key)
+        chunk = rows_per_chunk(source.n_vars, float(self.config.get("data", {}).get("chunk_mb", 64.0)))
+        return BatchStandardizer.fit(
+            key, names, codes, lambda idx: apply_preprocessing(source.rows(idx), how), np.arange(adata.n_obs),
+            source.n_vars, chunk,
+        )  # fmt: skip
 
     def scaler(self) -> Scaler:
         """The per-gene scaling the model applies after preprocessing (bounded to its training range).
@@ -155,18 +201,30 @@ class Model:
 
     @at_full_precision
     def outputs(
-        self, adata: AnnData, *, layer: str | None = None, use_raw: bool = False, batch_size: int = 1024
+        self,
+        adata: AnnData,
+        *,
+        layer: str | None = None,
+        use_raw: bool = False,
+        batch_size: int = 1024,
+        batch_key: str | None = None,
     ) -> tuple[np.ndarray, np.ndarray, dict]:
         """Raw network outputs and embeddings of every cell, with alignment info."""
         from ..train import predict_arrays
 
-        pipe, alignment, kind = self.pipeline(adata, layer=layer, use_raw=use_raw)
+        pipe, alignment, kind = self.pipeline(adata, layer=layer, use_raw=use_raw, batch_key=batch_key)
         bs = int(min(batch_size, adata.n_obs))
         out, emb = predict_arrays(self.apply_fn, self.variables, pipe, np.arange(adata.n_obs), bs)
-        info = {"genes_missing_fraction": alignment.fraction_missing, "input": kind}
+        info = {
+            "genes_missing_fraction": alignment.fraction_missing,
+            "input": kind,
+            "n_batches": 0 if pipe.batches is None else len(pipe.batches.names),
+        }
         return out, emb, info
 
-    def embed(self, adata: AnnData, *, layer: str | None = None, use_raw: bool = False) -> np.ndarray:
+    def embed(
+        self, adata: AnnData, *, layer: str | None = None, use_raw: bool = False, batch_key: str | None = None
+    ) -> np.ndarray:
         """Posterior means of the latent code of every cell (embedding models).
 
         Parameters
@@ -176,13 +234,16 @@ class Model:
             with a warning; too few shared genes raise an error).
         layer, use_raw
             Which matrix to read.
+        batch_key
+            For a model trained with a ``batch_key``: the column of ``adata.obs`` whose batches
+            are each standardised on their own cells (default: the model's column).
 
         Returns
         -------
         An array of shape ``(n_obs, latent)``.
         """
         self._need_embedding("embed")
-        pipe, _, _ = self.pipeline(adata, layer=layer, use_raw=use_raw)
+        pipe, _, _ = self.pipeline(adata, layer=layer, use_raw=use_raw, batch_key=batch_key)
         return self.embed_rows(pipe, np.arange(adata.n_obs))
 
     def reconstruct(
@@ -255,7 +316,9 @@ class Model:
             return 1.0 - p.max(axis=1)
         return uncertainty(emb, p.max(axis=1), self.novelty_)
 
-    def predict_proba(self, adata: AnnData, *, layer: str | None = None, use_raw: bool = False) -> pd.DataFrame:
+    def predict_proba(
+        self, adata: AnnData, *, layer: str | None = None, use_raw: bool = False, batch_key: str | None = None
+    ) -> pd.DataFrame:
         """Class probabilities of every cell (cells x classes), calibrated by the model's temperature.
 
         Parameters
@@ -264,6 +327,9 @@ class Model:
             Cells to label; genes are aligned to the model's by name.
         layer, use_raw
             Which matrix to read.
+        batch_key
+            For a model trained with a ``batch_key``: the column of ``adata.obs`` whose batches
+            are each standardised on their own cells (default: the model's column).
 
         Returns
         -------
@@ -272,11 +338,13 @@ class Model:
         if self.task != "classification":
             what = "an embedding model (Res-VAE/VAE); use `model.embed`" if self.task == "embedding" else "a regression"
             raise ValueError(f"predict_proba is for classification models; this is {what}.")
-        out, _, _ = self.outputs(adata, layer=layer, use_raw=use_raw)
+        out, _, _ = self.outputs(adata, layer=layer, use_raw=use_raw, batch_key=batch_key)
         _, p = self.postprocess(out)
         return pd.DataFrame(p, index=adata.obs_names, columns=self.classes_)
 
-    def predict(self, adata: AnnData, *, layer: str | None = None, use_raw: bool = False) -> pd.DataFrame:
+    def predict(
+        self, adata: AnnData, *, layer: str | None = None, use_raw: bool = False, batch_key: str | None = None
+    ) -> pd.DataFrame:
         """Predict every cell of ``adata``; genes are aligned to the model's by name.
 
         Parameters
@@ -286,6 +354,9 @@ class Model:
             genes raise an error.
         layer, use_raw
             Which matrix to read.
+        batch_key
+            For a model trained with a ``batch_key``: the column of ``adata.obs`` whose batches
+            are each standardised on their own cells (default: the model's column).
 
         Returns
         -------
@@ -293,7 +364,7 @@ class Model:
         classification, ``confidence`` (the largest calibrated class probability) and
         ``uncertainty`` (see ``ag.tl.predict``).
         """
-        out, emb, _ = self.outputs(adata, layer=layer, use_raw=use_raw)
+        out, emb, _ = self.outputs(adata, layer=layer, use_raw=use_raw, batch_key=batch_key)
         pred, p = self.postprocess(out)
         if p is None:
             return pd.DataFrame({"prediction": pred}, index=adata.obs_names)
@@ -337,6 +408,8 @@ class Model:
             "extra": self.extra,
             "calibration": self.calibration,
         }
+        if self.hierarchy_:
+            meta["hierarchy"] = self.hierarchy_
         self.id_ = write_model_files(path, meta, state, overwrite=overwrite)
         self.path = Path(path)
         return self.path
@@ -390,6 +463,7 @@ def read_model(path: str | Path) -> Model:
         calibration=meta.get("calibration", {}),
         novelty_={k: np.asarray(v) for k, v in state.get("novelty", {}).items()},
         id_=meta.get("checksum"),
+        hierarchy_=meta.get("hierarchy") or {},
     )
     # shapes only (no memory is allocated for the template's weights)
     template = jax.eval_shape(

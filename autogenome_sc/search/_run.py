@@ -81,6 +81,7 @@ def fingerprint(data: TrainData, label_key: str | None) -> dict:
         "n_vars": int(data.pipeline.n_features),
         "classes": "|".join(data.classes) if data.classes is not None else "",
         "split": digest,
+        "batch_key": data.pipeline.batches.key if data.pipeline.batches is not None else "",
     }
 
 
@@ -101,6 +102,7 @@ def open_study(
     rng: int,
     worker_index: int = 0,
     keep: int = 1,
+    batch_key: str | None = None,
 ) -> Opened:
     """Prepare the data once, create or join the study, and return a ready :class:`Searcher`."""
     study_name = check_file_name(study_name, "study_name")
@@ -130,6 +132,7 @@ def open_study(
             data_cfg=cfg.data,
             loss=cfg.loss.name,
             rng=np.random.default_rng(rng),
+            batch_key=batch_key,
         )
     if cfg.search.metric == "val_accuracy" and data.task != "classification":
         raise ValueError("search.metric 'val_accuracy' is for classification; use 'val_loss' for regression.")

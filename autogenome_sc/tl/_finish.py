@@ -17,6 +17,7 @@ from anndata import AnnData
 from .._keys import Keys
 from .._precision import at_full_precision
 from ..data import Scaler, TrainData
+from ..data._hierarchy import Hierarchy
 from ..model import Model
 from ..train import FitResult, evaluate_elbo, make_terms, predict_arrays
 from ._calibrate import calibrate
@@ -42,15 +43,19 @@ def finish(
     held_out: tuple[np.ndarray, np.ndarray] | None = None,
     reconstruct: bool = False,
     eval_key: str | None = None,
+    hierarchy: Hierarchy | None = None,
 ) -> Model:
     """Evaluate the fitted network on the test split once, save it, write results to ``adata``.
 
     ``held_out = (rows, outputs)``: out-of-fold outputs that calibrate a model trained on
     train + validation (see :func:`autogenome_sc.tl._calibrate.calibrate`). ``reconstruct``
     and ``eval_key`` are for embeddings: write the reconstruction, score the latent space
-    against a column of ``adata.obs``.
+    against a column of ``adata.obs``. ``hierarchy``: the coarser levels of a classification's
+    labels, written and scored per level.
     """
     model = _model(data, kind, arch, result, cfg)
+    if hierarchy is not None:
+        model.hierarchy_ = hierarchy.to_dict()
     keys = Keys(key_added)
     if data.task == "embedding":
         latent = _score_embedding(model, data, result, adata, rng, eval_key)
@@ -60,7 +65,7 @@ def finish(
         }  # fmt: skip
     else:
         out, emb, calib_uns = _score_supervised(model, data, result, adata.n_obs, held_out)
-        params = {"label_key": label_key}
+        params = {"label_key": label_key if hierarchy is None else hierarchy.levels}
         extra_uns = {**calib_uns, **(extra_uns or {})}
     model.save(default_model_path(cfg.save.path, key_added, label_key), overwrite=cfg.save.overwrite)
     if data.task == "embedding":
@@ -107,6 +112,14 @@ def _score_supervised(
     pred, _ = model.postprocess(out)
     test = data.idx["test"]
     metrics = model.task_type.metrics(data.y[test], pred[test], len(data.classes or ()))
+    hierarchy = model.hierarchy
+    if hierarchy is not None:  # each coarser level scored like the finest: its labels are the parents of the fine ones
+        metrics["levels"] = {}
+        for level in hierarchy.levels[:-1]:
+            classes, M = hierarchy.membership(level)
+            parent = M.argmax(axis=1)
+            scored = model.task_type.metrics(parent[data.y[test]], parent[pred[test]], len(classes))
+            metrics["levels"][level] = {k: scored[k] for k in ("accuracy", "macro_f1", "balanced_accuracy")}
     metrics["best_epoch"] = result.best_epoch
     metrics["best_val_loss"] = result.best_val_loss
     metrics.update(calib_metrics)

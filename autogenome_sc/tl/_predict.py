@@ -22,6 +22,7 @@ def predict(
     *,
     layer: str | None = None,
     use_raw: bool = False,
+    batch_key: str | None = None,
     reject: float | None = None,
     reject_uncertainty: float | None = REJECT_UNCERTAINTY,
     key_added: str = "ag",
@@ -54,6 +55,11 @@ def predict(
         Read ``query.layers[layer]`` instead of ``query.X``.
     use_raw
         Read ``query.raw.X``.
+    batch_key
+        For a model trained with a ``batch_key``: the column of ``query.obs`` naming the
+        query's batches, each standardised gene by gene on its own cells before the model's
+        scaling. Default: the column the model was trained with; a query without it is one
+        batch (with a warning). A model trained without one refuses it.
     reject
         A probability in (0, 1), or ``None`` (default) to label every cell. Cells with
         ``ag_confidence`` below it, or with ``ag_uncertainty`` above ``reject_uncertainty``,
@@ -84,7 +90,8 @@ def predict(
         but ``.uns`` is written then).
     ``.uns["ag"]["prediction"]``
         ``model_path``, ``model_id``, ``genes_missing_fraction``, ``temperature``, ``reject``,
-        ``reject_uncertainty`` and ``n_unassigned``.
+        ``reject_uncertainty``, ``n_unassigned``, ``n_batches`` (the query's batches, 0 for a
+        model without a batch key) and, for a model with one, ``batch_key``.
     """
     if not isinstance(model, Model):
         model = read_model(model)
@@ -95,15 +102,18 @@ def predict(
     start = logg.info(f"predicting {query.n_obs} cells with {model!r}")
     keys = Keys(key_added)
     if model.task == "embedding":  # a Res-VAE/VAE: only the latent means
-        pipe, alignment, kind = model.pipeline(query, layer=layer, use_raw=use_raw)
+        pipe, alignment, kind = model.pipeline(query, layer=layer, use_raw=use_raw, batch_key=batch_key)
         query.obsm[keys.obsm] = model.embed_rows(pipe, np.arange(query.n_obs)).astype(np.float32)
         info = {"genes_missing_fraction": alignment.fraction_missing, "input": kind}
+        info["n_batches"] = 0 if pipe.batches is None else len(pipe.batches.names)
         added = [f"'{keys.obsm}' (adata.obsm)"]
     else:
-        out, emb, info = model.outputs(query, layer=layer, use_raw=use_raw)
+        out, emb, info = model.outputs(query, layer=layer, use_raw=use_raw, batch_key=batch_key)
         added = write_predictions(query, model, out, emb, keys, reject=reject, reject_uncertainty=reject_uncertainty)
     uns = dict(query.uns.get(keys.uns, {}))
     uns["prediction"] = {"model_path": str(model.path or ""), "model_id": model.id_ or "", **info}
+    if model.batch_key is not None:
+        uns["prediction"]["batch_key"] = batch_key or model.batch_key
     if model.task == "classification":
         uns["prediction"]["temperature"] = model.temperature
     if reject is not None:

@@ -14,6 +14,7 @@ from anndata import AnnData
 from .. import _logging as logg
 from .._keys import UNASSIGNED, Keys
 from .._settings import settings
+from ..data._hierarchy import Hierarchy, level_outputs
 from ..model import Model
 
 if TYPE_CHECKING:
@@ -46,19 +47,59 @@ def write_predictions(
         unc = model.uncertainty_of(emb, p)
         assert model.classes_ is not None  # probabilities come from classification models only
         categories = list(model.classes_)
-        if reject is not None:
-            rejected = conf < reject
-            if reject_uncertainty is not None:
-                rejected |= unc > reject_uncertainty
-            pred = np.where(rejected, len(categories), pred)
-            categories.append(UNASSIGNED)
-        adata.obs[keys.prediction] = pd.Categorical.from_codes(pred, categories=categories)
+        novel = np.zeros(len(pred), bool) if reject_uncertainty is None else unc > reject_uncertainty
+        labels = pd.Categorical.from_codes(pred, categories=categories)
+        added = []
+        if model.hierarchy is not None:
+            labels, added = _write_levels(adata, model.hierarchy, p, pred, keys, reject, novel)
+        elif reject is not None:
+            rejected = (conf < reject) | novel
+            labels = pd.Categorical.from_codes(np.where(rejected, len(categories), pred), [*categories, UNASSIGNED])
+        adata.obs[keys.prediction] = labels
         adata.obs[keys.confidence] = conf.astype(np.float32)
         adata.obs[keys.uncertainty] = unc.astype(np.float32)
-        added = [f"'{keys.prediction}', '{keys.confidence}', '{keys.uncertainty}' (adata.obs)"]
+        added.insert(0, f"'{keys.prediction}', '{keys.confidence}', '{keys.uncertainty}' (adata.obs)")
     adata.obsm[keys.obsm] = emb.astype(np.float32)
     added.append(f"'{keys.obsm}' (adata.obsm)")
     return added
+
+
+def _write_levels(
+    adata: AnnData,
+    hierarchy: Hierarchy,
+    p: np.ndarray,
+    pred: np.ndarray,
+    keys: Keys,
+    reject: float | None,
+    novel: np.ndarray,
+) -> tuple[pd.Categorical, list[str]]:
+    """Each level's label and confidence; the main label, which with ``reject`` is the deepest confident level's.
+
+    A level's label is the parent of the fine label; with ``reject`` it is ``"Unassigned"``
+    where its confidence is below ``reject`` (or the cell is unlike the reference). The
+    confidence only grows towards the coarse levels, so the deepest confident level is the
+    finest one whose label is kept.
+    """
+    levels = level_outputs(hierarchy, p, pred)
+    main = np.full(len(pred), UNASSIGNED, dtype=object)
+    written = []
+    for level in reversed(hierarchy.levels):  # fine to coarse
+        classes, code, conf = levels[level]
+        keep = np.ones(len(pred), bool) if reject is None else (conf >= reject) & ~novel
+        names = np.asarray(classes, dtype=object)[code]
+        cats = classes if reject is None else [*classes, UNASSIGNED]
+        adata.obs[keys.level_prediction(level)] = pd.Categorical(np.where(keep, names, UNASSIGNED), categories=cats)
+        adata.obs[keys.level_confidence(level)] = conf.astype(np.float32)
+        written += [keys.level_prediction(level), keys.level_confidence(level)]
+        fill = keep & (main == UNASSIGNED)
+        main[fill] = names[fill]
+    order = list(levels[hierarchy.finest][0])  # with reject: fine classes, then coarser ones, then Unassigned
+    if reject is not None:
+        for level in reversed(hierarchy.levels[:-1]):
+            order += [c for c in levels[level][0] if c not in order]
+        order.append(UNASSIGNED)
+    labels = pd.Categorical(main.astype(str), categories=order)
+    return labels, [", ".join(f"'{k}'" for k in written) + " (adata.obs)"]
 
 
 def h5ad_safe(obj: Any) -> Any:
@@ -94,6 +135,8 @@ def preprocessing_record(kind: str, pipe: Pipeline, cfg: Config) -> dict[str, An
     rec["scaling"] = "none" if scaler is None else scaler.kind
     if scaler is not None and scaler.clip is not None:
         rec["clip"] = list(scaler.clip)
+    if pipe.batches is not None:  # a query's batches are standardised on themselves: the key is all it needs
+        rec["batch_key"] = pipe.batches.key
     return rec
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,18 +13,19 @@ from anndata import AnnData
 from .. import _logging as logg
 from .. import config as _config
 from .._checks import check_count, check_file_name, check_rng, check_timeout
-from .._docs import INPUT_SPLIT_KEY, doc_params
+from .._docs import BATCH_KEY, INPUT_SPLIT_KEY, doc_params
+from ..data._hierarchy import label_levels
 from ..search import leaderboard, open_study
 from ..search._select import cv_seconds, final_model, select, use_cv
 from ._finish import finish
 from ._results import log_finished
-from ._train import _log_input
+from ._train import _log_input, hierarchy_of
 
 
-@doc_params(input_split_key=INPUT_SPLIT_KEY)
+@doc_params(input_split_key=INPUT_SPLIT_KEY, batch_key=BATCH_KEY)
 def search(
     adata: AnnData,
-    label_key: str | None = None,
+    label_key: str | Sequence[str] | None = None,
     *,
     modes: str | list[str] | tuple[str, ...] | None = None,
     n_trials: int | None = None,
@@ -31,6 +33,7 @@ def search(
     layer: str | None = None,
     use_raw: bool = False,
     split_key: str | None = None,
+    batch_key: str | None = None,
     key_added: str = "ag",
     config: dict[str, Any] | str | Path | None = None,
     storage: str | Any | None = None,
@@ -72,7 +75,8 @@ def search(
     adata
         Annotated data matrix (cells x genes), dense or sparse.
     label_key
-        Column of ``adata.obs`` to learn. ``None`` asks for an unsupervised search of the
+        Column of ``adata.obs`` to learn, or a list of columns from coarse to fine (a label
+        hierarchy, see :func:`autogenome_sc.tl.train`). ``None`` asks for an unsupervised search of the
         Res-VAE (mode ``"resvae"``) over the paper's space, judged by the validation ELBO.
     modes
         Supervised: any of ``"linear"``, ``"mlp"``, ``"resnet"``, ``"densenet"`` and ``"enas"``
@@ -89,6 +93,8 @@ def search(
         Default: the config's; with neither ``n_trials`` nor ``timeout`` anywhere, 30 trials
         or 240 s, whichever comes first.
     {input_split_key}
+    {batch_key}
+        Supervised search only.
     config
         Expert-mode configuration (dict or JSON path); its ``search`` section holds the
         spaces, metric, pruner and ensemble size. See :func:`autogenome_sc.config.default`.
@@ -141,9 +147,12 @@ def search(
     n_trials, timeout = check_count(n_trials, "n_trials"), check_timeout(timeout)
     study_name = check_file_name(study_name, "study_name")
     cfg = _config.validate(config)
+    label_key, levels = label_levels(label_key)
     supervised = label_key is not None
     if supervised and (eval_key is not None or reconstruct):
         raise ValueError("eval_key and reconstruct are for unsupervised search (label_key=None).")
+    if not supervised and batch_key is not None:
+        raise ValueError("batch_key is for supervised search (with a label_key); the Res-VAE does not take one yet.")
     if eval_key is not None and eval_key not in adata.obs.columns:
         raise KeyError(f"eval_key '{eval_key}' is not a column of adata.obs.")
     adata = adata.copy() if copy else adata
@@ -161,14 +170,17 @@ def search(
         layer=layer,
         use_raw=use_raw,
         split_key=split_key,
+        batch_key=batch_key,
         storage=storage,
         study_name=study_name,
         run_dir=run_dir,
         rng=rng,
         keep=keep,
     )
+    hierarchy = None
     if supervised:
         _log_input(opened.data, opened.kind)
+        hierarchy = hierarchy_of(adata, levels, opened.data)
     s = opened.searcher
     n_folds = use_cv(opened.data, opened.cfg.search) if supervised else 0
     reserve = None
@@ -216,7 +228,7 @@ def search(
             held = (sel.rows, sel.held_out)
         model = finish(
             adata, data, opened.kind, arch, result, opened.cfg,
-            label_key=label_key, key_added=key_added, rng=rng, extra_uns=extra, held_out=held,
+            label_key=label_key, key_added=key_added, rng=rng, extra_uns=extra, held_out=held, hierarchy=hierarchy,
         )  # fmt: skip
         how = "cross-validation" if sel.method == "cv" else "the validation split"
         form = f"an ensemble of trials {members}" if sel.chosen == "ensemble" else f"trial {lead.trial} ({lead.mode})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,8 +13,9 @@ from anndata import AnnData
 from .. import _logging as logg
 from .. import config as _config
 from .._checks import check_rng
-from .._docs import INPUT_SPLIT_KEY, doc_params
+from .._docs import BATCH_KEY, INPUT_SPLIT_KEY, doc_params
 from ..data import TrainData, prepare
+from ..data._hierarchy import Hierarchy, label_levels, read_hierarchy
 from ..nn import MODELS, VAE_MODELS, build_network
 from ..search._enas import enas_uns, run_enas
 from ..train import fit
@@ -25,15 +27,16 @@ if TYPE_CHECKING:
     pass
 
 
-@doc_params(input_split_key=INPUT_SPLIT_KEY)
+@doc_params(input_split_key=INPUT_SPLIT_KEY, batch_key=BATCH_KEY)
 def train(
     adata: AnnData,
-    label_key: str | None,
+    label_key: str | Sequence[str] | None,
     *,
     model: str = "resnet",
     layer: str | None = None,
     use_raw: bool = False,
     split_key: str | None = None,
+    batch_key: str | None = None,
     key_added: str = "ag",
     config: dict[str, Any] | str | Path | None = None,
     rng: int = 0,
@@ -52,7 +55,10 @@ def train(
         Annotated data matrix (cells x genes), dense or sparse.
     label_key
         Column of ``adata.obs`` to learn: categorical, string or integer for classification,
-        float for regression.
+        float for regression. A list of columns from coarse to fine (``["lineage",
+        "cell_type"]``) is a label hierarchy: the network learns the finest level, each coarser
+        level's label is the parent of the fine one with the summed probability of its group,
+        and ``ag.tl.predict(reject=)`` falls back to the deepest confident level.
     model
         ``"mlp"``, ``"resnet"`` (RFCN-ResNet) or ``"densenet"`` (RFCN-DenseNet), whose
         architecture comes from the config's ``models`` section; ``"enas"``: an RRFCN
@@ -60,6 +66,7 @@ def train(
         ``"resvae"``/``"vae"`` (with ``label_key=None``): an unsupervised VAE, see
         :func:`autogenome_sc.tl.train_vae`, which documents what it writes.
     {input_split_key}
+    {batch_key}
     config
         Expert-mode configuration: a dict (partial is fine) or a path to a JSON file;
         see :func:`autogenome_sc.config.default`.
@@ -81,20 +88,26 @@ def train(
         Novelty score in [0, 1) (classification; see ``ag.tl.predict``).
     ``.obs["ag_split"]``
         ``"train"``, ``"val"`` or ``"test"``.
+    ``.obs["ag_prediction_<level>"]``, ``.obs["ag_confidence_<level>"]``
+        With a label hierarchy: each level's label and its confidence.
     ``.obsm["X_ag"]``
         The penultimate-layer embedding.
     ``.uns["ag"]``
         ``params``, ``config`` (JSON), ``metrics`` (test split: accuracy, macro-F1, balanced
         accuracy, confusion matrix; for classification also ``temperature`` and the expected
         calibration error before/after on validation, ``ece_before``/``ece_after``, and on
-        test, ``ece_test_before``/``ece_test_after``), ``classes``, ``history``,
+        test, ``ece_test_before``/``ece_test_after``; with a label hierarchy, ``levels``: the
+        accuracy, macro-F1 and balanced accuracy of each coarser level), ``classes``, ``history``,
         ``preprocessing``, ``model_path``, ``model_id`` (the saved model's checksum) and, for
         classification, ``reliability``
         (per-bin counts for ``ag.pl.reliability``);
         with ``model="enas"`` also ``best["architecture"]`` (``nodes``, ``widths``, ``edges``)
         and ``enas`` (search ``history`` and the scored ``candidates``).
     """
+    label_key, levels = label_levels(label_key)
     if model in VAE_MODELS:
+        if batch_key is not None:
+            raise ValueError(f"batch_key is for supervised models; model='{model}' does not take one yet.")
         if label_key is not None:
             raise ValueError(f"model='{model}' is unsupervised; pass label_key=None (use eval_key to score labels).")
         return train_vae(
@@ -119,8 +132,10 @@ def train(
         data_cfg=cfg.data,
         loss=cfg.loss.name,
         rng=np.random.default_rng(rng),
+        batch_key=batch_key,
     )
     _log_input(data, kind)
+    hierarchy = hierarchy_of(adata, levels, data)
     key = jax.random.key(rng)
     extra = None
     if model == "enas":
@@ -132,16 +147,28 @@ def train(
         net = build_network(arch, data.n_out)
         result = fit(net, data, cfg.trainer, cfg.loss, key, desc=f"training {model}")
     fitted = finish(
-        adata, data, kind, arch, result, cfg, label_key=label_key, key_added=key_added, rng=rng, extra_uns=extra
-    )
+        adata, data, kind, arch, result, cfg,
+        label_key=label_key, key_added=key_added, rng=rng, extra_uns=extra, hierarchy=hierarchy,
+    )  # fmt: skip
     log_finished(start, fitted)
     return adata if copy else None
+
+
+def hierarchy_of(adata: AnnData, levels: list[str], data: TrainData) -> Hierarchy | None:
+    """The label hierarchy of ``levels`` (coarse to fine) on the prepared problem, checked to nest; ``None`` for one level."""
+    if len(levels) < 2:
+        return None
+    if data.task != "classification":
+        raise ValueError("A list of label_key levels is for classification; regression takes one column.")
+    assert data.classes is not None  # classification
+    return read_hierarchy(adata, levels, data.classes, data.y)
 
 
 def _log_input(data: TrainData, kind: str) -> None:
     pipe = data.pipeline
     what = {"none": "used as is", "log1p": "log1p applied", "normalize_log1p": "normalised to 1e4 per cell, log1p"}
+    batches = "" if pipe.batches is None else f", each of {len(pipe.batches.names)} batches standardised on itself"
     logg.info(
-        f"    adata.{pipe.source.where} looks like {kind} values: {what[pipe.preprocess]}, "
-        "then per-gene 0-1 scaling fitted on the training split"
+        f"    adata.{pipe.source.where} looks like {kind} values: {what[pipe.preprocess]}{batches}, "
+        "then per-gene scaling fitted on the training split"
     )

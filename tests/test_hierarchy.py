@@ -1,0 +1,98 @@
+"""Label hierarchies: label_key=[coarse, fine], labels per level that nest, rejection falling back to a coarse level."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import FAST
+
+import autogenome_sc as ag
+from autogenome_sc.data._hierarchy import label_levels, read_hierarchy
+from autogenome_sc.io._validate import DamagedModel, check_meta
+
+LINEAGE = {
+    "CD14+ Monocyte": "myeloid",
+    "Dendritic": "myeloid",
+    "CD56+ NK": "NK",
+    "CD19+ B": "B",
+    "CD34+": "progenitor",
+    "CD4+/CD25 T Reg": "T",
+    "CD8+ Cytotoxic T": "T",
+    "CD4+/CD45RO+ Memory": "T",
+    "CD8+/CD45RA+ Naive Cytotoxic": "T",
+    "CD4+/CD45RA+/CD25- Naive T": "T",
+}
+
+
+@pytest.fixture
+def pbmc_levels(pbmc):
+    pbmc.obs["lineage"] = pbmc.obs["bulk_labels"].map(LINEAGE).astype("category")
+    return pbmc
+
+
+def test_levels_must_nest_and_exist(pbmc_levels):
+    a = pbmc_levels
+    assert label_levels("x") == ("x", ["x"])
+    assert label_levels(["a", "b"]) == ("b", ["a", "b"])
+    with pytest.raises(ValueError, match="names a column twice"):
+        label_levels(["a", "a"])
+    with pytest.raises(ValueError, match="empty list"):
+        ag.tl.train(a, [], model="mlp", config=FAST)
+    codes = a.obs["bulk_labels"].cat.codes.to_numpy()
+    classes = list(a.obs["bulk_labels"].cat.categories)
+    h = read_hierarchy(a, ["lineage", "bulk_labels"], classes, codes)
+    assert h is not None and h.parents["lineage"][classes.index("Dendritic")] == "myeloid"
+    a.obs["broken"] = a.obs["lineage"].astype(str)
+    a.obs.loc[a.obs_names[a.obs["bulk_labels"] == "CD19+ B"][0], "broken"] = "T"  # one B cell under "T"
+    with pytest.raises(ValueError, match="'CD19\\+ B' of adata.obs\\['bulk_labels'\\] falls under more than one"):
+        ag.tl.train(a, ["broken", "bulk_labels"], model="mlp", use_raw=True, config=FAST)
+    with pytest.raises(KeyError, match="level 'nope' is not a column"):
+        ag.tl.train(a, ["nope", "bulk_labels"], model="mlp", use_raw=True, config=FAST)
+    a.obs["n_genes_f"] = a.obs["n_genes"].astype(float)
+    with pytest.raises(ValueError, match="for classification"):
+        ag.tl.train(a, ["lineage", "n_genes_f"], model="mlp", use_raw=True, config=FAST)
+
+
+def test_levels_nest_score_and_fall_back(pbmc_levels):
+    a = pbmc_levels
+    ag.tl.train(a, ["lineage", "bulk_labels"], model="mlp", use_raw=True, config=FAST, rng=0)
+    fine, coarse = a.obs["ag_prediction_bulk_labels"].astype(str), a.obs["ag_prediction_lineage"].astype(str)
+    assert (fine == a.obs["ag_prediction"].astype(str)).all()
+    assert (coarse == fine.map(LINEAGE)).all()  # the labels agree with the hierarchy, cell by cell
+    assert (a.obs["ag_confidence_lineage"] >= a.obs["ag_confidence_bulk_labels"] - 1e-6).all()
+    m = a.uns["ag"]["metrics"]
+    test = (a.obs["ag_split"] == "test").to_numpy()
+    truth = a.obs["lineage"].astype(str).to_numpy()[test]
+    assert m["levels"]["lineage"]["accuracy"] == pytest.approx(float((coarse.to_numpy()[test] == truth).mean()))
+    assert m["levels"]["lineage"]["accuracy"] >= m["accuracy"]  # confusions within T cells no longer count
+    assert list(a.uns["ag"]["params"]["label_key"]) == ["lineage", "bulk_labels"]
+
+    model = ag.read_model(a.uns["ag"]["model_path"])
+    assert model.hierarchy is not None and model.hierarchy.levels == ["lineage", "bulk_labels"]
+    q = a.copy()
+    ag.tl.predict(q, model, use_raw=True, reject=0.9, reject_uncertainty=None)
+    conf_fine = q.obs["ag_confidence_bulk_labels"].to_numpy()
+    conf_coarse = q.obs["ag_confidence_lineage"].to_numpy()
+    main = q.obs["ag_prediction"].astype(str).to_numpy()
+    sure = conf_fine >= 0.9
+    fallback = ~sure & (conf_coarse >= 0.9)
+    assert (main[sure] == fine.to_numpy()[sure]).all()
+    assert fallback.sum() > 0 and (main[fallback] == coarse.to_numpy()[fallback]).all()  # "T" rather than nothing
+    assert (main[~sure & ~fallback] == "Unassigned").all()
+    assert (q.obs["ag_prediction_bulk_labels"].astype(str).to_numpy()[~sure] == "Unassigned").all()
+    # flat rejection with the same probabilities would have left every unsure cell unassigned
+    assert (main == "Unassigned").sum() == int((~sure & ~fallback).sum()) < int((~sure).sum())
+    q.write_h5ad(ag.settings.model_dir / "q.h5ad")  # every level's columns are h5ad-safe
+
+
+def test_untrusted_hierarchy_is_refused(pbmc_levels, tmp_path):
+    a = pbmc_levels
+    ag.tl.train(a, ["lineage", "bulk_labels"], model="mlp", use_raw=True, config=FAST)
+    meta = json.loads((ag.read_model(a.uns["ag"]["model_path"]).path / "model.json").read_text())
+    check_meta(meta, tmp_path)
+    meta["hierarchy"]["parents"]["lineage"] = meta["hierarchy"]["parents"]["lineage"][:-1]  # one class short
+    with pytest.raises(DamagedModel, match="'hierarchy'"):
+        check_meta(meta, tmp_path)
+    assert np.all(np.isin(meta["hierarchy"]["levels"], ["lineage", "bulk_labels"]))
