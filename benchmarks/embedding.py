@@ -17,6 +17,9 @@ used in training. Run: ``python benchmarks/embedding.py [n_seeds]``.
 ``python benchmarks/embedding.py --suite [n_trials]``: Davies-Bouldin of PCA(50), the default
 Res-VAE and a ``n_trials`` Res-VAE search on pbmc68k_reduced (``.raw``) and the labelled dev
 data sets (``../shared/devdata/make_devdata.sh``), each on the same input.
+
+``python benchmarks/embedding.py --scib``: scib-metrics' label-conservation scores of PCA(50)
+and the default Res-VAE on the same data sets (needs ``pip install 'autogenome_sc[scib]'``).
 """
 
 from __future__ import annotations
@@ -134,8 +137,45 @@ def suite(n_trials: int = 3) -> None:
         print(f"| {name} | {db['pca']:.2f} | {db['vae']:.2f} | {db['search']:.2f} | {secs:.0f} |", flush=True)
 
 
+def scib_table() -> None:
+    """scib-metrics' label-conservation scores of PCA(50) and the default Res-VAE on every labelled data set.
+
+    ``scib_silhouette_label`` (silhouette rescaled to [0, 1]), ``scib_nmi_kmeans``,
+    ``scib_ari_kmeans``: computed by the scib-metrics package, so they can be set beside
+    published scib tables (higher is better). Needs ``pip install 'autogenome_sc[scib]'``.
+    """
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from accuracy import DATASETS
+
+    from autogenome_sc.tl._finish import scib_scores
+
+    ag.settings.verbosity = 0
+    ag.settings.progress_bar = False
+    ag.settings.model_dir = tempfile.mkdtemp(prefix="ag_bench_")
+    print("| data | method | silhouette (label, rescaled) | NMI (k-means) | ARI (k-means) |")
+    print("| --- | --- | --- | --- | --- |")
+    for name in ("pbmc68k", "guo", "bladder", "golub"):
+        got = DATASETS[name]()
+        if got is None:
+            continue
+        adata, key, _ = got
+        labels = adata.obs[key].astype(str).to_numpy()
+        X = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
+        latents = {"PCA(50)": sc.pp.pca(X, n_comps=min(50, min(X.shape) - 1), random_state=0)}
+        latents["Res-VAE, defaults"] = ag.tl.train_vae(adata, rng=0, copy=True).obsm["X_ag"]
+        for method, z in latents.items():
+            s = scib_scores(z, labels)
+            print(
+                f"| {name} | {method} | {s['scib_silhouette_label']:.3f} | {s['scib_nmi_kmeans']:.3f} | "
+                f"{s['scib_ari_kmeans']:.3f} |",
+                flush=True,
+            )
+
+
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--suite":
+    if len(sys.argv) > 1 and sys.argv[1] == "--scib":
+        scib_table()
+    elif len(sys.argv) > 1 and sys.argv[1] == "--suite":
         suite(int(sys.argv[2]) if len(sys.argv) > 2 else 3)
     else:
         main(int(sys.argv[1]) if len(sys.argv) > 1 else 3)

@@ -57,7 +57,7 @@ def main() -> None:
             ag.tl.train(a, ["lineage", "bulk_labels"], use_raw=True, split_key="fold", rng=0)
             model = ag.read_model(a.uns["ag"]["model_path"])
             q = a[test].copy()
-            ag.tl.predict(q, model)
+            ag.tl.predict(q, model, use_raw=True)
             fine = q.obs["ag_prediction"].astype(str).to_numpy()
             coarse = q.obs["ag_prediction_lineage"].astype(str).to_numpy()
             row = {
@@ -67,7 +67,7 @@ def main() -> None:
                 "coarse": (coarse == coarse_truth[test]).sum(),
             }
             for t in THRESHOLDS:
-                ag.tl.predict(q, model, reject=t, reject_uncertainty=None)
+                ag.tl.predict(q, model, use_raw=True, reject=t, reject_uncertainty=None)
                 main = q.obs["ag_prediction"].astype(str).to_numpy()
                 at_fine = main == q.obs["ag_prediction_bulk_labels"].astype(str).to_numpy()
                 at_fine &= main != "Unassigned"

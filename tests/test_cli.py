@@ -55,3 +55,18 @@ def test_search_then_predict(h5ad, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     b = anndata.read_h5ad(pred_out)
     assert (b.obs["q_prediction"].astype(str) == a.obs["ag_prediction"].astype(str)).all()
+    # --batch-key reaches ag.tl.predict: this model was trained without one, which is refused in one sentence
+    r = cli(
+        "predict",
+        h5ad,
+        "--model",
+        tmp_path / model,
+        "--use-raw",
+        "--batch-key",
+        "phase",
+        "--out",
+        pred_out,
+        cwd=tmp_path,
+    )
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 1 and len(lines) == 1 and "trained without a batch_key" in lines[0], r.stderr[-2000:]

@@ -41,13 +41,28 @@ def test_api_reference_has_every_public_function(site, module):
 
 
 def test_pages_render(site):
-    for page in ("installation", "quickstart", "api", "config_reference", "benchmarks", "changelog", "searching"):
+    for page in (
+        "installation",
+        "quickstart",
+        "api",
+        "config_reference",
+        "benchmarks",
+        "changelog",
+        "searching",
+        "label_transfer",
+    ):
         assert (site / f"{page}.html").is_file(), page
     assert "Keep a Changelog" in _text(site / "changelog.html")  # ../CHANGELOG.md included
     assert "logistic regression" in _text(site / "benchmarks.html")
     assert "search.spaces" in _text(site / "config_reference.html")
     quickstart = _text(site / "quickstart.html")
     assert "ag.tl.search" in quickstart and "ag.pl.shap_summary" in quickstart
-    for name in ("01_cell_type_classification", "02_explain", "03_unsupervised_resvae", "04_expert_mode"):
+    for name in (
+        "01_cell_type_classification",
+        "02_explain",
+        "03_unsupervised_resvae",
+        "04_expert_mode",
+        "05_label_transfer",
+    ):
         html = (site / "tutorials" / f"{name}.html").read_text()
         assert "<img" in html, f"{name}: the committed figures are not rendered"

@@ -245,7 +245,8 @@ def test_plots_return_axes_and_name_genes(explained):
     ax = ag.pl.shap_summary(adata, MONO, n_genes=12, ax=ax0, show=False)
     assert ax is ax0
     assert _top_down(ax) == list(ag.get.importance_df(adata, MONO).index[:12])
-    assert len(ax.collections) == 12  # one swarm per gene
+    swarms = [c for c in ax.collections if c.get_array() is not None]  # shap's beeswarm: one coloured swarm per gene
+    assert len(swarms) == 12 and all(len(c.get_offsets()) == len(adata.uns["ag"]["shap"]["values"]) for c in swarms)
     ax = ag.pl.shap_summary(adata, show=False)
     top = list(ag.get.importance_df(adata, "overall").index[:20])
     assert _top_down(ax) == top

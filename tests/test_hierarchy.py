@@ -67,7 +67,10 @@ def test_levels_nest_score_and_fall_back(pbmc_levels):
     truth = a.obs["lineage"].astype(str).to_numpy()[test]
     assert m["levels"]["lineage"]["accuracy"] == pytest.approx(float((coarse.to_numpy()[test] == truth).mean()))
     assert m["levels"]["lineage"]["accuracy"] >= m["accuracy"]  # confusions within T cells no longer count
-    assert list(a.uns["ag"]["params"]["label_key"]) == ["lineage", "bulk_labels"]
+    assert a.uns["ag"]["params"]["label_key"] == "bulk_labels"
+    assert list(a.uns["ag"]["params"]["label_levels"]) == ["lineage", "bulk_labels"]
+    ag.tl.explain(a, max_cells=30, n_samples=8, n_background=10)  # per fine class, as without levels
+    assert list(ag.get.importance_df(a).columns[:-1]) == list(a.obs["bulk_labels"].cat.categories)
 
     model = ag.read_model(a.uns["ag"]["model_path"])
     assert model.hierarchy is not None and model.hierarchy.levels == ["lineage", "bulk_labels"]

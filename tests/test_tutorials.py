@@ -9,7 +9,7 @@ from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIALS = ROOT / "tutorials"
-NAMES = ["01_cell_type_classification", "02_explain", "03_unsupervised_resvae", "04_expert_mode"]
+NAMES = ["01_cell_type_classification", "02_explain", "03_unsupervised_resvae", "04_expert_mode", "05_label_transfer"]
 NOTEBOOKS = [TUTORIALS / f"{name}.ipynb" for name in NAMES]
 
 
@@ -29,7 +29,7 @@ def _text(nb) -> str:
     return "\n".join(parts)
 
 
-def test_the_four_tutorials_are_there():
+def test_the_tutorials_are_there():
     assert sorted(p.stem for p in TUTORIALS.glob("*.ipynb")) == NAMES
 
 
@@ -58,6 +58,11 @@ def test_runs_top_to_bottom(path, monkeypatch):
     if path.stem.startswith("01"):
         acc = float(text.split("query: accuracy ")[1].split(",")[0])
         assert acc >= 0.7, "label transfer to the query with other genes"
+    if path.stem.startswith("05"):
+        without = float(text.split("no batch_key: accuracy ")[1].split()[0])
+        with_key = float(text.split("batch: accuracy ")[1].split()[0])
+        assert with_key > without, "per-batch standardisation helps on batches that hold every cell type"
+        assert "with a lineage only" in text
     elif path.stem.startswith("02"):
         assert "CD79A" in text  # the B-cell marker among the top SHAP genes
     elif path.stem.startswith("03"):

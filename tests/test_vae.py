@@ -112,6 +112,9 @@ def test_nb_counts_same_rng_same_latent_and_reconstruction(counts):
     np.testing.assert_allclose(rec.sum(1), np.asarray(counts.X.sum(1)).ravel(), rtol=1e-3)
     m = a.uns["ag"]["metrics"]
     assert {"davies_bouldin", "silhouette", "leiden_ari", "leiden_nmi"} <= set(m)
+    # scib-metrics (the scib extra, installed with the test extra): its rescaled silhouette is (ours + 1) / 2
+    assert m["scib_silhouette_label"] == pytest.approx((m["silhouette"] + 1) / 2, abs=1e-3)
+    assert 0 <= m["scib_nmi_kmeans"] <= 1 and -0.5 <= m["scib_ari_kmeans"] <= 1
     # one compilation for both fits; a third fit of the architecture (as in a search) reuses it
     data, _, arch = prepare_vae(counts, model="resvae", cfg=ag.config.validate(cfg), rng=3)  # a's split
     assert _TRACES[("train_chunk", build_vae(arch, counts.n_vars))] == 1

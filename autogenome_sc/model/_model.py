@@ -117,6 +117,14 @@ class Model:
         """The column of ``.obs`` whose batches were standardised on themselves in training (or ``None``)."""
         return self.preprocessing_.get("batch_key")
 
+    def check_batch_key(self, batch_key: str | None) -> None:
+        """Refuse a ``batch_key`` for a model trained without one, in one sentence."""
+        if batch_key is not None and self.batch_key is None:
+            raise ValueError(
+                "This model was trained without a batch_key, so it has no per-batch standardisation to apply; "
+                "predict without batch_key, or train with one."
+            )
+
     def pipeline(
         self, adata: AnnData, *, layer: str | None = None, use_raw: bool = False, batch_key: str | None = None
     ) -> tuple[Pipeline, GeneAlignment, str]:
@@ -129,11 +137,7 @@ class Model:
         from ..data import Pipeline, align_genes, check_finite_and_detect, get_source
         from ..data import resolve_preprocessing as _resolve
 
-        if batch_key is not None and self.batch_key is None:
-            raise ValueError(
-                "This model was trained without a batch_key, so it has no per-batch standardisation to apply; "
-                "predict without batch_key, or train with one."
-            )
+        self.check_batch_key(batch_key)
         source = get_source(adata, layer=layer, use_raw=use_raw)
         min_overlap = self.config.get("data", {}).get("min_gene_overlap", 0.5)
         alignment = align_genes(source.var_names, self.var_names_, min_overlap)

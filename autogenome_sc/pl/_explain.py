@@ -69,7 +69,8 @@ def shap_summary(
 
     With ``group``, each explained cell is a dot at its SHAP value for that class's
     output, coloured by the gene's (scaled) expression, for the ``n_genes`` genes most
-    important for the class (the AutoGenome paper's Fig. 3c). Without ``group``, the genes
+    important for the class (the AutoGenome paper's Fig. 3c), drawn by
+    ``shap.plots.beeswarm`` in the order of the class's importance. Without ``group``, the genes
     with the largest overall importance are shown as bars stacked by class (Fig. 3b).
 
     Parameters
@@ -82,63 +83,46 @@ def shap_summary(
     {ax_show}
     """
     df, genes = _top(adata, group, key, n_genes)
+    if group is not None:
+        return _beeswarm(adata, group, genes, key, ax, show)
     y = np.arange(len(genes))[::-1]
-    if group is None:
-        classes = [c for c in df.columns if c != "overall"]
-        fig, ax = new_ax(ax, (7, 0.25 * len(genes) + 1.2))
-        colors = _palette(len(classes))
-        left = np.zeros(len(genes))
-        for c, color in zip(classes, colors, strict=True):
-            w = df.loc[genes, c].to_numpy()
-            ax.barh(y, w, left=left, color=color, label=c)
-            left += w
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
-        ax.set_xlabel("importance (sum of |SHAP| over each class's cells)")
-        ax.set_title("all classes")
-    else:
-        s = get_uns(adata, key, "shap", "ag.tl.explain")["shap"]
-        outputs = [str(c) for c in s["output_names"]]
-        features = [str(g) for g in s["feature_names"]]
-        col = {g: j for j, g in enumerate(features)}
-        gi = np.asarray([col[g] for g in genes])
-        values = np.asarray(s["values"][:, gi, outputs.index(group)], dtype=np.float32)
-        data = np.asarray(s["data"][:, gi], dtype=np.float32)
-        fig, ax = new_ax(ax, (6, 0.3 * len(genes) + 1.5))
-        rng = np.random.default_rng(0)
-        sc = None
-        for row, yy in enumerate(y):
-            v = values[:, row]
-            sc = ax.scatter(
-                v,
-                yy + _swarm_offsets(v, rng),
-                c=np.clip(data[:, row], 0, 1),
-                cmap="coolwarm",
-                vmin=0,
-                vmax=1,
-                s=6,
-                linewidths=0,
-                rasterized=True,
-            )
-        ax.axvline(0, color="0.6", lw=0.8, zorder=0)
-        assert sc is not None  # _top gives at least one gene, each drawn above
-        cb = fig.colorbar(sc, ax=ax, fraction=0.04, pad=0.02)
-        cb.set_label("expression (scaled)")
-        cb.set_ticks([0, 1], labels=["low", "high"])
-        ax.set_xlabel(f"SHAP value for '{group}'")
-        ax.set_title(group)
+    classes = [c for c in df.columns if c != "overall"]
+    fig, ax = new_ax(ax, (7, 0.25 * len(genes) + 1.2))
+    colors = _palette(len(classes))
+    left = np.zeros(len(genes))
+    for c, color in zip(classes, colors, strict=True):
+        w = df.loc[genes, c].to_numpy()
+        ax.barh(y, w, left=left, color=color, label=c)
+        left += w
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    ax.set_xlabel("importance (sum of |SHAP| over each class's cells)")
+    ax.set_title("all classes")
     ax.set_yticks(y, list(genes))
     ax.set_ylim(-0.6, len(genes) - 0.4)
     return finish(fig, ax, show)
 
 
-def _swarm_offsets(v: np.ndarray, rng: np.random.Generator, width: float = 0.4, bins: int = 50) -> np.ndarray:
-    """Vertical offsets that grow with the local density of values (a simple beeswarm)."""
-    if len(v) == 0 or np.ptp(v) == 0:
-        return rng.uniform(-width, width, len(v)) * 0.5
-    counts, edges = np.histogram(v, bins=bins)
-    where = np.clip(np.digitize(v, edges[1:-1]), 0, bins - 1)
-    spread = width * counts[where] / counts.max()
-    return rng.uniform(-1, 1, len(v)) * spread
+def _beeswarm(adata: AnnData, group: str, genes: pd.Index, key: str, ax: Axes | None, show: bool | None):
+    """``shap.plots.beeswarm`` of one class's output for ``genes``, in the order given (most important on top)."""
+    import shap
+
+    s = get_uns(adata, key, "shap", "ag.tl.explain")["shap"]
+    outputs = [str(c) for c in s["output_names"]]
+    col = {str(g): j for j, g in enumerate(s["feature_names"])}
+    gi = np.asarray([col[g] for g in genes])
+    exp = shap.Explanation(
+        np.asarray(s["values"][:, gi, outputs.index(group)], dtype=np.float32),
+        data=np.asarray(s["data"][:, gi], dtype=np.float32),
+        feature_names=list(genes),
+    )
+    fig, ax = new_ax(ax, (6, 0.3 * len(genes) + 1.5))
+    shap.plots.beeswarm(
+        exp, max_display=len(genes), order=np.arange(len(genes)), ax=ax, show=False, plot_size=None,
+        color_bar_label="expression (scaled)", group_remaining_features=False,
+    )  # fmt: skip
+    ax.set_xlabel(f"SHAP value for '{group}'")
+    ax.set_title(group)
+    return finish(fig, ax, show)
 
 
 def _palette(n: int):

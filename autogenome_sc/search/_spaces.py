@@ -155,6 +155,8 @@ def suggest(
     mode = trial.suggest_categorical("mode", list(modes))
     arch = MODES[mode].suggest(trial, spaces, cfg.models)
     trainer = suggest_trainer(trial, spaces, cfg.trainer, mode)
+    if mode == "linear":  # cheap epochs, slow convergence
+        trainer = trainer.model_copy(update={"max_epochs": max(trainer.max_epochs, cfg.search.linear_epochs)})
     loss = cfg.loss
     scaling: str = cfg.data.scaling if cfg.data.scale else "none"
     n_genes = cfg.data.n_genes
@@ -203,9 +205,9 @@ def portfolio(cfg: Config, modes: list[str], n_vars: int, n_train: int, task: st
     A logistic regression as CellTypist fits it (z-scores, L2 about ``1 / n_cells``), a
     regularised RFCN-ResNet, a regularised 2-layer MLP, one as scikit-learn's
     ``MLPClassifier`` trains it (no dropout, little weight decay) and the logistic regression
-    again on 0-1 scaled genes (as the usual scikit-learn pipeline fits it), which, where the
-    offered ``n_genes`` leave genes out, also runs second on the ~500 genes with the largest F
-    statistic (classification). Each is kept only where the configured spaces allow its every
+    again on 0-1 scaled genes (as the usual scikit-learn pipeline fits it), which, on wide data
+    (at least four times the offered ``n_genes`` nearest 500), also runs second on those genes
+    with the largest F statistic (classification). Each is kept only where the configured spaces allow its every
     choice (a value outside a range is moved inside it).
     """
     sp = cfg.search.spaces
@@ -236,7 +238,9 @@ def portfolio(cfg: Config, modes: list[str], n_vars: int, n_train: int, task: st
         # z-scores distort where genes are binary or mostly zero (mutations, sparse FPKM): a second linear floor
     ]  # fmt: skip
     few = min(offered, key=lambda g: abs(g - 500)) if offered else None
-    if task == "classification" and few is not None:  # wide data: the genes that separate the classes
+    if (
+        task == "classification" and few is not None and n_vars >= 4 * few
+    ):  # wide data: the genes that separate the classes
         entries.insert(
             1,
             {**entries[-1], "n_genes": few, "genes_by": "f_test"},

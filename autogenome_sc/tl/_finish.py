@@ -14,6 +14,7 @@ import jax
 import numpy as np
 from anndata import AnnData
 
+from .. import _logging as logg
 from .._keys import Keys
 from .._precision import at_full_precision
 from ..data import Scaler, TrainData
@@ -65,7 +66,9 @@ def finish(
         }  # fmt: skip
     else:
         out, emb, calib_uns = _score_supervised(model, data, result, adata.n_obs, held_out)
-        params = {"label_key": label_key if hierarchy is None else hierarchy.levels}
+        params = {"label_key": label_key}  # the finest level with a hierarchy, whose levels follow
+        if hierarchy is not None:
+            params["label_levels"] = hierarchy.levels
         extra_uns = {**calib_uns, **(extra_uns or {})}
     model.save(default_model_path(cfg.save.path, key_added, label_key), overwrite=cfg.save.overwrite)
     if data.task == "embedding":
@@ -191,4 +194,30 @@ def latent_metrics(latent: np.ndarray, labels, *, rng: int = 0) -> dict[str, flo
         "leiden_ari": float(adjusted_rand_score(labels, clusters)),
         "leiden_nmi": float(normalized_mutual_info_score(labels, clusters)),
         "n_leiden": int(len(np.unique(clusters))),
+        **scib_scores(latent, labels),
+    }
+
+
+def scib_scores(latent: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """scib-metrics' label-conservation scores, as published benchmark tables report them.
+
+    ``scib_silhouette_label`` (silhouette of the labels rescaled to [0, 1]),
+    ``scib_nmi_kmeans`` and ``scib_ari_kmeans`` (k-means with one cluster per label). They
+    need the optional extra ``autogenome_sc[scib]``; without it they are left out and the log
+    says so.
+    """
+    import pandas as pd
+
+    try:
+        import scib_metrics
+    except ImportError:
+        logg.info("    scib-metrics scores left out: install them with `pip install 'autogenome_sc[scib]'`")
+        return {}
+    x = np.asarray(latent, np.float32)
+    codes = pd.Categorical(labels).codes.astype(np.int32)
+    km = scib_metrics.nmi_ari_cluster_labels_kmeans(x, codes)
+    return {
+        "scib_silhouette_label": float(scib_metrics.silhouette_label(x, codes)),
+        "scib_nmi_kmeans": float(km["nmi"]),
+        "scib_ari_kmeans": float(km["ari"]),
     }

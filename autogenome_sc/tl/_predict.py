@@ -98,6 +98,7 @@ def predict(
     if not isinstance(query, AnnData):
         raise TypeError(f"Expected an AnnData object as query, got {type(query).__name__}.")
     _check_reject(model, reject, reject_uncertainty)
+    model.check_batch_key(batch_key)
     query = query.copy() if copy else query
     start = logg.info(f"predicting {query.n_obs} cells with {model!r}")
     keys = Keys(key_added)

@@ -97,7 +97,8 @@ def train(
         accuracy, confusion matrix; for classification also ``temperature`` and the expected
         calibration error before/after on validation, ``ece_before``/``ece_after``, and on
         test, ``ece_test_before``/``ece_test_after``; with a label hierarchy, ``levels``: the
-        accuracy, macro-F1 and balanced accuracy of each coarser level), ``classes``, ``history``,
+        accuracy, macro-F1 and balanced accuracy of each coarser level, and ``params`` holds the
+        ``label_levels``), ``classes``, ``history``,
         ``preprocessing``, ``model_path``, ``model_id`` (the saved model's checksum) and, for
         classification, ``reliability``
         (per-bin counts for ``ag.pl.reliability``);
