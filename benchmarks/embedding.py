@@ -104,28 +104,33 @@ def main(n_seeds: int = 3) -> None:
             )
 
 
-def suite(n_trials: int = 3) -> None:
-    """Davies-Bouldin of PCA(50), the default Res-VAE and a short Res-VAE search, on every labelled data set.
-
-    The same input for all three (what the search reads: pbmc68k_reduced's ``.raw``, the dev
-    sets' matrices), scored on all cells against the labels, which none of them uses.
-    """
+def _labelled_sets():
+    """``(name, adata, labels, PCA(50) of its matrix)`` of pbmc68k_reduced and the labelled dev data sets."""
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
     from accuracy import DATASETS
 
     ag.settings.verbosity = 0
     ag.settings.progress_bar = False
     ag.settings.model_dir = tempfile.mkdtemp(prefix="ag_bench_")
-    print(f"| data | PCA(50) | Res-VAE, defaults | Res-VAE search, {n_trials} trials | seconds (search) |")
-    print("| --- | --- | --- | --- | --- |")
     for name in ("pbmc68k", "guo", "bladder", "golub"):
         got = DATASETS[name]()
         if got is None:
             continue
         adata, key, _ = got
-        labels = adata.obs[key].astype(str).to_numpy()
         X = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
         pca = sc.pp.pca(X, n_comps=min(50, min(X.shape) - 1), random_state=0)
+        yield name, adata, adata.obs[key].astype(str).to_numpy(), pca
+
+
+def suite(n_trials: int = 3) -> None:
+    """Davies-Bouldin of PCA(50), the default Res-VAE and a short Res-VAE search, on every labelled data set.
+
+    The same input for all three (what the search reads: pbmc68k_reduced's ``.raw``, the dev
+    sets' matrices), scored on all cells against the labels, which none of them uses.
+    """
+    print(f"| data | PCA(50) | Res-VAE, defaults | Res-VAE search, {n_trials} trials | seconds (search) |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, adata, labels, pca in _labelled_sets():
         db = {"pca": davies_bouldin_score(pca, labels)}
         out = ag.tl.train_vae(adata, rng=0, copy=True)
         db["vae"] = davies_bouldin_score(out.obsm["X_ag"], labels)
@@ -144,24 +149,12 @@ def scib_table() -> None:
     ``scib_ari_kmeans``: computed by the scib-metrics package, so they can be set beside
     published scib tables (higher is better). Needs ``pip install 'autogenome_sc[scib]'``.
     """
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-    from accuracy import DATASETS
-
     from autogenome_sc.tl._finish import scib_scores
 
-    ag.settings.verbosity = 0
-    ag.settings.progress_bar = False
-    ag.settings.model_dir = tempfile.mkdtemp(prefix="ag_bench_")
     print("| data | method | silhouette (label, rescaled) | NMI (k-means) | ARI (k-means) |")
     print("| --- | --- | --- | --- | --- |")
-    for name in ("pbmc68k", "guo", "bladder", "golub"):
-        got = DATASETS[name]()
-        if got is None:
-            continue
-        adata, key, _ = got
-        labels = adata.obs[key].astype(str).to_numpy()
-        X = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
-        latents = {"PCA(50)": sc.pp.pca(X, n_comps=min(50, min(X.shape) - 1), random_state=0)}
+    for name, adata, labels, pca in _labelled_sets():
+        latents = {"PCA(50)": pca}
         latents["Res-VAE, defaults"] = ag.tl.train_vae(adata, rng=0, copy=True).obsm["X_ag"]
         for method, z in latents.items():
             s = scib_scores(z, labels)

@@ -23,6 +23,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._logging import warn
+from ._labels import obs_column
 from ._scale import ABS_TOL, REL_TOL
 
 
@@ -30,15 +31,7 @@ def read_batches(adata: AnnData, batch_key: str) -> tuple[np.ndarray, list[str]]
     """The batch of every cell (codes into the sorted batch names) from ``adata.obs[batch_key]``."""
     if not isinstance(batch_key, str):
         raise TypeError(f"batch_key must be the name of a column of adata.obs, got {type(batch_key).__name__}.")
-    if batch_key not in adata.obs.columns:
-        cols = ", ".join(map(repr, adata.obs.columns[:20])) or "none"
-        raise KeyError(f"batch_key '{batch_key}' is not a column of adata.obs (columns: {cols}).")
-    col = adata.obs[batch_key]
-    if col.isna().any():
-        raise ValueError(
-            f"{int(col.isna().sum())} cells have no value in adata.obs['{batch_key}']; give every cell a batch "
-            "(cells of one run or sample share one)."
-        )
+    col = obs_column(adata, batch_key, "batch_key", "give every cell a batch (cells of one run or sample share one)")
     cat = pd.Categorical(col.astype(str))
     return cat.codes.astype(np.int32), [str(c) for c in cat.categories]
 

@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from ._labels import obs_column
+
 
 @dataclass
 class Hierarchy:
@@ -76,15 +78,7 @@ def read_hierarchy(adata: AnnData, levels: list[str], classes: list[str], y: np.
     fine = levels[-1]
     parents: dict[str, list[str]] = {fine: list(classes)}
     for level in levels[:-1]:
-        if level not in adata.obs.columns:
-            cols = ", ".join(map(repr, adata.obs.columns[:20])) or "none"
-            raise KeyError(f"label_key level '{level}' is not a column of adata.obs (columns: {cols}).")
-        col = adata.obs[level]
-        if col.isna().any():
-            raise ValueError(
-                f"{int(col.isna().sum())} cells have no value in adata.obs['{level}']; every level of label_key "
-                "needs a label for every cell."
-            )
+        col = obs_column(adata, level, "label_key level", "every level of label_key needs a label for every cell")
         pairs = pd.DataFrame({"fine": np.asarray(y), "coarse": col.astype(str).to_numpy()}).drop_duplicates()
         counts = pairs.groupby("fine")["coarse"].nunique()
         bad = counts[counts > 1]

@@ -21,17 +21,25 @@ class Targets:
     classes: list[str] | None
 
 
+def obs_column(adata: AnnData, key: str, what: str, fill: str) -> pd.Series:
+    """``adata.obs[key]``; a missing column or a cell without a value is refused in one sentence.
+
+    ``what`` names the argument (``"label_key"``), ``fill`` says what to do about empty cells.
+    """
+    if key not in adata.obs.columns:
+        cols = ", ".join(map(repr, adata.obs.columns[:20])) or "none"
+        raise KeyError(f"{what} '{key}' is not a column of adata.obs (columns: {cols}).")
+    col = adata.obs[key]
+    if col.isna().any():
+        raise ValueError(f"{int(col.isna().sum())} cells have no value in adata.obs['{key}']; {fill}.")
+    return col
+
+
 def encode_targets(adata: AnnData, label_key: str, loss: str = "auto") -> Targets:
     """Read ``adata.obs[label_key]`` and encode it for ``loss`` (auto, cross_entropy, mse, auc)."""
-    if label_key not in adata.obs.columns:
-        cols = ", ".join(map(repr, adata.obs.columns[:20])) or "none"
-        raise KeyError(f"label_key '{label_key}' is not a column of adata.obs (columns: {cols}).")
-    col = adata.obs[label_key]
-    if col.isna().any():
-        raise ValueError(
-            f"{int(col.isna().sum())} cells have no value in adata.obs['{label_key}']; "
-            "subset to labelled cells first (e.g. `adata[adata.obs[key].notna()]`)."
-        )
+    col = obs_column(
+        adata, label_key, "label_key", "subset to labelled cells first (e.g. `adata[adata.obs[key].notna()]`)"
+    )
     regression = loss == "mse" or (loss == "auto" and is_float_dtype(col.dtype))
     if regression:
         if not is_numeric_dtype(col.dtype) or is_bool_dtype(col.dtype):
