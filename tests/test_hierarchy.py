@@ -99,3 +99,14 @@ def test_untrusted_hierarchy_is_refused(pbmc_levels, tmp_path):
     with pytest.raises(DamagedModel, match="'hierarchy'"):
         check_meta(meta, tmp_path)
     assert np.all(np.isin(meta["hierarchy"]["levels"], ["lineage", "bulk_labels"]))
+
+
+def test_search_takes_levels_too(pbmc_levels):
+    from _search_helpers import TINY
+
+    a = pbmc_levels
+    ag.tl.search(a, ["lineage", "bulk_labels"], n_trials=2, use_raw=True, config=TINY, run_dir=ag.settings.model_dir)
+    fine = a.obs["ag_prediction"].astype(str)
+    assert (a.obs["ag_prediction_lineage"].astype(str) == fine.map(LINEAGE)).all()
+    assert "lineage" in a.uns["ag"]["metrics"]["levels"]
+    assert ag.read_model(a.uns["ag"]["model_path"]).hierarchy.levels == ["lineage", "bulk_labels"]

@@ -30,8 +30,8 @@ def smooth_labels(
     column of clusters the user already has, e.g. ``"leiden"``), every cell of a cluster
     takes the cluster's most frequent predicted label, as CellTypist's majority voting does
     over its own over-clustering (ties go to the label listed first). ``"Unassigned"`` takes
-    part in the vote like any label, so a group of rejected cells stays rejected. Sparse
-    matrix products; no loop over cells or clusters.
+    part in the vote like any label, so a group of rejected cells stays rejected. A sparse
+    matrix product over the graph, or one table of counts per cluster; no loop over cells or clusters.
 
     Parameters
     ----------
@@ -75,19 +75,22 @@ def smooth_labels(
     codes = labels.cat.codes.to_numpy()
     n, k = adata.n_obs, len(labels.cat.categories)
     ok = codes >= 0  # missing labels cast no vote
-    onehot = sp.csr_matrix((np.ones(ok.sum()), (np.flatnonzero(ok), codes[ok])), shape=(n, k))
     if groups is None:
-        votes = sp.csr_matrix(conn, dtype=np.float64) @ onehot + _SELF_WEIGHT * onehot
-    else:  # cells x groups, then groups x labels: each cell gets its group's counts
+        onehot = sp.csr_matrix((np.ones(ok.sum()), (np.flatnonzero(ok), codes[ok])), shape=(n, k))
+        votes = sp.csr_matrix(sp.csr_matrix(conn, dtype=np.float64) @ onehot + _SELF_WEIGHT * onehot)
+        winner = np.asarray(votes.argmax(axis=1)).ravel()
+        total = np.asarray(votes.sum(axis=1)).ravel()
+        top = votes.max(axis=1).toarray().ravel()
+    else:  # a groups x labels table of counts (one bincount), then each cell reads its group's row
         member = groups >= 0
         m = int(groups.max()) + 1 if member.any() else 0
-        cells = sp.csr_matrix((np.ones(member.sum()), (np.flatnonzero(member), groups[member])), shape=(n, m))
-        alone = sp.diags((~member).astype(np.float64))  # a cell without a group keeps its own label
-        votes = cells @ (cells.T @ onehot) + alone @ onehot
-    votes = sp.csr_matrix(votes)
-    winner = np.asarray(votes.argmax(axis=1)).ravel()
-    total = np.asarray(votes.sum(axis=1)).ravel()
-    top = votes.max(axis=1).toarray().ravel()
+        voting = member & ok
+        table = np.bincount(groups[voting] * k + codes[voting], minlength=m * k).reshape(m, k)
+        safe = np.where(member, groups, 0)  # a cell without a group keeps its own label (one vote)
+        own = ok.astype(np.float64)
+        winner = np.where(member, table.argmax(axis=1)[safe] if m else 0, codes)
+        top = np.where(member, table.max(axis=1)[safe] if m else 0, own)
+        total = np.where(member, table.sum(axis=1)[safe] if m else 0, own)
     has_vote = total > 0
     smoothed = np.where(has_vote, winner, -1)
     adata.obs[keys.smoothed] = pd.Categorical.from_codes(smoothed, categories=labels.cat.categories)
