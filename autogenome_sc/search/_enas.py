@@ -33,6 +33,7 @@ from ..data import Pipeline, TrainData
 from ..nn import build_network
 from ..nn._enas import Controller, SuperNet, sample_uniform, to_architecture
 from ..train import LOSSES, FitResult, fit, make_optimizer
+from ..train._loop import masked_scan
 
 if TYPE_CHECKING:
     from ..config._schema import Config, EnasConfig, LossConfig, TrainerConfig
@@ -150,9 +151,9 @@ class EnasSearch:
             k_arch, k_drop = jax.random.split(key)
             ws, ss, _, _ = sample(ctrl_params, k_arch, xs.shape[0])
 
-            def step(carry, inp):
+            def step(carry, inp, k):
                 params, bstats, opt_state = carry
-                x, yb, ok, w, s, k = inp
+                x, yb, w, s = inp
 
                 def objective(p):
                     (out, _), upd = net.apply(
@@ -168,13 +169,9 @@ class EnasSearch:
 
                 (loss, new_bstats), grads = jax.value_and_grad(objective, has_aux=True)(params)
                 updates, new_opt = tx.update(grads, opt_state, params)
-                new = (optax.apply_updates(params, updates), new_bstats, new_opt)
-                carry = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, carry)
-                return carry, jnp.where(ok, loss, 0.0)
+                return (optax.apply_updates(params, updates), new_bstats, new_opt), loss
 
-            drop_keys = jax.random.split(k_drop, xs.shape[0])
-            state, losses = jax.lax.scan(step, state, (xs, ys, valid, ws, ss, drop_keys))
-            return state, losses.sum() / jnp.maximum(valid.sum(), 1)
+            return masked_scan(step, state, (xs, ys, ws, ss), valid, jax.random.split(k_drop, xs.shape[0]))
 
         def correct(variables, ws, ss, x, y, n_valid):
             """Correct predictions of each of M children on one batch (BatchNorm batch statistics)."""

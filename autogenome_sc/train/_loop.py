@@ -145,6 +145,25 @@ def _traced(fn, name: str, net):
     return wrapped
 
 
+def masked_scan(step: Callable, state: Any, inputs: tuple, valid: jax.Array, keys: jax.Array) -> tuple[Any, jax.Array]:
+    """The scanned chunk every trainer shares: ``step(carry, inputs_k, key_k) -> (new carry, loss)`` over K minibatches.
+
+    The one compiled loop of the classifier, the Res-VAE and ENAS's shared weights: only
+    ``step`` (the objective and its update) differs. A step whose ``valid`` is False (the
+    padding of a chunk) leaves the carry unchanged and adds no loss; returns the final carry
+    and the mean loss of the valid steps.
+    """
+
+    def body(carry, inp):
+        ok, k, *xs = inp
+        new, loss = step(carry, tuple(xs), k)
+        carry = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, carry)
+        return carry, jnp.where(ok, loss, 0.0)
+
+    state, losses = jax.lax.scan(body, state, (valid, keys, *inputs))
+    return state, losses.sum() / jnp.maximum(valid.sum(), 1)
+
+
 def _kernels_sq(params) -> jax.Array:
     """Sum of squared kernel entries (what the L2 penalty weighs; biases and BatchNorm are exempt)."""
     leaves = [p for p in jax.tree.leaves(params) if p.ndim > 1]
@@ -173,9 +192,9 @@ def _train_chunk_fn(
         if gather:
             matrix, xs = xs
 
-        def step(carry, inp):
+        def step(carry, inp, k):
             params, bstats, opt_state = carry
-            x, yb, ok, k = inp
+            x, yb = inp
             if gather:
                 x = jnp.take(matrix, x, axis=0)
 
@@ -199,12 +218,9 @@ def _train_chunk_fn(
 
             (_, (loss, new_bstats)), grads = jax.value_and_grad(objective, has_aux=True)(params)
             updates, new_opt = opt.update(grads, opt_state, params, hp)
-            new = (optax.apply_updates(params, updates), new_bstats, new_opt)
-            carry = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, carry)
-            return carry, jnp.where(ok, loss, 0.0)
+            return (optax.apply_updates(params, updates), new_bstats, new_opt), loss
 
-        state, losses = jax.lax.scan(step, state, (xs, ys, valid, jax.random.split(key, xs.shape[0])))
-        return state, losses.sum() / jnp.maximum(valid.sum(), 1)
+        return masked_scan(step, state, (xs, ys), valid, jax.random.split(key, xs.shape[0]))
 
     return jax.jit(_traced(train_chunk, "train_chunk", net))
 

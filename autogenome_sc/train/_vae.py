@@ -21,7 +21,7 @@ import optax
 from .. import _logging as logg
 from ..data import Pipeline, TrainData
 from ..nn import ResVAE
-from ._loop import _TRACES, EarlyStopping, FitResult, _traced  # one trace counter for every loop
+from ._loop import _TRACES, EarlyStopping, FitResult, _traced, masked_scan  # one trace counter, one scanned loop
 from ._optim import make_optimizer
 from ._parallel import batch_mesh, replicate, shard
 
@@ -79,9 +79,9 @@ def _train_chunk_fn(net, trainer_json: str, total_steps: int, warm_steps: float,
     tx = make_optimizer(trainer, total_steps)
 
     def train_chunk(state, xs, valid, key):
-        def step(carry, inp):
+        def step(carry, inp, k):
             params, bstats, opt_state, t = carry
-            x, ok, k = inp
+            (x,) = inp
             k_d, k_n = jax.random.split(k)
             beta = jnp.minimum(1.0, t / warm_steps) if use_warmup else 1.0
 
@@ -98,12 +98,9 @@ def _train_chunk_fn(net, trainer_json: str, total_steps: int, warm_steps: float,
 
             (_, (neg_elbo, new_bstats)), grads = jax.value_and_grad(objective, has_aux=True)(params)
             updates, new_opt = tx.update(grads, opt_state, params)
-            new = (optax.apply_updates(params, updates), new_bstats, new_opt, t + 1)
-            carry = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, carry)
-            return carry, jnp.where(ok, neg_elbo, 0.0)
+            return (optax.apply_updates(params, updates), new_bstats, new_opt, t + 1), neg_elbo
 
-        state, losses = jax.lax.scan(step, state, (xs, valid, jax.random.split(key, xs.shape[0])))
-        return state, losses.sum() / jnp.maximum(valid.sum(), 1)
+        return masked_scan(step, state, (xs,), valid, jax.random.split(key, xs.shape[0]))
 
     return jax.jit(_traced(train_chunk, "train_chunk", net)), tx
 
