@@ -13,7 +13,7 @@ import autogenome_sc as ag
 from autogenome_sc import config
 from autogenome_sc.data import prepare
 from autogenome_sc.search import open_study
-from autogenome_sc.search._select import candidates, greedy_weights, select
+from autogenome_sc.search._select import _bag, candidates, greedy_weights, select
 
 CV = {
     "trainer": {"max_epochs": 4, "patience": 4},
@@ -108,7 +108,8 @@ def test_out_of_fold_outputs_come_from_models_that_never_saw_the_cell(pbmc, tmp_
     np.testing.assert_array_equal(rows, np.sort(np.flatnonzero(opened.data.split != "test")))
     for scored in sel.scored:
         seen = np.zeros(len(pbmc), int)
-        for fit in scored.fits:
+        # the fold models at the chosen epoch (what search.final="bag" keeps): the models whose outputs were scored
+        for fit in _bag(s, scored):
             held, train = fit.data.idx["val"], fit.data.idx["train"]
             assert not np.intersect1d(held, train).size and not np.intersect1d(held, opened.data.idx["test"]).size
             seen[held] += 1
