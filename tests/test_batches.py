@@ -48,6 +48,8 @@ def test_batch_without_training_rows_uses_all_its_cells():
 def test_bad_batch_columns_are_refused_in_one_sentence(counts):
     with pytest.raises(KeyError, match="batch_key 'nope' is not a column"):
         read_batches(counts, "nope")
+    with pytest.raises(TypeError, match="batch_key must be the name of a column"):
+        ag.tl.train(counts, "cell_type", model="mlp", batch_key=3, config=FAST)
     counts.obs["batch"] = ["a"] * (counts.n_obs - 1) + ["b"]
     with pytest.raises(ValueError, match="single cell"):
         ag.tl.train(counts, "cell_type", model="mlp", batch_key="batch", config=FAST)

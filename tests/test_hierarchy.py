@@ -38,6 +38,8 @@ def test_levels_must_nest_and_exist(pbmc_levels):
     assert label_levels(["a", "b"]) == ("b", ["a", "b"])
     with pytest.raises(ValueError, match="names a column twice"):
         label_levels(["a", "a"])
+    with pytest.raises(TypeError, match="list of columns from coarse to fine"):
+        ag.tl.train(a, ["lineage", 3], model="mlp", config=FAST)
     with pytest.raises(ValueError, match="empty list"):
         ag.tl.train(a, [], model="mlp", config=FAST)
     codes = a.obs["bulk_labels"].cat.codes.to_numpy()
