@@ -69,6 +69,17 @@ class DataConfig(_Strict):
     prefetch: int = Field(
         2, ge=0, description="Chunks prepared ahead on a background thread while the device computes (0: none)."
     )
+    device_prepare: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description=(
+            "Where the training chunks of a sparse (CSR) matrix too large to cache are densified, normalised, "
+            "log-transformed and scaled. 'on': on the device (GPU, TPU), from each chunk's CSR arrays sent "
+            "there, in compiled code; 'off': on the host, with NumPy, the dense chunk then sent to the device. "
+            "'auto': 'on' unless JAX's default backend is the CPU, where the host path is faster. Dense "
+            "matrices, and matrices small enough to be cached on the device, never need it. Both paths give the "
+            "same values to float32 rounding."
+        ),
+    )
     min_gene_overlap: float = Field(
         0.5, ge=0, le=1, description="Prediction refuses a query sharing fewer than this fraction of the model's genes."
     )

@@ -111,6 +111,7 @@ def prepare(
         chunk_mb=data_cfg.chunk_mb,
         shuffle=data_cfg.shuffle,
         prefetch=data_cfg.prefetch,
+        device_prepare=data_cfg.device_prepare,
     )
     scaling = data_cfg.scaling if data_cfg.scale else "none"
     return data.with_inputs(scaling, data_cfg.n_genes, data_cfg.genes_by), kind

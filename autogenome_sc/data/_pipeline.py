@@ -6,11 +6,13 @@ import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import jax
 import numpy as np
 import pandas as pd
 
 from ._align import GeneAlignment
 from ._batches import BatchStandardizer
+from ._device import DevicePrep, enabled, nnz_bucket, supported
 from ._matrix import MatrixSource, apply_preprocessing, rows_per_chunk
 from ._prefetch import prefetch
 from ._scale import GeneStats, Scaler
@@ -103,11 +105,13 @@ class TrainData:
     chunk_mb: float = 64.0
     shuffle: str = "auto"  # "cells", "blocks" or "auto" (see DataConfig.shuffle)
     prefetch: int = 2
+    device_prepare: str = "auto"  # "auto", "on" or "off" (see DataConfig.device_prepare)
     inputs: tuple[str, int | None] = ("none", None)
     idx: dict[str, np.ndarray] = field(default_factory=dict)
     _base: TrainData | None = field(default=None, repr=False)
     _variants: dict = field(default_factory=dict, repr=False)
     _stats: GeneStats | None = field(default=None, repr=False)
+    _nnz_pad: int = field(default=0, repr=False)  # the padded stored values of a chunk prepared on the device
 
     def __post_init__(self):
         self.idx = {s: np.flatnonzero(self.split == s) for s in ("train", "val", "test")}
@@ -275,16 +279,35 @@ class TrainData:
 
     def train_chunks(
         self, batch_size: int, rng: np.random.Generator, min_steps: int = 1
-    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    ) -> Iterator[tuple[np.ndarray | jax.Array, np.ndarray, np.ndarray]]:
         """Yield ``(xs[K, B, G], ys[K, B], valid[K])`` covering one shuffled epoch.
 
         Every chunk has the same K, so the compiled epoch step is reused; padding steps are
         marked invalid and leave the state unchanged. The last partial batch of each pass is
         dropped (the shuffle changes every pass). Chunks are prepared ``prefetch`` ahead on a
-        background thread; the order, hence the result, is the same without it.
+        background thread; the order, hence the result, is the same without it. When
+        :meth:`prepares_on_device`, ``xs`` is a device array densified, preprocessed and
+        scaled there from the chunk's CSR arrays (see :mod:`autogenome_sc.data._device`);
+        its values agree with the host's to float32 rounding.
         """
         perm, steps, k = self._epoch_perm(batch_size, rng, min_steps)
+        if self.prepares_on_device():
+            prep = DevicePrep(self.pipeline)
+            rows = [idx[: int(valid.sum())].ravel() for idx, valid in _index_chunks(perm, steps, k, batch_size)]
+            need = prep.chunk_nnz(rows)
+            if need < 2**31 - 1:  # int32 positions on the device
+                if not need <= self._nnz_pad < 2 * need:  # else the size of earlier epochs: no new compilation
+                    self._nnz_pad = nnz_bucket(need)
+                chunks = prep.chunks(_index_chunks(perm, steps, k, batch_size), self.y, batch_size, self._nnz_pad)
+                return prefetch(chunks, self.prefetch)
         return prefetch(self._chunks(perm, steps, k, batch_size), self.prefetch)
+
+    def prepares_on_device(self) -> bool:
+        """Whether :meth:`train_chunks` prepares the chunks on the device (``device_prepare`` and a CSR source).
+
+        Dense matrices and rows cached in memory keep the host path.
+        """
+        return enabled(self.device_prepare) and supported(self.pipeline)
 
     def train_index_chunks(
         self, batch_size: int, rng: np.random.Generator, min_steps: int = 1

@@ -102,6 +102,7 @@ def prepare_unsupervised(
         chunk_mb=data_cfg.chunk_mb,
         shuffle=data_cfg.shuffle,
         prefetch=data_cfg.prefetch,
+        device_prepare=data_cfg.device_prepare,
     )
     if likelihood != "nb":
         pipe.fit_scaler(data.idx["train"], data_cfg.chunk_mb)

@@ -133,6 +133,9 @@ def predict_arrays(
     return cast(np.ndarray, outs), cast(np.ndarray, embs)  # None only for an empty idx, which no caller passes
 
 
+#: Chunks a fit dispatches to the device before it waits for the oldest one to finish.
+IN_FLIGHT = 2
+
 #: Traces of the cached compiled functions, by (name, net): a fit reports how many it caused.
 _TRACES: Counter = Counter()
 
@@ -331,14 +334,20 @@ def fit(
     early = validate and not keep_last  # else the last epoch is kept
     late = False  # stopped by the deadline
     for epoch in bar:
-        total, n, started = 0.0, 0, time.perf_counter()
+        started = time.perf_counter()
+        losses: list[jax.Array] = []  # read once at the end of the epoch: the host keeps dispatching ahead
+        counts: list[int] = []
         for xs, ys, valid in chunks(batch, np_rng, min_steps):
             k_drop, sub = jax.random.split(k_drop)
             inputs = (matrix, shard(xs, mesh, 1)) if on_device else shard(xs, mesh, 1)
             state, loss = train_chunk(state, inputs, shard(ys, mesh, 1), shard(valid, mesh, None), sub, hp, smooth)
-            total += float(loss) * int(valid.sum())
-            n += int(valid.sum())
-        hist["train_seconds"].append(time.perf_counter() - started)  # the loss above waited for the device
+            losses.append(loss)
+            counts.append(int(valid.sum()))
+            if len(losses) > IN_FLIGHT:  # a bounded queue of dispatched chunks (each holds its inputs on the device)
+                losses[-IN_FLIGHT - 1].block_until_ready()
+        total = sum(float(v) * c for v, c in zip(jax.device_get(losses), counts, strict=True))
+        n = sum(counts)
+        hist["train_seconds"].append(time.perf_counter() - started)  # device_get above waited for the device
         cur = {"params": state[0], "batch_stats": state[1]}
         metrics = {"train_loss": total / max(n, 1)}
         if validate:

@@ -40,11 +40,17 @@ def batch_mesh(enabled: bool, batch_size: int) -> tuple[Mesh | None, int]:
     return Mesh(np.asarray(devices), (AXIS,)), batch_size
 
 
-def shard(x: np.ndarray, mesh: Mesh | None, batch_axis: int | None) -> jax.Array:
-    """``x`` on the device(s): split along ``batch_axis``, or replicated when it is ``None``."""
+def shard(x: np.ndarray | jax.Array, mesh: Mesh | None, batch_axis: int | None) -> jax.Array:
+    """``x`` on the device(s): split along ``batch_axis``, or replicated when it is ``None``.
+
+    A device array (a chunk prepared on the device) is moved between devices, not through the
+    host, when this process sees every device of ``mesh``.
+    """
     if mesh is None:
         return jnp.asarray(x)
     spec = PartitionSpec() if batch_axis is None else PartitionSpec(*([None] * batch_axis), AXIS)
+    if isinstance(x, jax.Array) and jax.process_count() == 1:
+        return jax.device_put(x, NamedSharding(mesh, spec))
     x = np.asarray(x)
     return jax.make_array_from_callback(x.shape, NamedSharding(mesh, spec), lambda index: x[index])
 
