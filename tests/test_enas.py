@@ -246,3 +246,32 @@ def test_enas_in_a_search_keeps_to_its_share_of_the_timeout(pbmc, tmp_path):
     # busy machine) is the part no deadline can shorten
     assert first["seconds"] < 90
     assert np.isfinite(pbmc.uns["ag"]["metrics"]["accuracy"])
+
+
+def test_controller_steps_in_groups_equal_one_loop_and_padding_changes_nothing(_pbmc):
+    """The controller's steps run as compiled loops; cutting them into padded groups gives the same controller."""
+    from autogenome_sc.search._enas import _step_groups, get_search
+
+    c = config.validate(SMALL)
+    x = np.asarray(_pbmc.raw.X[:64].toarray(), np.float32)
+    x = x / max(float(x.max()), 1.0)
+    y = _pbmc.obs["bulk_labels"].cat.codes.to_numpy()[:64]
+    search = get_search(c.models.enas, c.trainer, c.loss, x.shape[1], 10, 100, "controller")
+    state, ctrl, opt = search.init(jax.random.key(0), 16)
+    variables = {"params": state[0], "batch_stats": state[1]}
+    rows = np.random.default_rng(0).integers(0, 64, (5, 16))
+
+    def run(most):
+        p, o, b, k, out = ctrl, opt, jnp.zeros(()), jax.random.key(7), []
+        for group, valid in _step_groups(5, most):
+            sel = rows[np.minimum(group, 4)]
+            p, o, b, k, r, _ = search.ctrl_steps(p, o, b, variables, x[sel], y[sel], valid, k)
+            out.extend(np.asarray(r)[valid])
+        return p, b, jax.random.key_data(k), np.asarray(out)
+
+    assert [len(g) for g, _ in _step_groups(5, 3)] == [3, 3]  # the last group is padded ...
+    one, groups = run(5), run(3)  # ... and its padding step must leave everything as it was
+    assert len(one[3]) == 5 and np.all((one[3] >= 0) & (one[3] <= 1))  # one accuracy per step
+    for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(groups), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+    assert not np.allclose(jax.tree.leaves(one[0])[0], jax.tree.leaves(ctrl)[0])  # the controller did learn

@@ -3,8 +3,9 @@
 Each epoch trains the supernet's shared weights on the training split, a freshly sampled
 child per minibatch (``lax.scan`` over a chunk of minibatches with a per-step architecture
 array, so one compiled call per chunk), then updates the controller ``controller_steps``
-times: ``M`` children are sampled, scored on one validation minibatch in a single vmapped
-call (reward = accuracy + entropy bonus), the baseline moves ``b <- b - (1 - decay)(b - R)``
+times in one compiled loop (``lax.scan``, no host round-trip per step): ``M`` children are
+sampled, scored on one validation minibatch in a single vmapped call (reward = accuracy +
+entropy bonus), the baseline moves ``b <- b - (1 - decay)(b - R)``
 and the REINFORCE gradient, averaged over the ``M`` children, takes one Adam step. At the
 end ``K`` candidates are scored on the whole validation split with the shared weights; the
 best is retrained from scratch as a standalone :class:`~autogenome_sc.nn.RRFCN` by
@@ -30,6 +31,7 @@ import pandas as pd
 
 from .. import _logging as logg
 from ..data import Pipeline, TrainData
+from ..data._matrix import rows_per_chunk
 from ..nn import build_network
 from ..nn._enas import Controller, SuperNet, sample_uniform, to_architecture
 from ..train import LOSSES, FitResult, fit, make_optimizer
@@ -190,23 +192,57 @@ class EnasSearch:
                 return ctrl_params, opt_state, baseline, acc.mean(), ent.mean()
             return reinforce_update(self.ctrl, ctx, ctrl_params, opt_state, baseline, ws, ss, acc, ent, key, ew, decay)
 
+        def ctrl_steps(ctrl_params, opt_state, baseline, variables, xs, ys, valid, key):
+            """Controller steps ``xs[S, B, G]``, ``ys[S, B]`` in one compiled loop (no host round-trip per step).
+
+            Each valid step draws its key from the chain ``key, sub = split(key)``, as a Python
+            loop of :func:`ctrl_step` calls would; padding steps (``valid`` False) change nothing,
+            the key included. Returns the new state, the key, and each step's reward and entropy.
+            """
+
+            def body(carry, inp):
+                x, y, ok = inp
+                k, sub = jax.random.split(carry[3])
+                p, o, b, acc, ent = ctrl_step(carry[0], carry[1], carry[2], variables, x, y, sub)
+                keep = jax.tree.map(lambda new, old: jnp.where(ok, new, old), (p, o, b, k), carry)
+                return keep, (acc, ent)
+
+            carry, (acc, ent) = jax.lax.scan(body, (ctrl_params, opt_state, baseline, key), (xs, ys, valid))
+            return (*carry, acc, ent)
+
+        def score_all(variables, ws, ss, x, y, n_valid):
+            """Correct predictions of every candidate on one batch, in groups of ``n_arch_per_step``."""
+            group = min(e.n_arch_per_step, ws.shape[0])
+            one = functools.partial(correct_one, variables, x=x, y=y, n_valid=n_valid)
+            return jax.lax.map(lambda a: one(*a), (ws, ss), batch_size=group)
+
+        def correct_one(variables, w, s, *, x, y, n_valid):
+            (out, _), _ = net.apply(variables, x, w, s, train=True, deterministic=True, mutable=["batch_stats"])
+            return ((out.argmax(-1) == y) & (jnp.arange(x.shape[0]) < n_valid)).sum()
+
         self.sample = jax.jit(_counted(sample, self.counts, "sample"), static_argnums=2)
         self.train_chunk = jax.jit(_counted(train_chunk, self.counts, "train_chunk"))
-        self.correct = jax.jit(_counted(correct, self.counts, "correct"))
-        self.ctrl_step = jax.jit(_counted(ctrl_step, self.counts, "ctrl_step"))
+        self.ctrl_steps = jax.jit(_counted(ctrl_steps, self.counts, "ctrl_steps"))
+        self.score_all = jax.jit(_counted(score_all, self.counts, "score_all"))
 
     def init(self, key: jax.Array, batch: int) -> tuple[tuple[Any, Any, optax.OptState], Any, optax.OptState]:
-        """Initial ``(supernet state, controller params, controller optimiser state)``."""
-        n, n_features = self.n_nodes, self.n_features
+        """Initial ``(supernet state, controller params, controller optimiser state)``.
 
-        def init(key):  # one compiled call: eager Flax init dispatches hundreds of small ops
-            k_net, k_ctrl = jax.random.split(key)
-            x = jnp.zeros((batch, n_features), jnp.float32)
-            v = self.net.init(k_net, x, jnp.zeros(n, jnp.int32), jnp.zeros((n, n), jnp.int32), train=False)
-            ctrl_params = self.ctrl.init(k_ctrl, jax.random.key(0))
-            return (v["params"], v["batch_stats"], self.tx.init(v["params"])), ctrl_params, self.ctx.init(ctrl_params)
+        One compiled call (eager Flax init dispatches hundreds of small ops), compiled once per
+        search object and batch size: on a CPU compiling it took 8 s, as long as 100 epochs of
+        the CPU-sized search, and every ENAS trial of a search used to pay it again.
+        """
+        return self._init(key, batch)
 
-        return jax.jit(init)(key)
+    @functools.partial(jax.jit, static_argnums=(0, 2))
+    def _init(self, key: jax.Array, batch: int):
+        self.counts["init"] = self.counts.get("init", 0) + 1  # runs only while tracing
+        k_net, k_ctrl = jax.random.split(key)
+        n = self.n_nodes
+        x = jnp.zeros((batch, self.n_features), jnp.float32)
+        v = self.net.init(k_net, x, jnp.zeros(n, jnp.int32), jnp.zeros((n, n), jnp.int32), train=False)
+        ctrl_params = self.ctrl.init(k_ctrl, jax.random.key(0))
+        return (v["params"], v["batch_stats"], self.tx.init(v["params"])), ctrl_params, self.ctx.init(ctrl_params)
 
     def score(
         self,
@@ -218,26 +254,20 @@ class EnasSearch:
         idx: np.ndarray,
         batch: int,
     ) -> np.ndarray:
-        """Accuracy of each child (rows of ``ws, ss``; a multiple of M) on rows ``idx``.
+        """Accuracy of each child (rows of ``ws, ss``) on rows ``idx``: one compiled call per batch of rows.
 
         Batches have a fixed size; the last is filled with rows from the start (counted once),
         so BatchNorm statistics come from real cells and the compiled shape never changes.
+        Children are evaluated ``n_arch_per_step`` at a time (vmapped) inside that call.
         """
-        m = self.cfg.n_arch_per_step
-        n_arch = ws.shape[0]
-        pad = (-n_arch) % m
-        ws = jnp.concatenate([ws, jnp.repeat(ws[:1], pad, 0)])
-        ss = jnp.concatenate([ss, jnp.repeat(ss[:1], pad, 0)])
-        total = np.zeros(n_arch + pad)
+        total = np.zeros(ws.shape[0])
         for s in range(0, len(idx), batch):
             sel = idx[s : s + batch]
             n_valid = len(sel)
             rows = np.concatenate([sel, idx[: batch - n_valid]]) if n_valid < batch else sel
             x = jnp.asarray(pipeline.block(rows))
-            yb = jnp.asarray(y[rows])
-            for a in range(0, n_arch + pad, m):
-                total[a : a + m] += np.asarray(self.correct(variables, ws[a : a + m], ss[a : a + m], x, yb, n_valid))
-        return total[:n_arch] / len(idx)
+            total += np.asarray(self.score_all(variables, ws, ss, x, jnp.asarray(y[rows]), n_valid))
+        return total / len(idx)
 
 
 @functools.lru_cache(maxsize=4)
@@ -329,6 +359,7 @@ def run_enas(
     baseline = jnp.zeros(())
     val_idx = data.idx["val"]
     vbatch = int(min(batch, len(val_idx)))
+    ctrl_group = max(1, rows_per_chunk(data.pipeline.n_features, data.chunk_mb) // vbatch)  # steps per compiled loop
     np_rng = np.random.default_rng(int(jax.random.randint(k_shuffle, (), 0, 2**31 - 1)))
 
     hist: dict[str, list] = {"epoch": [], "train_loss": [], "mean_reward": [], "baseline": [], "entropy": []}
@@ -338,24 +369,30 @@ def run_enas(
     bar = logg.progress(range(e.epochs), desc=f"ENAS search ({sampler})")
     for epoch in bar:
         started = time.perf_counter()
-        total, n = 0.0, 0
+        losses, counts = [], []  # read once per epoch: the host keeps preparing and dispatching chunks
         for xs, ys, valid in data.train_chunks(batch, np_rng):
             k_loop, sub = jax.random.split(k_loop)
             state, loss = search.train_chunk(
                 state, ctrl_params, jnp.asarray(xs), jnp.asarray(ys), jnp.asarray(valid), sub
             )
-            total += float(loss) * int(valid.sum())
-            n += int(valid.sum())
+            losses.append(loss)
+            counts.append(int(valid.sum()))
+        total = sum(float(v) * c for v, c in zip(jax.device_get(losses), counts, strict=True))
+        n = sum(counts)
         variables = {"params": state[0], "batch_stats": state[1]}
         rewards, ents = [], []
-        for _ in range(e.controller_steps):
-            rows = np_rng.choice(val_idx, vbatch, replace=False)
-            k_loop, sub = jax.random.split(k_loop)
-            ctrl_params, ctrl_opt, baseline, r, h = search.ctrl_step(
-                ctrl_params, ctrl_opt, baseline, variables, jnp.asarray(data.pipeline.block(rows)), data.y[rows], sub
-            )
-            rewards.append(float(r))
-            ents.append(float(h))
+        if (
+            e.controller_steps
+        ):  # every step's rows drawn first (the same draws as one at a time), then one loop each group
+            rows = np.stack([np_rng.choice(val_idx, vbatch, replace=False) for _ in range(e.controller_steps)])
+            for group, valid in _step_groups(e.controller_steps, ctrl_group):
+                sel = rows[np.minimum(group, e.controller_steps - 1)]
+                xs = data.pipeline.block(sel.ravel()).reshape(*sel.shape, -1)
+                ctrl_params, ctrl_opt, baseline, k_loop, r, h = search.ctrl_steps(
+                    ctrl_params, ctrl_opt, baseline, variables, jnp.asarray(xs), data.y[sel], valid, k_loop
+                )
+                rewards.extend(np.asarray(r, np.float64)[valid])
+                ents.extend(np.asarray(h, np.float64)[valid])
         metrics = {
             "train_loss": total / max(n, 1),
             "mean_reward": float(np.mean(rewards)) if rewards else np.nan,
@@ -440,6 +477,15 @@ def run_enas(
         epochs_run=len(walls),
         stopped_at_deadline=cut or bool(fitted is not None and fitted.stopped_at_deadline),
     )
+
+
+def _step_groups(n_steps: int, most: int):
+    """``(steps[G], valid[G])`` groups of at most ``most`` steps, all of one size (the last padded, invalid)."""
+    n_groups = -(-n_steps // most)
+    size = -(-n_steps // n_groups)
+    for start in range(0, n_steps, size):
+        steps = np.arange(start, start + size)
+        yield steps, steps < n_steps
 
 
 def _retrain_sized(trainer: TrainerConfig, deadline: float, walls: list[float]) -> TrainerConfig:
