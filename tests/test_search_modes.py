@@ -133,3 +133,16 @@ def test_portfolio_adds_a_class_separating_linear_model_on_wide_data():
     assert not [e for e in regression if e.get("genes_by") == "f_test" and e["mode"] == "linear"]
     only_all = ag.config.validate({"search": {"spaces": {"n_genes": [None]}}})
     assert not [e for e in portfolio(only_all, modes, 12_600, 100) if e.get("n_genes")]
+
+
+def test_portfolio_linear_floors_weigh_classes_when_the_space_offers_it():
+    from autogenome_sc.search._spaces import portfolio
+
+    modes = ["linear", "mlp", "resnet"]
+    entries = portfolio(ag.config.validate(None), modes, n_vars=12_600, n_train=100)
+    linear = [e for e in entries if e["mode"] == "linear"]
+    assert len(linear) == 3 and all(e["class_weight"] == "balanced" for e in linear)
+    assert all(e["class_weight"] == "none" for e in entries if e["mode"] != "linear")
+    unweighted = ag.config.validate({"search": {"spaces": {"class_weight": ["none"]}}})
+    assert all(e["class_weight"] == "none" for e in portfolio(unweighted, modes, 12_600, 100))
+    assert all("class_weight" not in e for e in portfolio(ag.config.validate(None), modes, 12_600, 100, "regression"))
