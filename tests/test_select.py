@@ -190,6 +190,23 @@ def test_candidates_add_the_best_linear_configuration(pbmc, tmp_path):
         assert len(chosen) == 2 and chosen[1].params["mode"] == "linear"
 
 
+def test_candidates_add_the_best_linear_model_on_all_genes_and_on_selected_genes(tmp_path):
+    """On wide data both linear floors are re-scored, however the small validation split ranks them."""
+    adata = ag.datasets.synthetic(160, 2400, n_types=3, rng=0)
+    cfg = config.validate({"search": {"cv_configs": 1}, "trainer": {"max_epochs": 3, "patience": 3}})
+    opened = open_study(
+        adata, "cell_type", cfg=cfg, modes=["linear", "mlp"], n_trials=6, timeout=None, layer=None,
+        use_raw=False, split_key=None, storage=None, study_name="floors", run_dir=tmp_path, rng=0, keep=6,
+    )  # fmt: skip
+    opened.searcher.run(6, None)
+    top = opened.searcher.top_trials()
+    chosen = candidates(opened.searcher, 1)
+    linear = [t for t in chosen if t.params["mode"] == "linear"]
+    assert {bool(t.params.get("n_genes")) for t in linear} == {False, True}  # the portfolio ran both kinds
+    assert chosen[0].number == top[0].number and len(linear) == 2
+    assert len(chosen) == len({t.number for t in chosen}) <= 3
+
+
 def test_greedy_weights_keep_only_members_that_help():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 300)
