@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -36,8 +36,8 @@ import scipy.sparse as sp
 
 from ._matrix import BackedCSR
 
-if TYPE_CHECKING:
-    from ._pipeline import Pipeline
+#: A :class:`~autogenome_sc.data.Pipeline` (not imported for typing: ``_pipeline`` imports this module).
+Pipeline = Any
 
 #: Compilations of the preparation function, by (preprocessing, scaling, standardised, shape, padded values).
 TRACES: Counter = Counter()
