@@ -177,13 +177,7 @@ class EnasSearch:
 
         def correct(variables, ws, ss, x, y, n_valid):
             """Correct predictions of each of M children on one batch (BatchNorm batch statistics)."""
-
-            def one(w, s):
-                (out, _), _ = net.apply(variables, x, w, s, train=True, deterministic=True, mutable=["batch_stats"])
-                ok = (out.argmax(-1) == y) & (jnp.arange(x.shape[0]) < n_valid)
-                return ok.sum()
-
-            return jax.vmap(one)(ws, ss)
+            return jax.vmap(lambda w, s: correct_one(variables, w, s, x=x, y=y, n_valid=n_valid))(ws, ss)
 
         def ctrl_step(ctrl_params, opt_state, baseline, variables, x, y, key):
             ws, ss, _, ent = sample(ctrl_params, key, e.n_arch_per_step)
@@ -217,6 +211,7 @@ class EnasSearch:
             return jax.lax.map(lambda a: one(*a), (ws, ss), batch_size=group)
 
         def correct_one(variables, w, s, *, x, y, n_valid):
+            """Correct predictions of one child on one batch (BatchNorm batch statistics, no dropout)."""
             (out, _), _ = net.apply(variables, x, w, s, train=True, deterministic=True, mutable=["batch_stats"])
             return ((out.argmax(-1) == y) & (jnp.arange(x.shape[0]) < n_valid)).sum()
 
