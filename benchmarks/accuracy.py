@@ -31,8 +31,12 @@ of ``split_key`` (so the search never trains on it) and a stratified ninth of th
 fold as ``val``. Its wall time is reported separately from the final model's fit.
 
 Run: ``PYTHONPATH=. python benchmarks/accuracy.py [--datasets a,b] [--folds 1,2] [--timeout 60]``.
-Not run by CI. Prints one table per data set, then a summary (markdown) and writes the raw
-scores to ``--out`` (JSON) when given.
+Not run by CI. Prints one table per data set, then a summary (markdown) and a paired
+comparison of ``ag.tl.search`` with the best peer on the same test cells (exact McNemar test on
+accuracy, paired bootstrap interval on macro-F1: is a gap larger than what the test cells can
+tell apart?), and writes the raw scores and every test cell's prediction to ``--out`` (JSON)
+when given. ``--report scores.json`` prints the two tables again from such a file (several
+files: their data sets merged, later files winning).
 """
 
 from __future__ import annotations
@@ -206,7 +210,14 @@ def run(name: str, folds_wanted: list[int], timeout: float, methods: set[str] | 
 
         def record(method, pred, seconds, extra="", f=f, test=test):
             acc, f1 = accuracy_score(y[test], pred), f1_score(y[test], pred, average="macro")
-            scores.setdefault(method, []).append({"fold": f + 1, "accuracy": acc, "macro_f1": f1, "seconds": seconds})
+            scores.setdefault(method, []).append(
+                {
+                    "fold": f + 1, "accuracy": acc, "macro_f1": f1, "seconds": seconds,
+                    # the test cells and what was predicted for each: the paired comparison reads them
+                    "test": [int(i) for i in test], "truth": [str(v) for v in y[test]],
+                    "pred": [str(v) for v in pred],
+                }
+            )  # fmt: skip
             print(
                 f"  fold {f + 1} {method:22s} accuracy {acc:.3f}  macro-F1 {f1:.3f}  ({seconds:.0f}s){extra}",
                 flush=True,
@@ -300,6 +311,74 @@ def summary(all_scores: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def paired(scores: dict[str, list], ours: str = "ag.tl.search", n_boot: int = 2000, seed: int = 0) -> dict | None:
+    """``ours`` against the best peer (by mean accuracy, then macro-F1) on the same test cells, pooled over folds.
+
+    Accuracy: the exact McNemar test on the cells one method gets right and the other wrong
+    (two-sided binomial test on the discordant cells). Macro-F1: a paired bootstrap of the
+    test cells within each fold (both methods resampled together), the 95% interval of the
+    difference of the fold-mean macro-F1. A difference whose p-value is large, or whose
+    interval holds 0, is within what the test cells can tell apart.
+    """
+    from scipy.stats import binomtest
+
+    if ours not in scores or len(scores) < 2:
+        return None
+    peers_ = {m: v for m, v in scores.items() if m != ours}
+
+    def mean(v, k):
+        return float(np.mean([s[k] for s in v]))
+
+    best = max(peers_, key=lambda m: (mean(peers_[m], "accuracy"), mean(peers_[m], "macro_f1")))
+    a_folds, b_folds = scores[ours], peers_[best]
+    if any("pred" not in s for s in a_folds + b_folds):
+        return None
+    a_right = np.concatenate([np.asarray(s["pred"]) == np.asarray(s["truth"]) for s in a_folds])
+    b_right = np.concatenate([np.asarray(s["pred"]) == np.asarray(s["truth"]) for s in b_folds])
+    only_a, only_b = int((a_right & ~b_right).sum()), int((b_right & ~a_right).sum())
+    p = binomtest(min(only_a, only_b), only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    rng = np.random.default_rng(seed)
+    diffs = np.zeros(n_boot)
+    for fa, fb in zip(a_folds, b_folds, strict=True):
+        truth, pa, pb = np.asarray(fa["truth"]), np.asarray(fa["pred"]), np.asarray(fb["pred"])
+        labels = np.unique(truth)
+        for r in range(n_boot):
+            i = rng.integers(0, len(truth), len(truth))
+            diffs[r] += f1_score(truth[i], pa[i], labels=labels, average="macro", zero_division=0) - f1_score(
+                truth[i], pb[i], labels=labels, average="macro", zero_division=0
+            )
+    diffs /= len(a_folds)
+    return {
+        "peer": best,
+        "cells": int(len(a_right)),
+        "accuracy_diff": float(a_right.mean() - b_right.mean()),
+        "only_ours_right": only_a,
+        "only_peer_right": only_b,
+        "mcnemar_p": float(p),
+        "f1_diff": mean(a_folds, "macro_f1") - mean(b_folds, "macro_f1"),
+        "f1_ci": [float(np.quantile(diffs, 0.025)), float(np.quantile(diffs, 0.975))],
+    }
+
+
+def paired_table(all_scores: dict[str, dict]) -> str:
+    """The paired comparison of ``ag.tl.search`` with the best peer on every data set, as markdown."""
+    lines = [
+        "| data | best peer | cells | accuracy, ours - peer | only ours right / only peer right | McNemar p "
+        "| macro-F1, ours - peer (95% bootstrap) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, scores in all_scores.items():
+        r = paired(scores) if scores else None
+        if r is None:
+            continue
+        lo, hi = r["f1_ci"]
+        lines.append(
+            f"| {name} | {r['peer']} | {r['cells']} | {r['accuracy_diff']:+.3f} | {r['only_ours_right']} / "
+            f"{r['only_peer_right']} | {r['mcnemar_p']:.2f} | {r['f1_diff']:+.3f} ({lo:+.3f}, {hi:+.3f}) |"
+        )
+    return "\n".join(lines)
+
+
 def _methods(all_scores):
     seen = []
     for scores in all_scores.values():
@@ -319,7 +398,17 @@ def main() -> None:
     p.add_argument(
         "--config", default=None, help="expert config (JSON text) for ag.tl.search, e.g. an A/B of a setting"
     )
+    p.add_argument("--report", nargs="+", default=None, help="print the tables from these --out files; run nothing")
     args = p.parse_args()
+    if args.report:
+        merged: dict = {}
+        for path in args.report:
+            for name, scores in json.loads(Path(path).read_text()).items():
+                merged.setdefault(name, {}).update(scores)
+        print(summary(merged))
+        print("\nag.tl.search against the best peer on the same test cells, pooled over folds\n")
+        print(paired_table(merged))
+        return
     ag.settings.verbosity = 0
     ag.settings.progress_bar = False
     methods = set(args.methods.split(",")) if args.methods else None
@@ -334,6 +423,8 @@ def main() -> None:
                 Path(args.out).write_text(json.dumps(all_scores, indent=1))
     print("\nmean accuracy / macro-F1 over folds (bold: the best, ours included)\n")
     print(summary(all_scores))
+    print("\nag.tl.search against the best peer on the same test cells, pooled over folds\n")
+    print(paired_table(all_scores))
 
 
 if __name__ == "__main__":
