@@ -146,3 +146,33 @@ def test_portfolio_linear_floors_weigh_classes_when_the_space_offers_it():
     unweighted = ag.config.validate({"search": {"spaces": {"class_weight": ["none"]}}})
     assert all(e["class_weight"] == "none" for e in portfolio(unweighted, modes, 12_600, 100))
     assert all("class_weight" not in e for e in portfolio(ag.config.validate(None), modes, 12_600, 100, "regression"))
+
+
+def test_the_pruner_never_stops_a_linear_trial(pbmc, monkeypatch, tmp_path):
+    # The linear mode trains 200 cheap epochs on a one-cycle schedule: at the pruner's first rung its
+    # loss is still high, and Hyperband pruned the suite's 0-1 scaled linear floor in 12 of 13 searches.
+    import optuna
+
+    from autogenome_sc.search import _run
+
+    class PruneAll(optuna.pruners.BasePruner):
+        def prune(self, study, trial):
+            return True
+
+    monkeypatch.setattr(_run, "make_pruner", lambda search_cfg, max_epochs: PruneAll())
+    config = {
+        **TINY,
+        "search": {
+            **TINY["search"],
+            "modes": ["linear", "mlp"],
+            "linear_epochs": 4,
+            "spaces": {"mlp_widths": [8, 256], "mlp_layers": [1, 2]},  # the portfolio's networks run too
+        },
+    }
+    ag.tl.search(pbmc, "bulk_labels", n_trials=4, config=config, run_dir=tmp_path, rng=0)
+    board = pbmc.uns["ag"]["leaderboard"]
+    states = board[["trial", "mode", "state"]].to_dict("records")
+    linear = board[board["mode"] == "linear"]
+    assert len(linear) >= 1 and set(linear["state"]) == {"complete"}
+    assert set(board[board["mode"] == "mlp"]["state"]) == {"pruned"}, states
+    assert pbmc.uns["ag"]["best"]["mode"] == "linear"

@@ -118,15 +118,17 @@ class Searcher:
         trial.set_user_attr("architecture", tc.arch)
         trial.set_user_attr("worker", worker_name())
         start = time.perf_counter()
+        prunable = MODES[tc.mode].prune if tc.mode in MODES else True
 
         def report(epoch: int, metrics: dict) -> None:
             if epoch == 0:  # compiling and the first epoch: what starting another trial costs before it can stop
                 self._first_epochs.append(time.perf_counter() - start)
-            trial.report(float(metrics[self.metric]), epoch)
+            if prunable:
+                trial.report(float(metrics[self.metric]), epoch)
             over = self._past_deadline() and self._has_complete()
             if over:  # the time budget also stops the running trial, at an epoch boundary
                 trial.set_user_attr("stopped_by_timeout", True)
-            if over or trial.should_prune():
+            if over or (prunable and trial.should_prune()):
                 trial.set_user_attr("epochs", epoch + 1)
                 trial.set_user_attr("seconds", time.perf_counter() - start)
                 raise optuna.TrialPruned()
