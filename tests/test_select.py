@@ -320,3 +320,27 @@ def test_balanced_class_weights_are_the_weighted_log_loss_and_raise_rare_class_r
         truth, pred = a.obs["bulk_labels"].astype(str)[held], a.obs["ag_prediction"].astype(str)[held]
         recalls[weight] = recall_score(truth, pred, average="macro", zero_division=0)
     assert recalls["balanced"] > recalls["none"] + 0.1  # the mean recall over classes: rare classes count as much
+
+
+def test_candidates_keep_the_network_slots_for_networks():
+    """Linear variants ranked high on the validation split take no network's place in the cross-validation."""
+    from types import SimpleNamespace
+
+    def trial(number, mode, **params):
+        return SimpleNamespace(number=number, params={"mode": mode, **params}, user_attrs={})
+
+    ranked = [
+        trial(0, "linear", scaling="zscore"),
+        trial(1, "linear", scaling="minmax"),
+        trial(2, "linear", scaling="zscore", l2=0.1),
+        trial(3, "mlp", mlp_width=256),
+        trial(4, "resnet", resnet_width=256),
+        trial(5, "linear", scaling="minmax", n_genes=500),
+        trial(6, "mlp", mlp_width=64),
+    ]
+    searcher = SimpleNamespace(top_trials=lambda: ranked)
+    got = [t.number for t in candidates(searcher, 2)]
+    assert got == [0, 3, 4, 5]  # the two linear floors and the two best networks, in the validation's order
+    assert [t.number for t in candidates(searcher, 2, more=2)] == [0, 3, 4, 5, 6, 1]  # networks first
+    only_linear = SimpleNamespace(top_trials=lambda: [t for t in ranked if t.params["mode"] == "linear"])
+    assert [t.number for t in candidates(only_linear, 2)] == [0, 1, 2, 5]  # linear variants fill empty slots

@@ -469,7 +469,10 @@ class SearchConfig(_Strict):
         ),
     )
     cv_configs: int = Field(
-        3, ge=1, description="Configurations re-scored by cross-validation (the best ones, plus the best linear)."
+        3,
+        ge=1,
+        description="Configurations re-scored by cross-validation: the best of the non-linear modes (linear ones "
+        "fill the slots left empty), plus the best linear on all genes and the best on a gene selection.",
     )
     cv_share: float = Field(
         0.4,
