@@ -334,6 +334,9 @@ def paired(scores: dict[str, list], ours: str = "ag.tl.search", n_boot: int = 20
     a_folds, b_folds, c_folds = scores[ours], peers_[best], peers_[best_f1]
     if any("pred" not in s for s in a_folds + b_folds + c_folds):
         return None
+    for fa, fb, fc in zip(a_folds, b_folds, c_folds, strict=True):  # the same cells, in the same order
+        if not fa["test"] == fb["test"] == fc["test"]:
+            raise ValueError(f"fold {fa['fold']}: the methods were scored on different test cells")
     a_right = np.concatenate([np.asarray(s["pred"]) == np.asarray(s["truth"]) for s in a_folds])
     b_right = np.concatenate([np.asarray(s["pred"]) == np.asarray(s["truth"]) for s in b_folds])
     only_a, only_b = int((a_right & ~b_right).sum()), int((b_right & ~a_right).sum())
@@ -408,9 +411,7 @@ def main() -> None:
         for path in args.report:
             for name, scores in json.loads(Path(path).read_text()).items():
                 merged.setdefault(name, {}).update(scores)
-        print(summary(merged))
-        print("\nag.tl.search against the best peer on the same test cells, pooled over folds\n")
-        print(paired_table(merged))
+        _print_tables(merged)
         return
     ag.settings.verbosity = 0
     ag.settings.progress_bar = False
@@ -424,6 +425,10 @@ def main() -> None:
             all_scores[name] = run(name, folds, args.timeout, methods, Path(tmp), config)
             if args.out:
                 Path(args.out).write_text(json.dumps(all_scores, indent=1))
+    _print_tables(all_scores)
+
+
+def _print_tables(all_scores: dict[str, dict]) -> None:
     print("\nmean accuracy / macro-F1 over folds (bold: the best, ours included)\n")
     print(summary(all_scores))
     print("\nag.tl.search against the best peer on the same test cells, pooled over folds\n")

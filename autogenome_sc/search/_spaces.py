@@ -40,8 +40,8 @@ class Mode:
         Whether the pruner may stop the mode's trials. ``False`` for modes whose early
         epochs say nothing about their end and whose trials cost seconds: the linear mode
         (200 epochs on a one-cycle schedule still warming up at epoch 6) had its 0-1 scaled
-        floor pruned at epoch 6 or 16 in 12 of 13 searches of the benchmark suite, though
-        it was the best model on some of them (docs/benchmarks.md). Such trials report
+        floor pruned at epoch 6 or 16 in 12 of 13 searches of the benchmark suite, and once
+        the F-test one that was the best model of another fold (docs/benchmarks.md). Such trials report
         nothing to the pruner either, so their slow start does not lower the bar for others.
     """
 
