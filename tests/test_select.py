@@ -344,3 +344,41 @@ def test_candidates_keep_the_network_slots_for_networks():
     assert [t.number for t in candidates(searcher, 2, more=2)] == [0, 3, 4, 5, 6, 1]  # networks first
     only_linear = SimpleNamespace(top_trials=lambda: [t for t in ranked if t.params["mode"] == "linear"])
     assert [t.number for t in candidates(only_linear, 2)] == [0, 1, 2, 5]  # linear variants fill empty slots
+
+
+def test_a_cross_validation_started_in_time_may_finish_within_the_grace(pbmc, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from autogenome_sc.search import _select
+
+    cfg = config.validate(_cfg())
+    opened = open_study(
+        pbmc, "bulk_labels", cfg=cfg, modes=None, n_trials=3, timeout=None, layer=None, use_raw=True,
+        split_key=None, storage=None, study_name="grace", run_dir=tmp_path, rng=0, keep=4,
+    )  # fmt: skip
+    s = opened.searcher
+    s.run(3, None)
+    t0 = 1000.0
+
+    train = s.train
+
+    def run(grace):
+        started = []
+
+        def training(*a, **kw):
+            started.append(1)
+            return train(*a, **kw)
+
+        def clock():  # the first configuration starts in time; once it trains, the deadline has passed
+            return t0 + 10.0 if started else t0
+
+        monkeypatch.setattr(s, "train", training)
+        monkeypatch.setattr(_select, "time", SimpleNamespace(perf_counter=clock))
+        return select(s, deadline=t0 + 5.0, seed=0, grace=grace)
+
+    late = run(grace=0.0)
+    assert late.method == "validation"
+    assert any("ran out" in n for n in late.notes), late.notes
+    kept = run(grace=10.0)  # finishing by t0 + 15 is allowed: that configuration is scored, the next does not start
+    assert kept.method == "cv" and len(kept.scored) == 1
+    assert any("not cross-validated" in n for n in kept.notes)

@@ -16,7 +16,7 @@ from .._checks import check_count, check_file_name, check_rng, check_timeout
 from .._docs import BATCH_KEY, INPUT_SPLIT_KEY, doc_params
 from ..data._hierarchy import label_levels
 from ..search import leaderboard, open_study
-from ..search._select import cv_seconds, final_model, select, use_cv
+from ..search._select import GRACE, cv_seconds, final_model, select, use_cv
 from ._finish import finish
 from ._results import log_finished
 from ._train import _log_input, hierarchy_of
@@ -209,7 +209,8 @@ def search(
     if supervised:
         assert label_key is not None  # supervised means a label_key
         deadline = None if opened.timeout is None else t0 + opened.timeout
-        sel = select(s, deadline=deadline, seed=int(rng))
+        grace = 0.0 if opened.timeout is None else GRACE * opened.timeout
+        sel = select(s, deadline=deadline, seed=int(rng), grace=grace)
         search_seconds = time.perf_counter() - t0
         t_final = time.perf_counter()
         arch, result, data = final_model(sel, s, final=opened.cfg.search.final)
