@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 SURPLUS_ATTR = "ag_surplus"
+#: Marks the portfolio's trials (known-good settings run first): the pruner never stops them.
+PORTFOLIO_ATTR = "ag_portfolio"
 DEFAULT_N_TRIALS = 30
 DEFAULT_TIMEOUT = 240.0
 
@@ -118,17 +120,24 @@ class Searcher:
         trial.set_user_attr("architecture", tc.arch)
         trial.set_user_attr("worker", worker_name())
         start = time.perf_counter()
-        prunable = MODES[tc.mode].prune if tc.mode in MODES else True
+        reports = MODES[tc.mode].prune if tc.mode in MODES else True
+        # The portfolio's networks report their epochs (later trials are judged against them) but run to
+        # their end: on qPCR, Hyperband stopped the one trained as scikit-learn's MLP at epoch 6 of a
+        # one-cycle schedule in one fold, where in the next it was the second-best trial and the MLP
+        # is the best peer (docs/benchmarks.md).
+        prunable = reports and not trial.user_attrs.get(PORTFOLIO_ATTR, False)
 
         def report(epoch: int, metrics: dict) -> None:
             if epoch == 0:  # compiling and the first epoch: what starting another trial costs before it can stop
                 self._first_epochs.append(time.perf_counter() - start)
-            if prunable:
+            stop = False
+            if reports:
                 trial.report(float(metrics[self.metric]), epoch)
+                stop = trial.should_prune() and prunable  # asked either way: the pruner records the trial's rungs
             over = self._past_deadline() and self._has_complete()
             if over:  # the time budget also stops the running trial, at an epoch boundary
                 trial.set_user_attr("stopped_by_timeout", True)
-            if over or (prunable and trial.should_prune()):
+            if over or stop:
                 trial.set_user_attr("epochs", epoch + 1)
                 trial.set_user_attr("seconds", time.perf_counter() - start)
                 raise optuna.TrialPruned()

@@ -17,7 +17,7 @@ from anndata import AnnData
 from .. import _logging as logg
 from .._checks import check_count, check_file_name, check_rng, check_timeout
 from ..data import TrainData, prepare
-from ._driver import DEFAULT_N_TRIALS, DEFAULT_TIMEOUT, Searcher, direction
+from ._driver import DEFAULT_N_TRIALS, DEFAULT_TIMEOUT, PORTFOLIO_ATTR, Searcher, direction
 from ._spaces import check_modes, portfolio, vae_portfolio
 from ._study import make_pruner, make_sampler, make_storage
 
@@ -184,7 +184,7 @@ def open_study(
             else vae_portfolio(cfg)
         )
         for params in first:
-            study.enqueue_trial(params, skip_if_exists=True)
+            study.enqueue_trial(params, user_attrs={PORTFOLIO_ATTR: True}, skip_if_exists=True)
     where = "a journal file in " + str(run_dir) if storage is None else "the given storage"
     logg.info(
         f"    study '{study_name}' in {where}: {n_before} earlier trials; modes {', '.join(modes)}; "
