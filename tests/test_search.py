@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 
 import autogenome_sc as ag
 from autogenome_sc.search import leaderboard, recover_stale_trials
-from autogenome_sc.search._study import HEARTBEAT_ATTR, WORKER_ATTR
+from autogenome_sc.search._study import HEARTBEAT_ATTR, PORTFOLIO_ATTR, WORKER_ATTR
 
 matplotlib.use("Agg")
 
@@ -152,6 +152,7 @@ def test_journal_stale_trials_failed_and_retried(tmp_path):
     storage.set_trial_system_attr(alive._trial_id, WORKER_ATTR, {"host": host, "pid": os.getppid()})
     storage.set_trial_system_attr(remote._trial_id, WORKER_ATTR, {"host": "elsewhere", "pid": 1})
     storage.set_trial_system_attr(remote._trial_id, HEARTBEAT_ATTR, time.time() - 31)  # silent for too long
+    storage.set_trial_user_attr(dead._trial_id, PORTFOLIO_ATTR, True)  # a portfolio trial stays one when retried
     failed = recover_stale_trials(study, cfg.search)
     assert sorted(failed) == sorted([dead.number, remote.number])
     states = {t.number: t.state for t in study.get_trials()}
@@ -160,6 +161,8 @@ def test_journal_stale_trials_failed_and_retried(tmp_path):
     assert sorted(t.system_attrs["failed_trial"] for t in retries) == sorted(failed)
     assert all(WORKER_ATTR not in t.system_attrs for t in retries)
     assert {t.params["x"] for t in retries} == {dead.params["x"], remote.params["x"]}
+    marked = {t.system_attrs["failed_trial"]: t.user_attrs.get(PORTFOLIO_ATTR, False) for t in retries}
+    assert marked == {dead.number: True, remote.number: False}
     assert recover_stale_trials(study, cfg.search) == []  # idempotent
 
 

@@ -34,6 +34,16 @@ def _cfg(**search):
     return cfg
 
 
+def _opened(adata, tmp_path, name, n_trials=3):
+    """A study of the CV config on ``adata`` (pbmc68k_reduced), its ``n_trials`` trials run."""
+    opened = open_study(
+        adata, "bulk_labels", cfg=config.validate(_cfg()), modes=None, n_trials=n_trials, timeout=None,
+        layer=None, use_raw=True, split_key=None, storage=None, study_name=name, run_dir=tmp_path, rng=0, keep=4,
+    )  # fmt: skip
+    opened.searcher.run(n_trials, None)
+    return opened
+
+
 def _search(adata, tmp_path, name, **kw):
     ag.tl.search(adata, "bulk_labels", n_trials=3, use_raw=True, run_dir=tmp_path, study_name=name, **kw)
     return adata.uns["ag"]
@@ -98,13 +108,8 @@ def test_cv_selection_is_deterministic_and_its_model_round_trips(pbmc, tmp_path)
 
 
 def test_out_of_fold_outputs_come_from_models_that_never_saw_the_cell(pbmc, tmp_path):
-    cfg = config.validate(_cfg())
-    opened = open_study(
-        pbmc, "bulk_labels", cfg=cfg, modes=None, n_trials=3, timeout=None, layer=None, use_raw=True,
-        split_key=None, storage=None, study_name="oof", run_dir=tmp_path, rng=0, keep=4,
-    )  # fmt: skip
+    opened = _opened(pbmc, tmp_path, "oof")
     s = opened.searcher
-    s.run(3, None)
     sel = select(s, deadline=None, seed=0)
     assert sel.method == "cv" and len(sel.scored) >= 2
     rows = sel.rows
@@ -351,15 +356,8 @@ def test_a_cross_validation_started_in_time_may_finish_within_the_grace(pbmc, tm
 
     from autogenome_sc.search import _select
 
-    cfg = config.validate(_cfg())
-    opened = open_study(
-        pbmc, "bulk_labels", cfg=cfg, modes=None, n_trials=3, timeout=None, layer=None, use_raw=True,
-        split_key=None, storage=None, study_name="grace", run_dir=tmp_path, rng=0, keep=4,
-    )  # fmt: skip
-    s = opened.searcher
-    s.run(3, None)
+    s = _opened(pbmc, tmp_path, "grace").searcher
     t0 = 1000.0
-
     train = s.train
 
     def run(grace):

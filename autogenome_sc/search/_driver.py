@@ -29,15 +29,13 @@ from ..nn._fc import canonical
 from ..train import FitResult, fit, make_apply, predict_arrays
 from ..train._loop import eval_batch
 from ._spaces import MODES, TrialConfig, suggest
-from ._study import Heartbeat, recover_stale_trials, uses_own_heartbeat, worker_name
+from ._study import PORTFOLIO_ATTR, Heartbeat, recover_stale_trials, uses_own_heartbeat, worker_name
 
 if TYPE_CHECKING:
     from ..config._schema import Config
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 SURPLUS_ATTR = "ag_surplus"
-#: Marks the portfolio's trials (known-good settings run first): the pruner never stops them.
-PORTFOLIO_ATTR = "ag_portfolio"
 DEFAULT_N_TRIALS = 30
 DEFAULT_TIMEOUT = 240.0
 

@@ -17,9 +17,9 @@ from anndata import AnnData
 from .. import _logging as logg
 from .._checks import check_count, check_file_name, check_rng, check_timeout
 from ..data import TrainData, prepare
-from ._driver import DEFAULT_N_TRIALS, DEFAULT_TIMEOUT, PORTFOLIO_ATTR, Searcher, direction
+from ._driver import DEFAULT_N_TRIALS, DEFAULT_TIMEOUT, Searcher, direction
 from ._spaces import check_modes, portfolio, vae_portfolio
-from ._study import make_pruner, make_sampler, make_storage
+from ._study import PORTFOLIO_ATTR, make_pruner, make_sampler, make_storage
 
 if TYPE_CHECKING:
     from optuna.storages import BaseStorage

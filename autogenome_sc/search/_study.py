@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 WORKER_ATTR = "ag_worker"
 HEARTBEAT_ATTR = "ag_heartbeat"
+#: Marks the portfolio's trials (known-good settings run first): the pruner never stops them, nor their retries.
+PORTFOLIO_ATTR = "ag_portfolio"
 
 try:  # Optuna >= 4.x renamed the callback; keep both spellings working
     from optuna.storages import RetryHeartbeatStaleTrialCallback as _Retry
@@ -196,6 +198,7 @@ def _retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, max_retry: int)
             params=trial.params,
             distributions=trial.distributions,
             system_attrs=system_attrs,
+            user_attrs={k: v for k, v in trial.user_attrs.items() if k == PORTFOLIO_ATTR},
         )
     )
 
