@@ -181,3 +181,32 @@ def test_the_pruner_never_stops_a_linear_or_portfolio_trial(pbmc, monkeypatch, t
     drawn = board[(board["trial"] >= n_first) & (board["mode"] == "mlp")]
     assert (first["mode"] == "mlp").any() and set(first["state"]) == {"complete"}, states
     assert len(drawn) >= 1 and set(drawn["state"]) == {"pruned"}, states
+
+
+def test_portfolio_has_a_plain_mlp_and_the_search_draws_batch_norm():
+    import optuna
+
+    from autogenome_sc.nn import build_network
+    from autogenome_sc.search._spaces import portfolio, suggest
+
+    cfg = ag.config.validate(None)
+    modes = ["linear", "mlp", "resnet"]
+    entries = portfolio(cfg, modes, n_vars=765, n_train=560)
+    nets = [e for e in entries if e["mode"] != "linear"]
+    plain = [e for e in nets if e["batch_norm"] is False]  # scikit-learn's MLPClassifier: Dense -> ReLU
+    assert len(plain) == 1 and plain[0]["mode"] == "mlp" and plain[0]["dropout"] == 0.0
+    assert all(e["batch_norm"] is True for e in nets if e is not plain[0])  # the paper's FC units
+    only_bn = ag.config.validate({"search": {"spaces": {"batch_norm": [True]}}})
+    assert all(e.get("batch_norm", True) for e in portfolio(only_bn, modes, 765, 560))
+    for flag in (True, False):
+        tc = suggest(optuna.trial.FixedTrial({**plain[0], "batch_norm": flag}), cfg, modes, 765)
+        net = build_network(tc.arch, 3)
+        assert tc.arch["batch_norm"] is flag and net.batch_norm is flag
+    # a trial of a study begun before batch_norm was searched is drawn again with BatchNorm
+    from types import SimpleNamespace
+
+    from autogenome_sc.search._driver import Searcher
+
+    searcher = SimpleNamespace(cfg=cfg, modes=modes, n_vars=765, data=SimpleNamespace(task="classification"))
+    old = SimpleNamespace(params={k: v for k, v in plain[0].items() if k != "batch_norm"}, number=0)
+    assert Searcher.config_of(searcher, old).arch["batch_norm"] is True  # type: ignore[arg-type]

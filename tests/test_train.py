@@ -194,3 +194,21 @@ def test_bf16_mixed_precision_trains_float32_parameters_to_the_same_accuracy(pbm
     assert not np.allclose(embs["bf16"], embs["float32"], atol=1e-3)  # it did compute in bfloat16
     with pytest.raises(ValueError, match="precision"):
         ag.tl.train(pbmc.copy(), "bulk_labels", use_raw=True, config={"trainer": {"precision": "fp8"}})
+
+
+def test_fc_units_without_batch_norm_train_save_and_load(pbmc):
+    # a plain MLP (Dense -> ReLU), as scikit-learn's MLPClassifier: no BatchNorm layer, no batch statistics
+    cfg = {"trainer": {"max_epochs": 30, "patience": 30}, "models": {"mlp": {"batch_norm": False, "dropout": 0.0}}}
+    ag.tl.train(pbmc, "bulk_labels", model="mlp", config=cfg, rng=0)
+    assert pbmc.uns["ag"]["metrics"]["accuracy"] >= 0.75  # chance (majority class) is 0.34
+    model = ag.read_model(pbmc.uns["ag"]["model_path"])
+    assert model.architecture["batch_norm"] is False
+    assert not jax.tree.leaves(model.variables.get("batch_stats", {}))
+    assert all(set(unit) == {"Dense_0"} for name, unit in model.variables["params"].items() if name != "head")
+    probs = model.predict_proba(pbmc)
+    assert np.array_equal(np.asarray(probs).argmax(1), pbmc.obs["ag_prediction"].cat.codes.to_numpy())
+    with_bn = build_network({"model": "resnet", "width": 8, "n_blocks": 1}, 3)
+    without = build_network({"model": "resnet", "width": 8, "n_blocks": 1, "batch_norm": False}, 3)
+    x = np.ones((4, 5), np.float32)
+    assert "batch_stats" in with_bn.init(jax.random.key(0), x)
+    assert "batch_stats" not in without.init(jax.random.key(0), x)

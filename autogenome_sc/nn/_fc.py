@@ -1,6 +1,7 @@
 """The paper's networks of fully-connected (FC) units, as Flax modules.
 
-An FC unit is Dense -> BatchNorm -> activation (paper Fig. 2a); every network starts with
+An FC unit is Dense -> BatchNorm -> activation (paper Fig. 2a; ``batch_norm=False`` leaves
+the BatchNorm out, as a plain multilayer perceptron has it); every network starts with
 input dropout (the paper's "drop-out ratio of the first layer", given as a keep ratio) and
 ends with a linear head. ``__call__`` returns ``(output, embedding)``, the embedding being
 the penultimate representation written to ``.obsm["X_ag"]``.
@@ -27,16 +28,18 @@ def dropout(module: nn.Module, x, rate, train: bool):
 
 
 class FCUnit(nn.Module):
-    """Dense -> BatchNorm -> activation (-> dropout)."""
+    """Dense -> BatchNorm -> activation (-> dropout); without ``batch_norm``, Dense -> activation."""
 
     features: int
     activation: str = "relu"
     dropout: float = 0.0
+    batch_norm: bool = True
 
     @nn.compact
     def __call__(self, x, train: bool, rate=None):
         x = nn.Dense(self.features)(x)
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+        if self.batch_norm:
+            x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
         x = ACTIVATIONS[self.activation](x)
         if self.dropout > 0:
             x = dropout(self, x, self.dropout if rate is None else rate, train)
@@ -54,6 +57,7 @@ class _Net(nn.Module):
     input_keep: float = 1.0
     activation: str = "relu"
     dropout: float = 0.0
+    batch_norm: bool = True
 
     def backbone(  # pragma: no cover - overridden
         self, x: jax.Array, train: bool, rate: float | jax.Array | None = None
@@ -69,7 +73,7 @@ class _Net(nn.Module):
         return nn.Dense(self.n_out, name="head")(h), h
 
     def unit(self, features: int):
-        return FCUnit(features, self.activation, self.dropout)
+        return FCUnit(features, self.activation, self.dropout, self.batch_norm)
 
 
 def canonical(net: nn.Module) -> nn.Module:

@@ -102,7 +102,8 @@ class Searcher:
 
     def config_of(self, trial: optuna.trial.FrozenTrial) -> TrialConfig:
         """A trial's configuration, drawn again from its parameters."""
-        fixed = optuna.trial.FixedTrial(trial.params, number=trial.number)
+        # a trial of a study begun before batch_norm was searched had BatchNorm (an unused entry is ignored)
+        fixed = optuna.trial.FixedTrial({"batch_norm": True, **trial.params}, number=trial.number)
         # FixedTrial offers Trial's suggest_* API without subclassing optuna.Trial
         return suggest(fixed, self.cfg, self.modes, self.n_vars, self.data.task)  # type: ignore[arg-type]
 
