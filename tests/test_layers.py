@@ -20,6 +20,7 @@ LAYERS = {
     "_docs": 1,
     "_checks": 1,
     "_precision": 1,
+    "_traces": 1,  # compile counting, shared by data, train and search
     "_keys": 2,
     "config": 2,
     "nn": 3,

@@ -24,7 +24,6 @@ twice per training run; :data:`TRACES` counts its compilations and the tests che
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
 from functools import partial
 from typing import Any
@@ -34,13 +33,14 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
+from .._traces import Traces
 from ._matrix import BackedCSR
 
 #: A :class:`~autogenome_sc.data.Pipeline` (not imported for typing: ``_pipeline`` imports this module).
 Pipeline = Any
 
 #: Compilations of the preparation function, by (preprocessing, scaling, standardised, shape, padded values).
-TRACES: Counter = Counter()
+TRACES = Traces()
 #: The smallest padded number of stored values per chunk.
 MIN_NNZ = 1024
 
@@ -49,7 +49,7 @@ def enabled(setting: str) -> bool:
     """Whether ``data.device_prepare`` (``"auto"``, ``"on"`` or ``"off"``) prepares chunks on the device.
 
     ``"auto"`` does on GPUs and TPUs, not on the CPU backend: there the host path prepared
-    chunks about 2.5x faster, and epochs were about 10% faster (docs/scale.md).
+    chunks faster, and epochs were faster too (measured in docs/scale.md).
     """
     if setting == "on":
         return True

@@ -30,11 +30,13 @@ import optax
 import pandas as pd
 
 from .. import _logging as logg
+from .._traces import Traces
 from ..data import Pipeline, TrainData
 from ..data._matrix import rows_per_chunk
 from ..nn import build_network
 from ..nn._enas import Controller, SuperNet, sample_uniform, to_architecture
 from ..train import LOSSES, FitResult, fit, make_optimizer
+from ..train._epochs import EarlyStopping, EpochClock, Epochs, Evaluate, run_epochs, variables_of
 from ..train._loop import masked_scan
 
 if TYPE_CHECKING:
@@ -84,12 +86,127 @@ def reinforce_update(ctrl, ctx, params, opt_state, baseline, ws, ss, acc, ent, k
     return optax.apply_updates(params, updates), opt_state, baseline, acc.mean(), ent.mean()
 
 
-def _counted(fn, counter: dict, name: str):
-    def wrapped(*args):
-        counter[name] = counter.get(name, 0) + 1  # runs only while tracing
-        return fn(*args)
+def _sampler(ctrl: Controller, sampler: str, n_nodes: int, n_widths: int) -> Callable:
+    """``sample(ctrl_params, key, m) -> (widths, skips, log-probabilities, entropies)`` of ``m`` children.
 
-    return wrapped
+    ``"random"`` draws uniform widths and skip bits (zero log-probabilities and entropies).
+    """
+
+    def sample(ctrl_params, key, m):
+        keys = jax.random.split(key, m)
+        if sampler == "random":
+            w, s = jax.vmap(lambda k: sample_uniform(k, n_nodes, n_widths))(keys)
+            return w, s, jnp.zeros(m), jnp.zeros(m)
+        return jax.vmap(lambda k: ctrl.apply(ctrl_params, k))(keys)
+
+    return sample
+
+
+def _shared_chunk(net: SuperNet, tx: optax.GradientTransformation, sample: Callable, smoothing: float) -> Callable:
+    """The supernet's chunk step ``(state, ctrl_params, xs, ys, valid, key) -> (state, mean loss)``.
+
+    A freshly sampled child per minibatch: the children's architectures are a per-step
+    input of the shared :func:`~autogenome_sc.train._loop.masked_scan`.
+    """
+    loss_fn = LOSSES["cross_entropy"]
+
+    def train_chunk(state, ctrl_params, xs, ys, valid, key):
+        k_arch, k_drop = jax.random.split(key)
+        ws, ss, _, _ = sample(ctrl_params, k_arch, xs.shape[0])
+
+        def step(carry, inp, k):
+            params, bstats, opt_state = carry
+            x, yb, w, s = inp
+
+            def objective(p):
+                (out, _), upd = net.apply(
+                    {"params": p, "batch_stats": bstats},
+                    x,
+                    w,
+                    s,
+                    train=True,
+                    rngs={"dropout": k},
+                    mutable=["batch_stats"],
+                )
+                return loss_fn(out, yb, smoothing), upd["batch_stats"]
+
+            (loss, new_bstats), grads = jax.value_and_grad(objective, has_aux=True)(params)
+            updates, new_opt = tx.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), new_bstats, new_opt), loss
+
+        return masked_scan(step, state, (xs, ys, ws, ss), valid, jax.random.split(k_drop, xs.shape[0]))
+
+    return train_chunk
+
+
+def _child_scorer(net: SuperNet) -> Callable:
+    """``correct_one(variables, w, s, *, x, y, n_valid)``: correct predictions of one child on one batch.
+
+    BatchNorm uses the batch's statistics; no dropout.
+    """
+
+    def correct_one(variables, w, s, *, x, y, n_valid):
+        (out, _), _ = net.apply(variables, x, w, s, train=True, deterministic=True, mutable=["batch_stats"])
+        return ((out.argmax(-1) == y) & (jnp.arange(x.shape[0]) < n_valid)).sum()
+
+    return correct_one
+
+
+def _controller_steps(
+    ctrl: Controller,
+    ctx: optax.GradientTransformation,
+    sample: Callable,
+    correct_one: Callable,
+    e: EnasConfig,
+    sampler: str,
+) -> Callable:
+    """``ctrl_steps(ctrl_params, opt_state, baseline, variables, xs, ys, valid, key)``: controller steps in one loop.
+
+    Steps ``xs[S, B, G]``, ``ys[S, B]`` in one compiled loop (no host round-trip per step).
+    Each valid step draws its key from the chain ``key, sub = split(key)``, as a Python loop
+    of single steps would; padding steps (``valid`` False) change nothing, the key included.
+    Returns the new state, the key, and each step's reward and entropy. ``"random"`` samples
+    children and scores them, and learns nothing.
+    """
+    ew, decay = e.entropy_weight, e.baseline_decay
+
+    def correct(variables, ws, ss, x, y, n_valid):
+        """Correct predictions of each of M children on one batch (BatchNorm batch statistics)."""
+        return jax.vmap(lambda w, s: correct_one(variables, w, s, x=x, y=y, n_valid=n_valid))(ws, ss)
+
+    def ctrl_step(ctrl_params, opt_state, baseline, variables, x, y, key):
+        ws, ss, _, ent = sample(ctrl_params, key, e.n_arch_per_step)
+        acc = correct(variables, ws, ss, x, y, x.shape[0]) / x.shape[0]
+        if sampler == "random":
+            return ctrl_params, opt_state, baseline, acc.mean(), ent.mean()
+        return reinforce_update(ctrl, ctx, ctrl_params, opt_state, baseline, ws, ss, acc, ent, key, ew, decay)
+
+    def ctrl_steps(ctrl_params, opt_state, baseline, variables, xs, ys, valid, key):
+        def body(carry, inp):
+            x, y, ok = inp
+            k, sub = jax.random.split(carry[3])
+            p, o, b, acc, ent = ctrl_step(carry[0], carry[1], carry[2], variables, x, y, sub)
+            keep = jax.tree.map(lambda new, old: jnp.where(ok, new, old), (p, o, b, k), carry)
+            return keep, (acc, ent)
+
+        carry, (acc, ent) = jax.lax.scan(body, (ctrl_params, opt_state, baseline, key), (xs, ys, valid))
+        return (*carry, acc, ent)
+
+    return ctrl_steps
+
+
+def _score_all(correct_one: Callable, n_arch_per_step: int) -> Callable:
+    """``score_all(variables, ws, ss, x, y, n_valid)``: correct predictions of every candidate on one batch.
+
+    Candidates are evaluated in groups of ``n_arch_per_step`` (vmapped).
+    """
+
+    def score_all(variables, ws, ss, x, y, n_valid):
+        group = min(n_arch_per_step, ws.shape[0])
+        one = functools.partial(correct_one, variables, x=x, y=y, n_valid=n_valid)
+        return jax.lax.map(lambda a: one(*a), (ws, ss), batch_size=group)
+
+    return score_all
 
 
 class EnasSearch:
@@ -136,102 +253,27 @@ class EnasSearch:
         self.n_features = n_features
         self.tx = make_optimizer(trainer, steps_total)
         self.ctx = optax.adam(e.controller_lr)
-        smoothing = loss_cfg.label_smoothing
-        loss_fn = LOSSES["cross_entropy"]
-        self.counts: dict[str, int] = {}
-        net, tx, ctx = self.net, self.tx, self.ctx
-        ew, decay = e.entropy_weight, e.baseline_decay
-
-        def sample(ctrl_params, key, m):
-            keys = jax.random.split(key, m)
-            if sampler == "random":
-                w, s = jax.vmap(lambda k: sample_uniform(k, e.n_nodes, len(self.options)))(keys)
-                return w, s, jnp.zeros(m), jnp.zeros(m)
-            return jax.vmap(lambda k: self.ctrl.apply(ctrl_params, k))(keys)
-
-        def train_chunk(state, ctrl_params, xs, ys, valid, key):
-            k_arch, k_drop = jax.random.split(key)
-            ws, ss, _, _ = sample(ctrl_params, k_arch, xs.shape[0])
-
-            def step(carry, inp, k):
-                params, bstats, opt_state = carry
-                x, yb, w, s = inp
-
-                def objective(p):
-                    (out, _), upd = net.apply(
-                        {"params": p, "batch_stats": bstats},
-                        x,
-                        w,
-                        s,
-                        train=True,
-                        rngs={"dropout": k},
-                        mutable=["batch_stats"],
-                    )
-                    return loss_fn(out, yb, smoothing), upd["batch_stats"]
-
-                (loss, new_bstats), grads = jax.value_and_grad(objective, has_aux=True)(params)
-                updates, new_opt = tx.update(grads, opt_state, params)
-                return (optax.apply_updates(params, updates), new_bstats, new_opt), loss
-
-            return masked_scan(step, state, (xs, ys, ws, ss), valid, jax.random.split(k_drop, xs.shape[0]))
-
-        def correct(variables, ws, ss, x, y, n_valid):
-            """Correct predictions of each of M children on one batch (BatchNorm batch statistics)."""
-            return jax.vmap(lambda w, s: correct_one(variables, w, s, x=x, y=y, n_valid=n_valid))(ws, ss)
-
-        def ctrl_step(ctrl_params, opt_state, baseline, variables, x, y, key):
-            ws, ss, _, ent = sample(ctrl_params, key, e.n_arch_per_step)
-            acc = correct(variables, ws, ss, x, y, x.shape[0]) / x.shape[0]
-            if sampler == "random":
-                return ctrl_params, opt_state, baseline, acc.mean(), ent.mean()
-            return reinforce_update(self.ctrl, ctx, ctrl_params, opt_state, baseline, ws, ss, acc, ent, key, ew, decay)
-
-        def ctrl_steps(ctrl_params, opt_state, baseline, variables, xs, ys, valid, key):
-            """Controller steps ``xs[S, B, G]``, ``ys[S, B]`` in one compiled loop (no host round-trip per step).
-
-            Each valid step draws its key from the chain ``key, sub = split(key)``, as a Python
-            loop of :func:`ctrl_step` calls would; padding steps (``valid`` False) change nothing,
-            the key included. Returns the new state, the key, and each step's reward and entropy.
-            """
-
-            def body(carry, inp):
-                x, y, ok = inp
-                k, sub = jax.random.split(carry[3])
-                p, o, b, acc, ent = ctrl_step(carry[0], carry[1], carry[2], variables, x, y, sub)
-                keep = jax.tree.map(lambda new, old: jnp.where(ok, new, old), (p, o, b, k), carry)
-                return keep, (acc, ent)
-
-            carry, (acc, ent) = jax.lax.scan(body, (ctrl_params, opt_state, baseline, key), (xs, ys, valid))
-            return (*carry, acc, ent)
-
-        def score_all(variables, ws, ss, x, y, n_valid):
-            """Correct predictions of every candidate on one batch, in groups of ``n_arch_per_step``."""
-            group = min(e.n_arch_per_step, ws.shape[0])
-            one = functools.partial(correct_one, variables, x=x, y=y, n_valid=n_valid)
-            return jax.lax.map(lambda a: one(*a), (ws, ss), batch_size=group)
-
-        def correct_one(variables, w, s, *, x, y, n_valid):
-            """Correct predictions of one child on one batch (BatchNorm batch statistics, no dropout)."""
-            (out, _), _ = net.apply(variables, x, w, s, train=True, deterministic=True, mutable=["batch_stats"])
-            return ((out.argmax(-1) == y) & (jnp.arange(x.shape[0]) < n_valid)).sum()
-
-        self.sample = jax.jit(_counted(sample, self.counts, "sample"), static_argnums=2)
-        self.train_chunk = jax.jit(_counted(train_chunk, self.counts, "train_chunk"))
-        self.ctrl_steps = jax.jit(_counted(ctrl_steps, self.counts, "ctrl_steps"))
-        self.score_all = jax.jit(_counted(score_all, self.counts, "score_all"))
+        self.counts = Traces()  # traces of this search's compiled steps, by name
+        sample = _sampler(self.ctrl, sampler, e.n_nodes, len(self.options))
+        correct_one = _child_scorer(self.net)
+        train_chunk = _shared_chunk(self.net, self.tx, sample, loss_cfg.label_smoothing)
+        ctrl_steps = _controller_steps(self.ctrl, self.ctx, sample, correct_one, e, sampler)
+        self.sample = jax.jit(self.counts.counted(sample, "sample"), static_argnums=2)
+        self.train_chunk = jax.jit(self.counts.counted(train_chunk, "train_chunk"))
+        self.ctrl_steps = jax.jit(self.counts.counted(ctrl_steps, "ctrl_steps"))
+        self.score_all = jax.jit(self.counts.counted(_score_all(correct_one, e.n_arch_per_step), "score_all"))
+        self._init = jax.jit(self.counts.counted(self._init_variables, "init"), static_argnums=1)
 
     def init(self, key: jax.Array, batch: int) -> tuple[tuple[Any, Any, optax.OptState], Any, optax.OptState]:
         """Initial ``(supernet state, controller params, controller optimiser state)``.
 
         One compiled call (eager Flax init dispatches hundreds of small ops), compiled once per
-        search object and batch size: on a CPU compiling it took 8 s, as long as 100 epochs of
-        the CPU-sized search, and every ENAS trial of a search used to pay it again.
+        search object and batch size: compiling it takes as long as many epochs of a small
+        search, and every ENAS trial of a search used to pay it again.
         """
         return self._init(key, batch)
 
-    @functools.partial(jax.jit, static_argnums=(0, 2))
-    def _init(self, key: jax.Array, batch: int):
-        self.counts["init"] = self.counts.get("init", 0) + 1  # runs only while tracing
+    def _init_variables(self, key: jax.Array, batch: int):
         k_net, k_ctrl = jax.random.split(key)
         n = self.n_nodes
         x = jnp.zeros((batch, self.n_features), jnp.float32)
@@ -348,85 +390,144 @@ def run_enas(
     batch = data.batch_size_for(cfg.trainer.batch_size)
     steps, _ = data.steps_per_chunk(batch)
     search = get_search(e, cfg.trainer, cfg.loss, data.pipeline.n_features, data.n_out, e.epochs * steps, sampler)
-    traced = dict(search.counts)
+    n_traces = search.counts.watch()
     k_init, k_shuffle, k_loop, k_derive, k_retrain = jax.random.split(key, 5)
-    state, ctrl_params, ctrl_opt = search.init(k_init, batch)
-    baseline = jnp.zeros(())
-    val_idx = data.idx["val"]
-    vbatch = int(min(batch, len(val_idx)))
-    ctrl_group = max(1, rows_per_chunk(data.pipeline.n_features, data.chunk_mb) // vbatch)  # steps per compiled loop
-    np_rng = np.random.default_rng(int(jax.random.randint(k_shuffle, (), 0, 2**31 - 1)))
-
-    hist: dict[str, list] = {"epoch": [], "train_loss": [], "mean_reward": [], "baseline": [], "entropy": []}
+    vbatch = int(min(batch, len(data.idx["val"])))
     search_end = None if deadline is None else t0 + SEARCH_SHARE * max(deadline - t0, 0.0)
-    walls: list[float] = []
-    cut = False
-    bar = logg.progress(range(e.epochs), desc=f"ENAS search ({sampler})")
-    for epoch in bar:
-        started = time.perf_counter()
-        losses, counts = [], []  # read once per epoch: the host keeps preparing and dispatching chunks
-        for xs, ys, valid in data.train_chunks(batch, np_rng):
-            k_loop, sub = jax.random.split(k_loop)
-            state, loss = search.train_chunk(
-                state, ctrl_params, jnp.asarray(xs), jnp.asarray(ys), jnp.asarray(valid), sub
+    run = _search_epochs(search, data, batch, vbatch, (k_init, k_shuffle, k_loop), callback, search_end)
+    variables, ctrl_params = variables_of(run.carry), run.carry[1]
+    arch, table = _derive(search, ctrl_params, variables, k_derive, data, vbatch)
+    search_seconds = time.perf_counter() - t0
+    network = _network(arch, e)
+    fitted = None
+    if retrain:
+        trainer = cfg.trainer if deadline is None else _retrain_sized(cfg.trainer, deadline, run.clock)
+        net = build_network(network, data.n_out)
+        fitted = fit(net, data, trainer, cfg.loss, k_retrain, desc="retraining RRFCN", deadline=deadline)
+    return EnasResult(
+        architecture=arch,
+        network=network,
+        fit=fitted,
+        history={k_: np.asarray(v) for k_, v in run.history.items()},
+        candidates=_count_duplicates(table),
+        n_traces=n_traces(),
+        search_seconds=search_seconds,
+        controller_params=jax.device_get(ctrl_params),
+        shared_variables=jax.device_get(variables),
+        search=search,
+        epochs_run=len(run.clock.walls),
+        stopped_at_deadline=run.stopped_at_deadline or bool(fitted is not None and fitted.stopped_at_deadline),
+    )
+
+
+def _search_epochs(
+    search: EnasSearch,
+    data: TrainData,
+    batch: int,
+    vbatch: int,
+    keys: tuple[jax.Array, jax.Array, jax.Array],
+    callback: Callable[[int, dict], None] | None,
+    search_end: float | None,
+) -> Epochs:
+    """The search's epochs: the shared weights on the training split, then the controller's steps.
+
+    ``keys`` are those of the initial weights, the shuffling, and the chain the chunks and the
+    controller's steps draw from in turn. No early stopping; a non-finite training loss ends
+    the search with an error. With ``search_end``, only the epochs that fit before it run.
+    """
+    e = search.cfg
+    k_init, k_shuffle, k_loop = keys
+    state, ctrl_params, ctrl_opt = search.init(k_init, batch)
+    np_rng = np.random.default_rng(int(jax.random.randint(k_shuffle, (), 0, 2**31 - 1)))
+    ctrl_group = max(1, rows_per_chunk(data.pipeline.n_features, data.chunk_mb) // vbatch)  # steps per compiled loop
+    clock = EpochClock()
+
+    def step(carry, xs, ys, valid):
+        state, ctrl_params, ctrl_opt, baseline, key = carry
+        key, sub = jax.random.split(key)
+        state, loss = search.train_chunk(state, ctrl_params, jnp.asarray(xs), jnp.asarray(ys), jnp.asarray(valid), sub)
+        return (state, ctrl_params, ctrl_opt, baseline, key), loss
+
+    def after_epoch(epoch: int, metrics: dict) -> None:
+        if callback is not None:
+            callback(epoch, metrics)
+        rest = clock.per_epoch * (e.epochs - 2)
+        if epoch == 1 and search_end is None and np.isfinite(metrics["train_loss"]) and rest > 60:
+            logg.info(
+                f"    ENAS: {clock.per_epoch:.1f}s per search epoch, about {rest / 60:.0f} more minutes for "
+                f"{e.epochs} epochs (models.enas.epochs sets fewer; a search's timeout sizes it)"
             )
-            losses.append(loss)
-            counts.append(int(valid.sum()))
-        total = sum(float(v) * c for v, c in zip(jax.device_get(losses), counts, strict=True))
-        n = sum(counts)
-        variables = {"params": state[0], "batch_stats": state[1]}
-        rewards, ents = [], []
-        if (
-            e.controller_steps
-        ):  # every step's rows drawn first (the same draws as one at a time), then one loop each group
+
+    stopper = EarlyStopping(keep_last=True)
+    run = run_epochs(
+        step,
+        (state, ctrl_params, ctrl_opt, jnp.zeros(()), k_loop),
+        functools.partial(data.train_chunks, batch, np_rng),
+        _controller_phase(search, data, np_rng, vbatch, ctrl_group),
+        stopper,
+        n_epochs=e.epochs,
+        desc=f"ENAS search ({search.sampler})",
+        callback=after_epoch,
+        deadline=search_end,
+        lookahead=True,
+        clock=clock,
+    )
+    if stopper.failure is not None:
+        raise FloatingPointError("ENAS shared-weight training diverged; lower the learning rate.")
+    if run.stopped_at_deadline:
+        logg.info(
+            f"    ENAS: {len(clock.walls)} of {e.epochs} search epochs fit the time budget ({clock.per_epoch:.1f}s "
+            f"each on {jax.default_backend().upper()}); the architecture is derived from them"
+        )
+    return run
+
+
+def _controller_phase(
+    search: EnasSearch, data: TrainData, np_rng: np.random.Generator, vbatch: int, group: int
+) -> Evaluate:
+    """The evaluation after each shared-weight epoch: ``controller_steps`` steps of the controller.
+
+    Every step's validation rows are drawn first (the same draws as one at a time), then the
+    steps run ``group`` to a compiled loop. The metrics: the mean reward and entropy of the
+    sampled children, and the baseline.
+    """
+    e, val_idx = search.cfg, data.idx["val"]
+
+    def evaluate(carry: Any) -> tuple[Any, dict[str, float]]:
+        state, ctrl_params, ctrl_opt, baseline, key = carry
+        variables = variables_of(carry)
+        rewards: list[float] = []
+        ents: list[float] = []
+        if e.controller_steps:
             rows = np.stack([np_rng.choice(val_idx, vbatch, replace=False) for _ in range(e.controller_steps)])
-            for group, valid in _step_groups(e.controller_steps, ctrl_group):
-                sel = rows[np.minimum(group, e.controller_steps - 1)]
+            for steps, valid in _step_groups(e.controller_steps, group):
+                sel = rows[np.minimum(steps, e.controller_steps - 1)]
                 xs = data.pipeline.block(sel.ravel()).reshape(*sel.shape, -1)
-                ctrl_params, ctrl_opt, baseline, k_loop, r, h = search.ctrl_steps(
-                    ctrl_params, ctrl_opt, baseline, variables, jnp.asarray(xs), data.y[sel], valid, k_loop
+                ctrl_params, ctrl_opt, baseline, key, r, h = search.ctrl_steps(
+                    ctrl_params, ctrl_opt, baseline, variables, jnp.asarray(xs), data.y[sel], valid, key
                 )
                 rewards.extend(np.asarray(r, np.float64)[valid])
                 ents.extend(np.asarray(h, np.float64)[valid])
         metrics = {
-            "train_loss": total / max(n, 1),
             "mean_reward": float(np.mean(rewards)) if rewards else np.nan,
             "baseline": float(baseline),
             "entropy": float(np.mean(ents)) if ents else np.nan,
         }
-        hist["epoch"].append(epoch)
-        for k_, v in metrics.items():
-            hist[k_].append(v)
-        bar.set_postfix({k_: f"{v:.3f}" for k_, v in metrics.items()}, refresh=False)
-        if callback is not None:
-            callback(epoch, metrics)
-        if not np.isfinite(metrics["train_loss"]):
-            raise FloatingPointError("ENAS shared-weight training diverged; lower the learning rate.")
-        walls.append(time.perf_counter() - started)
-        per = float(np.median(walls[1:])) if len(walls) > 1 else walls[0]  # the first epoch also compiles
-        # two epochs at least (the first also compiles, the second measures), unless time is already up
-        late = search_end is not None and (
-            time.perf_counter() > search_end or (len(walls) > 1 and time.perf_counter() + per > search_end)
-        )
-        if epoch + 1 < e.epochs and late:
-            cut = True
-            break
-        if epoch == 1 and deadline is None and per * (e.epochs - 2) > 60:
-            logg.info(
-                f"    ENAS: {per:.1f}s per search epoch, about {per * (e.epochs - 2) / 60:.0f} more minutes for "
-                f"{e.epochs} epochs (models.enas.epochs sets fewer; a search's timeout sizes it)"
-            )
-    bar.close()
-    if cut:
-        logg.info(
-            f"    ENAS: {len(walls)} of {e.epochs} search epochs fit the time budget ({per:.1f}s each on "
-            f"{jax.default_backend().upper()}); the architecture is derived from them"
-        )
+        return (state, ctrl_params, ctrl_opt, baseline, key), metrics
 
-    # derive: K candidates scored on the whole validation split with the shared weights
-    variables = {"params": state[0], "batch_stats": state[1]}
-    ws, ss, logp, _ = search.sample(ctrl_params, k_derive, e.n_candidates)
-    acc = search.score(variables, ws, ss, data.pipeline, data.y, val_idx, vbatch)
+    return evaluate
+
+
+def _derive(
+    search: EnasSearch, ctrl_params: Any, variables: Mapping[str, Any], key: jax.Array, data: TrainData, vbatch: int
+) -> tuple[dict, pd.DataFrame]:
+    """The best of ``n_candidates`` children, scored on the whole validation split with the shared weights.
+
+    Returns its architecture and the table of every candidate.
+    """
+    e = search.cfg
+    ws, ss, logp, _ = search.sample(ctrl_params, key, e.n_candidates)
+    acc = search.score(variables, ws, ss, data.pipeline, data.y, data.idx["val"], vbatch)
     archs = [
         to_architecture(w, s, search.options, e.first_width)
         for w, s in zip(np.asarray(ws), np.asarray(ss), strict=True)
@@ -442,10 +543,13 @@ def run_enas(
     )
     best = int(np.argmax(acc))
     arch = archs[best]
-    search_seconds = time.perf_counter() - t0
     logg.info(f"    ENAS picked widths {arch['widths']}, edges {arch['edges']} (val accuracy {acc[best]:.3f})")
+    return arch, table
 
-    network = {
+
+def _network(arch: dict, e: EnasConfig) -> dict:
+    """The architecture dict of the standalone RRFCN of ``arch``."""
+    return {
         "model": "rrfcn",
         "widths": arch["widths"],
         "edges": arch["edges"],
@@ -453,25 +557,6 @@ def run_enas(
         "dropout": e.dropout,
         "activation": e.activation,
     }
-    fitted = None
-    if retrain:
-        net = build_network(network, data.n_out)
-        trainer = cfg.trainer if deadline is None else _retrain_sized(cfg.trainer, deadline, walls)
-        fitted = fit(net, data, trainer, cfg.loss, k_retrain, desc="retraining RRFCN", deadline=deadline)
-    return EnasResult(
-        architecture=arch,
-        network=network,
-        fit=fitted,
-        history={k_: np.asarray(v) for k_, v in hist.items()},
-        candidates=_count_duplicates(table),
-        n_traces={k_: v - traced.get(k_, 0) for k_, v in search.counts.items()},
-        search_seconds=search_seconds,
-        controller_params=jax.device_get(ctrl_params),
-        shared_variables=jax.device_get(variables),
-        search=search,
-        epochs_run=len(walls),
-        stopped_at_deadline=cut or bool(fitted is not None and fitted.stopped_at_deadline),
-    )
 
 
 def _step_groups(n_steps: int, most: int):
@@ -483,14 +568,14 @@ def _step_groups(n_steps: int, most: int):
         yield steps, steps < n_steps
 
 
-def _retrain_sized(trainer: TrainerConfig, deadline: float, walls: list[float]) -> TrainerConfig:
+def _retrain_sized(trainer: TrainerConfig, deadline: float, clock: EpochClock) -> TrainerConfig:
     """The retraining's trainer with the epochs that fit before ``deadline`` (its one-cycle schedule then completes).
 
     A search epoch (the supernet, plus the controller's steps) bounds a child's epoch from
     above; the first search epoch's excess over the others is what compiling costs.
     """
-    per = float(np.median(walls[1:])) if len(walls) > 1 else walls[0]
-    compiling = max(walls[0] - per, 0.0)
+    per = clock.per_epoch
+    compiling = max(clock.walls[0] - per, 0.0)
     fits = int((deadline - time.perf_counter() - compiling) / max(per, 1e-3))
     n = max(1, min(trainer.max_epochs, fits))
     if n >= trainer.max_epochs:

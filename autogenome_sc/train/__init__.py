@@ -8,7 +8,8 @@ from ._confidence import (
     softmax_t,
     uncertainty,
 )
-from ._loop import FitResult, fit, make_apply, predict_arrays
+from ._epochs import FitResult
+from ._loop import fit, make_apply, predict_arrays
 from ._losses import LOSSES, auc_surrogate, cross_entropy, host_loss, mse
 from ._metrics import classification_metrics, regression_metrics
 from ._optim import make_optimizer, one_cycle

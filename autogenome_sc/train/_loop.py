@@ -1,6 +1,7 @@
-"""The training loop: a whole chunk of minibatches per compiled call, early stopping.
+"""The supervised trainer (:func:`fit`): a whole chunk of minibatches per compiled call.
 
-Each call of the compiled ``train_chunk`` runs ``lax.scan`` over K minibatches already on
+:func:`masked_scan` is the scanned chunk every trainer shares, and the epochs around it are
+:func:`~autogenome_sc.train._epochs.run_epochs`, with early stopping. Each call of the compiled ``train_chunk`` runs ``lax.scan`` over K minibatches already on
 the device, so Python dispatch costs once per chunk rather than once per step. All chunks
 share one shape (padding steps are masked), so a fit compiles ``train_chunk`` and
 ``apply`` once each; :attr:`FitResult.n_traces` records it and the tests check it. The
@@ -12,10 +13,7 @@ compiles nothing.
 from __future__ import annotations
 
 import dataclasses
-import time
-from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from functools import lru_cache, partial, wraps
 from typing import TYPE_CHECKING, Any, cast
 
@@ -25,81 +23,34 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .. import _logging as logg
 from .._precision import to_bf16, training_precision
+from .._traces import Traces
 from ..data import Pipeline, TrainData
 from ..nn._fc import _Net, canonical
+from ._epochs import EarlyStopping, Evaluate, FitResult, Step, run_epochs, variables_of
 from ._losses import LOSSES, balanced_weights, host_loss, weighted_cross_entropy
 from ._optim import Optimizer, hyperparameters
 from ._parallel import batch_mesh, replicate, shard
+from ._tasks import task_type
 
 if TYPE_CHECKING:
     from ..config._schema import LossConfig, TrainerConfig
 
 
-@dataclass
-class FitResult:
-    """What :func:`fit` returns."""
-
-    variables: dict  # {"params": ..., "batch_stats": ...} of the best epoch
-    history: dict[str, np.ndarray]
-    best_epoch: int
-    best_val_loss: float
-    n_traces: dict[str, int] = field(default_factory=dict)
-    target_mean: float = 0.0
-    target_std: float = 1.0
-    n_devices: int = 1  # devices each minibatch was split across
-    epoch_seconds: float = float("nan")  # median wall time of an epoch after the first (training + validation)
-    val_outputs: np.ndarray | None = None  # (epochs, validation cells, outputs), with ``fit(keep_last=True)``
-    stopped_at_deadline: bool = False  # ``fit(deadline=...)`` ended training before its own stopping rule did
+#: Traces of the trainers' cached compiled functions, by (name, net): a fit reports how many it caused.
+_TRACES = Traces()
 
 
-class EarlyStopping:
-    """Keep the weights of the epoch with the lowest validation loss; stop after ``patience`` worse epochs.
-
-    Epochs before ``start`` (e.g. a KL warm-up) never count toward the patience, and once
-    ``start`` is reached only epochs from then on can be kept (a model still warming up
-    is not the one to keep, however good its loss looks).
-    """
-
-    def __init__(self, patience: int, start: int = 0):
-        self.patience, self.start = patience, start
-        self.loss, self.epoch, self.variables, self.wait = np.inf, -1, None, 0
-        self.failure: str | None = None
-
-    def update(self, epoch: int, val_loss: float, train_loss: float, variables) -> bool:
-        """Record one epoch; return whether training should stop."""
-        if epoch == self.start > 0:
-            self.loss = np.inf  # the warm-up's best is only a fallback now
-        if not np.isfinite(train_loss):
-            self.failure = f"the training loss became {train_loss} at epoch {epoch + 1}"
-            return True
-        if val_loss < self.loss - 1e-7:
-            self.loss, self.epoch, self.variables, self.wait = val_loss, epoch, jax.device_get(variables), 0
-        elif not np.isfinite(val_loss) and self.failure is None:
-            self.failure = f"the validation loss became {val_loss} at epoch {epoch + 1}"
-        elif epoch >= self.start:
-            self.wait += 1
-        return self.wait >= self.patience
-
-    def result(self, hist: dict, what: str, **extra) -> FitResult:
-        """The :class:`FitResult` of the kept epoch; a sentence if no epoch had a finite loss."""
-        if self.variables is None:
-            why = self.failure or f"no epoch had a finite {what}"
-            raise FloatingPointError(f"Training diverged: {why}; lower the learning rate.")
-        return FitResult(
-            variables=self.variables,
-            history={k: np.asarray(v) for k, v in hist.items()},
-            best_epoch=self.epoch,
-            best_val_loss=float(self.loss),
-            **extra,
-        )
+def watch_traces(net: Any, *names: str) -> Callable[[], dict[str, int]]:
+    """Start counting the traces of ``net``'s compiled ``names``: the function returned gives each one's, by name."""
+    since = _TRACES.watch((name, net) for name in names)
+    return lambda: {name: n for (name, _), n in since().items()}
 
 
 @lru_cache(maxsize=32)
 def make_apply(net) -> Callable:
     """A jitted inference function ``(variables, x) -> (output, embedding)``, cached by network."""
-    return jax.jit(_traced(partial(net.apply, train=False), "apply", net))
+    return jax.jit(_TRACES.counted(partial(net.apply, train=False), ("apply", net)))
 
 
 def eval_batch(n: int, cap: int = 1024) -> int:
@@ -131,21 +82,6 @@ def predict_arrays(
         embs[start : start + n] = emb[:n]
         start += n
     return cast(np.ndarray, outs), cast(np.ndarray, embs)  # None only for an empty idx, which no caller passes
-
-
-#: Chunks a fit dispatches to the device before it waits for the oldest one to finish.
-IN_FLIGHT = 2
-
-#: Traces of the cached compiled functions, by (name, net): a fit reports how many it caused.
-_TRACES: Counter = Counter()
-
-
-def _traced(fn, name: str, net):
-    def wrapped(*args):
-        _TRACES[(name, net)] += 1  # runs only while tracing
-        return fn(*args)
-
-    return wrapped
 
 
 def masked_scan(step: Callable, state: Any, inputs: tuple, valid: jax.Array, keys: jax.Array) -> tuple[Any, jax.Array]:
@@ -225,7 +161,7 @@ def _train_chunk_fn(
 
         return masked_scan(step, state, (xs, ys), valid, jax.random.split(key, xs.shape[0]))
 
-    return jax.jit(_traced(train_chunk, "train_chunk", net))
+    return jax.jit(_TRACES.counted(train_chunk, ("train_chunk", net)))
 
 
 def _under_precision(fn: Callable) -> Callable:
@@ -278,133 +214,146 @@ def fit(
         A ``time.perf_counter()`` time: no epoch starts after it (the best epoch so far is
         kept, and :attr:`FitResult.stopped_at_deadline` says so).
     """
-    loss_name = _loss_name(loss_cfg.name, data.task)
-    smoothing = loss_cfg.label_smoothing if loss_name == "cross_entropy" else 0.0
+    loss_name = task_type(data.task).default_loss if loss_cfg.name == "auto" else loss_cfg.name
     mesh, batch = batch_mesh(trainer.data_parallel, data.batch_size_for(trainer.batch_size))
     min_steps = getattr(trainer, "min_steps_per_epoch", 1)
     steps_per_epoch, _ = data.steps_per_chunk(batch, min_steps)
-    hp = hyperparameters(trainer, trainer.max_epochs * steps_per_epoch)
+    net, hp, step = _chunk_step(net, data, trainer, loss_cfg, loss_name, mesh, trainer.max_epochs * steps_per_epoch)
+    n_traces = watch_traces(net, "train_chunk", "apply")
+    data, t_mean, t_std = _standardised(data)
+
+    k_init, k_shuffle, k_drop = jax.random.split(key, 3)
+    state = _initial_state(net, k_init, batch, data.pipeline.n_features, Optimizer(trainer.optimizer), hp, mesh)
+    np_rng = np.random.default_rng(int(jax.random.randint(k_shuffle, (), 0, 2**31 - 1)))
+    chunks = data.train_index_chunks if data.pipeline.cache is not None else data.train_chunks  # see _chunk_step
+    outputs: list[np.ndarray] | None = [] if keep_last else None
+    stopper = EarlyStopping(trainer.patience, keep_last=keep_last or len(data.idx["val"]) == 0)  # else the best epoch
+    run = run_epochs(
+        step,
+        (state, k_drop),
+        partial(chunks, batch, np_rng, min_steps),
+        _validation(make_apply(net), data, loss_name, outputs),
+        stopper,
+        n_epochs=trainer.max_epochs,
+        desc=desc,
+        callback=callback,
+        stop_after=stop_after,
+        deadline=deadline,
+    )
+    result = stopper.result(
+        {**run.history, "train_seconds": run.train_seconds},
+        "validation loss",
+        n_traces=n_traces(),
+        target_mean=t_mean,
+        target_std=t_std,
+        n_devices=1 if mesh is None else mesh.size,
+        epoch_seconds=run.clock.epoch_seconds,
+        stopped_at_deadline=run.stopped_at_deadline,
+    )
+    if outputs:
+        result.val_outputs = np.stack(outputs)
+    return result
+
+
+def _chunk_step(
+    net: nn.Module,
+    data: TrainData,
+    trainer: TrainerConfig,
+    loss_cfg: LossConfig,
+    loss_name: str,
+    mesh: Any,
+    total_steps: int,
+) -> tuple[nn.Module, dict[str, Any], Step]:
+    """What :func:`fit` compiles: the network, the hyperparameters and the chunk step of the carry ``(state, key)``.
+
+    The network is canonical for the FC networks (their dropout rates are hyperparameters);
+    each chunk draws a fresh dropout key and is split across the devices of ``mesh``. A small
+    problem's matrix goes to the device once, and the step gathers each minibatch's rows there.
+    """
     traced_rates = isinstance(net, _Net)
-    if traced_rates:  # compile the canonical network, pass the real dropout rates
-        hp["input_keep"] = jnp.asarray(net.input_keep, jnp.float32)
-        hp["dropout"] = jnp.asarray(net.dropout, jnp.float32)
-        net = canonical(net)
+    hp, net = _hyperparameters(net, data, trainer, loss_cfg, loss_name, total_steps)
+    on_device = data.pipeline.cache is not None
+    bf16 = trainer.precision == "bf16"
+    train_chunk = _train_chunk_fn(net, loss_name, trainer.optimizer, traced_rates, on_device, bf16)
+    matrix = replicate(jnp.asarray(data.pipeline.cache), mesh) if on_device else None
+    smoothing = loss_cfg.label_smoothing if loss_name == "cross_entropy" else 0.0
+    hp_on, smooth = replicate(hp, mesh), replicate(jnp.asarray(smoothing, jnp.float32), mesh)
+
+    def step(carry, xs, ys, valid):
+        state, k = carry
+        k, sub = jax.random.split(k)
+        inputs = (matrix, shard(xs, mesh, 1)) if on_device else shard(xs, mesh, 1)
+        state, loss = train_chunk(state, inputs, shard(ys, mesh, 1), shard(valid, mesh, None), sub, hp_on, smooth)
+        return (state, k), loss
+
+    return net, hp, step
+
+
+def _initial_state(
+    net: nn.Module, key: jax.Array, batch: int, n_features: int, opt: Optimizer, hp: dict[str, Any], mesh: Any
+) -> tuple[Any, Any, Any]:
+    """``(params, batch_stats, optimizer state)`` to start from, on the devices of ``mesh``."""
+    variables = _init(net, key, batch, n_features)
+    params, batch_stats = variables["params"], variables.get("batch_stats", {})
+    return replicate((params, batch_stats, opt.init(params, hp)), mesh)
+
+
+def _hyperparameters(
+    net: nn.Module, data: TrainData, trainer: TrainerConfig, loss_cfg: LossConfig, loss_name: str, total_steps: int
+) -> tuple[dict[str, Any], nn.Module]:
+    """The traced arguments of the compiled step, and the network to compile (canonical for the FC networks)."""
     if loss_cfg.class_weight == "balanced" and loss_name != "cross_entropy":
         raise ValueError(
             f"loss.class_weight 'balanced' weighs the cross entropy of class labels; the '{loss_name}' loss "
             "has no classes to weigh. Set loss.class_weight to 'none'."
         )
-    if loss_name == "cross_entropy" and loss_cfg.class_weight == "balanced":
+    hp = hyperparameters(trainer, total_steps)
+    if isinstance(net, _Net):  # the dropout rates are traced too: networks differing only in them share a step
+        hp["input_keep"] = jnp.asarray(net.input_keep, jnp.float32)
+        hp["dropout"] = jnp.asarray(net.dropout, jnp.float32)
+        net = canonical(net)
+    if loss_cfg.class_weight == "balanced":
         hp["class_weight"] = jnp.asarray(balanced_weights(data.y[data.idx["train"]], data.n_out))
-    opt = Optimizer(trainer.optimizer)
-    on_device = data.pipeline.cache is not None  # a small problem: its matrix goes to the device once
-    bf16 = trainer.precision == "bf16"
-    train_chunk = _train_chunk_fn(net, loss_name, trainer.optimizer, traced_rates, on_device, bf16)
-    apply = make_apply(net)
-    before = {name: _TRACES[(name, net)] for name in ("train_chunk", "apply")}
+    return hp, net
 
-    y = data.y
-    t_mean, t_std = 0.0, 1.0
-    if data.task == "regression":  # standardise the target on the training split
-        t_mean = float(y[data.idx["train"]].mean())
-        t_std = float(y[data.idx["train"]].std()) or 1.0
-        y = ((y - t_mean) / t_std).astype(np.float32)
-        data = dataclasses.replace(data, y=y)
 
-    k_init, k_shuffle, k_drop = jax.random.split(key, 3)
-    variables = _init(net, k_init, batch, data.pipeline.n_features)
-    params, batch_stats = variables["params"], variables.get("batch_stats", {})
-    state = replicate((params, batch_stats, opt.init(params, hp)), mesh)
-    hp, smooth = replicate(hp, mesh), replicate(jnp.asarray(smoothing, jnp.float32), mesh)
+def _standardised(data: TrainData) -> tuple[TrainData, float, float]:
+    """A regression target standardised on the training split, with its mean and scale; other tasks as they are."""
+    if data.task != "regression":
+        return data, 0.0, 1.0
+    train = data.y[data.idx["train"]]
+    mean, std = float(train.mean()), float(train.std()) or 1.0
+    return dataclasses.replace(data, y=((data.y - mean) / std).astype(np.float32)), mean, std
 
-    seed = int(jax.random.randint(k_shuffle, (), 0, 2**31 - 1))
-    np_rng = np.random.default_rng(seed)
+
+def _validation(apply: Callable, data: TrainData, loss_name: str, outputs: list[np.ndarray] | None) -> Evaluate:
+    """The evaluation after each epoch: the validation loss (and accuracy) of the current weights.
+
+    With ``outputs``, each epoch's validation outputs are appended to it. Without validation
+    cells (a refit on every labelled cell) the metrics are NaN.
+    """
     val_idx = data.idx["val"]
-    validate = len(val_idx) > 0
-    y_val = y[val_idx]
-    hist: dict[str, list] = {"epoch": [], "train_loss": [], "val_loss": [], "train_seconds": []}
-    if data.task == "classification":
-        hist["val_accuracy"] = []
-    stopper = EarlyStopping(trainer.patience)
-    bar = logg.progress(range(trainer.max_epochs), desc=desc)
-    matrix = replicate(jnp.asarray(data.pipeline.cache), mesh) if on_device else None
-    chunks = data.train_index_chunks if on_device else data.train_chunks
-    walls: list[float] = []
-    outputs: list[np.ndarray] = []
-    early = validate and not keep_last  # else the last epoch is kept
-    late = False  # stopped by the deadline
-    for epoch in bar:
-        started = time.perf_counter()
-        losses: list[jax.Array] = []  # read once at the end of the epoch: the host keeps dispatching ahead
-        counts: list[int] = []
-        for xs, ys, valid in chunks(batch, np_rng, min_steps):
-            k_drop, sub = jax.random.split(k_drop)
-            inputs = (matrix, shard(xs, mesh, 1)) if on_device else shard(xs, mesh, 1)
-            state, loss = train_chunk(state, inputs, shard(ys, mesh, 1), shard(valid, mesh, None), sub, hp, smooth)
-            losses.append(loss)
-            counts.append(int(valid.sum()))
-            if len(losses) > IN_FLIGHT:  # a bounded queue of dispatched chunks (each holds its inputs on the device)
-                losses[-IN_FLIGHT - 1].block_until_ready()
-        total = sum(float(v) * c for v, c in zip(jax.device_get(losses), counts, strict=True))
-        n = sum(counts)
-        hist["train_seconds"].append(time.perf_counter() - started)  # device_get above waited for the device
-        cur = {"params": state[0], "batch_stats": state[1]}
-        metrics = {"train_loss": total / max(n, 1)}
-        if validate:
-            out, _ = predict_arrays(apply, cur, data.pipeline, val_idx, batch_size=eval_batch(len(val_idx)))
-            metrics["val_loss"] = host_loss(loss_name, out, y_val)
-            if data.task == "classification":
-                metrics["val_accuracy"] = float((out.argmax(1) == y_val).mean())
-            if keep_last:
-                outputs.append(out)
-        else:  # a refit on every labelled cell: no early stopping, the last epoch is kept
-            metrics["val_loss"] = float("nan")
-            if data.task == "classification":
-                metrics["val_accuracy"] = float("nan")
-        hist["epoch"].append(epoch)
-        for name, v in metrics.items():
-            hist[name].append(v)
-        if early:
-            stop = stopper.update(epoch, metrics["val_loss"], metrics["train_loss"], cur)
-        elif not np.isfinite(metrics["train_loss"]):
-            stopper.failure = f"the training loss became {metrics['train_loss']} at epoch {epoch + 1}"
-            stop = True
-        else:
-            stopper.epoch, stop = epoch, False
-        bar.set_postfix({k_: f"{v:.3f}" for k_, v in metrics.items()}, refresh=False)
-        walls.append(time.perf_counter() - started)
-        if callback is not None:
-            callback(epoch, metrics)
-        if stop or (stop_after is not None and epoch + 1 >= stop_after):
-            break
-        if deadline is not None and time.perf_counter() > deadline:
-            late = True
-            break
-    bar.close()
-    if not early and stopper.failure is None:  # the last epoch: fetched once, not copied every epoch
-        stopper.variables, stopper.loss = jax.device_get(cur), float(metrics["val_loss"])
-    result = stopper.result(
-        hist,
-        "validation loss",
-        n_traces={name: _TRACES[(name, net)] - c for name, c in before.items()},
-        target_mean=t_mean,
-        target_std=t_std,
-        n_devices=1 if mesh is None else mesh.size,
-    )
-    if not validate:
-        result.best_val_loss = float("nan")
-    if keep_last and outputs:
-        result.val_outputs = np.stack(outputs)
-    result.stopped_at_deadline = late
-    if len(walls) > 1:
-        result.epoch_seconds = float(np.median(walls[1:]))
-    return result
+    y_val = data.y[val_idx]
+    classify = data.task == "classification"
+
+    def evaluate(carry: Any) -> tuple[Any, dict[str, float]]:
+        if len(val_idx) == 0:
+            return carry, {"val_loss": float("nan"), **({"val_accuracy": float("nan")} if classify else {})}
+        out, _ = predict_arrays(apply, variables_of(carry), data.pipeline, val_idx, batch_size=eval_batch(len(val_idx)))
+        metrics = {"val_loss": host_loss(loss_name, out, y_val)}
+        if classify:
+            metrics["val_accuracy"] = float((out.argmax(1) == y_val).mean())
+        if outputs is not None:
+            outputs.append(out)
+        return carry, metrics
+
+    return evaluate
 
 
 def _init(net, key: jax.Array, batch: int, n_features: int) -> dict:
     """Initial variables: Flax's initialisers, drawn with NumPy for the FC networks.
 
-    Compiling ``net.init`` costs about 0.2 s per dense layer on a CPU (the random-number
+    Compiling ``net.init`` costs time for every dense layer on a CPU (the random-number
     kernels), more than a small problem takes to train: the FC networks' variables are
     drawn here instead, from the same distributions (LeCun-normal kernels truncated at 2
     standard deviations, zero biases, unit BatchNorm scales and variances), seeded by ``key``.
@@ -440,9 +389,3 @@ def _init(net, key: jax.Array, batch: int, n_features: int) -> dict:
 @lru_cache(maxsize=32)
 def _init_fn(net) -> Callable:
     return jax.jit(partial(net.init, train=False))
-
-
-def _loss_name(name: str, task: str) -> str:
-    if name == "auto":
-        return "mse" if task == "regression" else "cross_entropy"
-    return name

@@ -1,8 +1,10 @@
-"""The VAE training loop: scanned chunks of minibatches, KL warm-up, early stopping on the validation ELBO.
+"""The VAE trainer: its compiled chunk step (the ELBO with a KL warm-up) and its validation ELBO.
 
-Same pattern as :func:`autogenome_sc.train.fit`: the compiled ``train_chunk`` runs
-``lax.scan`` over K minibatches already on the device, every chunk has one shape, so a fit
-compiles ``train_chunk`` and the validation step once each (``FitResult.n_traces``).
+Its epochs are the shared :func:`~autogenome_sc.train._epochs.run_epochs`, with early
+stopping on the validation ELBO, as for :func:`autogenome_sc.train.fit`: the compiled
+``train_chunk`` runs ``lax.scan`` (:func:`~autogenome_sc.train._loop.masked_scan`) over K
+minibatches already on the device, every chunk has one shape, so a fit compiles
+``train_chunk`` and the validation step once each (``FitResult.n_traces``).
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .. import _logging as logg
 from ..data import Pipeline, TrainData
 from ..nn import ResVAE
-from ._loop import _TRACES, EarlyStopping, FitResult, _traced, masked_scan  # one trace counter, one scanned loop
+from ._epochs import EarlyStopping, FitResult, run_epochs, variables_of
+from ._loop import _TRACES, masked_scan, watch_traces  # one trace counter, one scanned loop
 from ._optim import make_optimizer
 from ._parallel import batch_mesh, replicate, shard
 
@@ -42,7 +44,7 @@ def make_terms(net) -> Callable:
         ok = jnp.arange(x.shape[0]) < n_valid
         return jnp.where(ok, recon, 0.0).sum(), jnp.where(ok, kl, 0.0).sum()
 
-    return jax.jit(_traced(terms, "terms", net))
+    return jax.jit(_TRACES.counted(terms, ("terms", net)))
 
 
 def evaluate_elbo(
@@ -102,7 +104,7 @@ def _train_chunk_fn(net, trainer_json: str, total_steps: int, warm_steps: float,
 
         return masked_scan(step, state, (xs,), valid, jax.random.split(key, xs.shape[0]))
 
-    return jax.jit(_traced(train_chunk, "train_chunk", net)), tx
+    return jax.jit(_TRACES.counted(train_chunk, ("train_chunk", net))), tx
 
 
 def fit_vae(
@@ -139,12 +141,12 @@ def fit_vae(
     ``best_val_loss`` is the negative validation ELBO per cell.
     """
     mesh, batch = batch_mesh(trainer.data_parallel, data.batch_size_for(trainer.batch_size))
-    steps_per_epoch, k = data.steps_per_chunk(batch)
+    steps_per_epoch, _ = data.steps_per_chunk(batch)
     total_steps = trainer.max_epochs * steps_per_epoch
     warm_steps = float(max(kl_warmup * steps_per_epoch, 1))
     trainer_json = json.dumps(trainer.model_dump(mode="json"), sort_keys=True)
     train_chunk, tx = _train_chunk_fn(net, trainer_json, total_steps, warm_steps, kl_warmup > 0)
-    before = {name: _TRACES[(name, net)] for name in ("train_chunk", "terms")}
+    n_traces = watch_traces(net, "train_chunk", "terms")
 
     k_init, k_noise, k_shuffle, k_drop, k_val = jax.random.split(key, 5)
     x0 = jnp.zeros((batch, data.pipeline.n_features), jnp.float32)
@@ -152,40 +154,32 @@ def fit_vae(
     params, batch_stats = variables["params"], variables.get("batch_stats", {})
     state = replicate((params, batch_stats, tx.init(params), jnp.zeros((), jnp.int32)), mesh)
     terms = make_terms(net)
+    np_rng = np.random.default_rng(int(jax.random.randint(k_shuffle, (), 0, 2**31 - 1)))
 
-    seed = int(jax.random.randint(k_shuffle, (), 0, 2**31 - 1))
-    np_rng = np.random.default_rng(seed)
-    val_idx = data.idx["val"]
-    hist: dict[str, list] = {"epoch": [], "train_loss": [], "val_loss": [], "val_recon": [], "val_kl": []}
+    def step(carry, xs, ys, valid):
+        state, k = carry
+        k, sub = jax.random.split(k)
+        state, loss = train_chunk(state, shard(xs, mesh, 1), shard(valid, mesh, None), sub)
+        return (state, k), loss
+
+    def evaluate(carry):
+        ev = evaluate_elbo(terms, variables_of(carry), data.pipeline, data.idx["val"], k_val)
+        return carry, {"val_loss": -ev["elbo"], "val_recon": ev["recon"], "val_kl": ev["kl"]}
+
     stopper = EarlyStopping(trainer.patience, start=kl_warmup)  # patience counts after the warm-up
-    bar = logg.progress(range(trainer.max_epochs), desc=desc)
-    for epoch in bar:
-        total, n = 0.0, 0
-        for xs, _, valid in data.train_chunks(batch, np_rng):
-            k_drop, sub = jax.random.split(k_drop)
-            state, loss = train_chunk(state, shard(xs, mesh, 1), shard(valid, mesh, None), sub)
-            total += float(loss) * int(valid.sum())
-            n += int(valid.sum())
-        cur = {"params": state[0], "batch_stats": state[1]}
-        ev = evaluate_elbo(terms, cur, data.pipeline, val_idx, k_val)
-        metrics = {
-            "train_loss": total / max(n, 1),
-            "val_loss": -ev["elbo"],
-            "val_recon": ev["recon"],
-            "val_kl": ev["kl"],
-        }
-        hist["epoch"].append(epoch)
-        for name, v in metrics.items():
-            hist[name].append(v)
-        stop = stopper.update(epoch, metrics["val_loss"], metrics["train_loss"], cur)
-        bar.set_postfix({"train": f"{metrics['train_loss']:.1f}", "val": f"{metrics['val_loss']:.1f}"}, refresh=False)
-        if callback is not None:
-            callback(epoch, metrics)
-        if stop:
-            break
-    bar.close()
-    n_traces = {name: _TRACES[(name, net)] - n for name, n in before.items()}
-    return stopper.result(hist, "validation ELBO", n_traces=n_traces, n_devices=1 if mesh is None else mesh.size)
+    run = run_epochs(
+        step,
+        (state, k_drop),
+        partial(data.train_chunks, batch, np_rng),
+        evaluate,
+        stopper,
+        n_epochs=trainer.max_epochs,
+        desc=desc,
+        callback=callback,
+        postfix=lambda m: {"train": f"{m['train_loss']:.1f}", "val": f"{m['val_loss']:.1f}"},
+    )
+    n_devices = 1 if mesh is None else mesh.size
+    return stopper.result(run.history, "validation ELBO", n_traces=n_traces(), n_devices=n_devices)
 
 
 @lru_cache(maxsize=32)

@@ -19,7 +19,7 @@ from .. import config as _config
 from .._names import LIKELIHOODS
 from ..data import TrainData, prepare_unsupervised
 from ..nn import VAE_MODELS, build_vae
-from ._loop import FitResult
+from ._epochs import FitResult
 from ._vae import fit_vae
 
 if TYPE_CHECKING:
