@@ -18,16 +18,8 @@ CFG = config.validate({"trainer": {"max_epochs": 4, "patience": 4}, "models": {"
 
 
 def _problem(counts):
-    data, _ = prepare(
-        counts,
-        "cell_type",
-        layer=None,
-        use_raw=False,
-        split_key=None,
-        data_cfg=CFG.data,
-        loss="auto",
-        rng=np.random.default_rng(0),
-    )
+    plain = {"layer": None, "use_raw": False, "split_key": None, "loss": "auto"}  # X as it is, a new split
+    data, _ = prepare(counts, "cell_type", data_cfg=CFG.data, rng=np.random.default_rng(0), **plain)
     net = build_network({"model": "resnet", **CFG.models.resnet.model_dump()}, data.n_out)
     return data, net
 

@@ -1,13 +1,13 @@
 """The supervised trainer (:func:`fit`): a whole chunk of minibatches per compiled call.
 
-:func:`masked_scan` is the scanned chunk every trainer shares, and the epochs around it are
-:func:`~autogenome_sc.train._epochs.run_epochs`, with early stopping. Each call of the compiled ``train_chunk`` runs ``lax.scan`` over K minibatches already on
-the device, so Python dispatch costs once per chunk rather than once per step. All chunks
-share one shape (padding steps are masked), so a fit compiles ``train_chunk`` and
-``apply`` once each; :attr:`FitResult.n_traces` records it and the tests check it. The
-compiled functions are cached by network and the hyperparameters are traced arguments, so
-a later fit of the same architecture and batch shape (another trial, another fold)
-compiles nothing.
+:func:`masked_scan` is the scanned chunk every trainer shares; the epochs around it are
+:func:`~autogenome_sc.train._epochs.run_epochs`, with early stopping. Each call of the
+compiled ``train_chunk`` runs ``lax.scan`` over K minibatches already on the device, so
+Python dispatch costs once per chunk rather than once per step. All chunks share one shape
+(padding steps are masked), so a fit compiles ``train_chunk`` and ``apply`` once each;
+:attr:`FitResult.n_traces` records it and the tests check it. The compiled functions are
+cached by network and the hyperparameters are traced arguments, so a later fit of the same
+architecture and batch shape (another trial, another fold) compiles nothing.
 """
 
 from __future__ import annotations
@@ -227,7 +227,7 @@ def fit(
     np_rng = np.random.default_rng(int(jax.random.randint(k_shuffle, (), 0, 2**31 - 1)))
     chunks = data.train_index_chunks if data.pipeline.cache is not None else data.train_chunks  # see _chunk_step
     outputs: list[np.ndarray] | None = [] if keep_last else None
-    stopper = EarlyStopping(trainer.patience, keep_last=keep_last or len(data.idx["val"]) == 0)  # else the best epoch
+    stopper = EarlyStopping(trainer.patience, keep_last=keep_last or len(data.idx["val"]) == 0)  # no val: a refit
     run = run_epochs(
         step,
         (state, k_drop),

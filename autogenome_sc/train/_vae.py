@@ -23,7 +23,7 @@ import optax
 from ..data import Pipeline, TrainData
 from ..nn import ResVAE
 from ._epochs import EarlyStopping, FitResult, run_epochs, variables_of
-from ._loop import _TRACES, masked_scan, watch_traces  # one trace counter, one scanned loop
+from ._loop import _TRACES, eval_batch, masked_scan, watch_traces  # one trace counter, one scanned loop
 from ._optim import make_optimizer
 from ._parallel import batch_mesh, replicate, shard
 
@@ -59,7 +59,7 @@ def evaluate_elbo(
 
     One sampled code per cell from ``key``, so the same key gives the same value.
     """
-    bs = _eval_batch(len(idx), batch_size)
+    bs = eval_batch(len(idx), batch_size)
     rec = kl = 0.0
     for i, (x, n) in enumerate(pipeline.eval_batches(idx, bs)):
         r, k = terms(variables, jnp.asarray(x), n, jax.random.fold_in(key, i))
@@ -67,11 +67,6 @@ def evaluate_elbo(
         kl += float(k)
     n = max(len(idx), 1)
     return {"elbo": -(rec + kl) / n, "recon": rec / n, "kl": kl / n}
-
-
-def _eval_batch(n: int, batch_size: int) -> int:
-    """A power of two >= ``n`` (at least 8), capped by ``batch_size``: few distinct shapes, few compilations."""
-    return int(min(batch_size, max(8, 1 << max(n - 1, 0).bit_length())))
 
 
 @lru_cache(maxsize=16)
