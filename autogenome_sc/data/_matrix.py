@@ -31,7 +31,13 @@ class MatrixSource:
 
     X: Any  # ndarray, scipy sparse, BackedCSR or BackedDense: anything indexable by rows
     var_names: pd.Index
-    where: str  # "X", "layers['counts']" or "raw.X"
+    layer: str | None = None  # adata.layers[layer] ...
+    use_raw: bool = False  # ... or adata.raw.X; neither: adata.X
+
+    @property
+    def where(self) -> str:
+        """Where the matrix lives in AnnData, as logs and ``uns[key]["preprocessing"]["matrix"]`` name it."""
+        return matrix_name(self.layer, self.use_raw)
 
     @property
     def n_obs(self) -> int:
@@ -167,14 +173,15 @@ def get_source(adata: AnnData, *, layer: str | None = None, use_raw: bool = Fals
     if use_raw:
         if adata.raw is None:
             raise ValueError("use_raw=True but adata.raw is None.")
-        X, var_names, where = adata.raw.X, adata.raw.var_names, "raw.X"
+        X, var_names = adata.raw.X, adata.raw.var_names
     elif layer is not None:
         if layer not in adata.layers:
             have = ", ".join(map(repr, adata.layers.keys())) or "none"
             raise KeyError(f"Layer '{layer}' is not in adata.layers (available: {have}).")
-        X, var_names, where = adata.layers[layer], adata.var_names, f"layers['{layer}']"
+        X, var_names = adata.layers[layer], adata.var_names
     else:
-        X, var_names, where = adata.X, adata.var_names, "X"
+        X, var_names = adata.X, adata.var_names
+    where = matrix_name(layer, use_raw)
     if X is None:
         raise ValueError(f"adata.{where} is None: there is no matrix to learn from.")
     if var_names.has_duplicates:
@@ -193,7 +200,14 @@ def get_source(adata: AnnData, *, layer: str | None = None, use_raw: bool = Fals
         X = BackedCSR(X, reopen)
     elif isinstance(X, h5py.Dataset):
         X = BackedDense(X, reopen)
-    return MatrixSource(X=X, var_names=pd.Index(var_names.astype(str)), where=where)
+    return MatrixSource(X=X, var_names=pd.Index(var_names.astype(str)), layer=layer, use_raw=bool(use_raw))
+
+
+def matrix_name(layer: str | None, use_raw: bool) -> str:
+    """``"X"``, ``"layers['counts']"`` or ``"raw.X"``: the matrix ``layer``/``use_raw`` choose, as messages name it."""
+    if use_raw:
+        return "raw.X"
+    return "X" if layer is None else f"layers['{layer}']"
 
 
 def rows_per_chunk(n_vars: int, chunk_mb: float) -> int:
