@@ -80,9 +80,10 @@ class MatrixSource:
 class BackedCSR:
     """Rows of an on-disk CSR matrix, read straight from its HDF5/zarr group.
 
-    anndata's ``CSRDataset.__getitem__`` costs about 4 ms per call in anndata 0.12 (it looks
-    up package metadata to validate indices), 400x an HDF5 read of a few rows; a chunk of
-    cells needs a few hundred reads, so they are made here from the group's arrays.
+    anndata's ``CSRDataset.__getitem__`` looks up package metadata to validate indices on
+    every call (anndata 0.12), which costs far more than the HDF5 read of a few rows itself
+    (docs/benchmarks.md); a chunk of cells needs a few hundred reads, so they are made here
+    from the group's arrays.
     """
 
     def __init__(self, dataset: CSRDataset, reopen=None):
