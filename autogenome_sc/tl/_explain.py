@@ -154,8 +154,9 @@ def _check_arguments(adata: AnnData, key: str, opts: _Options) -> None:
     check_rng(opts.rng)
     if key not in adata.uns or "model_path" not in adata.uns[key]:
         raise KeyError(f"Did not find adata.uns['{key}']['model_path']. Run `ag.tl.train` (or `ag.tl.search`) first.")
-    sizes = {"n_background": opts.n_background, "n_samples": opts.n_samples, "max_cells": opts.max_cells}
-    _check_positive(**sizes, chunk_size=opts.chunk_size)
+    _check_positive(
+        n_background=opts.n_background, n_samples=opts.n_samples, max_cells=opts.max_cells, chunk_size=opts.chunk_size
+    )
     if opts.output not in OUTPUTS:
         raise ValueError(f"Unknown output '{opts.output}'; choose one of {', '.join(OUTPUTS)}.")
     if opts.sampling not in SAMPLINGS:
