@@ -99,3 +99,31 @@ def test_gene_warning_points_at_the_callers_line(trained):
     with pytest.warns(UserWarning, match="are missing from the query") as record:
         ag.tl.predict(partial, model)
     assert record[0].filename == __file__  # the user's line, not a file inside the package
+
+
+def test_the_trained_input_round_trips_and_an_old_model_json_still_names_it(counts, tmp_path):
+    from conftest import FAST
+
+    counts.layers["counts"] = counts.X.copy()
+    counts.raw = counts.copy()
+    counts.X = counts.X.log1p()  # a different matrix in X: explaining the wrong one would show
+    ag.tl.train(counts, "cell_type", layer="counts", config=FAST, key_added="lay")
+    ag.tl.train(counts, "cell_type", use_raw=True, config=FAST, key_added="raw")
+    lay, raw = (ag.read_model(counts.uns[k]["model_path"]) for k in ("lay", "raw"))
+    assert (lay.layer, lay.use_raw, raw.layer, raw.use_raw) == ("counts", False, None, True)
+    assert json.loads((raw.path / "model.json").read_text())["matrix"] == {"layer": None, "use_raw": True}
+    assert raw.input_recorded and ag.read_model(raw.save(tmp_path / "again")).use_raw
+    # a model saved before the input was recorded: same checksum, and ag.tl.explain reads adata's record
+    ag.tl.explain(counts, key="raw", n_samples=10, n_background=10, max_cells=20)
+    new = dict(counts.uns["raw"]["shap"])
+    old_path = tmp_path / "old"
+    raw.save(old_path)
+    meta = json.loads((old_path / "model.json").read_text())
+    del meta["matrix"]
+    (old_path / "model.json").write_text(json.dumps(meta))
+    old = ag.read_model(old_path)
+    assert (old.layer, old.use_raw, old.input_recorded, old.id_) == (None, False, False, raw.id_)
+    counts.uns["raw"]["model_path"] = str(old_path)
+    ag.tl.explain(counts, key="raw", n_samples=10, n_background=10, max_cells=20)
+    np.testing.assert_array_equal(counts.uns["raw"]["shap"]["data"], new["data"])
+    np.testing.assert_array_equal(counts.uns["raw"]["shap"]["values"], new["values"])

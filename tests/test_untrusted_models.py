@@ -52,6 +52,8 @@ def _set(where, key, value):
         (lambda m: m.update(var_names=m["var_names"][:-1]), r"scaling has 200 values for 199 genes"),
         (lambda m: m["classes"].reverse(), r"was changed after it was saved: its checksum does not match"),
         (lambda m: m["preprocessing"].update(input="log"), r"its checksum does not match"),
+        (_set([], "matrix", {"layer": "counts", "use_raw": True}), r"'matrix' must hold 'layer'"),
+        (_set([], "matrix", "raw.X"), r"'matrix' must hold 'layer'"),
     ],
 )
 def test_a_forged_model_json_is_refused_in_one_sentence(trained, tmp_path, change, match):

@@ -16,6 +16,7 @@ from ._matrix import (
     apply_preprocessing,
     check_finite_and_detect,
     get_source,
+    matrix_name,
     rows_per_chunk,
 )
 from ._pipeline import Pipeline, TrainData
@@ -46,6 +47,7 @@ __all__ = [
     "check_finite_and_detect",
     "encode_targets",
     "get_source",
+    "matrix_name",
     "prepare",
     "prefetch",
     "prepare_unsupervised",

@@ -49,7 +49,7 @@ def enabled(setting: str) -> bool:
     """Whether ``data.device_prepare`` (``"auto"``, ``"on"`` or ``"off"``) prepares chunks on the device.
 
     ``"auto"`` does on GPUs and TPUs, not on the CPU backend: there the host path prepared
-    chunks faster, and epochs were faster too (measured in docs/scale.md).
+    chunks and ran epochs faster (figures in docs/scale.md and docs/benchmarks.md).
     """
     if setting == "on":
         return True

@@ -31,7 +31,13 @@ class MatrixSource:
 
     X: Any  # ndarray, scipy sparse, BackedCSR or BackedDense: anything indexable by rows
     var_names: pd.Index
-    where: str  # "X", "layers['counts']" or "raw.X"
+    layer: str | None = None  # adata.layers[layer] ...
+    use_raw: bool = False  # ... or adata.raw.X; neither: adata.X
+
+    @property
+    def where(self) -> str:
+        """Where the matrix lives in AnnData, as logs and ``uns[key]["preprocessing"]["matrix"]`` name it."""
+        return matrix_name(self.layer, self.use_raw)
 
     @property
     def n_obs(self) -> int:
@@ -74,9 +80,10 @@ class MatrixSource:
 class BackedCSR:
     """Rows of an on-disk CSR matrix, read straight from its HDF5/zarr group.
 
-    anndata's ``CSRDataset.__getitem__`` costs about 4 ms per call in anndata 0.12 (it looks
-    up package metadata to validate indices), 400x an HDF5 read of a few rows; a chunk of
-    cells needs a few hundred reads, so they are made here from the group's arrays.
+    anndata's ``CSRDataset.__getitem__`` looks up package metadata to validate indices on
+    every call (anndata 0.12), which costs far more than the HDF5 read of a few rows itself
+    (docs/benchmarks.md); a chunk of cells needs a few hundred reads, so they are made here
+    from the group's arrays.
     """
 
     def __init__(self, dataset: CSRDataset, reopen=None):
@@ -167,14 +174,15 @@ def get_source(adata: AnnData, *, layer: str | None = None, use_raw: bool = Fals
     if use_raw:
         if adata.raw is None:
             raise ValueError("use_raw=True but adata.raw is None.")
-        X, var_names, where = adata.raw.X, adata.raw.var_names, "raw.X"
+        X, var_names = adata.raw.X, adata.raw.var_names
     elif layer is not None:
         if layer not in adata.layers:
             have = ", ".join(map(repr, adata.layers.keys())) or "none"
             raise KeyError(f"Layer '{layer}' is not in adata.layers (available: {have}).")
-        X, var_names, where = adata.layers[layer], adata.var_names, f"layers['{layer}']"
+        X, var_names = adata.layers[layer], adata.var_names
     else:
-        X, var_names, where = adata.X, adata.var_names, "X"
+        X, var_names = adata.X, adata.var_names
+    where = matrix_name(layer, use_raw)
     if X is None:
         raise ValueError(f"adata.{where} is None: there is no matrix to learn from.")
     if var_names.has_duplicates:
@@ -193,7 +201,14 @@ def get_source(adata: AnnData, *, layer: str | None = None, use_raw: bool = Fals
         X = BackedCSR(X, reopen)
     elif isinstance(X, h5py.Dataset):
         X = BackedDense(X, reopen)
-    return MatrixSource(X=X, var_names=pd.Index(var_names.astype(str)), where=where)
+    return MatrixSource(X=X, var_names=pd.Index(var_names.astype(str)), layer=layer, use_raw=bool(use_raw))
+
+
+def matrix_name(layer: str | None, use_raw: bool) -> str:
+    """``"X"``, ``"layers['counts']"`` or ``"raw.X"``: the matrix ``layer``/``use_raw`` choose, as messages name it."""
+    if use_raw:
+        return "raw.X"
+    return "X" if layer is None else f"layers['{layer}']"
 
 
 def rows_per_chunk(n_vars: int, chunk_mb: float) -> int:

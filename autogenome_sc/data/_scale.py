@@ -135,10 +135,6 @@ class GeneStats:
         order = np.argsort(-score, kind="stable")[:n_genes]
         return np.sort(order)
 
-    def top_variable(self, n_genes: int) -> np.ndarray:
-        """Positions of the ``n_genes`` most variable genes (variance of the preprocessed values), sorted."""
-        return self.top_genes(n_genes, "variance")
-
 
 @dataclass
 class Scaler:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -35,11 +36,12 @@ def synthetic(
 
     Every gene has a baseline expression drawn from a heavy-tailed distribution; every cell
     type up-regulates its own set of marker genes by ``1 + effect_size * LogNormal(0, 0.5)``
-    fold (about 1.3x at the default, where logistic regression labels about 90% of cells
-    correctly) and slightly down-regulates the others' markers; cell types have unequal abundances;
-    library sizes vary log-normally between cells (coefficient of variation about 0.5).
-    Counts are gamma-Poisson (negative binomial) with per-gene dispersion. The result looks
-    like a 2000-highly-variable-gene scRNA-seq matrix: sparse CSR, about three quarters zeros.
+    fold (about 1.3x at the default, where a linear model labels most but not all cells
+    correctly: docs/benchmarks.md) and slightly down-regulates the others' markers; cell
+    types have unequal abundances; library sizes vary log-normally between cells
+    (coefficient of variation about 0.5). Counts are gamma-Poisson (negative binomial) with
+    per-gene dispersion. The result looks like a 2000-highly-variable-gene scRNA-seq matrix:
+    sparse CSR, about three quarters zeros.
 
     With ``path``, cells are generated and appended to the h5ad file ``chunk_size`` at a
     time, so a million cells never sit in memory at once, and the file is returned opened
@@ -82,6 +84,24 @@ def synthetic(
     ``obs["library_size"]``, ``obs["batch"]`` (with ``n_batches > 1``) and ``var["marker_of"]`` (the type a gene marks, or ``""``).
     In backed mode (``path`` given) ``X`` stays on disk.
     """
+    markers = _check_arguments(
+        n_obs, n_vars, n_types, markers_per_type, mean_library_size, dispersion, effect_size, n_batches, batch_effect,
+        chunk_size,
+    )  # fmt: skip
+    g = np.random.default_rng(np.random.SeedSequence(rng).spawn(1)[0])
+    program, theta, marker_of = _gene_programs(g, n_vars, n_types, markers, effect_size, dispersion)
+    cell_type, library = _cell_types_and_libraries(g, n_types, n_obs, mean_library_size)
+    batch, gene_factor, library = _batch_effects(rng, n_vars, n_batches, batch_effect, library)
+    counts = _Counts(program, theta, cell_type, batch, gene_factor, library, rng, chunk_size)
+    obs, var = _annotations(n_types, n_batches, cell_type, library, batch, marker_of)
+    return AnnData(X=counts.matrix(), obs=obs, var=var) if path is None else _write_backed(Path(path), obs, var, counts)
+
+
+def _check_arguments(
+    n_obs, n_vars, n_types, markers_per_type, mean_library_size, dispersion, effect_size, n_batches, batch_effect,
+    chunk_size,
+) -> int:  # fmt: skip
+    """Every argument of :func:`synthetic`, one sentence each; the number of marker genes per type."""
     if n_obs < 1 or n_vars < 1:
         raise ValueError(f"n_obs and n_vars must be positive, got {n_obs} and {n_vars}.")
     if not 1 <= n_types <= n_obs:
@@ -100,15 +120,25 @@ def synthetic(
         raise ValueError(f"n_batches must be an integer between 1 and n_obs ({n_obs}), got {n_batches!r}.")
     if not batch_effect >= 0:
         raise ValueError(f"batch_effect must be 0 or more, got {batch_effect}.")
+    return markers
 
-    root = np.random.SeedSequence(rng)
-    g = np.random.default_rng(root.spawn(1)[0])
-    # Gene programs: heavy-tailed baseline proportions, marker blocks up, others' markers down.
+
+def _type_names(n_types: int) -> list[str]:
+    return [f"type_{t}" for t in range(n_types)]
+
+
+def _gene_programs(
+    g: np.random.Generator, n_vars: int, n_types: int, markers: int, effect_size: float, dispersion: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(expression proportions per type, per-gene inverse dispersion, the type each gene marks or "")``.
+
+    Heavy-tailed baseline proportions; each type's marker block up, the other types' markers down.
+    """
     base = g.lognormal(0.0, 1.6, n_vars)
     genes = g.permutation(n_vars)[: markers * n_types].reshape(n_types, markers)
     program = np.ones((n_types, n_vars))
     marker_of = np.full(n_vars, "", dtype=object)
-    types = [f"type_{t}" for t in range(n_types)]
+    types = _type_names(n_types)
     for t in range(n_types):
         program[:, genes[t]] *= 0.7
         program[t, genes[t]] = 1.0 + effect_size * g.lognormal(0.0, 0.5, markers)
@@ -116,21 +146,43 @@ def synthetic(
     program *= base
     program /= program.sum(axis=1, keepdims=True)  # per type, expression proportions
     theta = dispersion * g.lognormal(0.0, 0.5, n_vars)
+    return program, theta, marker_of
+
+
+def _cell_types_and_libraries(
+    g: np.random.Generator, n_types: int, n_obs: int, mean_library_size: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each cell's type (unequal abundances) and library size (log-normal)."""
     abundance = g.dirichlet(np.full(n_types, 2.0))
-    # Cells: a type and a library size each; the counts of chunk i use their own stream.
     cell_type = g.choice(n_types, size=n_obs, p=abundance)
     library = mean_library_size * g.lognormal(-0.125, 0.5, n_obs)
-    batch = np.zeros(n_obs, np.int64)
-    gene_factor = np.ones((1, n_vars))
-    if n_batches > 1:  # drawn from their own stream: the cells' types and counts stay those of n_batches=1
-        bgen = np.random.default_rng([rng, 6007])
-        batch = bgen.integers(0, n_batches, n_obs)
-        gene_factor = bgen.lognormal(0.0, batch_effect, (n_batches, n_vars))
-        library = library * bgen.lognormal(0.0, batch_effect, n_batches)[batch]
+    return cell_type, library
 
+
+def _batch_effects(
+    rng: int, n_vars: int, n_batches: int, batch_effect: float, library: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(each cell's batch, each batch's gene factors, the library sizes scaled by batch)``.
+
+    Drawn from their own stream: the cells' types and counts stay those of ``n_batches=1``.
+    """
+    n_obs = len(library)
+    if n_batches == 1:
+        return np.zeros(n_obs, np.int64), np.ones((1, n_vars)), library
+    bgen = np.random.default_rng([rng, 6007])
+    batch = bgen.integers(0, n_batches, n_obs)
+    gene_factor = bgen.lognormal(0.0, batch_effect, (n_batches, n_vars))
+    return batch, gene_factor, library * bgen.lognormal(0.0, batch_effect, n_batches)[batch]
+
+
+def _annotations(
+    n_types: int, n_batches: int, cell_type: np.ndarray, library: np.ndarray, batch: np.ndarray, marker_of: np.ndarray
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``obs`` (cell type, library size, batch) and ``var`` (the type a gene marks)."""
+    n_obs, n_vars = len(cell_type), len(marker_of)
     obs = pd.DataFrame(
         {
-            "cell_type": pd.Categorical.from_codes(cell_type, categories=types),
+            "cell_type": pd.Categorical.from_codes(cell_type, categories=_type_names(n_types)),
             "library_size": library.astype(np.float32),
         },
         index=pd.Index([f"cell_{i}" for i in range(n_obs)]),
@@ -138,29 +190,51 @@ def synthetic(
     if n_batches > 1:
         obs["batch"] = pd.Categorical.from_codes(batch, categories=[f"batch_{b}" for b in range(n_batches)])
     var = pd.DataFrame({"marker_of": marker_of.astype(str)}, index=pd.Index([f"gene_{j}" for j in range(n_vars)]))
+    return obs, var
 
-    def block(start: int) -> sp.csr_matrix:  # cells [start, start + _BLOCK): their own random stream
-        stop = min(start + _BLOCK, n_obs)
-        bg = np.random.default_rng([rng, start // _BLOCK, 7919])
-        mu = program[cell_type[start:stop]] * gene_factor[batch[start:stop]] * library[start:stop, None]
-        return sp.csr_matrix(bg.poisson(bg.gamma(theta, mu / theta)).astype(np.float32))
 
-    step = -(-chunk_size // _BLOCK) * _BLOCK
+@dataclass
+class _Counts:
+    """Gamma-Poisson counts, generated ``_BLOCK`` cells at a time, each block from its own random stream."""
 
-    def chunk(start: int) -> sp.csr_matrix:
-        return sp.vstack([block(b) for b in range(start, min(start + step, n_obs), _BLOCK)], format="csr")
+    program: np.ndarray  # types x genes expression proportions
+    theta: np.ndarray  # per-gene inverse dispersion
+    cell_type: np.ndarray
+    batch: np.ndarray
+    gene_factor: np.ndarray  # batches x genes
+    library: np.ndarray
+    rng: int
+    chunk_size: int
 
-    starts = range(0, n_obs, step)
-    if path is None:
-        X = sp.vstack([chunk(s) for s in starts], format="csr")
-        return AnnData(X=X, obs=obs, var=var)
+    def starts(self) -> range:
+        """The first cell of every chunk: ``chunk_size`` rounded up to a multiple of ``_BLOCK``."""
+        return range(0, len(self.cell_type), -(-self.chunk_size // _BLOCK) * _BLOCK)
 
-    path = Path(path)
+    def block(self, start: int) -> sp.csr_matrix:
+        """Cells ``[start, start + _BLOCK)``, from their own random stream."""
+        stop = min(start + _BLOCK, len(self.cell_type))
+        bg = np.random.default_rng([self.rng, start // _BLOCK, 7919])
+        mu = self.program[self.cell_type[start:stop]] * self.gene_factor[self.batch[start:stop]]
+        mu = mu * self.library[start:stop, None]
+        return sp.csr_matrix(bg.poisson(bg.gamma(self.theta, mu / self.theta)).astype(np.float32))
+
+    def chunk(self, start: int) -> sp.csr_matrix:
+        """The cells of the chunk that begins at ``start``."""
+        stop = min(start + self.starts().step, len(self.cell_type))
+        return sp.vstack([self.block(b) for b in range(start, stop, _BLOCK)], format="csr")
+
+    def matrix(self) -> sp.csr_matrix:
+        """All cells, in memory."""
+        return sp.vstack([self.chunk(s) for s in self.starts()], format="csr")
+
+
+def _write_backed(path: Path, obs: pd.DataFrame, var: pd.DataFrame, counts: _Counts) -> AnnData:
+    """``obs`` and ``var`` written first, then ``X`` appended chunk by chunk; the file opened backed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     AnnData(obs=obs, var=var).write_h5ad(path)  # obs/var first, X appended by chunks
     with h5py.File(path, "a") as f:
-        for s in logg.progress(starts, desc="writing cells"):
-            part = chunk(s)
+        for s in logg.progress(counts.starts(), desc="writing cells"):
+            part = counts.chunk(s)
             if s == 0:
                 write_elem(f, "X", part)  # resizable: anndata sets maxshape=(None,)
                 X = sparse_dataset(f["X"])

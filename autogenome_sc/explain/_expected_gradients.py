@@ -185,16 +185,7 @@ def expected_gradients(
         raise ValueError(f"Unknown sampling '{sampling}'; choose one of {', '.join(SAMPLINGS)}.")
     n_cells, n_genes = x.shape
     n_bg = background.shape[0]
-    if draws is not None:
-        idx_all, t_all = (np.asarray(d) for d in draws)
-        if idx_all.shape != t_all.shape or idx_all.shape[0] != n_cells or idx_all.ndim != 2:
-            raise ValueError(f"draws must be two arrays of shape (cells={n_cells}, n_samples).")
-        if idx_all.min() < 0 or idx_all.max() >= n_bg:
-            raise ValueError(f"draws index the background out of range (it has {n_bg} rows).")
-        n_samples = idx_all.shape[1]
-    elif int(n_samples) < 1:
-        raise ValueError(f"n_samples must be at least 1, got {n_samples}.")
-    n_samples = int(n_samples)
+    n_samples = _n_samples(draws, n_samples, n_cells, n_bg)
     n_out = int(jax.eval_shape(f, variables, jax.ShapeDtypeStruct((1, n_genes), jnp.float32)).shape[-1])
     if chunk_size is None:
         chunk_size = auto_chunk_size(n_samples, n_genes, n_out)
@@ -204,19 +195,34 @@ def expected_gradients(
     out = np.empty((n_cells, n_genes, n_out), np.float32)
     for s in range(0, n_cells, chunk_size):
         n = min(chunk_size, n_cells - s)
-        pad = chunk_size - n
-        xb = x[s : s + n]
-        if pad:
-            xb = np.concatenate([xb, np.zeros((pad, n_genes), np.float32)])
         if draws is None:
             cells = jnp.arange(s, s + chunk_size, dtype=jnp.uint32)
             idx, t = _draws(key, cells, n_samples=n_samples, n_background=n_bg, sampling=sampling)
         else:
-            idx = np.asarray(idx_all[s : s + n], np.int32)
-            t = np.asarray(t_all[s : s + n], np.float32)
-            if pad:
-                idx = np.concatenate([idx, np.zeros((pad, n_samples), np.int32)])
-                t = np.concatenate([t, np.zeros((pad, n_samples), np.float32)])
+            idx = _padded(np.asarray(draws[0][s : s + n], np.int32), chunk_size)
+            t = _padded(np.asarray(draws[1][s : s + n], np.float32), chunk_size)
+        xb = _padded(x[s : s + n], chunk_size)
         phi = _phi(f, variables, jnp.asarray(xb), background, jnp.asarray(idx), jnp.asarray(t))
         out[s : s + n] = np.asarray(phi)[:n]
     return out
+
+
+def _n_samples(draws: tuple[np.ndarray, np.ndarray] | None, n_samples: int, n_cells: int, n_bg: int) -> int:
+    """Draws per cell: ``n_samples``, or the width of explicit ``draws``, checked against the cells and background."""
+    if draws is None:
+        if int(n_samples) < 1:
+            raise ValueError(f"n_samples must be at least 1, got {n_samples}.")
+        return int(n_samples)
+    idx_all, t_all = (np.asarray(d) for d in draws)
+    if idx_all.shape != t_all.shape or idx_all.shape[0] != n_cells or idx_all.ndim != 2:
+        raise ValueError(f"draws must be two arrays of shape (cells={n_cells}, n_samples).")
+    if idx_all.min() < 0 or idx_all.max() >= n_bg:
+        raise ValueError(f"draws index the background out of range (it has {n_bg} rows).")
+    return int(idx_all.shape[1])
+
+
+def _padded(rows: np.ndarray, n: int) -> np.ndarray:
+    """``rows`` followed by zero rows up to ``n`` rows (every chunk has one shape, so a call compiles once)."""
+    if len(rows) == n:
+        return rows
+    return np.concatenate([rows, np.zeros((n - len(rows), *rows.shape[1:]), rows.dtype)])

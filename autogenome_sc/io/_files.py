@@ -9,7 +9,9 @@ Layout of a model directory::
                       (flax.serialization; no pickle)
 
 ``model.json`` also holds ``calibration`` (temperature and calibration errors); models
-saved without it load with temperature 1 and ``ag_uncertainty = 1 - confidence``. Since
+saved without it load with temperature 1 and ``ag_uncertainty = 1 - confidence``. It holds
+``matrix`` (``{"layer": name or null, "use_raw": bool}``, the matrix the model was trained
+on); models saved without it load with the input unknown (``Model.input_recorded``). Since
 format 2 it holds a ``checksum`` of the weights and of the fields that decide predictions,
 which is also the model's id (``Model.id_``, stored in ``uns[key]["model_id"]``); reading
 checks it and checks ``model.json`` against the weights before building anything (see

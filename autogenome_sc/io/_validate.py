@@ -23,7 +23,9 @@ import numpy as np
 
 from .._names import ACTIVATIONS, LIKELIHOODS, TASKS
 
-#: The fields of model.json that decide predictions: all covered by the checksum.
+#: The fields of model.json that decide predictions: all covered by the checksum. Not covered: what describes
+#: the training (config, metrics, versions) and ``matrix``, which matrix of the training data was read (a query's
+#: matrix is the caller's choice), so adding it kept every model's checksum.
 CHECKED_FIELDS = ("architecture", "task", "classes", "var_names", "preprocessing", "target_mean", "target_std")
 #: Prediction-deciding fields that only some models have (the labels of coarser levels).
 OPTIONAL_CHECKED_FIELDS = ("hierarchy",)
@@ -74,6 +76,12 @@ def check_meta(meta: dict[str, Any], path: Path) -> None:
     hierarchy = meta.get("hierarchy")
     if hierarchy is not None:
         _check_hierarchy(hierarchy, classes, path)
+    matrix = meta.get("matrix")
+    if matrix is not None and not _is_matrix(matrix):
+        raise DamagedModel(
+            f"'{path}': model.json's 'matrix' must hold 'layer' (a layer name or null) and 'use_raw' (true or false), "
+            "not both a layer and use_raw."
+        )
     for key in ("target_mean", "target_std"):
         value = meta.get(key, 0.0)
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
@@ -150,6 +158,14 @@ def check_architecture(arch: dict[str, Any], arrays: list[np.ndarray], path: Pat
             raise DamagedModel(f"'{path}': {where} = {value!r} in model.json must be a number.")
 
     visit(arch, "architecture")
+
+
+def _is_matrix(m: Any) -> bool:
+    """The input a model was trained on: ``{"layer": name or None, "use_raw": bool}``, not both."""
+    if not isinstance(m, dict) or set(m) != {"layer", "use_raw"} or not isinstance(m["use_raw"], bool):
+        return False
+    layer = m["layer"]
+    return (layer is None or (isinstance(layer, str) and bool(layer))) and not (layer is not None and m["use_raw"])
 
 
 def _finite_number(v: Any) -> bool:

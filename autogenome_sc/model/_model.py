@@ -57,6 +57,12 @@ class Model:
     novelty_
         Class centroids and shared diagonal covariance of the embedding (training split)
         and the validation reference of the novelty score behind ``ag_uncertainty``.
+    layer, use_raw
+        The matrix the model was trained on: ``adata.layers[layer]``, ``adata.raw.X``
+        (``use_raw``) or ``adata.X`` (neither); ``ag.tl.explain`` reads the same one.
+    input_recorded
+        ``False`` for a model saved before models recorded ``layer`` and ``use_raw`` (then
+        ``None`` and ``False`` until filled from the training AnnData's record).
     """
 
     architecture: dict[str, Any]
@@ -77,6 +83,9 @@ class Model:
     novelty_: dict = field(default_factory=dict)
     id_: str | None = None  # the checksum written by save(); None until saved
     hierarchy_: dict = field(default_factory=dict)  # {"levels": [coarse, ..., fine], "parents": {...}}
+    layer: str | None = None
+    use_raw: bool = False
+    input_recorded: bool = True
 
     def __post_init__(self):
         from ..nn import build_network, build_vae
@@ -414,6 +423,8 @@ class Model:
         }
         if self.hierarchy_:
             meta["hierarchy"] = self.hierarchy_
+        if self.input_recorded:
+            meta["matrix"] = {"layer": self.layer, "use_raw": self.use_raw}
         self.id_ = write_model_files(path, meta, state, overwrite=overwrite)
         self.path = Path(path)
         return self.path
@@ -468,6 +479,7 @@ def read_model(path: str | Path) -> Model:
         novelty_={k: np.asarray(v) for k, v in state.get("novelty", {}).items()},
         id_=meta.get("checksum"),
         hierarchy_=meta.get("hierarchy") or {},
+        **_recorded_input(meta),
     )
     # shapes only (no memory is allocated for the template's weights)
     template = jax.eval_shape(
@@ -485,3 +497,11 @@ def read_model(path: str | Path) -> Model:
         raise ValueError(f"The weights in '{path}' do not match its architecture.")
     model.variables = jax.tree.map(np.asarray, variables)
     return model
+
+
+def _recorded_input(meta: dict[str, Any]) -> dict[str, Any]:
+    """``layer``, ``use_raw`` and ``input_recorded`` of a ``model.json`` (models saved before it lack ``matrix``)."""
+    matrix = meta.get("matrix")
+    if matrix is None:
+        return {"layer": None, "use_raw": False, "input_recorded": False}
+    return {"layer": matrix["layer"], "use_raw": matrix["use_raw"], "input_recorded": True}

@@ -14,10 +14,9 @@ Likelihoods:
 ``"gaussian"``
     Gaussian negative log-likelihood of the 0-1 scaled input around ``sigmoid(decoder)``
     with a learned gene-wise noise scale ``sigma_g`` (``log sigma_g`` clipped to [-6, 1]).
-    With the fixed unit scale that ``"mse"`` implies, a gene's squared error (about 0.05
-    on 0-1 data) weighs little against the KL term and the code collapses to the prior on
-    narrow data (48 qPCR genes: no latent dimension left with a standard deviation above
-    0.1); a learned scale makes each gene weigh what its residual noise allows.
+    With the fixed unit scale that ``"mse"`` implies, a gene's squared error on 0-1 data
+    weighs little against the KL term and the code collapses to the prior on narrow data
+    (docs/benchmarks.md); a learned scale makes each gene weigh what its residual noise allows.
 ``"bernoulli"``
     Binary cross entropy of the 0-1 scaled input against ``sigmoid(decoder)``.
 ``"nb"``

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -13,8 +13,9 @@ from anndata import AnnData
 from .. import _logging as logg
 from .._checks import check_rng
 from .._keys import Keys
+from ..data import matrix_name
 from ..explain import SAMPLINGS, NetworkOutput, expected_gradients, model_output
-from ..model import read_model
+from ..model import Model, read_model
 
 if TYPE_CHECKING:
     import shap
@@ -38,16 +39,14 @@ def explain(
 ) -> shap.Explanation | None:
     """Explain a trained model's predictions with SHAP values (expected gradients) and rank genes per class.
 
-    The model stored by ``ag.tl.train`` or ``ag.tl.search`` is read from
-    ``adata.uns[key]["model_path"]`` and applied to the same matrix it was trained on
-    (preprocessed and 0-1 scaled as in training; the SHAP values refer to these scaled
-    inputs). SHAP values are computed by expected gradients, the estimator of
-    ``shap.GradientExplainer``, in one compiled JAX function: for each explained cell,
-    ``n_samples`` draws of a background cell ``x'`` and a point ``t`` give the gradient of
-    the model output at ``t x + (1 - t) x'`` times ``x - x'``; all classes share the same
-    draws. The importance of a gene for a class is the sum of its absolute SHAP values
-    for that class over the explained cells of that class (the AutoGenome paper's
-    definition).
+    The model stored by ``ag.tl.train`` or ``ag.tl.search`` is read from ``adata.uns[key]["model_path"]``
+    and applied to the same matrix it was trained on (preprocessed and 0-1 scaled as in training; the
+    SHAP values refer to these scaled inputs). SHAP values are computed by expected gradients, the
+    estimator of ``shap.GradientExplainer``, in one compiled JAX function: for each explained cell,
+    ``n_samples`` draws of a background cell ``x'`` and a point ``t`` give the gradient of the model
+    output at ``t x + (1 - t) x'`` times ``x - x'``; all classes share the same draws. The importance
+    of a gene for a class is the sum of its absolute SHAP values for that class over the explained
+    cells of that class (the AutoGenome paper's definition).
 
     Parameters
     ----------
@@ -97,17 +96,83 @@ def explain(
         ``output_names`` and ``params``; :func:`autogenome_sc.get.explanation` rebuilds
         the ``shap.Explanation`` from them.
     """
+    opts = _Options(n_background, n_samples, max_cells, output, sampling, chunk_size, rng)
+    _check_arguments(adata, key, opts)
+    model = _trained_model(adata, key)
+    result = _explain_cells(adata, key, model, groups, opts)
+    _write(adata, key, result)
+    return result.explanation() if return_explanation else None
+
+
+@dataclass(frozen=True)
+class _Options:
+    """How many cells, background cells and draws; the explained output; the seed."""
+
+    n_background: int
+    n_samples: int
+    max_cells: int | None
+    output: str
+    sampling: str
+    chunk_size: int | None
+    rng: int
+
+
+@dataclass
+class _Explained:
+    """What ``explain`` computed: the explained cells, their SHAP values and the gene importance per class."""
+
+    obs_names: np.ndarray
+    labels: np.ndarray  # each explained cell's class ('' when unknown)
+    phi: np.ndarray  # cells x genes x outputs
+    x: np.ndarray  # the cells' scaled inputs
+    base: np.ndarray  # the mean output over the background cells
+    genes: np.ndarray
+    outputs: list[str]
+    importance: np.ndarray  # genes x groups
+    n_cells: np.ndarray  # per group
+    groups: list[str]  # the classes and "overall"
+    params: dict[str, Any]
+    start: float  # when the computation was logged
+
+    def explanation(self) -> shap.Explanation:
+        """The full-precision ``shap.Explanation`` for ``shap.plots``."""
+        import shap
+
+        return shap.Explanation(
+            values=self.phi,
+            base_values=np.broadcast_to(self.base, (len(self.phi), len(self.outputs))).copy(),
+            data=self.x,
+            feature_names=list(self.genes),
+            output_names=self.outputs,
+        )
+
+
+def _check_arguments(adata: AnnData, key: str, opts: _Options) -> None:
+    """Every argument, before any model is read; one sentence each."""
     if not isinstance(adata, AnnData):
         raise TypeError(f"Expected an AnnData object, got {type(adata).__name__}.")
-    rng = check_rng(rng)
-    keys = Keys(key)
+    check_rng(opts.rng)
     if key not in adata.uns or "model_path" not in adata.uns[key]:
         raise KeyError(f"Did not find adata.uns['{key}']['model_path']. Run `ag.tl.train` (or `ag.tl.search`) first.")
-    _check_positive(n_background=n_background, n_samples=n_samples, max_cells=max_cells, chunk_size=chunk_size)
-    if output not in OUTPUTS:
-        raise ValueError(f"Unknown output '{output}'; choose one of {', '.join(OUTPUTS)}.")
-    if sampling not in SAMPLINGS:
-        raise ValueError(f"Unknown sampling '{sampling}'; choose one of {', '.join(SAMPLINGS)}.")
+    _check_positive(
+        n_background=opts.n_background, n_samples=opts.n_samples, max_cells=opts.max_cells, chunk_size=opts.chunk_size
+    )
+    if opts.output not in OUTPUTS:
+        raise ValueError(f"Unknown output '{opts.output}'; choose one of {', '.join(OUTPUTS)}.")
+    if opts.sampling not in SAMPLINGS:
+        raise ValueError(f"Unknown sampling '{opts.sampling}'; choose one of {', '.join(SAMPLINGS)}.")
+
+
+def _check_positive(**kwargs) -> None:
+    for name, value in kwargs.items():
+        if value is None and name in ("max_cells", "chunk_size"):
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+
+
+def _trained_model(adata: AnnData, key: str) -> Model:
+    """The model ``adata.uns[key]`` was written with, checked to be that one and to have predictions to explain."""
     uns = adata.uns[key]
     path = Path(str(uns["model_path"]))
     if not path.exists():
@@ -126,12 +191,70 @@ def explain(
             "predictions to explain. Explain a classifier (ag.tl.train or ag.tl.search with a label_key), for "
             "example one trained on clusters of its latent space."
         )
-    layer, use_raw = _matrix(uns)
-    pipe, _, _ = model.pipeline(adata, layer=layer, use_raw=use_raw)
-    gen = np.random.default_rng(rng)
+    if not model.input_recorded:  # saved before models recorded their input: the run's record in adata names it
+        model.layer, model.use_raw = _recorded_matrix(adata, key)
+    return model
 
+
+def _recorded_matrix(adata: AnnData, key: str) -> tuple[str | None, bool]:
+    """``layer``/``use_raw`` of the matrix ``uns[key]["preprocessing"]["matrix"]`` names (``"X"`` when absent)."""
+    where = str(adata.uns[key].get("preprocessing", {}).get("matrix", "X"))
+    choices = [(None, False), (None, True), *((name, False) for name in adata.layers)]
+    for layer, use_raw in choices:
+        if matrix_name(layer, use_raw) == where:
+            return layer, use_raw
+    raise KeyError(
+        f"The model of adata.uns['{key}'] was trained on adata.{where}, which adata does not have "
+        f"(layers: {', '.join(map(repr, adata.layers.keys())) or 'none'})."
+    )
+
+
+def _explain_cells(adata: AnnData, key: str, model: Model, groups, opts: _Options) -> _Explained:
+    """SHAP values of the chosen cells against background cells of the training split, and the importance table."""
+    pipe, _, _ = model.pipeline(adata, layer=model.layer, use_raw=model.use_raw)
+    gen = np.random.default_rng(opts.rng)
+    cells, labels, label_source = _cells(adata, key, model, groups, opts.max_cells, gen)
+    bg_idx = _background_cells(adata, Keys(key), opts.n_background, gen)
+    start = logg.info(
+        f"explaining {len(cells)} cells with {model!r}: expected gradients, {opts.n_samples} {opts.sampling} draws "
+        f"per cell over {len(bg_idx)} background cells"
+    )
+    f = _explained_function(model, opts.output)
+    x = pipe.block(cells)
+    background = pipe.block(bg_idx)
+    phi = expected_gradients(
+        f,
+        model.variables,
+        x,
+        background,
+        n_samples=opts.n_samples,
+        sampling=opts.sampling,
+        chunk_size=opts.chunk_size,
+        rng=int(gen.integers(2**31)),
+    )
+    base = model_output(f, model.variables, background).mean(axis=0)
+    outputs = _output_names(model, adata.uns[key])
+    importance, n_cells, columns = _importance(phi, labels, outputs, model.task == "classification")
+    params = {
+        "n_samples": int(opts.n_samples),
+        "n_background": len(bg_idx),
+        "max_cells": -1 if opts.max_cells is None else int(opts.max_cells),
+        "output": f.output,
+        "sampling": opts.sampling,
+        "rng": int(opts.rng),
+        "label_source": label_source or "",
+    }
+    genes = np.asarray(model.var_names_, dtype=str)
+    obs_names = np.asarray(adata.obs_names[cells], dtype=str)
+    return _Explained(obs_names, labels, phi, x, base, genes, outputs, importance, n_cells, columns, params, start)
+
+
+def _cells(
+    adata: AnnData, key: str, model: Model, groups: str | list[str] | None, max_cells: int | None, gen
+) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """The explained cells (of ``groups``, at most ``max_cells``), their classes and where these were read."""
     classification = model.task == "classification"
-    labels, label_source = _labels(adata, uns, keys, model) if classification else (None, None)
+    labels, label_source = _labels(adata, adata.uns[key], Keys(key), model) if classification else (None, None)
     cells = np.arange(adata.n_obs)
     if groups is not None:
         if not classification:
@@ -147,104 +270,60 @@ def explain(
             raise ValueError(f"No cell of adata is labelled {groups} (by {label_source}).")
     if max_cells is not None and len(cells) > max_cells:
         cells = np.sort(gen.choice(cells, int(max_cells), replace=False))
+    cell_labels = labels[cells] if labels is not None else np.full(len(cells), "", dtype=object)
+    return cells, cell_labels, label_source
 
+
+def _background_cells(adata: AnnData, keys: Keys, n_background: int, gen) -> np.ndarray:
+    """``n_background`` cells of the training split when ``adata`` records it, else of all cells."""
     pool = np.arange(adata.n_obs)
     if keys.split in adata.obs and (adata.obs[keys.split] == "train").any():
         pool = np.flatnonzero(adata.obs[keys.split].to_numpy() == "train")
-    bg_idx = np.sort(gen.choice(pool, min(int(n_background), len(pool)), replace=False))
+    return np.sort(gen.choice(pool, min(int(n_background), len(pool)), replace=False))
 
-    start = logg.info(
-        f"explaining {len(cells)} cells with {model!r}: expected gradients, {n_samples} {sampling} draws per cell "
-        f"over {len(bg_idx)} background cells"
+
+def _explained_function(model: Model, output: str) -> NetworkOutput:
+    """The network's output that is explained: class probabilities or logits, or a regression in the target's units."""
+    if model.task == "classification":
+        return NetworkOutput(model.net, output=output, temperature=model.temperature)
+    return NetworkOutput(
+        model.net, output="logit", scale=float(model.target_std_), shift=float(model.target_mean_), temperature=1.0
     )
-    f = NetworkOutput(
-        model.net,
-        output=output if classification else "logit",
-        scale=1.0 if classification else float(model.target_std_),
-        shift=0.0 if classification else float(model.target_mean_),
-        temperature=model.temperature if classification else 1.0,
-    )
-    x = pipe.block(cells)
-    background = pipe.block(bg_idx)
-    phi = expected_gradients(
-        f,
-        model.variables,
-        x,
-        background,
-        n_samples=n_samples,
-        sampling=sampling,
-        chunk_size=chunk_size,
-        rng=int(gen.integers(2**31)),
-    )
-    base = model_output(f, model.variables, background).mean(axis=0)
-    genes = np.asarray(model.var_names_, dtype=str)
-    if classification:
+
+
+def _output_names(model: Model, uns) -> list[str]:
+    """The classes, or the regression's target (its ``label_key``)."""
+    if model.task == "classification":
         assert model.classes_ is not None  # a classification model has its classes
-        outputs = list(model.classes_)
-    else:
-        outputs = [str(uns.get("params", {}).get("label_key", "prediction"))]
+        return list(model.classes_)
+    return [str(uns.get("params", {}).get("label_key", "prediction"))]
 
-    cell_labels = labels[cells] if labels is not None else np.full(len(cells), "", dtype=object)
-    importance, n_cells, columns = _importance(phi, cell_labels, outputs, classification)
-    params = {
-        "n_samples": int(n_samples),
-        "n_background": len(bg_idx),
-        "max_cells": -1 if max_cells is None else int(max_cells),
-        "output": f.output,
-        "sampling": sampling,
-        "rng": int(rng),
-        "label_source": label_source or "",
-    }
+
+def _write(adata: AnnData, key: str, r: _Explained) -> None:
+    """``uns[key]["importance"]`` and ``uns[key]["shap"]`` (float16 values and inputs), and the closing log line."""
+    uns = adata.uns[key]
     uns["importance"] = {
-        "values": importance.astype(np.float32),
-        "genes": genes,
-        "groups": np.asarray(columns, dtype=str),
-        "n_cells": n_cells,
+        "values": r.importance.astype(np.float32),
+        "genes": r.genes,
+        "groups": np.asarray(r.groups, dtype=str),
+        "n_cells": r.n_cells,
     }
     uns["shap"] = {
-        "obs_names": np.asarray(adata.obs_names[cells], dtype=str),
-        "labels": np.asarray([str(v) for v in cell_labels], dtype=str),
-        "values": phi.astype(np.float16),
-        "data": x.astype(np.float16),
-        "base_values": base.astype(np.float32),
-        "feature_names": genes,
-        "output_names": np.asarray(outputs, dtype=str),
-        "params": params,
+        "obs_names": r.obs_names,
+        "labels": np.asarray([str(v) for v in r.labels], dtype=str),
+        "values": r.phi.astype(np.float16),
+        "data": r.x.astype(np.float16),
+        "base_values": r.base.astype(np.float32),
+        "feature_names": r.genes,
+        "output_names": np.asarray(r.outputs, dtype=str),
+        "params": r.params,
     }
     adata.uns[key] = uns
     logg.info(
         "    finished",
-        time=start,
+        time=r.start,
         deep=f"added 'importance' and 'shap' (adata.uns['{key}']); read them with ag.get.importance_df / ag.get.explanation",
     )
-    if not return_explanation:
-        return None
-    import shap
-
-    return shap.Explanation(
-        values=phi,
-        base_values=np.broadcast_to(base, (len(cells), len(outputs))).copy(),
-        data=x,
-        feature_names=list(genes),
-        output_names=outputs,
-    )
-
-
-def _check_positive(**kwargs) -> None:
-    for name, value in kwargs.items():
-        if value is None and name in ("max_cells", "chunk_size"):
-            continue
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-
-
-def _matrix(uns) -> tuple[str | None, bool]:
-    """The ``layer``/``use_raw`` the model was trained on, from ``uns["preprocessing"]["matrix"]``."""
-    where = str(uns.get("preprocessing", {}).get("matrix", "X"))
-    if where == "raw.X":
-        return None, True
-    m = re.fullmatch(r"layers\['(.*)'\]", where)
-    return (m.group(1), False) if m else (None, False)
 
 
 def _labels(adata: AnnData, uns, keys: Keys, model) -> tuple[np.ndarray, str]:
@@ -255,8 +334,7 @@ def _labels(adata: AnnData, uns, keys: Keys, model) -> tuple[np.ndarray, str]:
     elif keys.prediction in adata.obs:
         col, source = adata.obs[keys.prediction], f"adata.obs['{keys.prediction}']"
     else:
-        layer, use_raw = _matrix(uns)
-        pred = model.predict(adata, layer=layer, use_raw=use_raw)
+        pred = model.predict(adata, layer=model.layer, use_raw=model.use_raw)
         col, source = pred["prediction"], "the model's predictions"
     labels = np.asarray([("" if pd.isna(v) else str(v)) for v in col], dtype=object)
     return labels, source

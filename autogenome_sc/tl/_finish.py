@@ -99,6 +99,8 @@ def _model(data: TrainData, kind: str, arch: dict, result: FitResult, cfg: Confi
         target_mean_=result.target_mean,
         target_std_=result.target_std,
         config=cfg.model_dump(mode="json"),
+        layer=pipe.source.layer,
+        use_raw=pipe.source.use_raw,
     )
 
 

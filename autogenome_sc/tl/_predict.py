@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from numbers import Real
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from anndata import AnnData
@@ -103,28 +104,53 @@ def predict(
     start = logg.info(f"predicting {query.n_obs} cells with {model!r}")
     keys = Keys(key_added)
     if model.task == "embedding":  # a Res-VAE/VAE: only the latent means
-        pipe, alignment, kind = model.pipeline(query, layer=layer, use_raw=use_raw, batch_key=batch_key)
-        query.obsm[keys.obsm] = model.embed_rows(pipe, np.arange(query.n_obs)).astype(np.float32)
-        info = {"genes_missing_fraction": alignment.fraction_missing, "input": kind}
-        info["n_batches"] = 0 if pipe.batches is None else len(pipe.batches.names)
-        added = [f"'{keys.obsm}' (adata.obsm)"]
+        info, added = _embed(query, model, keys, layer=layer, use_raw=use_raw, batch_key=batch_key)
     else:
         out, emb, info = model.outputs(query, layer=layer, use_raw=use_raw, batch_key=batch_key)
         added = write_predictions(query, model, out, emb, keys, reject=reject, reject_uncertainty=reject_uncertainty)
+    added += _record(
+        query, model, keys, info, batch_key=batch_key, reject=reject, reject_uncertainty=reject_uncertainty
+    )
+    logg.info("    finished", time=start, deep="added " + ", ".join(added))
+    return query if copy else None
+
+
+def _embed(
+    query: AnnData, model: Model, keys: Keys, *, layer: str | None, use_raw: bool, batch_key: str | None
+) -> tuple[dict[str, Any], list[str]]:
+    """The latent means of an embedding model in ``.obsm``; ``(what uns records of the input, what was added)``."""
+    pipe, alignment, kind = model.pipeline(query, layer=layer, use_raw=use_raw, batch_key=batch_key)
+    query.obsm[keys.obsm] = model.embed_rows(pipe, np.arange(query.n_obs)).astype(np.float32)
+    info = {"genes_missing_fraction": alignment.fraction_missing, "input": kind}
+    info["n_batches"] = 0 if pipe.batches is None else len(pipe.batches.names)
+    return info, [f"'{keys.obsm}' (adata.obsm)"]
+
+
+def _record(
+    query: AnnData,
+    model: Model,
+    keys: Keys,
+    info: dict[str, Any],
+    *,
+    batch_key: str | None,
+    reject: float | None,
+    reject_uncertainty: float | None,
+) -> list[str]:
+    """``uns[key]["prediction"]``: the model, the input, the batches and the rejection; the count of rejected cells."""
     uns = dict(query.uns.get(keys.uns, {}))
     uns["prediction"] = {"model_path": str(model.path or ""), "model_id": model.id_ or "", **info}
     if model.batch_key is not None:
         uns["prediction"]["batch_key"] = batch_key or model.batch_key
     if model.task == "classification":
         uns["prediction"]["temperature"] = model.temperature
+    added = []
     if reject is not None:
         n_unassigned = int((query.obs[keys.prediction] == UNASSIGNED).sum())
         level = 1.0 if reject_uncertainty is None else float(reject_uncertainty)
         uns["prediction"].update(reject=float(reject), reject_uncertainty=level, n_unassigned=n_unassigned)
         added.append(f"{n_unassigned} of {query.n_obs} cells '{UNASSIGNED}'")
     query.uns[keys.uns] = uns
-    logg.info("    finished", time=start, deep="added " + ", ".join(added))
-    return query if copy else None
+    return added
 
 
 def _check_reject(model: Model, reject, reject_uncertainty) -> None:

@@ -60,11 +60,7 @@ def smooth_labels(
         ``groupby``, of the summed weights otherwise (1.0: unanimous).
     """
     keys = Keys(key)
-    if keys.prediction not in adata.obs:
-        raise KeyError(f"Did not find adata.obs['{keys.prediction}']. Run `ag.tl.predict` first.")
-    labels = adata.obs[keys.prediction]
-    if not isinstance(labels.dtype, pd.CategoricalDtype):
-        raise ValueError(f"adata.obs['{keys.prediction}'] holds values, not labels; only class labels can be voted.")
+    labels = _predicted_labels(adata, keys)
     if groupby is not None and neighbors_key is not None:
         raise ValueError("Pass groupby (vote within clusters) or neighbors_key (vote over a graph), not both.")
     groups = _groups(adata, groupby) if groupby is not None else None
@@ -73,24 +69,8 @@ def smooth_labels(
     where = f"within adata.obs['{groupby}']" if groupby is not None else "over the neighbour graph"
     start = logg.info(f"smoothing adata.obs['{keys.prediction}'] {where}")
     codes = labels.cat.codes.to_numpy()
-    n, k = adata.n_obs, len(labels.cat.categories)
-    ok = codes >= 0  # missing labels cast no vote
-    if groups is None:
-        onehot = sp.csr_matrix((np.ones(ok.sum()), (np.flatnonzero(ok), codes[ok])), shape=(n, k))
-        votes = sp.csr_matrix(sp.csr_matrix(conn, dtype=np.float64) @ onehot + _SELF_WEIGHT * onehot)
-        winner = np.asarray(votes.argmax(axis=1)).ravel()
-        total = np.asarray(votes.sum(axis=1)).ravel()
-        top = votes.max(axis=1).toarray().ravel()
-    else:  # a groups x labels table of counts (one bincount), then each cell reads its group's row
-        member = groups >= 0
-        m = int(groups.max()) + 1 if member.any() else 0
-        voting = member & ok
-        table = np.bincount(groups[voting] * k + codes[voting], minlength=m * k).reshape(m, k)
-        safe = np.where(member, groups, 0)  # a cell without a group keeps its own label (one vote)
-        own = ok.astype(np.float64)
-        winner = np.where(member, table.argmax(axis=1)[safe] if m else 0, codes)
-        top = np.where(member, table.max(axis=1)[safe] if m else 0, own)
-        total = np.where(member, table.sum(axis=1)[safe] if m else 0, own)
+    k = len(labels.cat.categories)
+    winner, top, total = _graph_vote(codes, k, conn) if groups is None else _group_vote(codes, k, groups)
     has_vote = total > 0
     smoothed = np.where(has_vote, winner, -1)
     adata.obs[keys.smoothed] = pd.Categorical.from_codes(smoothed, categories=labels.cat.categories)
@@ -99,9 +79,49 @@ def smooth_labels(
     logg.info(
         "    finished",
         time=start,
-        deep=f"added '{keys.smoothed}', '{keys.vote_fraction}' (adata.obs); {changed} of {n} cells changed",
+        deep=f"added '{keys.smoothed}', '{keys.vote_fraction}' (adata.obs); {changed} of {adata.n_obs} cells changed",
     )
     return adata if copy else None
+
+
+def _predicted_labels(adata: AnnData, keys: Keys) -> pd.Series:
+    """``obs["<key>_prediction"]``, checked to hold class labels."""
+    if keys.prediction not in adata.obs:
+        raise KeyError(f"Did not find adata.obs['{keys.prediction}']. Run `ag.tl.predict` first.")
+    labels = adata.obs[keys.prediction]
+    if not isinstance(labels.dtype, pd.CategoricalDtype):
+        raise ValueError(f"adata.obs['{keys.prediction}'] holds values, not labels; only class labels can be voted.")
+    return labels
+
+
+def _graph_vote(codes: np.ndarray, k: int, conn) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(winning label, its votes, all votes)`` per cell: its own label and its neighbours', by edge weight."""
+    n = len(codes)
+    ok = codes >= 0  # missing labels cast no vote
+    onehot = sp.csr_matrix((np.ones(ok.sum()), (np.flatnonzero(ok), codes[ok])), shape=(n, k))
+    votes = sp.csr_matrix(sp.csr_matrix(conn, dtype=np.float64) @ onehot + _SELF_WEIGHT * onehot)
+    winner = np.asarray(votes.argmax(axis=1)).ravel()
+    total = np.asarray(votes.sum(axis=1)).ravel()
+    top = votes.max(axis=1).toarray().ravel()
+    return winner, top, total
+
+
+def _group_vote(codes: np.ndarray, k: int, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(winning label, its votes, all votes)`` per cell: the labels of its group; a cell without one keeps its own.
+
+    A groups x labels table of counts (one bincount), then each cell reads its group's row.
+    """
+    ok = codes >= 0  # missing labels cast no vote
+    member = groups >= 0
+    m = int(groups.max()) + 1 if member.any() else 0
+    voting = member & ok
+    table = np.bincount(groups[voting] * k + codes[voting], minlength=m * k).reshape(m, k)
+    safe = np.where(member, groups, 0)  # a cell without a group keeps its own label (one vote)
+    own = ok.astype(np.float64)
+    winner = np.where(member, table.argmax(axis=1)[safe] if m else 0, codes)
+    top = np.where(member, table.max(axis=1)[safe] if m else 0, own)
+    total = np.where(member, table.sum(axis=1)[safe] if m else 0, own)
+    return winner, top, total
 
 
 def _groups(adata: AnnData, groupby: str) -> np.ndarray:

@@ -18,13 +18,13 @@ from ..data import TrainData, prepare
 from ..data._hierarchy import Hierarchy, label_levels, read_hierarchy
 from ..nn import MODELS, VAE_MODELS, build_network
 from ..search._enas import enas_uns, run_enas
-from ..train import fit
+from ..train import FitResult, fit
 from ._finish import finish
 from ._results import log_finished
 from ._vae import train_vae
 
 if TYPE_CHECKING:
-    pass
+    from ..config._schema import Config
 
 
 @doc_params(input_split_key=INPUT_SPLIT_KEY, batch_key=BATCH_KEY)
@@ -106,53 +106,59 @@ def train(
         and ``enas`` (search ``history`` and the scored ``candidates``).
     """
     label_key, levels = label_levels(label_key)
-    if model in VAE_MODELS:
-        if batch_key is not None:
-            raise ValueError(f"batch_key is for supervised models; model='{model}' does not take one yet.")
-        if label_key is not None:
-            raise ValueError(f"model='{model}' is unsupervised; pass label_key=None (use eval_key to score labels).")
+    if model in VAE_MODELS:  # unsupervised: train_vae trains, writes and documents it
+        _check_unsupervised(model, label_key, batch_key)
         return train_vae(
             adata, model=model, layer=layer, use_raw=use_raw, split_key=split_key, key_added=key_added,
             config=config, rng=rng, copy=copy,
         )  # fmt: skip
     rng = check_rng(rng)
     cfg = _config.validate(config)
-    if label_key is None:
-        raise ValueError("ag.tl.train needs a label_key; for unlabelled data pass model='resvae' (or 'vae').")
-    choices = sorted((set(MODELS) - {"rrfcn"}) | {"enas"} | set(VAE_MODELS))  # rrfcn is what "enas" finds
-    if model not in choices:
-        raise ValueError(f"Unknown model '{model}'; choose one of {', '.join(choices)}.")
+    label_key = _checked_label_key(model, label_key)
     adata = adata.copy() if copy else adata
     start = logg.info(f"training {model} on adata.obs['{label_key}']")
     data, kind = prepare(
-        adata,
-        label_key,
-        layer=layer,
-        use_raw=use_raw,
-        split_key=split_key,
-        data_cfg=cfg.data,
-        loss=cfg.loss.name,
-        rng=np.random.default_rng(rng),
-        batch_key=batch_key,
-    )
+        adata, label_key, layer=layer, use_raw=use_raw, split_key=split_key, data_cfg=cfg.data, loss=cfg.loss.name,
+        rng=np.random.default_rng(rng), batch_key=batch_key,
+    )  # fmt: skip
     _log_input(data, kind)
     hierarchy = hierarchy_of(adata, levels, data)
-    key = jax.random.key(rng)
-    extra = None
-    if model == "enas":
-        found = run_enas(data, cfg, key)
-        arch, result, extra = found.network, found.fit, enas_uns(found)
-        assert result is not None  # run_enas retrains the winner by default
-    else:
-        arch = {"model": model, **getattr(cfg.models, model).model_dump(mode="json")}
-        net = build_network(arch, data.n_out)
-        result = fit(net, data, cfg.trainer, cfg.loss, key, desc=f"training {model}")
+    arch, result, extra = _fit(model, data, cfg, jax.random.key(rng))
     fitted = finish(
         adata, data, kind, arch, result, cfg,
         label_key=label_key, key_added=key_added, rng=rng, extra_uns=extra, hierarchy=hierarchy,
     )  # fmt: skip
     log_finished(start, fitted)
     return adata if copy else None
+
+
+def _check_unsupervised(model: str, label_key: str | None, batch_key: str | None) -> None:
+    """An unsupervised VAE takes no labels and no batch key (yet)."""
+    if batch_key is not None:
+        raise ValueError(f"batch_key is for supervised models; model='{model}' does not take one yet.")
+    if label_key is not None:
+        raise ValueError(f"model='{model}' is unsupervised; pass label_key=None (use eval_key to score labels).")
+
+
+def _checked_label_key(model: str, label_key: str | None) -> str:
+    """The label column, with a known network (or ``"enas"``) to learn it."""
+    if label_key is None:
+        raise ValueError("ag.tl.train needs a label_key; for unlabelled data pass model='resvae' (or 'vae').")
+    choices = sorted((set(MODELS) - {"rrfcn"}) | {"enas"} | set(VAE_MODELS))  # rrfcn is what "enas" finds
+    if model not in choices:
+        raise ValueError(f"Unknown model '{model}'; choose one of {', '.join(choices)}.")
+    return label_key
+
+
+def _fit(model: str, data: TrainData, cfg: Config, key: jax.Array) -> tuple[dict, FitResult, dict | None]:
+    """``(architecture, fit, extra uns)``: the configured network trained, or ENAS's architecture found and retrained."""
+    if model == "enas":
+        found = run_enas(data, cfg, key)
+        assert found.fit is not None  # run_enas retrains the winner by default
+        return found.network, found.fit, enas_uns(found)
+    arch = {"model": model, **getattr(cfg.models, model).model_dump(mode="json")}
+    net = build_network(arch, data.n_out)
+    return arch, fit(net, data, cfg.trainer, cfg.loss, key, desc=f"training {model}"), None
 
 
 def hierarchy_of(adata: AnnData, levels: list[str], data: TrainData) -> Hierarchy | None:

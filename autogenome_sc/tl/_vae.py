@@ -7,21 +7,20 @@ For a search: :func:`~autogenome_sc.train.prepare_vae` once,
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from anndata import AnnData
 
 from .. import _logging as logg
 from .. import config as _config
 from .._checks import check_rng
+from .._docs import INPUT_SPLIT_KEY, doc_params
 from ..train import check_vae_model, fit_vae_config, prepare_vae
 from ._finish import finish
 from ._results import log_finished
 
-if TYPE_CHECKING:
-    pass
 
-
+@doc_params(input_split_key=INPUT_SPLIT_KEY)
 def train_vae(
     adata: AnnData,
     *,
@@ -52,10 +51,7 @@ def train_vae(
     model
         ``"resvae"`` (skip connections by concatenation, paper Fig. 4a) or ``"vae"`` (none);
         the architecture comes from the config's ``models.resvae`` / ``models.vae``.
-    layer
-        Use ``adata.layers[layer]`` (e.g. ``"counts"``) instead of ``adata.X``.
-    use_raw
-        Use ``adata.raw.X``.
+    {input_split_key}
     likelihood
         ``"mse"`` or ``"bernoulli"`` on 0-1 scaled log-expression (the paper's), ``"nb"``
         (negative binomial) on raw counts, ``"auto"`` (``"nb"`` for raw counts, else ``"mse"``),
@@ -64,10 +60,6 @@ def train_vae(
         Also write the reconstruction of every cell (computed in chunks; dense, cells x genes).
     eval_key
         Column of ``adata.obs`` with known groups to score the latent space against.
-    split_key
-        Column of ``adata.obs`` holding ``"train"``/``"val"``/``"test"`` to use instead of a new split.
-    key_added
-        Prefix of every key written (see Returns).
     config
         Expert-mode configuration (dict or JSON path); see :func:`autogenome_sc.config.default`.
     rng
@@ -92,16 +84,8 @@ def train_vae(
         ``silhouette``, ``leiden_ari``, ``leiden_nmi``, ``n_leiden``), ``history``,
         ``preprocessing``, ``model_path``, ``model_id`` (the saved model's checksum).
     """
-    rng = check_rng(rng)
-    cfg = _config.validate(config)
-    check_vae_model(model)
-    if eval_key is not None and eval_key not in adata.obs.columns:
-        raise KeyError(f"eval_key '{eval_key}' is not a column of adata.obs.")
-    if reconstruct and use_raw and adata.raw is not None and not adata.raw.var_names.equals(adata.var_names):
-        raise ValueError(
-            "reconstruct=True with use_raw=True needs adata.raw to hold the same genes as adata; "
-            "reconstruct from a layer instead."
-        )
+    rng, cfg = check_rng(rng), _config.validate(config)
+    _check_arguments(adata, model, use_raw=use_raw, reconstruct=reconstruct, eval_key=eval_key)
     adata = adata.copy() if copy else adata
     start = logg.info(f"training {model} (unsupervised)")
     data, kind, arch = prepare_vae(
@@ -113,3 +97,15 @@ def train_vae(
     )
     log_finished(start, fitted, f"validation ELBO {fitted.metrics_['val_elbo']:.2f} per cell")
     return adata if copy else None
+
+
+def _check_arguments(adata: AnnData, model: str, *, use_raw: bool, reconstruct: bool, eval_key: str | None) -> None:
+    """A VAE model name, an ``eval_key`` column of ``adata.obs``, and a reconstruction ``adata`` can hold."""
+    check_vae_model(model)
+    if eval_key is not None and eval_key not in adata.obs.columns:
+        raise KeyError(f"eval_key '{eval_key}' is not a column of adata.obs.")
+    if reconstruct and use_raw and adata.raw is not None and not adata.raw.var_names.equals(adata.var_names):
+        raise ValueError(
+            "reconstruct=True with use_raw=True needs adata.raw to hold the same genes as adata; "
+            "reconstruct from a layer instead."
+        )
