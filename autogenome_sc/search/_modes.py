@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._spaces import Mode, register_mode, suggest_vae_arch
+from ._spaces import Mode, Report, register_mode, suggest_vae_arch
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     import jax
 
     from ..config._schema import Config, TrainerConfig
@@ -27,8 +25,10 @@ def _enas_run(
     trainer: TrainerConfig,
     cfg: Config,
     key: jax.Array,
-    report: Callable[[int, dict], None] | None,
-    deadline: float | None = None,
+    report: Report | None,
+    /,
+    *,
+    deadline: float | None,
 ) -> tuple[dict, FitResult]:
     """One trial = one ENAS search (shared weights, controller) and the retraining of its winner.
 
@@ -48,8 +48,22 @@ def _resvae_suggest(trial, spaces, models) -> dict:
     return suggest_vae_arch(trial, spaces, base)
 
 
-def _resvae_run(data, arch, trainer: TrainerConfig, cfg: Config, key, report):
-    """Train one Res-VAE configuration; its validation loss is the negative validation ELBO."""
+def _resvae_run(
+    data: TrainData,
+    arch: dict,
+    trainer: TrainerConfig,
+    cfg: Config,
+    key: jax.Array,
+    report: Report | None,
+    /,
+    *,
+    deadline: float | None,
+) -> tuple[dict, FitResult]:
+    """Train one Res-VAE configuration; its validation loss is the negative validation ELBO.
+
+    It keeps no time of its own (``deadline`` is not used): the search's budget stops it at an
+    epoch boundary through ``report``, like any trial.
+    """
     import jax
 
     from ..train import fit_vae_config

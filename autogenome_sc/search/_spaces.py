@@ -8,14 +8,50 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import optuna
 
-from .._names import add_mode, mode_names
+from .._names import MODES as _REGISTRY
+from .._names import mode_names
 
 if TYPE_CHECKING:
-    from ..config._schema import Config, LossConfig, TrainerConfig
+    import jax
+
+    from ..config._schema import Config, LossConfig, ModelsConfig, SearchSpaces, TrainerConfig
+    from ..data import TrainData
+    from ..train import FitResult
+
+#: ``report(epoch, metrics)``: called after every epoch of a trial (the pruner and the time budget act there).
+Report = Callable[[int, dict], None]
+
+
+class Suggest(Protocol):
+    """A mode's search space: an Optuna trial, the config's ``search.spaces`` and ``models`` -> an architecture."""
+
+    def __call__(self, trial: optuna.Trial, spaces: SearchSpaces, models: ModelsConfig, /) -> dict: ...
+
+
+class Run(Protocol):
+    """A mode's own training, for modes that do not train ``build_network(arch)`` with ``train.fit``.
+
+    ``deadline`` is a ``time.perf_counter()`` time to return by (in a search with a timeout:
+    ``search.enas_share`` of the time left, see :class:`~autogenome_sc.search._budget.Budget`),
+    or ``None``; ``report`` is ``None`` outside a trial (retraining, cross-validation).
+    """
+
+    def __call__(
+        self,
+        data: TrainData,
+        arch: dict,
+        trainer: TrainerConfig,
+        cfg: Config,
+        key: jax.Array,
+        report: Report | None,
+        /,
+        *,
+        deadline: float | None,
+    ) -> tuple[dict, FitResult]: ...
 
 
 @dataclass(frozen=True)
@@ -29,30 +65,31 @@ class Mode:
     supervised
         Whether the mode learns labels (``label_key`` given) or not.
     suggest
-        ``suggest(trial, spaces, models_cfg) -> architecture dict`` (``{"model": ..., ...}``).
+        ``suggest(trial, spaces, models_cfg) -> architecture dict`` (``{"model": ..., ...}``), see :class:`Suggest`.
     run
-        ``run(data, arch, trainer, cfg, key, report) -> (architecture, FitResult)`` for modes
-        that do not train ``build_network(arch)`` with ``train.fit`` (ENAS, the Res-VAE);
-        ``None`` for the plain networks. A ``run`` with a ``deadline`` keyword is given one
-        in a search with a timeout (a ``time.perf_counter()`` time: ``search.enas_share`` of
-        the time left) and should return by then.
+        ``run(data, arch, trainer, cfg, key, report, *, deadline) -> (architecture, FitResult)``
+        (see :class:`Run`) for modes that do not train ``build_network(arch)`` with
+        ``train.fit`` (ENAS, the Res-VAE); ``None`` for the plain networks. Every ``run`` takes
+        ``deadline``: in a search with a timeout it is a ``time.perf_counter()`` time
+        (``search.enas_share`` of the time left) by which it should return, else ``None``.
     prune
         Whether the pruner may stop the mode's trials. ``False`` for modes whose early
         epochs say nothing about their end and whose trials cost seconds: the linear mode
-        (200 epochs on a one-cycle schedule still warming up at epoch 6) had its 0-1 scaled
-        floor pruned at epoch 6 or 16 in 12 of 13 searches of the benchmark suite, and once
-        the F-test one that was the best model of another fold (docs/benchmarks.md). Such trials report
-        nothing to the pruner either, so their slow start does not lower the bar for others.
+        (200 epochs on a one-cycle schedule, still warming up at the pruner's first rung)
+        had its 0-1 scaled floor pruned there in most searches of the benchmark suite
+        (docs/benchmarks.md). Such trials report nothing to the pruner either, so their slow
+        start does not lower the bar for others.
     """
 
     name: str
     supervised: bool
-    suggest: Callable[[optuna.Trial, object, object], dict]
-    run: Callable | None = None
+    suggest: Suggest
+    run: Run | None = None
     prune: bool = True
 
 
-MODES: dict[str, Mode] = {}
+#: Every registered mode by name: the same dict as ``autogenome_sc._names.MODES`` (the one registry).
+MODES: dict[str, Mode] = _REGISTRY
 
 
 def register_mode(mode: Mode) -> Mode:
@@ -60,7 +97,6 @@ def register_mode(mode: Mode) -> Mode:
     if not mode.name or not mode.name.replace("_", "").isalnum():
         raise ValueError(f"A search mode's name is a plain word; got {mode.name!r}.")
     MODES[mode.name] = mode
-    add_mode(mode.name, mode.supervised)
     return mode
 
 
