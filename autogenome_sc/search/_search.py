@@ -89,24 +89,8 @@ def run_search(
     run_trials(s, opened.n_trials, budget)
     board = leaderboard(s.study)
     if not supervised:
-        return _best_trial(opened, board)
-    sel = select(s, seed=int(rng), budget=budget)
-    search_seconds = time.perf_counter() - start
-    t_final = time.perf_counter()
-    final = opened.cfg.search.final
-    arch, result, data = final_model(sel, s, final=final)
-    final_seconds = time.perf_counter() - t_final
-    lead, metric = sel.lead, opened.cfg.search.metric
-    best = best_record(
-        s.study.trials[lead.trial], metric, s, opened.storage_name, lead.fits[0].arch, sel.members, board
-    )
-    uns = {
-        "leaderboard": with_selection(board, sel),
-        "best": best,
-        "selection": selection_record(sel, final, search_seconds, final_seconds),
-    }
-    summary = chose_line(sel, final, s.n_counted(), search_seconds, final_seconds)
-    return SearchOutcome(s, data, opened.kind, arch, result, opened.cfg, uns, summary, sel, list(sel.notes), before)
+        return _best_trial(opened, board, before)
+    return _chosen(opened, board, budget, int(rng), before)
 
 
 def run_trials(searcher: Searcher, n_trials: int | None, budget: Budget) -> None:
@@ -129,7 +113,30 @@ def run_trials(searcher: Searcher, n_trials: int | None, budget: Budget) -> None
     )
 
 
-def _best_trial(opened: Opened, board) -> SearchOutcome:
+def _chosen(opened: Opened, board, budget: Budget, seed: int, before: Any) -> SearchOutcome:
+    """A supervised search's outcome: chosen on held-out predictions, then the final model trained."""
+    s = opened.searcher
+    sel = select(s, seed=seed, budget=budget)
+    assert budget.start is not None  # set when the budget was made
+    search_seconds = time.perf_counter() - budget.start
+    t_final = time.perf_counter()
+    final = opened.cfg.search.final
+    arch, result, data = final_model(sel, s, final=final)
+    final_seconds = time.perf_counter() - t_final
+    lead, metric = sel.lead, opened.cfg.search.metric
+    best = best_record(
+        s.study.trials[lead.trial], metric, s, opened.storage_name, lead.fits[0].arch, sel.members, board
+    )
+    uns = {
+        "leaderboard": with_selection(board, sel),
+        "best": best,
+        "selection": selection_record(sel, final, search_seconds, final_seconds),
+    }
+    summary = chose_line(sel, final, s.n_counted(), search_seconds, final_seconds)
+    return SearchOutcome(s, data, opened.kind, arch, result, opened.cfg, uns, summary, sel, list(sel.notes), before)
+
+
+def _best_trial(opened: Opened, board, before: Any) -> SearchOutcome:
     """An unsupervised search's outcome: the best trial by its validation ELBO, its own model."""
     s = opened.searcher
     (best,) = s.top_trials(1)
@@ -137,4 +144,4 @@ def _best_trial(opened: Opened, board) -> SearchOutcome:
     metric = opened.cfg.search.metric
     uns = {"leaderboard": board, "best": best_record(best, metric, s, opened.storage_name, arch, [best.number], board)}
     summary = f"best: trial {best.number} ({best.params['mode']}), {metric} {best.value:.4f}"
-    return SearchOutcome(s, opened.data, opened.kind, arch, result, opened.cfg, uns, summary)
+    return SearchOutcome(s, opened.data, opened.kind, arch, result, opened.cfg, uns, summary, prepared=before)

@@ -14,10 +14,9 @@ the best single configuration. "Best" is, by default (``search.select_by="accura
 the higher mean of out-of-fold accuracy and macro-F1, ties broken by log-loss: the final
 model's confidences are calibrated afterwards, so a configuration is not chosen for being
 better calibrated (by log-loss alone, a network won over a clearly more accurate logistic
-regression on binary mutation-like data, in every fold). On the benchmark suite it beat
-``"loss_or_accuracy"`` (log-loss unless the other is clearly more accurate) on macro-F1 on
-every data set but qPCR, and the former log-loss rule on some data sets, not others
-(docs/benchmarks.md).
+regression on binary mutation-like data, in every fold). On the benchmark suite it did as well
+as or better than ``"loss_or_accuracy"`` (log-loss unless the other is clearly more accurate)
+on macro-F1 on every data set but qPCR (docs/benchmarks.md).
 
 The final model is then built from the choice by ``_final.py``.
 """

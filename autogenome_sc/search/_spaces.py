@@ -279,8 +279,8 @@ def portfolio(cfg: Config, modes: list[str], n_vars: int, n_train: int, task: st
         {"mode": "mlp", **general, "learning_rate": 1e-3, "batch_size": 128, "label_smoothing": 0.0,
          "weight_decay": 1e-4, "input_keep": 1.0, "dropout": 0.0, "n_genes": wide, "mlp_width": 256,
          "mlp_layers": 2, "batch_norm": False},  # scikit-learn's MLPClassifier defaults, a strong plain network on
-        # small data; without BatchNorm as scikit-learn has it: with it, on pbmc68k_reduced and qPCR, 0.02 less
-        # accurate (docs/benchmarks.md)
+        # small data; without BatchNorm as scikit-learn has it: with it, it was less accurate on the suite's small
+        # data sets (docs/benchmarks.md)
         {"mode": "linear", **general, "learning_rate": 1e-2, "label_smoothing": 0.0, "scaling": "minmax",
          "input_keep": 1.0, "l2": 1.0 / max(n_train, 1), "n_genes": None},  # the same on 0-1 scaled genes, which
         # z-scores distort where genes are binary or mostly zero (mutations, sparse FPKM): a second linear floor
@@ -293,16 +293,15 @@ def portfolio(cfg: Config, modes: list[str], n_vars: int, n_train: int, task: st
             1,
             {**entries[-1], "n_genes": few, "genes_by": "f_test"},
         )  # a linear model on the ~500 genes with the largest F statistic: where a few genes carry the signal
-        # (microarray subtypes, drivers among thousands of genes) it beat the same model on all genes by up to
-        # 0.19 accuracy and XGBoost's implicit gene choice on the suite's wide data sets (docs/benchmarks.md)
+        # (microarray subtypes, drivers among thousands of genes) it beat the same model on all genes and
+        # XGBoost's implicit gene choice on the suite's wide data sets (docs/benchmarks.md)
     for e in entries:
         if task != "classification":
             del e["class_weight"]
         elif e["mode"] == "linear" and "balanced" in sp.class_weight:
             # Balanced class weights in the linear floors: with scikit-learn's logistic regression on the
-            # suite's folds they raised macro-F1 by 0.02-0.09 on every imbalanced data set (FPKM 0.780 ->
-            # 0.865 on the F-test genes, pbmc68k_reduced 0.665 -> 0.720) and moved accuracy by -0.003 to
-            # +0.018 (docs/benchmarks.md); on balanced classes they change nothing.
+            # suite's folds they raised macro-F1 on every imbalanced data set and left accuracy about where it
+            # was (docs/benchmarks.md); on balanced classes they change nothing.
             e["class_weight"] = "balanced"
         elif e["class_weight"] not in sp.class_weight:
             e["class_weight"] = sp.class_weight[0]

@@ -11,7 +11,7 @@ from anndata import AnnData
 
 from .. import _logging as logg
 from .. import config as _config
-from .._checks import check_count, check_file_name, check_rng, check_timeout
+from .._checks import check_rng
 from .._docs import BATCH_KEY, INPUT_SPLIT_KEY, SEARCH_BUDGET, SEARCH_STUDY, doc_params
 from ..config import Config
 from ..data import TrainData
@@ -46,12 +46,9 @@ def search(
 ) -> AnnData | None:
     """Search architectures and hyperparameters, then evaluate and save the winner.
 
-    Each trial draws a mode, its architecture, the general hyperparameters and the input with
-    Optuna's TPE sampler (seeded from ``rng``), trains with early stopping and may be pruned.
-    The winner, one configuration or an ensemble, is chosen on held-out predictions (k-fold
-    cross-validation on small classification data, else the validation split), evaluated once
-    on the test split, saved and written like :func:`autogenome_sc.tl.train`. The same
-    ``study_name`` continues a study; several workers may share it. See ``docs/searching.md``.
+    Trials draw a mode, its architecture, hyperparameters and input (Optuna's TPE sampler) and may be pruned. The
+    winner, one configuration or an ensemble chosen on held-out predictions, is evaluated once on the test split, saved
+    and written like :func:`autogenome_sc.tl.train`. The same ``study_name`` continues a study (see docs/searching.md).
 
     Parameters
     ----------
@@ -62,9 +59,8 @@ def search(
         hierarchy, see :func:`autogenome_sc.tl.train`). ``None``: an unsupervised search of the
         Res-VAE (mode ``"resvae"``), judged by the validation ELBO.
     modes
-        Any of ``"linear"``, ``"mlp"``, ``"resnet"``, ``"densenet"`` and ``"enas"`` (a whole ENAS
-        search per trial), or ``"resvae"`` (unsupervised). Default: the config's ``search.modes``,
-        else the first four, plus ``"enas"`` when JAX runs on a GPU or TPU.
+        Any of ``"linear"``, ``"mlp"``, ``"resnet"``, ``"densenet"``, ``"enas"`` (a whole ENAS search per trial), or
+        ``"resvae"`` (unsupervised). Default: ``search.modes``, else the first four (and ``"enas"`` on a GPU or TPU).
     {budget}
     {input_split_key}
     {batch_key}
@@ -83,18 +79,14 @@ def search(
 
     Returns
     -------
-    ``None``, or a copy of ``adata`` when ``copy=True``, with everything :func:`autogenome_sc.tl.train`
-    writes (``.obs["ag_prediction"]``, ``.obs["ag_confidence"]``, ``.obs["ag_split"]``, ``.obsm["X_ag"]``,
-    ``.uns["ag"]``: ``params``, ``config``, ``metrics``, ``history``, ``model_path``) and in ``.uns["ag"]``:
-    ``"leaderboard"`` (one row per trial), ``"best"`` (the winner) and ``"selection"`` (how it was
-    chosen), whose fields ``docs/searching.md`` lists.
+    ``None``, or a copy of ``adata`` when ``copy=True``, with everything :func:`autogenome_sc.tl.train` writes
+    (``.obs["ag_prediction"]``, ``.obs["ag_confidence"]``, ``.obs["ag_split"]``, ``.obsm["X_ag"]``, ``.uns["ag"]``:
+    ``params``, ``config``, ``metrics``, ``history``, ``model_path``) and ``.uns["ag"]["leaderboard"]`` (one row
+    per trial), ``["best"]`` (the winner), ``["selection"]`` (how it was chosen): see ``docs/searching.md``.
     """
-    cfg, label_key, levels, rng = _checked(
-        adata, label_key, config, rng, n_trials, timeout, study_name, eval_key, reconstruct, batch_key
-    )
+    cfg, label_key, levels, rng = _checked(adata, label_key, config, rng, eval_key, reconstruct, batch_key)
     adata = adata.copy() if copy else adata
-    what = f"adata.obs['{label_key}']" if label_key is not None else "a Res-VAE latent space"
-    start = logg.info(f"searching models for {what}")
+    start = logg.info(f"searching models for {_subject(label_key)}")
     out = run_search(
         adata, label_key, cfg=cfg, modes=modes, n_trials=n_trials, timeout=timeout, layer=layer, use_raw=use_raw,
         split_key=split_key, batch_key=batch_key, storage=storage, study_name=study_name, run_dir=run_dir, rng=rng,
@@ -111,15 +103,15 @@ def search(
 
 
 def _checked(
-    adata, label_key, config, rng, n_trials, timeout, study_name, eval_key, reconstruct, batch_key
+    adata, label_key, config, rng, eval_key, reconstruct, batch_key
 ) -> tuple[Config, str | None, list[str], int]:
-    """The validated config, the (finest) label key and its levels, and the seed; one sentence on bad input."""
+    """The validated config, the (finest) label key and its levels, and the seed; one sentence on bad input.
+
+    ``n_trials``, ``timeout`` and ``study_name`` are checked by ``run_search`` before any work.
+    """
     if not isinstance(adata, AnnData):
         raise TypeError(f"Expected an AnnData object, got {type(adata).__name__}.")
     rng = check_rng(rng)
-    check_count(n_trials, "n_trials")  # normalised by run_search; checked here so errors come before any work
-    check_timeout(timeout)
-    check_file_name(study_name, "study_name")
     cfg = _config.validate(config)
     label_key, levels = label_levels(label_key)
     if label_key is not None and (eval_key is not None or reconstruct):
@@ -129,6 +121,10 @@ def _checked(
     if eval_key is not None and eval_key not in adata.obs.columns:
         raise KeyError(f"eval_key '{eval_key}' is not a column of adata.obs.")
     return cfg, label_key, levels, rng
+
+
+def _subject(label_key: str | None) -> str:
+    return f"adata.obs['{label_key}']" if label_key is not None else "a Res-VAE latent space"
 
 
 def _prepared(adata: AnnData, levels: list[str], data: TrainData, kind: str) -> Hierarchy | None:
