@@ -1,9 +1,11 @@
-"""Running trials on a prepared problem, the leaderboard, and the winner (or ensemble of winners).
+"""Running trials on a prepared problem (:class:`Searcher`), and training a configuration again.
 
 The data are prepared once per search; each trial draws a mode, an architecture and the
-general hyperparameters, trains with :func:`autogenome_sc.train.fit`, reports the validation
-metric after every epoch (so the pruner can stop it) and records its result in the study.
-The test split is never looked at here.
+general hyperparameters, trains with :func:`autogenome_sc.train.fit` (or its mode's own
+``run``), reports the validation metric after every epoch (so the pruner can stop it) and
+records its result in the study as a :class:`~autogenome_sc.search._record.TrialRecord`.
+When to stop is asked of the search's :class:`~autogenome_sc.search._budget.Budget`. The test
+split is never looked at here.
 """
 
 from __future__ import annotations

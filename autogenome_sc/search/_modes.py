@@ -1,15 +1,16 @@
-"""The search modes that bring their own training: ENAS (RRFCN) and the Res-VAE."""
+"""The search modes that bring their own training: ENAS (RRFCN) and the Res-VAE.
+
+Their ``run`` functions follow :class:`~autogenome_sc.search._spaces.Run` (the types are there).
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._spaces import Mode, Report, register_mode, suggest_vae_arch
+from ._spaces import Mode, register_mode, suggest_vae_arch
 
 if TYPE_CHECKING:
-    import jax
-
-    from ..config._schema import Config, TrainerConfig
+    from ..config._schema import Config
     from ..data import TrainData
     from ..train import FitResult
 
@@ -19,17 +20,7 @@ def _enas_suggest(trial, spaces, models) -> dict:
     return {"model": "enas"}
 
 
-def _enas_run(
-    data: TrainData,
-    arch: dict,
-    trainer: TrainerConfig,
-    cfg: Config,
-    key: jax.Array,
-    report: Report | None,
-    /,
-    *,
-    deadline: float | None,
-) -> tuple[dict, FitResult]:
+def _enas_run(data: TrainData, arch: dict, trainer, cfg: Config, key, report, /, *, deadline) -> tuple[dict, FitResult]:
     """One trial = one ENAS search (shared weights, controller) and the retraining of its winner.
 
     With ``deadline`` (a search with a timeout gives one: ``search.enas_share`` of the time
@@ -49,15 +40,7 @@ def _resvae_suggest(trial, spaces, models) -> dict:
 
 
 def _resvae_run(
-    data: TrainData,
-    arch: dict,
-    trainer: TrainerConfig,
-    cfg: Config,
-    key: jax.Array,
-    report: Report | None,
-    /,
-    *,
-    deadline: float | None,
+    data: TrainData, arch: dict, trainer, cfg: Config, key, report, /, *, deadline
 ) -> tuple[dict, FitResult]:
     """Train one Res-VAE configuration; its validation loss is the negative validation ELBO.
 
