@@ -63,3 +63,25 @@ def doc_params(**pieces: str) -> Callable[[F], F]:
         return fn
 
     return decorate
+
+
+#: ``n_trials`` and ``timeout`` of a search (``ag.tl.search``, ``search.run_search``).
+SEARCH_BUDGET = """n_trials
+        Trials the study should have in total (finished or pruned, over all runs and
+        workers). Default: the config's, else 30.
+    timeout
+        Seconds for the trials and the selection of the winner (the running trial is stopped
+        at its next epoch); the final model's fit comes after it and is reported separately.
+        Default: the config's; with neither ``n_trials`` nor ``timeout`` anywhere, 30 trials
+        or 240 s, whichever comes first."""
+
+#: ``storage``, ``study_name`` and ``run_dir``: where a search's Optuna study lives.
+SEARCH_STUDY = """storage
+        ``None`` (a journal file in ``run_dir``), an Optuna storage URL such as
+        ``"postgresql://user:password@host/db"`` (heartbeat-based retry of killed workers),
+        or an Optuna storage object.
+    study_name
+        Name of the study to create or continue; default: a new name from ``label_key``
+        and the time.
+    run_dir
+        Folder of the journal files; default ``ag_runs`` under the current directory."""

@@ -7,7 +7,7 @@ take their names from here, so a name is spelled once. Search modes are open:
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 #: What a model learns: labels (classification), a number (regression), or no target (embedding).
 Task = Literal["classification", "regression", "embedding"]
@@ -28,6 +28,16 @@ Preprocess = Literal["auto", "none", "log1p", "normalize_log1p"]
 #: The search modes that ship with the package: those that learn labels, then the Res-VAE.
 SupervisedMode = Literal["linear", "mlp", "resnet", "densenet", "enas"]
 BuiltinMode = Literal[SupervisedMode, "resvae"]
+#: How a search chose its final model: on out-of-fold predictions (cross-validation) or on the validation split.
+SelectionMethod = Literal["cv", "validation"]
+#: What a search chose: one configuration, or a weighted ensemble of several.
+Chosen = Literal["single", "ensemble"]
+#: The final model after cross-validation (``search.final``): the fold models averaged, or a refit.
+FinalFit = Literal["bag", "refit"]
+#: The final model a search wrote: a ``FinalFit``, or (chosen on the validation split) a trial's own model.
+FinalModel = Literal[FinalFit, "trial"]
+#: How the final model is chosen among re-scored configurations (``search.select_by``).
+SelectBy = Literal["accuracy_f1", "loss_or_accuracy", "loss"]
 
 TASKS: tuple[str, ...] = get_args(Task)
 ACTIVATIONS: tuple[str, ...] = get_args(Activation)
@@ -38,14 +48,12 @@ INPUT_KINDS: tuple[str, ...] = get_args(InputKind)
 SUPERVISED_MODES: tuple[str, ...] = get_args(SupervisedMode)
 BUILTIN_MODES: tuple[str, ...] = get_args(BuiltinMode)
 
-_modes: dict[str, bool] = {}  # every registered search mode -> whether it learns labels
-
-
-def add_mode(name: str, supervised: bool) -> None:
-    """Record a search mode's name (called by ``register_mode``)."""
-    _modes[name] = supervised
+#: The one registry of search modes: name -> ``autogenome_sc.search.Mode``. ``register_mode`` fills it and
+#: ``autogenome_sc.search.MODES`` is this very dict; it lives here because the config (a lower layer than
+#: ``search``) checks ``search.modes`` against it. Typed ``Any`` here: this layer cannot name ``Mode``.
+MODES: dict[str, Any] = {}
 
 
 def mode_names() -> tuple[str, ...]:
     """The search modes registered now: the built-in ones, then those added by ``register_mode``."""
-    return tuple(m for m in BUILTIN_MODES if m in _modes) + tuple(sorted(set(_modes) - set(BUILTIN_MODES)))
+    return tuple(m for m in BUILTIN_MODES if m in MODES) + tuple(sorted(set(MODES) - set(BUILTIN_MODES)))

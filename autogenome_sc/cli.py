@@ -161,7 +161,7 @@ def _search(args) -> None:
 
 def _worker(args) -> None:
     import autogenome_sc as ag
-    from autogenome_sc.search import open_study
+    from autogenome_sc.search import Budget, open_study
 
     adata = _read(args.data, args.backed)
     _check_label(adata, args.label_key, args.data)
@@ -184,7 +184,7 @@ def _worker(args) -> None:
         batch_key=args.batch_key,
     )
     s = opened.searcher
-    s.run(opened.n_trials, opened.timeout)
+    s.run(opened.n_trials, Budget.of(opened.timeout, opened.cfg.search))
     trials = s.study.get_trials(deepcopy=False)
     states: dict[str, int] = {}
     for t in trials:

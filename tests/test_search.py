@@ -17,7 +17,8 @@ from optuna.trial import TrialState
 
 import autogenome_sc as ag
 from autogenome_sc.search import leaderboard, recover_stale_trials
-from autogenome_sc.search._study import HEARTBEAT_ATTR, PORTFOLIO_ATTR, WORKER_ATTR
+from autogenome_sc.search._record import PORTFOLIO_ATTR
+from autogenome_sc.search._study import HEARTBEAT_ATTR, WORKER_ATTR
 
 matplotlib.use("Agg")
 

@@ -13,7 +13,10 @@ import autogenome_sc as ag
 from autogenome_sc import config
 from autogenome_sc.data import prepare
 from autogenome_sc.search import open_study
-from autogenome_sc.search._select import _bag, candidates, greedy_weights, select
+from autogenome_sc.search._choose import greedy_weights
+from autogenome_sc.search._cv import candidates
+from autogenome_sc.search._final import _bag
+from autogenome_sc.search._select import select
 
 CV = {
     "trainer": {"max_epochs": 4, "patience": 4},
@@ -110,7 +113,7 @@ def test_cv_selection_is_deterministic_and_its_model_round_trips(pbmc, tmp_path)
 def test_out_of_fold_outputs_come_from_models_that_never_saw_the_cell(pbmc, tmp_path):
     opened = _opened(pbmc, tmp_path, "oof")
     s = opened.searcher
-    sel = select(s, deadline=None, seed=0)
+    sel = select(s, seed=0)
     assert sel.method == "cv" and len(sel.scored) >= 2
     rows = sel.rows
     np.testing.assert_array_equal(rows, np.sort(np.flatnonzero(opened.data.split != "test")))
@@ -260,7 +263,7 @@ def test_gene_selection_and_scaling_use_training_cells_only(pbmc):
 
 
 def test_the_final_choice_follows_the_loss_unless_another_is_clearly_more_accurate():
-    from autogenome_sc.search._select import Scored, _choose, _score
+    from autogenome_sc.search._choose import Scored, choose
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 200)
@@ -274,29 +277,29 @@ def test_the_final_choice_follows_the_loss_unless_another_is_clearly_more_accura
     soft[np.arange(200), np.where(right, y, (y + 1) % 3)] = 1.0
     scored = [Scored(0, "linear", [], soft, [3], 0.0), Scored(1, "resnet", [], sharp, [3], 0.0)]
     for s in scored:
-        _score(s, y, "classification", 3)
+        s.score_on(y, "classification", 3)
     assert scored[1].accuracy > scored[0].accuracy and scored[1].loss > scored[0].loss
-    w, chosen, _ = _choose(scored, y, "classification", 1, "accuracy_f1")
+    w, chosen, _ = choose(scored, y, "classification", 1, "accuracy_f1")
     assert (w.tolist(), chosen) == ([0.0, 1.0], "single")
-    w, _, _ = _choose(scored, y, "classification", 1, "loss")
+    w, _, _ = choose(scored, y, "classification", 1, "loss")
     assert w.tolist() == [1.0, 0.0]
-    w, _, _ = _choose(scored, y, "classification", 1, "loss_or_accuracy")
+    w, _, _ = choose(scored, y, "classification", 1, "loss_or_accuracy")
     assert w.tolist() == [0.0, 1.0]  # 20 points more accurate on 200 cells: clearly
     # two cells more: not clearly, so the lower log-loss wins
     close = soft.copy()
     wrong = np.flatnonzero(close.argmax(axis=1) != y)[:2]
     close[wrong, y[wrong]] = 2.0
     near = Scored(3, "mlp", [], close * 5.0, [3], 0.0)  # sharper: a higher log-loss
-    _score(near, y, "classification", 3)
+    near.score_on(y, "classification", 3)
     assert near.accuracy == pytest.approx(scored[0].accuracy + 0.01) and near.loss > scored[0].loss
-    w, _, _ = _choose([scored[0], near], y, "classification", 1, "loss_or_accuracy")
+    w, _, _ = choose([scored[0], near], y, "classification", 1, "loss_or_accuracy")
     assert w.tolist() == [1.0, 0.0]
-    w, _, _ = _choose([scored[0], near], y, "classification", 1, "accuracy_f1")
+    w, _, _ = choose([scored[0], near], y, "classification", 1, "accuracy_f1")
     assert w.tolist() == [0.0, 1.0]
     # equal accuracy and F1 (the same predictions): the lower log-loss wins
     twin = Scored(2, "mlp", [], sharp * 0.3, [3], 0.0)
-    _score(twin, y, "classification", 3)
-    w, _, _ = _choose([scored[1], twin], y, "classification", 1, "accuracy_f1")
+    twin.score_on(y, "classification", 3)
+    w, _, _ = choose([scored[1], twin], y, "classification", 1, "accuracy_f1")
     assert w.tolist() == [0.0, 1.0]
 
 
@@ -352,9 +355,7 @@ def test_candidates_keep_the_network_slots_for_networks():
 
 
 def test_a_cross_validation_started_in_time_may_finish_within_the_grace(pbmc, tmp_path, monkeypatch):
-    from types import SimpleNamespace
-
-    from autogenome_sc.search import _select
+    from autogenome_sc.search import Budget
 
     s = _opened(pbmc, tmp_path, "grace").searcher
     t0 = 1000.0
@@ -371,8 +372,8 @@ def test_a_cross_validation_started_in_time_may_finish_within_the_grace(pbmc, tm
             return t0 + 10.0 if started else t0
 
         monkeypatch.setattr(s, "train", training)
-        monkeypatch.setattr(_select, "time", SimpleNamespace(perf_counter=clock))
-        return select(s, deadline=t0 + 5.0, seed=0, grace=grace)
+        # the deadline is t0 + 5.0; the grace a share of the 5 s timeout
+        return select(s, seed=0, budget=Budget(5.0, grace=grace / 5.0, clock=clock, start=t0))
 
     late = run(grace=0.0)
     assert late.method == "validation"

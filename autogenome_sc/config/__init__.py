@@ -59,6 +59,8 @@ def validate(config: Mapping[str, Any] | str | Path | Config | None) -> Config:
             msg = "unknown key"
         elif err["type"] == "value_error":  # our own validators' sentences, without pydantic's prefix
             msg = msg.removeprefix("Value error, ")
+            if not err["loc"]:  # a rule across sections (Config's own validator) names its fields itself
+                raise ValueError(f"{msg}.") from None
         raise ValueError(f"Invalid config field '{field}': {msg}.") from None
 
 

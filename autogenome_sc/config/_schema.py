@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .._names import Activation, ClassWeight, GenesBy, Likelihood, Preprocess, Scaling, mode_names
+from .._names import Activation, ClassWeight, FinalFit, GenesBy, Likelihood, Preprocess, Scaling, SelectBy, mode_names
 
 
 class _Strict(BaseModel):
@@ -510,7 +510,7 @@ class SearchConfig(_Strict):
             "that fit, measured from its own; its retraining stops there), so ENAS never takes the whole budget."
         ),
     )
-    select_by: Literal["accuracy_f1", "loss_or_accuracy", "loss"] = Field(
+    select_by: SelectBy = Field(
         "accuracy_f1",
         description=(
             "How the final model is chosen among the re-scored configurations and their ensemble, on held-out "
@@ -519,7 +519,7 @@ class SearchConfig(_Strict):
             "than two paired standard errors, with a macro-F1 no lower); 'loss', the log-loss alone."
         ),
     )
-    final: Literal["bag", "refit"] = Field(
+    final: FinalFit = Field(
         "bag",
         description=(
             "After cross-validation: 'bag' keeps the k fold models of each chosen configuration and averages them; "
@@ -554,3 +554,10 @@ class Config(_Strict):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
     save: SaveConfig = Field(default_factory=SaveConfig)
+
+    @model_validator(mode="after")
+    def _sections_agree(self) -> Config:
+        """Rules across sections; a rule that needs the data (a regression found by preparing it) is checked there."""
+        if self.search.metric == "val_accuracy" and self.loss.name == "mse":
+            raise ValueError("search.metric 'val_accuracy' is for classification; use 'val_loss' for regression")
+        return self

@@ -1,9 +1,13 @@
 """Architecture and hyperparameter search: spaces, the Optuna study, crash recovery, the winner, ENAS."""
 
 from . import _modes  # noqa: F401  (registers the 'enas' and 'resvae' modes)
-from ._driver import DEFAULT_N_TRIALS, DEFAULT_TIMEOUT, Searcher, leaderboard
+from ._budget import Budget
+from ._driver import DEFAULT_N_TRIALS, DEFAULT_TIMEOUT, Searcher
 from ._enas import EnasResult, EnasSearch, enas_uns, run_enas
+from ._outcome import SearchOutcome
+from ._record import TrialRecord, leaderboard
 from ._run import open_study, resolve_budget, resolve_modes
+from ._search import run_search
 from ._spaces import MODES, Mode, check_modes, register_mode, suggest
 from ._study import is_stale, journal_path, make_storage, recover_stale_trials
 
@@ -11,10 +15,13 @@ __all__ = [
     "DEFAULT_N_TRIALS",
     "DEFAULT_TIMEOUT",
     "MODES",
+    "Budget",
     "EnasResult",
     "EnasSearch",
     "Mode",
+    "SearchOutcome",
     "Searcher",
+    "TrialRecord",
     "check_modes",
     "enas_uns",
     "is_stale",
@@ -27,5 +34,6 @@ __all__ = [
     "resolve_budget",
     "resolve_modes",
     "run_enas",
+    "run_search",
     "suggest",
 ]

@@ -1,25 +1,24 @@
-"""Running trials on a prepared problem, the leaderboard, and the winner (or ensemble of winners).
+"""Running trials on a prepared problem (:class:`Searcher`), and training a configuration again.
 
 The data are prepared once per search; each trial draws a mode, an architecture and the
-general hyperparameters, trains with :func:`autogenome_sc.train.fit`, reports the validation
-metric after every epoch (so the pruner can stop it) and records its result in the study.
-The test split is never looked at here.
+general hyperparameters, trains with :func:`autogenome_sc.train.fit` (or its mode's own
+``run``), reports the validation metric after every epoch (so the pruner can stop it) and
+records its result in the study as a :class:`~autogenome_sc.search._record.TrialRecord`.
+When to stop is asked of the search's :class:`~autogenome_sc.search._budget.Budget`. The test
+split is never looked at here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import jax
 import numpy as np
 import optuna
-import pandas as pd
 from optuna.trial import TrialState
 
 from .. import _logging as logg
@@ -28,14 +27,15 @@ from ..nn import build_network
 from ..nn._fc import canonical
 from ..train import FitResult, fit, make_apply, predict_arrays
 from ..train._loop import eval_batch
-from ._spaces import MODES, TrialConfig, suggest
-from ._study import PORTFOLIO_ATTR, Heartbeat, recover_stale_trials, uses_own_heartbeat, worker_name
+from ._budget import Budget
+from ._record import TrialRecord
+from ._spaces import MODES, Report, TrialConfig, suggest
+from ._study import Heartbeat, recover_stale_trials, uses_own_heartbeat, worker_name
 
 if TYPE_CHECKING:
     from ..config._schema import Config
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
-SURPLUS_ATTR = "ag_surplus"
 DEFAULT_N_TRIALS = 30
 DEFAULT_TIMEOUT = 240.0
 
@@ -77,10 +77,7 @@ class Searcher:
     keep: int = 1  # how many best trained configurations to keep in memory
     results: dict[int, Fitted] = field(default_factory=dict)
     n_trials: int | None = None
-    deadline: float | None = None
-    reserve: Callable[[], float] | None = None  # () -> seconds to keep free before the deadline
-    _reserved: float = 0.0
-    _first_epochs: list[float] = field(default_factory=list)
+    budget: Budget = field(default_factory=lambda: Budget(None))  # the running trials' time (see run)
     _values: dict[int, float] = field(default_factory=dict)
     _complete_seen: bool = False
 
@@ -94,7 +91,7 @@ class Searcher:
 
     def _n_counted(self, states=COUNTED, before: int | None = None) -> int:
         trials = self.study.get_trials(deepcopy=False, states=states)
-        return sum(1 for t in trials if not t.user_attrs.get(SURPLUS_ATTR) and (before is None or t.number < before))
+        return sum(1 for t in trials if not TrialRecord.from_trial(t).surplus and (before is None or t.number < before))
 
     def n_counted(self) -> int:
         """Finished or pruned trials of the study (the ones ``n_trials`` counts)."""
@@ -112,68 +109,68 @@ class Searcher:
         if n_target is not None:
             taken = self._n_counted((*COUNTED, TrialState.RUNNING), before=trial.number)
             if taken >= n_target:
-                trial.set_user_attr(SURPLUS_ATTR, True)
+                TrialRecord(surplus=True).write(trial)
                 self.study.stop()
                 raise _Surplus(f"the study already has its {n_target} trials")
         tc = suggest(trial, self.cfg, self.modes, self.n_vars, self.data.task)
-        trial.set_user_attr("architecture", tc.arch)
-        trial.set_user_attr("worker", worker_name())
+        TrialRecord(architecture=tc.arch, worker=worker_name()).write(trial)
         start = time.perf_counter()
-        reports = MODES[tc.mode].prune if tc.mode in MODES else True
+        mode = MODES.get(tc.mode)
+        reports = mode.prune if mode is not None else True
         # The portfolio's networks report their epochs (later trials are judged against them) but run to
-        # their end: on qPCR, Hyperband stopped the one trained as scikit-learn's MLP at epoch 6 of a
-        # one-cycle schedule in one fold, where in the next it was the second-best trial and the MLP
-        # is the best peer (docs/benchmarks.md).
-        prunable = reports and not trial.user_attrs.get(PORTFOLIO_ATTR, False)
+        # their end: on qPCR, Hyperband stopped the one trained as scikit-learn's MLP early in a one-cycle
+        # schedule in one fold, where in the next it was the second-best trial (docs/benchmarks.md).
+        prunable = reports and not TrialRecord.from_trial(trial).portfolio
 
         def report(epoch: int, metrics: dict) -> None:
             if epoch == 0:  # compiling and the first epoch: what starting another trial costs before it can stop
-                self._first_epochs.append(time.perf_counter() - start)
+                self.budget.first_epoch_took(time.perf_counter() - start)
             stop = False
             if reports:
                 trial.report(float(metrics[self.metric]), epoch)
                 stop = trial.should_prune() and prunable  # asked either way: the pruner records the trial's rungs
-            over = self._past_deadline() and self._has_complete()
+            over = self.budget.trials_over() and self._has_complete()
             if over:  # the time budget also stops the running trial, at an epoch boundary
-                trial.set_user_attr("stopped_by_timeout", True)
+                TrialRecord(stopped_by_timeout=True).write(trial)
             if over or stop:
-                trial.set_user_attr("epochs", epoch + 1)
-                trial.set_user_attr("seconds", time.perf_counter() - start)
+                TrialRecord(epochs=epoch + 1, seconds=time.perf_counter() - start).write(trial)
                 raise optuna.TrialPruned()
 
         own = uses_own_heartbeat(self.study)
         with Heartbeat(self.study, trial, self.cfg.search.heartbeat_interval, enabled=own):
             try:
                 fitted = self.train(tc, report, f"trial {trial.number} ({tc.mode})")
-                trial.set_user_attr("architecture", fitted.arch)
+                TrialRecord(architecture=fitted.arch).write(trial)
             except FloatingPointError as e:
-                trial.set_user_attr("diverged", True)
-                trial.set_user_attr("failure", str(e))
-                trial.set_user_attr("seconds", time.perf_counter() - start)
+                TrialRecord(diverged=True, failure=str(e), seconds=time.perf_counter() - start).write(trial)
                 raise optuna.TrialPruned() from None
             except (optuna.TrialPruned, _Surplus):
                 raise
             except Exception as e:  # noqa: BLE001 - one bad configuration must not end the search
-                trial.set_user_attr("failure", f"{type(e).__name__}: {e}"[:500])
-                trial.set_user_attr("seconds", time.perf_counter() - start)
+                failure = f"{type(e).__name__}: {e}"[:500]
+                TrialRecord(failure=failure, seconds=time.perf_counter() - start).write(trial)
                 logg.debug(f"trial {trial.number} failed:\n{traceback.format_exc()}")
                 raise
+        return self._finished(trial, fitted, start)
+
+    def _finished(self, trial: optuna.Trial, fitted: Fitted, start: float) -> float:
+        """Record a trial that trained to its end (or to the time budget's); its value."""
         result = fitted.result
-        if result.stopped_at_deadline:
-            trial.set_user_attr("stopped_by_timeout", True)
-            if tc.mode in MODES and MODES[tc.mode].run is not None:  # its own loop: all of it is what a start costs
-                self._first_epochs.append(time.perf_counter() - start)
+        mode = MODES.get(fitted.config.mode)
+        if result.stopped_at_deadline and mode is not None and mode.run is not None:
+            self.budget.first_epoch_took(time.perf_counter() - start)  # its own loop: all of it is what a start costs
         hist = result.history
         value = _value_at_best(result, self.metric)
-        trial.set_user_attr("val_loss", float(result.best_val_loss))
-        if "val_accuracy" in hist:
-            trial.set_user_attr("val_accuracy", float(hist["val_accuracy"][result.best_epoch]))
-        trial.set_user_attr("best_epoch", int(result.best_epoch))
-        trial.set_user_attr("epochs", len(hist["epoch"]))
-        seconds = time.perf_counter() - start
-        trial.set_user_attr("seconds", seconds)
-        if np.isfinite(result.epoch_seconds):  # the cost of a run once compiled (a fold of its CV)
-            trial.set_user_attr("rerun_seconds", float(result.epoch_seconds) * len(hist["epoch"]))
+        finite = np.isfinite(result.epoch_seconds)  # the cost of a run once compiled (a fold of its CV)
+        TrialRecord(
+            stopped_by_timeout=bool(result.stopped_at_deadline),
+            val_loss=float(result.best_val_loss),
+            val_accuracy=float(hist["val_accuracy"][result.best_epoch]) if "val_accuracy" in hist else None,
+            best_epoch=int(result.best_epoch),
+            epochs=len(hist["epoch"]),
+            seconds=time.perf_counter() - start,
+            rerun_seconds=float(result.epoch_seconds) * len(hist["epoch"]) if finite else None,
+        ).write(trial)
         self._remember(trial.number, value, fitted)
         return value
 
@@ -191,41 +188,16 @@ class Searcher:
             worst = max(self.results, key=lambda n: self._values[n])
             del self.results[worst]
 
-    def _past_deadline(self, starting: bool = False) -> bool:
-        """Whether trials should stop: the timeout passed, less the time kept for what follows.
+    def run(self, n_trials: int | None, budget: Budget | None = None) -> None:
+        """Run trials in this process until the study has ``n_trials`` counted trials or the budget says stop.
 
-        ``starting``: whether a new trial may start, which also needs the time a trial takes
-        to reach its first epoch (mostly compiling), the median of those seen so far.
-        """
-        if self.deadline is None:
-            return False
-        margin = float(np.median(self._first_epochs)) if starting and self._first_epochs else 0.0
-        return time.perf_counter() + self._reserved + margin > self.deadline
-
-    def _own_loop_deadline(self) -> float | None:
-        """When a trial of a mode with its own loop (ENAS) must be done: ``search.enas_share`` of the time left."""
-        if self.deadline is None:
-            return None
-        now = time.perf_counter()
-        return now + self.cfg.search.enas_share * max(self.deadline - self._reserved - now, 0.0)
-
-    def run(
-        self,
-        n_trials: int | None,
-        timeout: float | None,
-        *,
-        reserve: Callable[[], float] | None = None,
-        progress: bool = True,
-    ) -> None:
-        """Run trials in this process until the study has ``n_trials`` counted trials or ``timeout`` passes.
-
-        ``reserve()``, if given, is the number of seconds to keep free at the end of ``timeout``
-        (for cross-validation); it is asked again after every trial and epoch.
+        ``budget`` (default: no time limit) gives the trials ``budget.timeout`` seconds from now,
+        less what it keeps for cross-validation (asked again after every trial), and says whether
+        a new trial may start (:meth:`Budget.trials_over`).
         """
         self.n_trials = n_trials
-        self.reserve = reserve
-        self._reserved = reserve() if reserve is not None else 0.0
-        self.deadline = None if timeout is None else time.perf_counter() + timeout
+        self.budget = Budget(None) if budget is None else budget
+        self.budget.start_trials()
         recover_stale_trials(self.study, self.cfg.search)
         done = self._n_counted()
         if n_trials is not None and done >= n_trials:
@@ -237,8 +209,7 @@ class Searcher:
 
         def after(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
             recover_stale_trials(study, self.cfg.search)
-            if self.reserve is not None:
-                self._reserved = self.reserve()
+            self.budget.refresh()
             now = self._n_counted()
             bar.n = now
             best = _safe_best(study)
@@ -247,7 +218,7 @@ class Searcher:
             bar.refresh()
             if n_trials is not None and self._n_counted((*COUNTED, TrialState.RUNNING)) >= n_trials:
                 study.stop()
-            if self._past_deadline(starting=True):
+            if self.budget.trials_over(starting=True):
                 study.stop()
 
         old = optuna.logging.get_verbosity()
@@ -256,7 +227,7 @@ class Searcher:
             self.study.optimize(
                 self.objective,
                 n_trials=None,  # the study-wide count is enforced by `after` and `objective`
-                timeout=timeout,
+                timeout=self.budget.timeout,
                 callbacks=[after],
                 catch=(_Surplus, Exception),  # a failed trial is recorded (with its reason) and the search goes on
                 gc_after_trial=False,
@@ -291,7 +262,7 @@ class Searcher:
     def first_failure(self) -> str | None:
         """The reason the first failed (or diverged) trial of the study gave, if any."""
         for t in sorted(self.study.get_trials(deepcopy=False), key=lambda t: t.number):
-            why = t.user_attrs.get("failure")
+            why = TrialRecord.from_trial(t).failure
             if why:
                 return f"trial {t.number} ({t.params.get('mode', '?')}): {why}"
         return None
@@ -302,7 +273,7 @@ class Searcher:
             return self.results[trial.number]
         logg.info(f"    retraining trial {trial.number} (run by another worker) from its parameters")
         tc = self.config_of(trial)
-        found = trial.user_attrs.get("architecture")
+        found = TrialRecord.from_trial(trial).architecture
         if tc.mode == "enas" and found and found.get("model") == "rrfcn":  # retrain what its ENAS search found
             tc = dataclasses.replace(tc, mode="rrfcn", arch=found)
         return self.train(tc, None, f"retrain {trial.number}")
@@ -315,7 +286,7 @@ class Searcher:
     def train(
         self,
         tc: TrialConfig,
-        report: Callable[[int, dict], None] | None,
+        report: Report | None,
         desc: str,
         data: TrainData | None = None,
         seed_offset: int = 0,
@@ -327,18 +298,16 @@ class Searcher:
         ``fit_kw`` go to :func:`autogenome_sc.train.fit`.
         """
         base = self.data if data is None else data
-        runner = MODES[tc.mode].run if tc.mode in MODES else None
-        supervised = tc.mode not in MODES or MODES[tc.mode].supervised
+        mode = MODES.get(tc.mode)  # None: an architecture found by ENAS ("rrfcn"), trained as any network
+        supervised = mode is None or mode.supervised
         problem = base.with_inputs(tc.scaling, tc.n_genes, tc.genes_by) if supervised else base
         key = trial_seed(self.rng)
         if seed_offset:
             key = jax.random.fold_in(key, seed_offset)
-        if runner is not None:
+        if mode is not None and mode.run is not None:  # a mode with its own loop: a trial's gets a deadline
             cfg = self.cfg.model_copy(update={"loss": tc.loss})
-            extra = {}
-            if "deadline" in inspect.signature(runner).parameters:  # a mode with its own loop that can keep time
-                extra["deadline"] = self._own_loop_deadline() if report is not None else None
-            arch, result = runner(problem, tc.arch, tc.trainer, cfg, key, report, **extra)
+            deadline = self.budget.own_loop_deadline() if report is not None else None
+            arch, result = mode.run(problem, tc.arch, tc.trainer, cfg, key, report, deadline=deadline)
         else:
             arch = tc.arch
             net = build_network(arch, problem.n_out)
@@ -367,57 +336,3 @@ def _safe_best(study: optuna.Study) -> float | None:
         return float(study.best_value)
     except ValueError:
         return None
-
-
-def leaderboard(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial (surplus ones left out): mode, state, metrics, seconds, hyperparameters.
-
-    h5ad-safe: numeric columns are float (NaN where a parameter does not apply to the mode),
-    text columns are strings (empty where it does not apply).
-    """
-    rows = []
-    for t in study.get_trials(deepcopy=False):
-        if t.user_attrs.get(SURPLUS_ATTR):
-            continue
-        seconds = t.user_attrs.get("seconds")
-        if seconds is None and t.datetime_start is not None and t.datetime_complete is not None:
-            seconds = (t.datetime_complete - t.datetime_start).total_seconds()
-        row = {
-            "trial": t.number,
-            "mode": t.params.get("mode", ""),
-            "state": t.state.name.lower(),
-            "value": t.value if t.state == TrialState.COMPLETE else _last(t),
-            "val_loss": t.user_attrs.get("val_loss"),
-            "val_accuracy": t.user_attrs.get("val_accuracy"),
-            "best_epoch": t.user_attrs.get("best_epoch"),
-            "epochs": t.user_attrs.get("epochs", len(t.intermediate_values) or None),
-            "seconds": seconds,
-            "stopped_by_timeout": bool(t.user_attrs.get("stopped_by_timeout", False)),
-            "retry_of": t.system_attrs.get("failed_trial"),
-            "worker": t.user_attrs.get("worker"),
-        }
-        row.update({k: v for k, v in sorted(t.params.items()) if k != "mode"})
-        rows.append(row)
-    df = pd.DataFrame(rows)
-    if df.empty:
-        return pd.DataFrame({"trial": np.zeros(0, np.int64)})
-    for col in df.columns:
-        df[col] = _h5ad_column(df[col])
-    return df.sort_values("trial").reset_index(drop=True)
-
-
-def _last(t: optuna.trial.FrozenTrial) -> float | None:
-    if not t.intermediate_values:
-        return None
-    return t.intermediate_values[max(t.intermediate_values)]
-
-
-def _h5ad_column(s: pd.Series) -> pd.Series:
-    vals = [v for v in s if v is not None and not (isinstance(v, float) and np.isnan(v))]
-    if all(isinstance(v, bool | np.bool_) for v in vals) and vals:
-        return s.map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(bool(v)))
-    if all(isinstance(v, int | float | np.integer | np.floating) for v in vals):
-        if len(vals) == len(s) and all(isinstance(v, int | np.integer) for v in vals):
-            return s.astype(np.int64)
-        return pd.to_numeric(s, errors="coerce").astype(np.float64)
-    return s.map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)).astype(str)

@@ -1,4 +1,7 @@
-"""The search modes that bring their own training: ENAS (RRFCN) and the Res-VAE."""
+"""The search modes that bring their own training: ENAS (RRFCN) and the Res-VAE.
+
+Their ``run`` functions follow :class:`~autogenome_sc.search._spaces.Run` (the types are there).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +10,7 @@ from typing import TYPE_CHECKING
 from ._spaces import Mode, register_mode, suggest_vae_arch
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    import jax
-
-    from ..config._schema import Config, TrainerConfig
+    from ..config._schema import Config
     from ..data import TrainData
     from ..train import FitResult
 
@@ -21,15 +20,7 @@ def _enas_suggest(trial, spaces, models) -> dict:
     return {"model": "enas"}
 
 
-def _enas_run(
-    data: TrainData,
-    arch: dict,
-    trainer: TrainerConfig,
-    cfg: Config,
-    key: jax.Array,
-    report: Callable[[int, dict], None] | None,
-    deadline: float | None = None,
-) -> tuple[dict, FitResult]:
+def _enas_run(data: TrainData, arch: dict, trainer, cfg: Config, key, report, /, *, deadline) -> tuple[dict, FitResult]:
     """One trial = one ENAS search (shared weights, controller) and the retraining of its winner.
 
     With ``deadline`` (a search with a timeout gives one: ``search.enas_share`` of the time
@@ -48,8 +39,14 @@ def _resvae_suggest(trial, spaces, models) -> dict:
     return suggest_vae_arch(trial, spaces, base)
 
 
-def _resvae_run(data, arch, trainer: TrainerConfig, cfg: Config, key, report):
-    """Train one Res-VAE configuration; its validation loss is the negative validation ELBO."""
+def _resvae_run(
+    data: TrainData, arch: dict, trainer, cfg: Config, key, report, /, *, deadline
+) -> tuple[dict, FitResult]:
+    """Train one Res-VAE configuration; its validation loss is the negative validation ELBO.
+
+    It keeps no time of its own (``deadline`` is not used): the search's budget stops it at an
+    epoch boundary through ``report``, like any trial.
+    """
     import jax
 
     from ..train import fit_vae_config

@@ -18,8 +18,9 @@ from .. import _logging as logg
 from .._checks import check_count, check_file_name, check_rng, check_timeout
 from ..data import TrainData, prepare
 from ._driver import DEFAULT_N_TRIALS, DEFAULT_TIMEOUT, Searcher, direction
+from ._record import TrialRecord
 from ._spaces import check_modes, portfolio, vae_portfolio
-from ._study import PORTFOLIO_ATTR, make_pruner, make_sampler, make_storage
+from ._study import make_pruner, make_sampler, make_storage
 
 if TYPE_CHECKING:
     from optuna.storages import BaseStorage
@@ -109,65 +110,12 @@ def open_study(
     rng = check_rng(rng)
     n_trials, timeout = check_count(n_trials, "n_trials"), check_timeout(timeout)
     modes = resolve_modes(label_key, modes, cfg)
-    if cfg.search.metric == "val_accuracy" and cfg.loss.name == "mse":
-        raise ValueError("search.metric 'val_accuracy' is for classification; use 'val_loss' for regression.")
-    if label_key is None:  # the Res-VAE: an unlabelled problem, judged by the validation ELBO
-        from ..train import prepare_vae
-
-        if cfg.search.metric != "val_loss":
-            raise ValueError("Unsupervised search is judged by the validation ELBO; use search.metric 'val_loss'.")
-        data, kind, base = prepare_vae(
-            adata, model="resvae", layer=layer, use_raw=use_raw, split_key=split_key, cfg=cfg, rng=rng
-        )
-        cfg = cfg.model_copy(deep=True)
-        cfg.models.resvae.likelihood = base["likelihood"]  # resolved once ('auto' -> 'nb', 'gaussian' or 'mse')
-        cfg.models.resvae.latent = base["latent"]  # and the latent size ('auto' -> from the data's shape)
-    else:
-        data, kind = prepare(
-            adata,
-            label_key,
-            layer=layer,
-            use_raw=use_raw,
-            split_key=split_key,
-            data_cfg=cfg.data,
-            loss=cfg.loss.name,
-            rng=np.random.default_rng(rng),
-            batch_key=batch_key,
-        )
-    if cfg.search.metric == "val_accuracy" and data.task != "classification":
-        raise ValueError("search.metric 'val_accuracy' is for classification; use 'val_loss' for regression.")
+    data, kind, cfg = _prepare(adata, label_key, cfg, layer, use_raw, split_key, batch_key, rng)
     if study_name is None:
         study_name = f"{label_key or 'resvae'}_{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}"
     run_dir = Path("ag_runs") if run_dir is None else Path(run_dir)
-    store = make_storage(storage, run_dir, study_name, cfg.search)
-    max_epochs = cfg.trainer.max_epochs
-    old = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        study = optuna.create_study(
-            study_name=study_name,
-            storage=store,
-            direction=direction(cfg.search.metric),
-            pruner=make_pruner(cfg.search, max_epochs),
-            load_if_exists=True,
-        )
-    finally:
-        optuna.logging.set_verbosity(old)
-    if study.direction.name.lower() != direction(cfg.search.metric):
-        raise ValueError(
-            f"Study '{study_name}' was created to {study.direction.name.lower()} its metric; "
-            f"search.metric '{cfg.search.metric}' needs {direction(cfg.search.metric)}. Use another study_name."
-        )
-    fp = fingerprint(data, label_key)
-    known = study.user_attrs.get(DATA_ATTR)
-    if known is None:
-        study.set_user_attr(DATA_ATTR, fp)
-    elif known != fp:
-        diff = ", ".join(k for k in fp if fp[k] != known.get(k))
-        raise ValueError(
-            f"Study '{study_name}' was run on different data ({diff} differ); "
-            "give every worker the same data, label_key, split and rng, or use another study_name."
-        )
+    study = _create_study(make_storage(storage, run_dir, study_name, cfg.search), study_name, cfg)
+    _check_same_data(study, fingerprint(data, label_key))
     if n_trials is None and timeout is None and N_TRIALS_ATTR in study.user_attrs:
         n_trials = int(study.user_attrs[N_TRIALS_ATTR])
     n_trials, timeout = resolve_budget(n_trials, timeout, cfg)
@@ -184,7 +132,7 @@ def open_study(
             else vae_portfolio(cfg)
         )
         for params in first:
-            study.enqueue_trial(params, user_attrs={PORTFOLIO_ATTR: True}, skip_if_exists=True)
+            study.enqueue_trial(params, user_attrs=TrialRecord(portfolio=True).to_attrs(), skip_if_exists=True)
     where = "a journal file in " + str(run_dir) if storage is None else "the given storage"
     logg.info(
         f"    study '{study_name}' in {where}: {n_before} earlier trials; modes {', '.join(modes)}; "
@@ -194,6 +142,81 @@ def open_study(
     searcher = Searcher(study=study, data=data, cfg=cfg, modes=modes, rng=int(rng), keep=keep)
     storage_name = str(_journal_or_url(storage, run_dir, study_name))
     return Opened(searcher, data, kind, cfg, n_trials, timeout, storage_name)
+
+
+def _prepare(
+    adata: AnnData,
+    label_key: str | None,
+    cfg: Config,
+    layer: str | None,
+    use_raw: bool,
+    split_key: str | None,
+    batch_key: str | None,
+    rng: int,
+) -> tuple[TrainData, str, Config]:
+    """The prepared problem, the input kind, and the config the study runs (the Res-VAE's choices resolved)."""
+    if label_key is None:  # the Res-VAE: an unlabelled problem, judged by the validation ELBO
+        from ..train import prepare_vae
+
+        if cfg.search.metric != "val_loss":
+            raise ValueError("Unsupervised search is judged by the validation ELBO; use search.metric 'val_loss'.")
+        data, kind, base = prepare_vae(
+            adata, model="resvae", layer=layer, use_raw=use_raw, split_key=split_key, cfg=cfg, rng=rng
+        )
+        cfg = cfg.model_copy(deep=True)
+        cfg.models.resvae.likelihood = base["likelihood"]  # resolved once ('auto' -> 'nb', 'gaussian' or 'mse')
+        cfg.models.resvae.latent = base["latent"]  # and the latent size ('auto' -> from the data's shape)
+        return data, kind, cfg
+    data, kind = prepare(
+        adata,
+        label_key,
+        layer=layer,
+        use_raw=use_raw,
+        split_key=split_key,
+        data_cfg=cfg.data,
+        loss=cfg.loss.name,
+        rng=np.random.default_rng(rng),
+        batch_key=batch_key,
+    )
+    # the config's own rules are checked when it is validated (Config); this one needs the data
+    if cfg.search.metric == "val_accuracy" and data.task != "classification":
+        raise ValueError("search.metric 'val_accuracy' is for classification; use 'val_loss' for regression.")
+    return data, kind, cfg
+
+
+def _create_study(store: BaseStorage | str, study_name: str, cfg: Config) -> optuna.Study:
+    """Create the study, or load it when it exists (it must optimise in the direction of ``search.metric``)."""
+    old = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.create_study(
+            study_name=study_name,
+            storage=store,
+            direction=direction(cfg.search.metric),
+            pruner=make_pruner(cfg.search, cfg.trainer.max_epochs),
+            load_if_exists=True,
+        )
+    finally:
+        optuna.logging.set_verbosity(old)
+    if study.direction.name.lower() != direction(cfg.search.metric):
+        raise ValueError(
+            f"Study '{study_name}' was created to {study.direction.name.lower()} its metric; "
+            f"search.metric '{cfg.search.metric}' needs {direction(cfg.search.metric)}. Use another study_name."
+        )
+    return study
+
+
+def _check_same_data(study: optuna.Study, fp: dict) -> None:
+    """Record the data's fingerprint in a new study; refuse other data in an existing one."""
+    known = study.user_attrs.get(DATA_ATTR)
+    if known is None:
+        study.set_user_attr(DATA_ATTR, fp)
+    elif known != fp:
+        diff = ", ".join(k for k in fp if fp[k] != known.get(k))
+        raise ValueError(
+            f"Study '{study.study_name}' was run on different data ({diff} differ); "
+            "give every worker the same data, label_key, split and rng, or use another study_name."
+        )
 
 
 def _journal_or_url(storage: str | Path | BaseStorage | None, run_dir: str | Path, study_name: str) -> str:

@@ -8,14 +8,50 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import optuna
 
-from .._names import add_mode, mode_names
+from .._names import MODES as _REGISTRY
+from .._names import mode_names
 
 if TYPE_CHECKING:
-    from ..config._schema import Config, LossConfig, TrainerConfig
+    import jax
+
+    from ..config._schema import Config, LossConfig, ModelsConfig, SearchSpaces, TrainerConfig
+    from ..data import TrainData
+    from ..train import FitResult
+
+#: ``report(epoch, metrics)``: called after every epoch of a trial (the pruner and the time budget act there).
+Report = Callable[[int, dict], None]
+
+
+class Suggest(Protocol):
+    """A mode's search space: an Optuna trial, the config's ``search.spaces`` and ``models`` -> an architecture."""
+
+    def __call__(self, trial: optuna.Trial, spaces: SearchSpaces, models: ModelsConfig, /) -> dict: ...
+
+
+class Run(Protocol):
+    """A mode's own training, for modes that do not train ``build_network(arch)`` with ``train.fit``.
+
+    ``deadline`` is a ``time.perf_counter()`` time to return by (in a search with a timeout:
+    ``search.enas_share`` of the time left, see :class:`~autogenome_sc.search._budget.Budget`),
+    or ``None``; ``report`` is ``None`` outside a trial (retraining, cross-validation).
+    """
+
+    def __call__(
+        self,
+        data: TrainData,
+        arch: dict,
+        trainer: TrainerConfig,
+        cfg: Config,
+        key: jax.Array,
+        report: Report | None,
+        /,
+        *,
+        deadline: float | None,
+    ) -> tuple[dict, FitResult]: ...
 
 
 @dataclass(frozen=True)
@@ -29,30 +65,31 @@ class Mode:
     supervised
         Whether the mode learns labels (``label_key`` given) or not.
     suggest
-        ``suggest(trial, spaces, models_cfg) -> architecture dict`` (``{"model": ..., ...}``).
+        ``suggest(trial, spaces, models_cfg) -> architecture dict`` (``{"model": ..., ...}``), see :class:`Suggest`.
     run
-        ``run(data, arch, trainer, cfg, key, report) -> (architecture, FitResult)`` for modes
-        that do not train ``build_network(arch)`` with ``train.fit`` (ENAS, the Res-VAE);
-        ``None`` for the plain networks. A ``run`` with a ``deadline`` keyword is given one
-        in a search with a timeout (a ``time.perf_counter()`` time: ``search.enas_share`` of
-        the time left) and should return by then.
+        ``run(data, arch, trainer, cfg, key, report, *, deadline) -> (architecture, FitResult)``
+        (see :class:`Run`) for modes that do not train ``build_network(arch)`` with
+        ``train.fit`` (ENAS, the Res-VAE); ``None`` for the plain networks. Every ``run`` takes
+        ``deadline``: in a search with a timeout it is a ``time.perf_counter()`` time
+        (``search.enas_share`` of the time left) by which it should return, else ``None``.
     prune
         Whether the pruner may stop the mode's trials. ``False`` for modes whose early
         epochs say nothing about their end and whose trials cost seconds: the linear mode
-        (200 epochs on a one-cycle schedule still warming up at epoch 6) had its 0-1 scaled
-        floor pruned at epoch 6 or 16 in 12 of 13 searches of the benchmark suite, and once
-        the F-test one that was the best model of another fold (docs/benchmarks.md). Such trials report
-        nothing to the pruner either, so their slow start does not lower the bar for others.
+        (200 epochs on a one-cycle schedule, still warming up at the pruner's first rung)
+        had its 0-1 scaled floor pruned there in most searches of the benchmark suite
+        (docs/benchmarks.md). Such trials report nothing to the pruner either, so their slow
+        start does not lower the bar for others.
     """
 
     name: str
     supervised: bool
-    suggest: Callable[[optuna.Trial, object, object], dict]
-    run: Callable | None = None
+    suggest: Suggest
+    run: Run | None = None
     prune: bool = True
 
 
-MODES: dict[str, Mode] = {}
+#: Every registered mode by name: the same dict as ``autogenome_sc._names.MODES`` (the one registry).
+MODES: dict[str, Mode] = _REGISTRY
 
 
 def register_mode(mode: Mode) -> Mode:
@@ -60,7 +97,6 @@ def register_mode(mode: Mode) -> Mode:
     if not mode.name or not mode.name.replace("_", "").isalnum():
         raise ValueError(f"A search mode's name is a plain word; got {mode.name!r}.")
     MODES[mode.name] = mode
-    add_mode(mode.name, mode.supervised)
     return mode
 
 
@@ -243,8 +279,8 @@ def portfolio(cfg: Config, modes: list[str], n_vars: int, n_train: int, task: st
         {"mode": "mlp", **general, "learning_rate": 1e-3, "batch_size": 128, "label_smoothing": 0.0,
          "weight_decay": 1e-4, "input_keep": 1.0, "dropout": 0.0, "n_genes": wide, "mlp_width": 256,
          "mlp_layers": 2, "batch_norm": False},  # scikit-learn's MLPClassifier defaults, a strong plain network on
-        # small data; without BatchNorm as scikit-learn has it: with it, on pbmc68k_reduced and qPCR, 0.02 less
-        # accurate (docs/benchmarks.md)
+        # small data; without BatchNorm as scikit-learn has it: with it, it was less accurate on the suite's small
+        # data sets (docs/benchmarks.md)
         {"mode": "linear", **general, "learning_rate": 1e-2, "label_smoothing": 0.0, "scaling": "minmax",
          "input_keep": 1.0, "l2": 1.0 / max(n_train, 1), "n_genes": None},  # the same on 0-1 scaled genes, which
         # z-scores distort where genes are binary or mostly zero (mutations, sparse FPKM): a second linear floor
@@ -257,16 +293,15 @@ def portfolio(cfg: Config, modes: list[str], n_vars: int, n_train: int, task: st
             1,
             {**entries[-1], "n_genes": few, "genes_by": "f_test"},
         )  # a linear model on the ~500 genes with the largest F statistic: where a few genes carry the signal
-        # (microarray subtypes, drivers among thousands of genes) it beat the same model on all genes by up to
-        # 0.19 accuracy and XGBoost's implicit gene choice on the suite's wide data sets (docs/benchmarks.md)
+        # (microarray subtypes, drivers among thousands of genes) it beat the same model on all genes and
+        # XGBoost's implicit gene choice on the suite's wide data sets (docs/benchmarks.md)
     for e in entries:
         if task != "classification":
             del e["class_weight"]
         elif e["mode"] == "linear" and "balanced" in sp.class_weight:
             # Balanced class weights in the linear floors: with scikit-learn's logistic regression on the
-            # suite's folds they raised macro-F1 by 0.02-0.09 on every imbalanced data set (FPKM 0.780 ->
-            # 0.865 on the F-test genes, pbmc68k_reduced 0.665 -> 0.720) and moved accuracy by -0.003 to
-            # +0.018 (docs/benchmarks.md); on balanced classes they change nothing.
+            # suite's folds they raised macro-F1 on every imbalanced data set and left accuracy about where it
+            # was (docs/benchmarks.md); on balanced classes they change nothing.
             e["class_weight"] = "balanced"
         elif e["class_weight"] not in sp.class_weight:
             e["class_weight"] = sp.class_weight[0]

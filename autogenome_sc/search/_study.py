@@ -25,13 +25,13 @@ import optuna
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import TrialState
 
+from ._record import TrialRecord
+
 if TYPE_CHECKING:
     from ..config._schema import SearchConfig
 
 WORKER_ATTR = "ag_worker"
 HEARTBEAT_ATTR = "ag_heartbeat"
-#: Marks the portfolio's trials (known-good settings run first): the pruner never stops them, nor their retries.
-PORTFOLIO_ATTR = "ag_portfolio"
 
 try:  # Optuna >= 4.x renamed the callback; keep both spellings working
     from optuna.storages import RetryHeartbeatStaleTrialCallback as _Retry
@@ -198,7 +198,8 @@ def _retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, max_retry: int)
             params=trial.params,
             distributions=trial.distributions,
             system_attrs=system_attrs,
-            user_attrs={k: v for k, v in trial.user_attrs.items() if k == PORTFOLIO_ATTR},
+            # a portfolio trial's retry is one too (the pruner leaves it alone)
+            user_attrs=TrialRecord(portfolio=TrialRecord.from_trial(trial).portfolio).to_attrs(),
         )
     )
 

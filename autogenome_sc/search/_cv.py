@@ -1,0 +1,191 @@
+"""Held-out outputs of the most promising configurations: k-fold cross-validation, or the validation split.
+
+On small classification data the candidates (:func:`candidates`) are re-scored by stratified
+k-fold cross-validation on train + validation (:func:`cross_validate`): each fold model trains
+as long as its trial did and predicts its held-out fold after every epoch; one number of
+epochs, the best by pooled out-of-fold loss, is chosen for all folds (no fold stops early on
+its own held-out cells), so every cell of train + validation gets one out-of-fold output per
+configuration. Elsewhere the trials' own models are scored on the validation split
+(:func:`on_validation`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from typing import TYPE_CHECKING, cast
+
+import numpy as np
+
+from .. import _logging as logg
+from ..data import TrainData
+from ._budget import Budget
+from ._choose import Scored, outputs_loss
+from ._driver import Searcher
+from ._record import TrialRecord
+
+if TYPE_CHECKING:
+    from ..config._schema import SearchConfig
+    from ._spaces import TrialConfig
+
+
+class _OutOfTime(Exception):
+    """The search's deadline (and its grace) passed during a cross-validation fit."""
+
+
+def use_cv(data: TrainData, search_cfg: SearchConfig) -> int:
+    """The number of folds cross-validation will use on ``data`` (0: choose on the validation split)."""
+    if data.task != "classification" or search_cfg.cv_folds < 2:
+        return 0
+    pool = np.concatenate([data.idx["train"], data.idx["val"]])
+    if len(pool) > search_cfg.cv_max_cells:
+        return 0
+    smallest = int(np.bincount(data.y[pool], minlength=data.n_out).min())
+    k = min(search_cfg.cv_folds, smallest)
+    return k if k >= 2 else 0
+
+
+def candidates(searcher: Searcher, n: int, more: int = 0) -> list:
+    """The best linear trials (two floors), the ``n`` best other trials (distinct settings), then ``more`` next best.
+
+    The linear mode is represented by its best trial on all genes and its best on a gene
+    selection: they are the floors no search may fall below, and they cost seconds. The
+    validation split that ranks trials holds a dozen cells on small data: on a microarray
+    proxy it ranked the linear model on 500 F-test genes (the best model of the other folds)
+    below the one on all genes, which was then the only linear model re-scored and chosen.
+    The ``n`` other slots go to the best trials of the other modes; linear trials fill only
+    the slots those leave empty. Once linear trials were no longer pruned, variants of the
+    logistic regression (another learning rate or penalty) filled the top three on qPCR and
+    pushed every network out of the cross-validation, where the MLP was the best model
+    (docs/benchmarks.md).
+    """
+    top = [t for t in searcher.top_trials() if _trainable(t)]
+    distinct, seen = [], set()
+    for t in top:
+        key = json.dumps(t.params, sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            distinct.append(t)
+    floors = []
+    for selected in (False, True):
+        best = next(
+            (t for t in distinct if t.params.get("mode") == "linear" and bool(t.params.get("n_genes")) == selected),
+            None,
+        )
+        if best is not None:
+            floors.append(best)
+    others = [t for t in distinct if t.params.get("mode") != "linear"]
+    spare = [t for t in distinct if t.params.get("mode") == "linear" and t not in floors]
+    chosen = others[:n] + spare[: max(n - len(others), 0)]
+    chosen = sorted(chosen + floors, key=distinct.index)  # in the order the validation split ranks them
+    rest = [t for t in others[n:] + spare if t not in chosen]  # other modes first
+    return chosen + rest[:more]
+
+
+def fold_seconds(data: TrainData, trial, k: int) -> float:
+    """What the ``k`` folds of ``trial``'s cross-validation should take: its rerun time, scaled to the larger folds."""
+    pool = len(data.idx["train"]) + len(data.idx["val"])
+    ratio = pool * (k - 1) / k / max(len(data.idx["train"]), 1)
+    return k * TrialRecord.from_trial(trial).rerun_cost * ratio
+
+
+def cv_need(searcher: Searcher, k: int) -> float:
+    """Seconds the cross-validation of the current candidates should take, unpadded (see :meth:`Budget.cv_seconds`)."""
+    need = 0.0
+    for t in candidates(searcher, searcher.cfg.search.cv_configs):
+        need += fold_seconds(searcher.data, t, k)
+    return need
+
+
+def _trainable(trial) -> bool:
+    """ENAS trials are re-scored through the architecture they found."""
+    if trial.params.get("mode") != "enas":
+        return True
+    found = TrialRecord.from_trial(trial).architecture or {}
+    return found.get("model") == "rrfcn"
+
+
+def config_of(searcher: Searcher, trial) -> TrialConfig:
+    """The configuration to train again for ``trial`` (an ENAS trial: the RRFCN it found)."""
+    tc = searcher.config_of(trial)
+    if tc.mode == "enas":
+        found = TrialRecord.from_trial(trial).architecture
+        assert found is not None  # only ENAS trials that found an architecture are candidates (_trainable)
+        tc = dataclasses.replace(tc, mode="rrfcn", arch=found)
+    return tc
+
+
+def on_validation(searcher: Searcher, n: int) -> list[Scored]:
+    """The ``n`` best trials' own models, with their outputs on the validation split."""
+    out = []
+    for t in searcher.top_trials(n):
+        fitted = searcher.fitted_of(t)
+        if fitted.val_out is None:
+            continue
+        epochs = [int(fitted.result.best_epoch)]
+        out.append(Scored(t.number, t.params.get("mode", ""), [fitted], fitted.val_out, epochs, 0.0))
+    return out
+
+
+def cross_validate(
+    searcher: Searcher, trials: list, k: int, seed: int, budget: Budget, notes: list[str]
+) -> tuple[list[Scored], np.ndarray]:
+    """Out-of-fold outputs of ``trials`` on train + validation (the rows returned), while the budget lasts.
+
+    A configuration whose folds would not finish in time is not started; one whose time runs
+    out midway ends the cross-validation. ``notes`` gets a line for each configuration left out.
+    """
+    data = searcher.data
+    folds = data.cv_folds(k, seed)
+    rows = np.sort(np.concatenate([data.idx["train"], data.idx["val"]]))
+    pos = np.full(len(data.y), -1, np.int64)
+    pos[rows] = np.arange(len(rows))
+
+    def stop_at_deadline(epoch: int, metrics: dict) -> None:
+        if budget.cv_overrun():
+            raise _OutOfTime
+
+    scored: list[Scored] = []
+    bar = logg.progress(total=len(trials) * k, desc=f"cross-validating {len(trials)} configurations ({k} folds)")
+    for t in trials:
+        tc = config_of(searcher, t)
+        guess = fold_seconds(data, t, k)
+        if not budget.cv_fits(guess):
+            left = budget.left()
+            notes.append(
+                f"trial {t.number} not cross-validated: its {k} folds would take about {guess:.0f}s, {left:.0f}s were left"
+            )
+            bar.update(k)
+            continue
+        started = time.perf_counter()
+        n_epochs = int(TrialRecord.from_trial(t).epochs or tc.trainer.max_epochs)
+        curves = np.zeros((n_epochs, len(rows), data.n_out), np.float32)  # held-out outputs after each epoch
+        fits = []
+        try:
+            for f, fold in enumerate(folds):
+                fitted = searcher.train(
+                    tc, stop_at_deadline, f"cv trial {t.number} fold {f + 1}/{k}", data=fold, seed_offset=f + 1,
+                    stop_after=n_epochs, keep_last=True,
+                )  # fmt: skip
+                # fit(keep_last=True) on a fold with held-out rows records every epoch's outputs
+                outs = cast(np.ndarray, fitted.result.val_outputs)
+                at = pos[fold.idx["val"]]
+                curves[: len(outs), at] = outs
+                curves[len(outs) :, at] = outs[-1]
+                fits.append(fitted)
+                bar.update(1)
+        except _OutOfTime:
+            notes.append(f"trial {t.number}: the time budget ran out during its cross-validation")
+            bar.update(k - len(fits))
+            break
+        except FloatingPointError as e:
+            notes.append(f"trial {t.number} left out: {e}")
+            bar.update(k - len(fits))
+            continue
+        # the number of epochs: the one with the best pooled held-out loss (no fold stops early on its own fold)
+        best = int(np.argmin([outputs_loss(c, data.y[rows], data.task) for c in curves]))
+        seconds = time.perf_counter() - started
+        scored.append(Scored(t.number, t.params.get("mode", ""), fits, curves[best], [best], seconds))
+    bar.close()
+    return scored, rows

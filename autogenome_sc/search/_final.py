@@ -1,0 +1,134 @@
+"""The final model of a search: the chosen configurations' fold models averaged, refitted, or a trial's own.
+
+After cross-validation the final model is either the k fold models of each chosen
+configuration at the epoch cross-validation chose, averaged (``search.final = "bag"``), or
+each chosen configuration trained once more on train + validation for that many epochs
+(``"refit"``); chosen on the validation split, it is the chosen trials' own models. Several
+models make one ensemble network (:func:`ensemble_of`) that saves and loads as one model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+
+from .. import _logging as logg
+from .._names import FinalFit
+from ..data import TrainData
+from ..nn import build_network
+from ..train import FitResult
+from ._choose import Scored
+from ._driver import Fitted, Searcher
+from ._select import Selection
+
+
+def final_model(selection: Selection, searcher: Searcher, *, final: FinalFit) -> tuple[dict, FitResult, TrainData]:
+    """The architecture, weights and data pipeline of the chosen model.
+
+    A single model trained on the search's own problem (validation route, or a refit of one
+    configuration) is returned plainly; everything else is an ensemble whose members each
+    read the shared input through their own scaling and genes.
+    """
+    members: list[tuple[Fitted, float]] = []
+    for s, w in zip(selection.scored, selection.weights, strict=True):
+        if w <= 0:
+            continue
+        if selection.method != "cv":
+            members += [(f, float(w)) for f in s.fits]
+        elif final == "refit":
+            members.append((_refit(searcher, s), float(w)))
+        else:
+            members += [(f, float(w) / len(s.fits)) for f in _bag(searcher, s)]
+    if len(members) == 1:
+        f = members[0][0]
+        return f.arch, f.result, f.data
+    return ensemble_of(members, searcher.data)
+
+
+def _refit(searcher: Searcher, s: Scored) -> Fitted:
+    """Train configuration ``s`` on train + validation for the epochs its cross-validation chose."""
+    epochs = int(s.epochs[0]) + 1
+    tc = s.fits[0].config
+    merged = searcher.data.merged()
+    logg.info(f"    refitting trial {s.trial} ({s.mode}) on train + validation for {epochs} epochs")
+    return searcher.train(tc, None, f"refit trial {s.trial}", data=merged, stop_after=epochs)
+
+
+def _bag(searcher: Searcher, s: Scored) -> list[Fitted]:
+    """The fold models of ``s`` at the epoch its cross-validation chose.
+
+    The folds are trained again for that many epochs, with the same keys, data and schedule,
+    so each is the model whose held-out outputs chose it.
+    """
+    epochs = int(s.epochs[0]) + 1
+    logg.info(f"    the {len(s.fits)} fold models of trial {s.trial} ({s.mode}) at epoch {epochs}")
+    out = []
+    for f, fit in enumerate(s.fits):
+        if len(fit.result.history["epoch"]) == epochs:
+            out.append(fit)  # it already stopped there
+            continue
+        fold = fit.data.base
+        out.append(
+            searcher.train(
+                fit.config, None, f"trial {s.trial} fold {f + 1}", data=fold, seed_offset=f + 1,
+                stop_after=epochs, keep_last=True,
+            )
+        )  # fmt: skip
+    return out
+
+
+def input_spec(data: TrainData) -> tuple[dict, dict]:
+    """A member's ``"input"`` architecture entry and its constants, from the pipeline it was trained on."""
+    pipe = data.pipeline
+    n = pipe.n_features
+    scaler = pipe.scaler
+    shift = np.zeros(n, np.float32) if scaler is None or scaler.kind == "none" else scaler.shift
+    scale = np.ones(n, np.float32) if scaler is None or scaler.kind == "none" else scaler.scale
+    consts = {"shift": np.asarray(shift, np.float32), "scale": np.asarray(scale, np.float32)}
+    spec: dict[str, Any] = {
+        "n_genes": None,
+        "clip": None if scaler is None or scaler.clip is None else list(scaler.clip),
+    }
+    if pipe.alignment is not None and not pipe.alignment.identity:
+        consts["genes"] = np.asarray(pipe.alignment.query_pos, np.int32)
+        spec["n_genes"] = int(n)
+    return spec, consts
+
+
+def ensemble_of(members: list[tuple[Fitted, float]], base: TrainData) -> tuple[dict, FitResult, TrainData]:
+    """An ensemble network holding every member's weights and input transform, reading ``base``'s rows."""
+    import jax.numpy as jnp
+
+    base = base.base
+    specs = [input_spec(f.data) for f, _ in members]
+    arch = {
+        "model": "ensemble",
+        "average": "probs" if base.task == "classification" else "mean",
+        "weights": [w for _, w in members],
+        "members": [{**f.arch, "input": spec} for (f, _), (spec, _) in zip(members, specs, strict=True)],
+    }
+    net = build_network(arch, base.n_out)
+    template = jax.device_get(net.init(jax.random.key(0), jnp.zeros((1, base.pipeline.n_features)), train=False))
+    variables = {col: dict(v) for col, v in template.items()}
+    for i, ((f, _), (_, consts)) in enumerate(zip(members, specs, strict=True)):
+        for col, v in f.result.variables.items():
+            if len(v):  # a linear member has no batch statistics
+                variables[col][f"members_{i}"] = v
+        variables["inputs"][f"input_{i}"] = consts
+    got, want = jax.tree.structure(variables), jax.tree.structure(template)
+    # PyTreeDef comes from jaxlib's compiled module, which ships no stub: mypy cannot resolve !=
+    if got != want:  # type: ignore[operator]  # pragma: no cover - a programming error, not a user's
+        raise RuntimeError(f"Ensemble variables do not match the network ({got} vs {want}).")
+    lead = members[0][0].result
+    result = FitResult(
+        variables=jax.device_get(variables),
+        history=lead.history,
+        best_epoch=lead.best_epoch,
+        best_val_loss=lead.best_val_loss,
+        target_mean=lead.target_mean,
+        target_std=lead.target_std,
+        n_devices=lead.n_devices,
+    )
+    return arch, result, base

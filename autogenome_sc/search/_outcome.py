@@ -1,0 +1,109 @@
+"""What a search hands back (:class:`SearchOutcome`) and the records it writes: leaderboard, best, selection.
+
+The records are the search's part of ``adata.uns[key]`` (field names and dtypes are a stored
+contract: ``docs/searching.md`` describes them); ``ag.tl.search`` writes them with everything
+``ag.tl.train`` writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+import pandas as pd
+
+from .._names import FinalFit, FinalModel
+
+if TYPE_CHECKING:
+    import optuna
+
+    from ..config._schema import Config
+    from ..data import TrainData
+    from ..train import FitResult
+    from ._driver import Searcher
+    from ._select import Selection
+
+
+@dataclass
+class SearchOutcome:
+    """A finished search: its final model, ready to be evaluated on the test split and written to AnnData."""
+
+    searcher: Searcher
+    data: TrainData  # the problem the final model reads (the search's own, or train + validation's)
+    kind: str  # the input kind detected
+    arch: dict
+    result: FitResult
+    cfg: Config  # as the study ran it (the Res-VAE's likelihood and latent size resolved)
+    uns: dict[str, Any]  # "leaderboard", "best" and (supervised) "selection", for adata.uns[key]
+    summary: str  # one line for the log: how many trials, what was chosen, how long it took
+    selection: Selection | None = None  # how the final model was chosen (supervised)
+    notes: list[str] = field(default_factory=list)  # configurations left out of the selection, and why
+    prepared: Any = None  # what run_search's ``prepared`` returned (ag.tl.search: the label hierarchy)
+
+    @property
+    def held_out(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(rows, outputs): out-of-fold outputs that calibrate a final model trained on train + validation."""
+        sel = self.selection
+        if sel is None or sel.method != "cv":
+            return None
+        assert sel.held_out is not None  # select() records the outputs of its choice
+        return sel.rows, sel.held_out
+
+
+def best_record(
+    trial: optuna.trial.FrozenTrial, metric: str, searcher: Searcher, storage_name: str, arch: dict,
+    members: list[int], board: pd.DataFrame,
+) -> dict:  # fmt: skip
+    """``uns[key]["best"]``: the winning trial (an ensemble's heaviest member), its architecture and study."""
+    return {
+        "trial": trial.number,
+        "mode": trial.params["mode"],
+        "value": float(cast(float, trial.value)),  # the best trial is COMPLETE: it has a value
+        "metric": metric,
+        "params": dict(trial.params),
+        "architecture": arch,
+        "ensemble": np.asarray(members, dtype=np.int64),
+        "study_name": searcher.study.study_name,
+        "storage": storage_name,
+        "n_trials": int(((board["state"] == "complete") | (board["state"] == "pruned")).sum()),
+    }
+
+
+def with_selection(board: pd.DataFrame, sel: Selection) -> pd.DataFrame:
+    """The leaderboard with each re-scored trial's held-out loss, accuracy, macro-F1 and ensemble weight."""
+    if board.empty:
+        return board
+    table = sel.table().set_index("trial")
+    prefix = "cv_" if sel.method == "cv" else "heldout_"
+    board = board.copy()
+    for col in ("loss", "accuracy", "macro_f1", "weight"):
+        board[prefix + col] = board["trial"].map(table[col]).astype(np.float64)
+    return board
+
+
+def selection_record(sel: Selection, final: FinalFit, search_seconds: float, final_seconds: float) -> dict:
+    """``uns[key]["selection"]``: how the final model was chosen and built, and how long each part took."""
+    built: FinalModel = final if sel.method == "cv" else "trial"
+    return {
+        "method": sel.method,
+        "n_folds": int(sel.k),
+        "chosen": sel.chosen,
+        "final": built,
+        "n_cells": int(len(sel.rows)),
+        "table": sel.table(),
+        "search_seconds": float(search_seconds),
+        "selection_seconds": float(sel.seconds),
+        "final_seconds": float(final_seconds),
+        "notes": np.asarray(sel.notes, dtype=str) if sel.notes else np.zeros(0, dtype=str),
+    }
+
+
+def chose_line(sel: Selection, final: FinalFit, n_trials: int, search_seconds: float, final_seconds: float) -> str:
+    """The log's account of a supervised search: trials, how the winner was chosen, what it is, how long."""
+    how = "cross-validation" if sel.method == "cv" else "the validation split"
+    lead = sel.lead
+    form = f"an ensemble of trials {sel.members}" if sel.chosen == "ensemble" else f"trial {lead.trial} ({lead.mode})"
+    if sel.method == "cv":
+        form += " (" + ("its fold models averaged" if final == "bag" else "refitted") + ")"
+    return f"{n_trials} trials and {how} in {search_seconds:.0f}s chose {form}; final model {final_seconds:.0f}s"
