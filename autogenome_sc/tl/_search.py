@@ -11,7 +11,7 @@ from anndata import AnnData
 
 from .. import _logging as logg
 from .. import config as _config
-from .._checks import check_rng
+from .._checks import check_count, check_file_name, check_rng, check_timeout
 from .._docs import BATCH_KEY, INPUT_SPLIT_KEY, SEARCH_BUDGET, SEARCH_STUDY, doc_params
 from ..config import Config
 from ..data import TrainData
@@ -85,6 +85,7 @@ def search(
     per trial), ``["best"]`` (the winner), ``["selection"]`` (how it was chosen): see ``docs/searching.md``.
     """
     cfg, label_key, levels, rng = _checked(adata, label_key, config, rng, eval_key, reconstruct, batch_key)
+    n_trials, timeout, study_name = _budget_args(n_trials, timeout, study_name)  # before the first log line
     adata = adata.copy() if copy else adata
     start = logg.info(f"searching models for {_subject(label_key)}")
     out = run_search(
@@ -107,7 +108,7 @@ def _checked(
 ) -> tuple[Config, str | None, list[str], int]:
     """The validated config, the (finest) label key and its levels, and the seed; one sentence on bad input.
 
-    ``n_trials``, ``timeout`` and ``study_name`` are checked by ``run_search`` before any work.
+    ``n_trials``, ``timeout`` and ``study_name`` are checked by :func:`_budget_args`.
     """
     if not isinstance(adata, AnnData):
         raise TypeError(f"Expected an AnnData object, got {type(adata).__name__}.")
@@ -121,6 +122,10 @@ def _checked(
     if eval_key is not None and eval_key not in adata.obs.columns:
         raise KeyError(f"eval_key '{eval_key}' is not a column of adata.obs.")
     return cfg, label_key, levels, rng
+
+
+def _budget_args(n_trials, timeout, study_name) -> tuple[int | None, float | None, str | None]:
+    return check_count(n_trials, "n_trials"), check_timeout(timeout), check_file_name(study_name, "study_name")
 
 
 def _subject(label_key: str | None) -> str:
