@@ -1,7 +1,17 @@
-"""Shared fixtures: real data (pbmc68k_reduced ships inside scanpy) and a model dir per test."""
+"""Shared fixtures: real data (pbmc68k_reduced ships inside scanpy) and a model dir per test.
+
+Also the test tiers (docs/code_map.md, "Test tiers") and JAX's persistent compilation cache
+for the test session.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+import warnings
+
+import jax
 import numpy as np
 import pytest
 import scanpy as sc
@@ -9,6 +19,58 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 import autogenome_sc as ag
+
+# The tiers: `-m "not slow"` is the fast tier. The tests of a tier that needs more than the
+# package (notebooks, the Sphinx build, a PostgreSQL server) are also slow. The tests below are
+# slow by measurement (more than about 10 s each with 2 cores, `--durations=0`), keyed by
+# "file::function" so that every parametrisation is included and test bodies stay untouched.
+IMPLY_SLOW = ("notebook", "docs", "postgres")
+SLOW = {
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    found = set()
+    for item in items:
+        key = f"{item.path.name}::{item.originalname}"
+        if key in SLOW or any(item.get_closest_marker(m) for m in IMPLY_SLOW):
+            item.add_marker("slow")
+            found.add(key)
+    collected = {item.path.name for item in items}
+    stale = sorted(k for k in SLOW if k.split("::")[0] in collected and k not in found)
+    if stale:  # a renamed test would silently join the fast tier
+        warnings.warn(f"tests/conftest.py SLOW names tests that do not exist: {stale}", stacklevel=1)
+
+
+_CACHE_DIR: str | None = None  # the persistent compilation cache this process made (and removes)
+
+
+def pytest_configure(config):
+    """JAX's persistent compilation cache in a temporary folder, for this test session only.
+
+    Tests train many networks of the same shapes; each run traces again, and a compilation
+    that another test (or a subprocess: a notebook's kernel, a CLI worker) already made is
+    read back instead of compiled. The environment variables reach the subprocesses and the
+    workers of pytest-xdist, which share the folder; the package never sets any of this.
+    """
+    global _CACHE_DIR
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):  # a folder of the caller's (or of the xdist controller)
+        return
+    _CACHE_DIR = tempfile.mkdtemp(prefix="ag-tests-jax-cache-")
+    cache = {
+        "jax_compilation_cache_dir": _CACHE_DIR,
+        "jax_persistent_cache_min_compile_time_secs": 0.0,  # the default (1 s) would skip most of ours
+        "jax_persistent_cache_min_entry_size_bytes": -1,  # whatever their size
+    }
+    for name, value in cache.items():
+        jax.config.update(name, value)
+        os.environ[name.upper()] = str(value)
+
+
+def pytest_unconfigure(config):
+    if _CACHE_DIR is not None:
+        shutil.rmtree(_CACHE_DIR, ignore_errors=True)
+
 
 # Small and fast training for tests that check plumbing rather than accuracy.
 FAST = {"trainer": {"max_epochs": 8, "patience": 8}, "models": {"resnet": {"width": 32, "n_blocks": 1}}}

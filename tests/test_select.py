@@ -1,7 +1,6 @@
 """Choosing the winner: the linear mode, cross-validated re-scoring, ensembles, the final fit, the budget."""
 
 import json
-import time
 
 import anndata
 import numpy as np
@@ -226,12 +225,16 @@ def test_greedy_weights_keep_only_members_that_help():
 
 
 def test_search_stays_within_its_timeout(pbmc, tmp_path):
-    t = time.perf_counter()
-    ag.tl.search(pbmc, "bulk_labels", timeout=20, use_raw=True, run_dir=tmp_path, rng=0)
-    wall = time.perf_counter() - t
-    sel = pbmc.uns["ag"]["selection"]
-    assert sel["search_seconds"] <= 22  # trials and cross-validation: the timeout plus 10%
-    assert wall <= sel["search_seconds"] + sel["final_seconds"] + 15  # then the final fit, evaluation and saving
+    # behaviour, not speed (benchmarks/ time searches): a timeout shorter than any trial lets the
+    # first one finish (the budget never stops it), starts no other and cross-validates nothing
+    ag.tl.search(pbmc, "bulk_labels", timeout=1, use_raw=True, run_dir=tmp_path, rng=0)
+    uns = pbmc.uns["ag"]
+    started = uns["leaderboard"].query("state != 'waiting'")  # the portfolio's other trials stay queued
+    assert len(started) == 1 and started["state"].iloc[0] == "complete"
+    sel = uns["selection"]
+    assert sel["method"] == "validation"
+    assert any("no configuration finished its cross-validation in time" in n for n in sel["notes"]), sel["notes"]
+    assert np.isfinite(uns["metrics"]["accuracy"])  # then the final fit, evaluation and saving
 
 
 def test_gene_selection_and_scaling_use_training_cells_only(pbmc):
