@@ -1,7 +1,17 @@
-"""Shared fixtures: real data (pbmc68k_reduced ships inside scanpy) and a model dir per test."""
+"""Shared fixtures: real data (pbmc68k_reduced ships inside scanpy) and a model dir per test.
+
+Also the test tiers (docs/code_map.md, "Test tiers") and JAX's persistent compilation cache
+for the test session.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+import warnings
+
+import jax
 import numpy as np
 import pytest
 import scanpy as sc
@@ -9,6 +19,111 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 import autogenome_sc as ag
+
+# The tiers (docs/code_map.md): `-m "not slow"` is the fast tier. The tests of a tier that needs
+# more than the package (notebooks, the Sphinx build, a PostgreSQL server) are slow too. SLOW
+# holds the others that took 5 s or more on 2 cores (`pytest --durations=0`, all of a test's
+# parametrisations and its setup together); the users of a module-scoped fixture that one of
+# them sets up go with it (ENAS's `searched`, `explained`, `pbmc_vae`), or its setup would only
+# move to the next test. Keyed by "file::function", so test bodies stay untouched.
+IMPLY_SLOW = ("notebook", "docs", "postgres")
+SLOW = {
+    "test_arguments.py::test_cli_says_what_went_wrong",
+    "test_arguments.py::test_explaining_an_embedding_model_is_refused",
+    "test_batches.py::test_search_with_batch_key_saves_it_and_explains",
+    "test_cli.py::test_bad_path_and_bad_label_key_one_sentence",
+    "test_cli.py::test_help_of_every_command",
+    "test_cli.py::test_search_then_predict",
+    "test_device_prepare.py::test_two_devices",
+    "test_enas.py::test_architecture_h5ad_round_trip_and_plot",
+    "test_enas.py::test_controller_beats_random_children_on_same_weights",
+    "test_enas.py::test_controller_steps_in_groups_equal_one_loop_and_padding_changes_nothing",
+    "test_enas.py::test_enas_in_a_search_keeps_to_its_share_of_the_timeout",
+    "test_enas.py::test_enas_search_on_pbmc",
+    "test_enas.py::test_reinforce_learns_a_synthetic_reward",
+    "test_enas.py::test_same_rng_same_architecture_and_model",
+    "test_enas.py::test_saved_rrfcn_loads_and_predicts",
+    "test_enas.py::test_supernet_one_compilation_for_50_architectures",
+    "test_explain.py::test_completeness_within_monte_carlo_error",
+    "test_explain.py::test_explain_rejects_bad_input",
+    "test_explain.py::test_explanation_and_importance_on_pbmc",
+    "test_explain.py::test_h5ad_round_trip_keeps_class_names_with_slashes",
+    "test_explain.py::test_plots_return_axes_and_name_genes",
+    "test_explain.py::test_shap_dotplot_draws_each_classs_top_genes_with_scanpy",
+    "test_explain.py::test_top_genes_include_canonical_markers",
+    "test_hierarchy.py::test_search_takes_levels_too",
+    "test_parallel.py::test_two_devices_match_one_device",
+    "test_parallel.py::test_two_processes_train_one_model_together",
+    "test_readme.py::test_quickstart_runs_on_bundled_data",
+    "test_register_mode.py::test_a_registered_mode_is_searched_saved_and_loaded",
+    "test_round_trips.py::test_results_survive_a_round_trip",
+    "test_scale.py::test_backed_embedding_explanation_and_search",
+    "test_scale.py::test_memory_stays_far_below_the_dense_matrix",
+    "test_search.py::test_killed_embedded_run_resumes_and_retries",
+    "test_search_modes.py::test_enas_is_a_search_mode",
+    "test_search_modes.py::test_the_pruner_never_stops_a_linear_or_portfolio_trial",
+    "test_search_modes.py::test_unsupervised_search_of_the_resvae_resumes_and_scores_latent",
+    "test_search_modes.py::test_vae_search_starts_from_the_defaults_and_keeps_no_warm_up_epoch",
+    "test_select.py::test_candidates_add_the_best_linear_model_on_all_genes_and_on_selected_genes",
+    "test_select.py::test_cv_selection_is_deterministic_and_its_model_round_trips",
+    "test_select.py::test_ensemble_averages_member_probabilities_each_with_its_own_scaling",
+    "test_select.py::test_out_of_fold_outputs_come_from_models_that_never_saw_the_cell",
+    "test_train.py::test_bf16_mixed_precision_trains_float32_parameters_to_the_same_accuracy",
+    "test_train.py::test_each_model_trains_and_compiles_once",
+    "test_vae.py::test_dense_narrow_data_get_a_gaussian_likelihood_and_a_small_latent_that_stay_alive",
+    "test_vae.py::test_nb_counts_same_rng_same_latent_and_reconstruction",
+    "test_vae.py::test_pbmc_latent_separates_cell_types",
+    "test_vae.py::test_plain_vae_through_tl_train",
+    "test_vae.py::test_saved_embedding_model_embeds_a_query",
+}
+# The modules that take longest in all (notebooks, the README's quickstart, scale), for pytest-xdist.
+LONGEST_FIRST = ("test_tutorials.py", "test_readme.py", "test_scale.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    found = set()
+    for item in items:
+        key = f"{item.path.name}::{item.originalname}"
+        if key in SLOW or any(item.get_closest_marker(m) for m in IMPLY_SLOW):
+            item.add_marker("slow")
+            found.add(key)
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker: the longest modules first, so none is left to the end
+        items.sort(key=lambda item: LONGEST_FIRST.index(item.path.name) if item.path.name in LONGEST_FIRST else 99)
+    collected = {item.path.name for item in items}
+    stale = sorted(k for k in SLOW if k.split("::")[0] in collected and k not in found)
+    if stale:  # a renamed test would silently join the fast tier
+        warnings.warn(f"tests/conftest.py SLOW names tests that do not exist: {stale}", stacklevel=1)
+
+
+_CACHE_DIR: str | None = None  # the persistent compilation cache this process made (and removes)
+
+
+def pytest_configure(config):
+    """JAX's persistent compilation cache in a temporary folder, for this test session only.
+
+    Tests train many networks of the same shapes; each run traces again, and a compilation
+    that another test (or a subprocess: a notebook's kernel, a CLI worker) already made is
+    read back instead of compiled. The environment variables reach the subprocesses and the
+    workers of pytest-xdist, which share the folder; the package never sets any of this.
+    """
+    global _CACHE_DIR
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):  # a folder of the caller's (or of the xdist controller)
+        return
+    _CACHE_DIR = tempfile.mkdtemp(prefix="ag-tests-jax-cache-")
+    cache = {
+        "jax_compilation_cache_dir": _CACHE_DIR,
+        "jax_persistent_cache_min_compile_time_secs": 0.0,  # the default (1 s) would skip most of ours
+        "jax_persistent_cache_min_entry_size_bytes": -1,  # whatever their size
+    }
+    for name, value in cache.items():
+        jax.config.update(name, value)
+        os.environ[name.upper()] = str(value)
+
+
+def pytest_unconfigure(config):
+    if _CACHE_DIR is not None:
+        shutil.rmtree(_CACHE_DIR, ignore_errors=True)
+
 
 # Small and fast training for tests that check plumbing rather than accuracy.
 FAST = {"trainer": {"max_epochs": 8, "patience": 8}, "models": {"resnet": {"width": 32, "n_blocks": 1}}}

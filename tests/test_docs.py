@@ -12,6 +12,8 @@ import autogenome_sc as ag
 
 ROOT = Path(__file__).resolve().parents[1]
 
+pytestmark = pytest.mark.docs
+
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):

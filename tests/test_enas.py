@@ -224,27 +224,38 @@ def test_bad_enas_input(pbmc):
         ag.pl.architecture(pbmc, show=False)
 
 
-def test_enas_in_a_search_keeps_to_its_share_of_the_timeout(pbmc, tmp_path):
+def test_enas_in_a_search_keeps_to_its_share_of_the_timeout(pbmc, tmp_path, monkeypatch):
     import time
 
-    # 3000 search epochs take minutes here: with a 90 s timeout an ENAS trial gets half the time
-    # left, runs the epochs that fit and retrains its winner until that point; no trial starts
-    # when it could not end in time
+    from autogenome_sc.search import _enas
+
+    # 3000 search epochs take an hour here: in a search with a timeout an ENAS trial is handed a
+    # deadline at its share (search.enas_share) of the time left, runs the search epochs that fit,
+    # retrains its winner until then and says it was cut. Behaviour, not speed (benchmarks/ time
+    # searches): what is asserted holds however fast or busy the machine is.
+    calls = []
+    run_enas = _enas.run_enas
+
+    def recorded(*args, deadline=None, **kw):
+        handed = time.perf_counter()
+        calls.append((handed, deadline, run_enas(*args, deadline=deadline, **kw)))
+        return calls[-1][2]
+
+    monkeypatch.setattr(_enas, "run_enas", recorded)
     cfg = {"models": {"enas": {**SMALL["models"]["enas"], "epochs": 3000}}, "trainer": SMALL["trainer"]}
     cfg["search"] = {"cv_folds": 0}
-    t = time.perf_counter()
-    ag.tl.search(pbmc, "bulk_labels", modes=("enas",), timeout=90, use_raw=True, run_dir=tmp_path, rng=0, config=cfg)
-    wall = time.perf_counter() - t
-    sel = pbmc.uns["ag"]["selection"]
-    assert sel["search_seconds"] <= 99  # the timeout plus 10%
-    assert wall <= sel["search_seconds"] + sel["final_seconds"] + 15
+    timeout = 5
+    ag.tl.search(
+        pbmc, "bulk_labels", modes=("enas",), timeout=timeout, use_raw=True, run_dir=tmp_path, rng=0, config=cfg
+    )
+    handed, deadline, found = calls[0]
+    # its share of the time left when it started, not all of it (the search's deadline is at most `timeout` after)
+    assert deadline is not None and deadline <= handed + config.validate(cfg).search.enas_share * timeout
+    assert found.stopped_at_deadline and found.epochs_run < 3000  # 3000 epochs did not fit: it was cut, not run out
     board = pbmc.uns["ag"]["leaderboard"]
     first = board.iloc[0]
     assert first["mode"] == "enas" and first["state"] == "complete"
-    assert first["stopped_by_timeout"] == "True"  # 3000 epochs did not fit: it was cut, not run out
-    # its share (45 s) of the budget, not all of it; compiling (seconds per phase, more on a
-    # busy machine) is the part no deadline can shorten
-    assert first["seconds"] < 90
+    assert first["stopped_by_timeout"] == "True"  # and the leaderboard says so
     assert np.isfinite(pbmc.uns["ag"]["metrics"]["accuracy"])
 
 

@@ -13,6 +13,8 @@ from optuna.trial import TrialState
 
 URL_BASE = "postgresql://ag:ag@127.0.0.1:5432"
 
+pytestmark = pytest.mark.postgres
+
 
 def _sh(cmd: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=60)

@@ -1,7 +1,6 @@
 """Choosing the winner: the linear mode, cross-validated re-scoring, ensembles, the final fit, the budget."""
 
 import json
-import time
 
 import anndata
 import numpy as np
@@ -228,13 +227,32 @@ def test_greedy_weights_keep_only_members_that_help():
     assert w.tolist() == [0.0, 1.0, 0.0]
 
 
-def test_search_stays_within_its_timeout(pbmc, tmp_path):
-    t = time.perf_counter()
+def test_search_stays_within_its_timeout(pbmc, tmp_path, monkeypatch):
+    import time
+
+    from autogenome_sc.search._driver import Searcher
+
+    # behaviour, not speed (benchmarks/ time searches): the clock jumps past the 20 s timeout once
+    # the first trial has trained, however fast or busy the machine is. That trial finishes (the
+    # budget never stops the first one); no other starts and none is cross-validated.
+    real, late = time.perf_counter, []
+    train = Searcher.train
+
+    def first_trial_takes_an_hour(self, *args, **kw):
+        fitted = train(self, *args, **kw)
+        late.append(3600.0)
+        return fitted
+
+    monkeypatch.setattr(time, "perf_counter", lambda: real() + sum(late[:1]))
+    monkeypatch.setattr(Searcher, "train", first_trial_takes_an_hour)
     ag.tl.search(pbmc, "bulk_labels", timeout=20, use_raw=True, run_dir=tmp_path, rng=0)
-    wall = time.perf_counter() - t
-    sel = pbmc.uns["ag"]["selection"]
-    assert sel["search_seconds"] <= 22  # trials and cross-validation: the timeout plus 10%
-    assert wall <= sel["search_seconds"] + sel["final_seconds"] + 15  # then the final fit, evaluation and saving
+    uns = pbmc.uns["ag"]
+    started = uns["leaderboard"].query("state != 'waiting'")  # the portfolio's other trials stay queued
+    assert len(started) == 1 and started["state"].iloc[0] == "complete"
+    sel = uns["selection"]
+    assert sel["method"] == "validation" and sel["search_seconds"] > 3600
+    assert any("no configuration finished its cross-validation in time" in n for n in sel["notes"]), sel["notes"]
+    assert np.isfinite(uns["metrics"]["accuracy"])  # then the final fit, evaluation and saving
 
 
 def test_gene_selection_and_scaling_use_training_cells_only(pbmc):

@@ -45,6 +45,7 @@ def test_committed_with_outputs_in_order(path):
     assert path.stat().st_size < 1_500_000, "keep outputs small"
 
 
+@pytest.mark.notebook
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_runs_top_to_bottom(path, monkeypatch):
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend draws the figures
