@@ -61,7 +61,7 @@ class Budget:
     cv_share: float = 0.4
     enas_share: float = 0.5
     grace: float = GRACE
-    clock: Callable[[], float] = time.perf_counter
+    clock: Callable[[], float] = field(default=lambda: time.perf_counter())  # looked up at each call
     start: float | None = None
     trials_end: float | None = None  # set by start_trials
     reserved: float = 0.0  # seconds kept free before trials_end (for cross-validation)
@@ -79,9 +79,11 @@ class Budget:
         search_cfg: SearchConfig,
         *,
         start: float | None = None,
-        clock: Callable[[], float] = time.perf_counter,
+        clock: Callable[[], float] | None = None,
     ) -> Budget:
         """The budget of a search with ``timeout`` under the config's ``search`` section, started at ``start`` (now)."""
+        if clock is None:
+            return cls(timeout, search_cfg.cv_share, search_cfg.enas_share, GRACE, start=start)
         return cls(timeout, search_cfg.cv_share, search_cfg.enas_share, GRACE, clock, start)
 
     @property
