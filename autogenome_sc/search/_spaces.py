@@ -266,7 +266,14 @@ def vae_portfolio(cfg: Config) -> list[dict]:
 
 
 def portfolio(cfg: Config, modes: list[str], n_vars: int, n_train: int, task: str = "classification") -> list[dict]:
-    """Trials to run first: settings known to do well on small and large data alike.
+    """Trials to run first, in order: the parameters of each entry of :func:`named_portfolio`."""
+    return list(named_portfolio(cfg, modes, n_vars, n_train, task).values())
+
+
+def named_portfolio(
+    cfg: Config, modes: list[str], n_vars: int, n_train: int, task: str = "classification"
+) -> dict[str, dict]:
+    """Trials to run first, by name: settings known to do well on small and large data alike.
 
     The entries, by name and in the order they run (those of modes not searched are left out):
 
@@ -304,14 +311,14 @@ def portfolio(cfg: Config, modes: list[str], n_vars: int, n_train: int, task: st
     few = min(offered, key=lambda g: abs(g - 500)) if offered else None
     if task != "classification" or few is None or n_vars < 4 * few:
         few = None  # the class-separating entries only where a few hundred genes are a real choice
-    out = []
-    for e in _named_entries(n_train, wide, few, task).values():
+    out = {}
+    for name, e in _named_entries(n_train, wide, few, task).items():
         if e["mode"] not in modes:
             continue
         _weigh_classes(e, sp.class_weight, task)
         fixed = _inside(e, sp, genes)
         if fixed is not None:
-            out.append(fixed)
+            out[name] = fixed
     return out
 
 

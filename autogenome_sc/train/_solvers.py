@@ -185,6 +185,8 @@ def solve_linear(
 
 #: Inner folds of the training rows on which an SVM's temperature is fitted.
 TEMPERATURE_FOLDS = 3
+#: The inner fits' tolerance (scikit-learn's): one scalar fitted to their margins needs no more.
+TEMPERATURE_TOL = 1e-4
 
 
 def fit_solved(
@@ -233,7 +235,7 @@ def fit_solved(
     seconds = sol.seconds
     temperature = 1.0
     if loss == "svm":
-        temperature, inner = _held_out_temperature(on_device, data, weights, sol, C, seed, tol, max_iter)
+        temperature, inner = _held_out_temperature(on_device, data, weights, sol, C, seed, max_iter)
         seconds += inner
     return _result(data, sol.kernel / temperature, sol.bias / temperature, sol, seconds, traces())
 
@@ -251,7 +253,7 @@ def _matrix(data: TrainData) -> np.ndarray:
 
 
 def _held_out_temperature(
-    x: jax.Array, data: TrainData, weights: np.ndarray, sol: Solution, C: float, seed: int, tol: float, max_iter: int
+    x: jax.Array, data: TrainData, weights: np.ndarray, sol: Solution, C: float, seed: int, max_iter: int
 ) -> tuple[float, float]:
     """The temperature fitted on margins of training rows held out of inner fits, and the inner solves' seconds."""
     train = data.idx["train"]
@@ -261,18 +263,20 @@ def _held_out_temperature(
     for c in np.unique(y[train]):  # stratified, as the search's own folds
         members = np.flatnonzero(y[train] == c)
         fold[gen.permutation(members)] = (np.arange(len(members)) + gen.integers(TEMPERATURE_FOLDS)) % TEMPERATURE_FOLDS
-    margins = np.empty((len(train), data.n_out), np.float64)
+    margins = np.zeros((len(train), data.n_out), np.float64)
+    done = np.zeros(len(train), bool)
     seconds = 0.0
     for f in range(TEMPERATURE_FOLDS):
         held = train[fold == f]
         inner = weights.copy()
         inner[held] = 0.0
-        if not inner.sum() > 0 or len(held) == 0:
+        if len(held) == 0 or not inner.sum() > 0:  # a training split of a cell or two
             continue
-        part = solve_linear(x, y, data.n_out, "svm", C, weights=inner, tol=tol, max_iter=max_iter, init=sol)
+        part = solve_linear(x, y, data.n_out, "svm", C, weights=inner, tol=TEMPERATURE_TOL, max_iter=max_iter, init=sol)
         seconds += part.seconds
         margins[fold == f] = _outputs(data, held, part.kernel, part.bias)
-    return fit_temperature(margins, y[train]), seconds
+        done[fold == f] = True
+    return (fit_temperature(margins[done], y[train][done]) if done.any() else 1.0), seconds
 
 
 def _outputs(data: TrainData, rows: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
