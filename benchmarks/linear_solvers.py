@@ -18,7 +18,9 @@ Data: HSMM (271 cells x 47,192 genes, FPKM, obs["Hours"]) and ALL (128 x 12,625,
 obs["mol.biol"], classes of fewer than 5 samples dropped) from ``~/.cache/ag-devdata``, and
 scanpy's pbmc68k_reduced (``.raw``, bulk_labels).
 
-Run: ``PYTHONPATH=. python benchmarks/linear_solvers.py [--datasets hsmm,all,pbmc68k] [--C 1]``.
+Run: ``PYTHONPATH=. python benchmarks/linear_solvers.py [--datasets hsmm,all,pbmc68k] [--C 1]``;
+``--optax`` instead compiles and solves the first fold with our L-BFGS and with ``optax.lbfgs``
+(its zoom line search, the same objective and stopping rule), one after the other.
 Not run by CI; figures in docs/benchmarks.md ("Linear families solved in JAX").
 """
 
@@ -184,11 +186,78 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def _optax_solve(x, y, s, c, svm, tol, max_iter, w0):
+    """The same objective and stopping rule, minimised by ``optax.lbfgs`` with its zoom line search."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from autogenome_sc.train._solvers import _objective
+
+    y1h = jax.nn.one_hot(y, w0.shape[0] // (x.shape[1] + 1), dtype=x.dtype)
+
+    def f(w):
+        return _objective(w, x, y1h, s, 1.0 / c, svm)
+
+    opt = optax.lbfgs(memory_size=20)
+    value_and_grad = optax.value_and_grad_from_state(f)
+
+    def step(carry):
+        w, state = carry
+        value, grad = value_and_grad(w, state=state)
+        updates, state = opt.update(grad, state, w, value=value, grad=grad, value_fn=f)
+        return optax.apply_updates(w, updates), state
+
+    def going(carry):
+        count = optax.tree_utils.tree_get(carry[1], "count")
+        grad = optax.tree_utils.tree_get(carry[1], "grad")
+        return (count == 0) | ((count < max_iter) & (jnp.max(jnp.abs(grad)) > tol))
+
+    w, state = jax.lax.while_loop(going, step, (w0, opt.init(w0)))
+    return w, optax.tree_utils.tree_get(state, "count"), f(w)
+
+
+def compare_optax(name: str, C: float) -> None:
+    """Compiling and solving fold 1 with ours and with ``optax.lbfgs`` (zoom line search), interleaved."""
+    import jax
+    import jax.numpy as jnp
+
+    from autogenome_sc.train._solvers import _solve
+
+    x_all, labels = DATASETS[name]()
+    classes, y = np.unique(labels, return_inverse=True)
+    train, _ = next(StratifiedKFold(n_splits=5, shuffle=True, random_state=0).split(x_all, y))
+    x = MinMaxScaler(clip=True).fit(x_all[train]).transform(x_all).astype(np.float32)
+    s = np.zeros(len(y), np.float32)
+    s[train] = 1.0
+    w0 = np.zeros((x.shape[1] + 1) * len(classes), np.float32)
+    for loss in ("logistic", "svm"):
+        args = (jnp.asarray(x), y.astype(np.int32), s, np.float32(C), np.bool_(loss == "svm"))
+        args = (*args, np.float32(TOL), np.int32(3000), w0)
+        for label, fn in (("optax.lbfgs", _optax_solve), ("ours", _solve)):
+            t = time.perf_counter()
+            with jax.default_matmul_precision("highest"):
+                compiled = jax.jit(fn).lower(*args).compile()
+            compile_s = time.perf_counter() - t
+            t = time.perf_counter()
+            out = jax.block_until_ready(compiled(*args))
+            print(
+                f"{name:8s} {loss:8s} {label:12s} compile {compile_s:.1f}s, solve {time.perf_counter() - t:.2f}s, "
+                f"{int(out[1])} iterations, objective {float(out[2]) * C * s.sum():.6g}",
+                flush=True,
+            )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--datasets", default=",".join(DATASETS))
     p.add_argument("--C", type=float, default=1.0)
+    p.add_argument("--optax", action="store_true", help="compare compiling and solving with optax.lbfgs instead")
     args = p.parse_args()
+    if args.optax:
+        for name in args.datasets.split(","):
+            compare_optax(name, args.C)
+        return
     rows = []
     for name in args.datasets.split(","):
         rows += run(name, args.C)

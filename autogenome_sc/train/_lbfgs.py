@@ -7,10 +7,9 @@ minimum of the quadratic through the two values and the slope, kept within [0.1,
 step). Directions are scaled so that the first trial step of 1 is usually accepted.
 
 Why not ``optax.lbfgs``: with its zoom line search it reached the same optima in as many
-iterations on the problems of docs/benchmarks.md ("Linear families solved in JAX"), but its
-loop holds three copies of the objective (the step's, the line search's and its fallback), and
-compiling it took about four times as long; for a search's linear trials, which solve in well
-under a second, compiling is the cost.
+iterations (docs/benchmarks.md, "Linear families solved in JAX"), but its loop holds more copies
+of the objective (the step's and the line search's), and compiling it took longer; for a
+search's linear trials, which solve in about a second, compiling is most of the cost.
 
 In float32 the objective's rounding (about 1e-7 of its value) hides the decrease of steps near
 the optimum, where Armijo's test then fails on noise. A step is also accepted when its value is

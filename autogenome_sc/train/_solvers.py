@@ -55,6 +55,8 @@ SOLVED = ("logistic", "svm")
 TOL = 1e-6
 #: At most this many L-BFGS steps (weak penalties on separable data converge slowly).
 MAX_ITER = 3000
+#: Matrices with at least this many times as many genes as rows are solved in the span of their rows.
+WIDE = 4
 
 _TRACES = Traces()
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -83,13 +85,28 @@ def _objective(w: jax.Array, x, y1h, s, inv_c, svm):
     kernel, bias = w[:-k].reshape(-1, k), w[-k:]
     logits = jnp.dot(x, kernel, precision=_HIGHEST) + bias
     # both families' terms are cheap next to the matmul: computing both keeps one compiled program for them
-    cross_entropy = jax.nn.logsumexp(logits, axis=1) - jnp.sum(y1h * logits, axis=1)
+    cross_entropy = _cross_entropy(logits, y1h)
     hinge = jnp.maximum(0.0, 1.0 - (2.0 * y1h - 1.0) * logits)
     per_row = jnp.where(svm, jnp.sum(hinge * hinge, axis=1), cross_entropy)
     kernel_sq = jnp.sum(kernel * kernel)
     # logistic, two classes: one vector for their difference; svm: liblinear's intercept is a penalised weight
     penalty = jnp.where(svm, kernel_sq + jnp.sum(bias * bias), kernel_sq * (2.0 if k == 2 else 1.0))
     return (jnp.dot(s, per_row, precision=_HIGHEST) + 0.5 * inv_c * penalty) / jnp.sum(s)
+
+
+def _cross_entropy(logits: jax.Array, y1h: jax.Array) -> jax.Array:
+    """Each row's cross entropy, to float32's relative precision even where it is tiny.
+
+    ``logsumexp(logits) - logit_y`` cancels for confidently right rows (the cross entropy of
+    a row with logits near 10 and a loss near 0.003 kept 3 digits), and the line search then
+    cannot tell the objective's decrease from its rounding near the optimum. With ``d = logits
+    - logit_y``, the loss is ``log1p(sum over other classes of exp(d))``, or, when another
+    class leads by ``m > 0``, ``m + log(exp(-m) + sum exp(d - m))``: no cancellation either way.
+    """
+    d = logits - jnp.sum(y1h * logits, axis=1, keepdims=True)
+    lead = jnp.maximum(jnp.max(jnp.where(y1h > 0, -jnp.inf, d), axis=1), 0.0)
+    others = jnp.sum(jnp.where(y1h > 0, 0.0, jnp.exp(d - lead[:, None])), axis=1)
+    return jnp.where(lead > 0, lead + jnp.log(jnp.exp(-lead) + others), jnp.log1p(others))
 
 
 def _solve(x, y, s, c, svm, tol, max_iter, w0):
@@ -114,8 +131,44 @@ def _compiled(n: int, g: int, k: int) -> Any:
         return jax.jit(_TRACES.counted(_solve, "solve")).lower(*args).compile()
 
 
+@dataclass
+class _RowSpace:
+    """The span of the weighted rows of a wide matrix: its solution lies there (the penalty is on ``W``).
+
+    With ``x_m`` those rows and ``x_m x_m^T = U diag(lam) U^T``, ``W = V Z`` for the orthonormal
+    ``V = x_m^T U diag(lam)^-1/2``; the logits are ``x V Z = U diag(lam)^1/2 Z`` and ``||W|| = ||Z||``,
+    so the problem in ``Z`` is the same problem, on an ``(rows, rows)`` matrix (``design``).
+    """
+
+    rows: np.ndarray  # the weighted rows' positions
+    x_rows: np.ndarray  # (weighted rows, genes) float64
+    to_w: np.ndarray  # (weighted rows, rows): W = x_rows^T @ to_w @ Z
+    design: np.ndarray  # (rows, rows) float32: zero for unweighted rows and for unused columns
+
+    @classmethod
+    def of(cls, x: np.ndarray, s: np.ndarray) -> _RowSpace:
+        rows = np.flatnonzero(s > 0)
+        x_rows = np.asarray(x[rows], np.float64)
+        lam, u = np.linalg.eigh(x_rows @ x_rows.T)
+        keep = lam > lam.max(initial=0.0) * 1e-12  # numerically null directions carry nothing
+        lam, u = lam[keep], u[:, keep]
+        design = np.zeros((len(s), len(s)), np.float32)
+        design[np.ix_(rows, np.arange(len(lam)))] = u * np.sqrt(lam)
+        to_w = np.zeros((len(rows), len(s)))
+        to_w[:, : len(lam)] = u / np.sqrt(lam)
+        return cls(rows, x_rows, to_w, design)
+
+    def lift(self, z: np.ndarray) -> np.ndarray:
+        """``W`` (genes x classes) of the reduced kernel ``z`` (rows x classes)."""
+        return self.x_rows.T @ (self.to_w @ np.asarray(z, np.float64))
+
+    def project(self, kernel: np.ndarray) -> np.ndarray:
+        """The reduced kernel of ``W`` (its part in the row space; a warm start)."""
+        return self.to_w.T @ (self.x_rows @ np.asarray(kernel, np.float64))
+
+
 def solve_linear(
-    x: np.ndarray | jax.Array,
+    x: np.ndarray,
     y: np.ndarray,
     n_classes: int,
     loss: str,
@@ -127,6 +180,11 @@ def solve_linear(
     init: Solution | None = None,
 ) -> Solution:
     """Solve a logistic regression or a linear SVM on the rows of ``x`` with nonzero ``weights``.
+
+    On wide matrices (at least :data:`WIDE` times as many genes as rows) the problem is solved
+    in the span of the weighted rows, which holds its solution (:class:`_RowSpace`): the same
+    objective on a square matrix, each step of L-BFGS costing rows instead of genes, and one
+    compilation for every such gene count.
 
     Parameters
     ----------
@@ -157,29 +215,30 @@ def solve_linear(
     s = np.ones(n, np.float32) if weights is None else np.asarray(weights, np.float32)
     if not s.sum() > 0:
         raise ValueError("A linear model needs at least one row of positive weight.")
-    if init is None:
-        w0 = np.zeros((g + 1) * n_classes, np.float32)
-    else:
-        w0 = np.concatenate([np.ravel(init.kernel), np.ravel(init.bias)]).astype(np.float32)
-    solver = _compiled(int(n), int(g), int(n_classes))
-    labels = np.where(s > 0, np.asarray(y), 0).astype(np.int32)
-    svm = np.bool_(loss == "svm")
     t0 = time.perf_counter()
-    w, count, value, gmax = jax.block_until_ready(
-        solver(jnp.asarray(x, jnp.float32), labels, s, np.float32(C), svm, np.float32(tol), np.int32(max_iter), w0)
-    )
-    seconds = time.perf_counter() - t0
+    space = _RowSpace.of(np.asarray(x), s) if g >= WIDE * n else None
+    design = np.asarray(x, np.float32) if space is None else space.design
+    kernel0 = np.zeros((g, n_classes)) if init is None else np.asarray(init.kernel, np.float64)
+    bias0 = np.zeros(n_classes) if init is None else np.asarray(init.bias, np.float64)
+    if space is not None:
+        kernel0 = space.project(kernel0)
+    w0 = np.concatenate([kernel0.ravel(), bias0]).astype(np.float32)
+    solver = _compiled(*design.shape, int(n_classes))
+    labels = np.where(s > 0, np.asarray(y), 0).astype(np.int32)
+    args = (np.float32(C), np.bool_(loss == "svm"), np.float32(tol), np.int32(max_iter), w0)
+    w, count, value, gmax = jax.block_until_ready(solver(jnp.asarray(design), labels, s, *args))
     w = np.asarray(w)
+    kernel = w[:-n_classes].reshape(-1, n_classes)
     scale = float(C) * float(s.sum())  # back to scikit-learn's objective
     if loss == "svm" and n_classes == 2:
         scale /= 2  # scikit-learn solves one of the two mirrored problems
     return Solution(
-        kernel=w[:-n_classes].reshape(g, n_classes),
+        kernel=(kernel if space is None else space.lift(kernel)).astype(np.float32),
         bias=w[-n_classes:],
         objective=float(value) * scale,
         n_iter=int(count),
         grad_max=float(gmax),
-        seconds=seconds,
+        seconds=time.perf_counter() - t0,
     )
 
 
@@ -230,12 +289,11 @@ def fit_solved(
     per_class = balanced_weights(data.y[train], data.n_out) if class_weight == "balanced" else None
     weights[train] = 1.0 if per_class is None else per_class[data.y[train]]
     traces = watch_traces()
-    on_device = jnp.asarray(x)
-    sol = solve_linear(on_device, data.y, data.n_out, loss, C, weights=weights, tol=tol, max_iter=max_iter)
+    sol = solve_linear(x, data.y, data.n_out, loss, C, weights=weights, tol=tol, max_iter=max_iter)
     seconds = sol.seconds
     temperature = 1.0
     if loss == "svm":
-        temperature, inner = _held_out_temperature(on_device, data, weights, sol, C, seed, max_iter)
+        temperature, inner = _held_out_temperature(x, data, weights, sol, C, seed, max_iter)
         seconds += inner
     return _result(data, sol.kernel / temperature, sol.bias / temperature, sol, seconds, traces())
 
@@ -253,7 +311,7 @@ def _matrix(data: TrainData) -> np.ndarray:
 
 
 def _held_out_temperature(
-    x: jax.Array, data: TrainData, weights: np.ndarray, sol: Solution, C: float, seed: int, max_iter: int
+    x: np.ndarray, data: TrainData, weights: np.ndarray, sol: Solution, C: float, seed: int, max_iter: int
 ) -> tuple[float, float]:
     """The temperature fitted on margins of training rows held out of inner fits, and the inner solves' seconds."""
     train = data.idx["train"]
