@@ -85,9 +85,10 @@ def test_default_modes_add_enas_only_on_an_accelerator(monkeypatch):
     from autogenome_sc.search import resolve_modes
 
     cfg = config.validate(None)
-    assert resolve_modes("cell_type", None, cfg) == ["linear", "mlp", "resnet", "densenet"]  # CPU here
+    cpu = ["linear", "logistic", "svm", "mlp", "resnet", "densenet"]
+    assert resolve_modes("cell_type", None, cfg) == cpu  # CPU here
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    assert resolve_modes("cell_type", None, cfg) == ["linear", "mlp", "resnet", "densenet", "enas"]
+    assert resolve_modes("cell_type", None, cfg) == [*cpu, "enas"]
     assert resolve_modes(None, None, cfg) == ["resvae"]
     assert resolve_modes("cell_type", None, config.validate({"search": {"modes": ["mlp"]}})) == ["mlp"]
 
@@ -211,3 +212,80 @@ def test_portfolio_has_a_plain_mlp_and_the_search_draws_batch_norm():
     searcher = SimpleNamespace(cfg=cfg, modes=modes, n_vars=765, data=SimpleNamespace(task="classification"))
     old = SimpleNamespace(params={k: v for k, v in plain[0].items() if k != "batch_norm"}, number=0)
     assert Searcher.config_of(searcher, old).arch["batch_norm"] is True  # type: ignore[arg-type]
+
+
+def _settings(entries: dict) -> dict:
+    keys = ("mode", "scaling", "n_genes", "genes_by", "C", "class_weight")
+    return {name: tuple(e.get(k) for k in keys) for name, e in entries.items()}
+
+
+def test_portfolio_entries_by_name_on_a_narrow_and_a_wide_problem():
+    from autogenome_sc.search._spaces import named_portfolio
+
+    cfg = ag.config.validate(None)
+    modes = ["linear", "logistic", "svm", "mlp", "resnet", "densenet"]
+    none, bal = "none", "balanced"
+    # (mode, scaling, n_genes, genes_by, C, class_weight), in the order the entries run
+    narrow = {
+        "linear_zscore": ("linear", "zscore", None, None, None, bal),
+        "svm": ("svm", "minmax", None, None, 1.0, none),  # the peers' LinearSVC(C=1) on clipped 0-1 genes
+        "logistic": ("logistic", "minmax", None, None, 1.0, none),  # and their LogisticRegression(C=1)
+        "resnet": ("resnet", "minmax", None, None, None, none),
+        "mlp": ("mlp", "minmax", None, None, None, none),
+        "mlp_sklearn": ("mlp", "minmax", None, None, None, none),
+        "linear_minmax": ("linear", "minmax", None, None, None, bal),
+    }
+    got = named_portfolio(cfg, modes, n_vars=765, n_train=560)
+    assert list(got) == list(narrow) and _settings(got) == narrow
+    assert got["mlp_sklearn"]["batch_norm"] is False and got["linear_zscore"]["l2"] == pytest.approx(1 / 560)
+    wide = {
+        "linear_zscore": ("linear", "zscore", None, None, None, bal),
+        "linear_f_test": ("linear", "minmax", 500, "f_test", None, bal),
+        "svm": ("svm", "minmax", None, None, 1.0, none),
+        "svm_f_test": ("svm", "minmax", 500, "f_test", 1.0, none),
+        "logistic": ("logistic", "minmax", None, None, 1.0, none),
+        "resnet": ("resnet", "minmax", 2000, "f_test", None, none),  # the genes that separate the classes
+        "mlp": ("mlp", "minmax", 2000, "variance", None, none),
+        "mlp_sklearn": ("mlp", "minmax", 2000, "variance", None, none),  # was left without genes_by
+        "linear_minmax": ("linear", "minmax", None, None, None, bal),
+    }
+    got = named_portfolio(cfg, modes, n_vars=12_600, n_train=100)
+    assert list(got) == list(wide) and _settings(got) == wide
+    # a regression has no classifier, no F test, and its networks read the most variable genes
+    regression = named_portfolio(cfg, modes, n_vars=12_600, n_train=100, task="regression")
+    assert list(regression) == ["linear_zscore", "resnet", "mlp", "mlp_sklearn", "linear_minmax"]
+    assert {e["genes_by"] for e in regression.values() if e["n_genes"]} == {"variance"}
+    # every entry only where the spaces allow it
+    no_c1 = ag.config.validate({"search": {"spaces": {"linear_C": [0.1, 10.0]}}})
+    assert not {"svm", "svm_f_test", "logistic"} & set(named_portfolio(no_c1, modes, 12_600, 100))
+    only_z = ag.config.validate({"search": {"spaces": {"scaling": ["zscore"]}}})
+    assert list(named_portfolio(only_z, modes, 12_600, 100)) == ["linear_zscore"]
+    assert list(named_portfolio(cfg, ["svm"], 12_600, 100)) == ["svm", "svm_f_test"]
+
+
+def test_solved_modes_draw_only_their_penalty_and_inputs_and_learn_classes_only():
+    import optuna
+
+    from autogenome_sc.search import resolve_modes
+    from autogenome_sc.search._run import modes_for
+    from autogenome_sc.search._spaces import suggest
+
+    cfg = ag.config.validate(None)
+    for mode in ("logistic", "svm"):
+        trial = optuna.trial.FixedTrial({"mode": mode, "C": 10.0, "scaling": "zscore", "n_genes": 500,
+                                         "genes_by": "f_test", "class_weight": "balanced"})  # fmt: skip
+        tc = suggest(trial, cfg, [mode], n_vars=12_600)
+        assert tc.arch == {"model": mode, "C": 10.0} and tc.trainer == cfg.trainer
+        assert (tc.scaling, tc.n_genes, tc.genes_by, tc.loss.class_weight) == ("zscore", 500, "f_test", "balanced")
+        assert set(trial.params) == {"mode", "C", "scaling", "n_genes", "genes_by", "class_weight"}
+    from types import SimpleNamespace
+
+    regression = SimpleNamespace(task="regression", cache_rows=lambda: True)
+    defaults = resolve_modes("y", None, cfg)
+    assert modes_for(defaults, regression, asked=False) == ["linear", "mlp", "resnet", "densenet"]
+    with pytest.raises(ValueError, match="'svm' learns classification only"):
+        modes_for(["linear", "svm"], regression, asked=True)
+    huge = SimpleNamespace(task="classification", cache_rows=lambda: False)  # not kept in memory
+    assert modes_for(defaults, huge, asked=False) == ["linear", "mlp", "resnet", "densenet"]
+    with pytest.raises(ValueError, match="whole matrix in memory"):
+        modes_for(["logistic"], huge, asked=True)

@@ -332,6 +332,14 @@ class SearchSpaces(_Strict):
     linear_l2: tuple[float, float] = Field(
         (1e-5, 1.0), description="Linear mode: log-uniform range of the L2 penalty (see trainer.l2)."
     )
+    linear_C: list[float] = Field(
+        [0.01, 0.1, 1.0, 10.0, 100.0],
+        min_length=1,
+        description=(
+            "Logistic and svm modes: the inverse penalty C, as scikit-learn's (the objective is 0.5 ||W||^2 + C * "
+            "the summed loss over the training cells; 1 is scikit-learn's default and the portfolio's)."
+        ),
+    )
     scaling: list[Scaling] = Field(
         ["minmax", "zscore"], min_length=1, description="Input scaling (see data.scaling), fitted on training cells."
     )
@@ -394,6 +402,14 @@ class SearchSpaces(_Strict):
             raise ValueError(f"every choice must be None (all genes) or a positive number of genes; {bad[0]} is not")
         return v
 
+    @field_validator("linear_C")
+    @classmethod
+    def _penalties(cls, v):
+        bad = [x for x in v if not x > 0]
+        if bad:
+            raise ValueError(f"every C must be a positive number; {bad[0]} is not")
+        return v
+
     @field_validator("input_keep", "resvae_decay")
     @classmethod
     def _keep(cls, v):
@@ -418,9 +434,10 @@ class SearchConfig(_Strict):
         None,
         min_length=1,
         description=(
-            "Modes the search draws from (built in: linear, mlp, resnet, densenet, enas, resvae; "
-            "autogenome_sc.search.register_mode adds more). None: linear, mlp, resnet and densenet, plus enas when JAX "
-            "runs on a GPU or TPU (the paper's ENAS is too large for the default CPU budget)."
+            "Modes the search draws from (built in: linear, logistic, svm, mlp, resnet, densenet, enas, resvae; "
+            "autogenome_sc.search.register_mode adds more). None: linear, logistic, svm, mlp, resnet and densenet, "
+            "plus enas when JAX runs on a GPU or TPU (the paper's ENAS is too large for the default CPU budget); "
+            "logistic and svm only for classification whose matrix is kept in memory (at most 256 MB)."
         ),
     )
 

@@ -1,4 +1,4 @@
-"""The search modes that bring their own training: ENAS (RRFCN) and the Res-VAE.
+"""The search modes that bring their own training: ENAS (RRFCN), the Res-VAE, and the solved linear families.
 
 Their ``run`` functions follow :class:`~autogenome_sc.search._spaces.Run` (the types are there).
 """
@@ -55,5 +55,37 @@ def _resvae_run(
     return arch, fit_vae_config(data, arch, cfg.model_copy(update={"trainer": trainer}), rng=rng, callback=report)
 
 
+def _logistic_suggest(trial, spaces, models) -> dict:
+    return {"model": "logistic", "C": float(trial.suggest_categorical("C", list(spaces.linear_C)))}
+
+
+def _svm_suggest(trial, spaces, models) -> dict:
+    return {"model": "svm", "C": float(trial.suggest_categorical("C", list(spaces.linear_C)))}
+
+
+def _solved_run(
+    data: TrainData, arch: dict, trainer, cfg: Config, key, report, /, *, deadline
+) -> tuple[dict, FitResult]:
+    """Solve the trial's linear family (``arch["model"]``: logistic or svm) at its ``C``; one epoch to report.
+
+    The weights are those of the network ``{"model": "linear", "input_keep": 1.0}``, which is what the
+    trial returns: saving, predicting, ensembles and explanations treat it as any linear model. A solve
+    takes seconds and cannot stop midway (``deadline`` is not used); its one report lets the search's
+    budget stop what follows, as at any trial's epoch.
+    """
+    import jax
+
+    from ..train import fit_solved
+
+    seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
+    result = fit_solved(data, arch["model"], float(arch["C"]), class_weight=cfg.loss.class_weight, seed=seed)
+    if report is not None:
+        report(0, {k: float(result.history[k][0]) for k in ("train_loss", "val_loss", "val_accuracy")})
+    return {"model": "linear", "input_keep": 1.0}, result
+
+
 register_mode(Mode("enas", supervised=True, suggest=_enas_suggest, run=_enas_run))
 register_mode(Mode("resvae", supervised=False, suggest=_resvae_suggest, run=_resvae_run))
+for _name, _suggest in (("logistic", _logistic_suggest), ("svm", _svm_suggest)):
+    # solved in seconds, never pruned (one report, at the end), classification only
+    register_mode(Mode(_name, True, _suggest, run=_solved_run, prune=False, solved=True, tasks=("classification",)))

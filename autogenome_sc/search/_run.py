@@ -19,7 +19,7 @@ from .._checks import check_count, check_file_name, check_rng, check_timeout
 from ..data import TrainData, prepare
 from ._driver import DEFAULT_N_TRIALS, DEFAULT_TIMEOUT, Searcher, direction
 from ._record import TrialRecord
-from ._spaces import check_modes, portfolio, vae_portfolio
+from ._spaces import MODES, check_modes, portfolio, vae_portfolio
 from ._study import make_pruner, make_sampler, make_storage
 
 if TYPE_CHECKING:
@@ -45,11 +45,14 @@ class Opened:
 
 
 def default_modes() -> list[str]:
-    """The supervised modes searched by default: ENAS joins them on an accelerator."""
+    """The supervised modes searched by default: ENAS joins them on an accelerator.
+
+    ``logistic`` and ``svm`` are left out again where they cannot learn the problem (see :func:`modes_for`).
+    """
     import jax
 
     accelerated = jax.default_backend() in ("gpu", "cuda", "rocm", "tpu")
-    return ["linear", "mlp", "resnet", "densenet"] + (["enas"] if accelerated else [])
+    return ["linear", "logistic", "svm", "mlp", "resnet", "densenet"] + (["enas"] if accelerated else [])
 
 
 def resolve_modes(label_key: str | None, modes: str | Sequence[str] | None, cfg: Config) -> list[str]:
@@ -71,6 +74,24 @@ def resolve_budget(n_trials: int | None, timeout: float | None, cfg: Config) -> 
     if n_trials is None and timeout is None:
         return DEFAULT_N_TRIALS, DEFAULT_TIMEOUT
     return n_trials, timeout
+
+
+def modes_for(modes: list[str], data: TrainData, asked: bool) -> list[str]:
+    """The ``modes`` that can learn ``data``: the others are left out, or refused when ``asked`` for by name.
+
+    A regression leaves out the classifiers (``logistic``, ``svm``), and so does a matrix too large to
+    be kept in memory (see :class:`~autogenome_sc.search.Mode`'s ``solved``).
+    """
+    kept = []
+    for name in modes:
+        why = MODES[name].cannot_learn(data)
+        if why is None:
+            kept.append(name)
+        elif asked:
+            raise ValueError(f"Search mode '{name}' {why}; leave it out of modes.")
+    if not kept:
+        raise ValueError(f"None of the search modes {', '.join(modes)} can learn this problem.")
+    return kept
 
 
 def fingerprint(data: TrainData, label_key: str | None) -> dict:
@@ -109,8 +130,10 @@ def open_study(
     study_name = check_file_name(study_name, "study_name")
     rng = check_rng(rng)
     n_trials, timeout = check_count(n_trials, "n_trials"), check_timeout(timeout)
+    asked = modes is not None or cfg.search.modes is not None
     modes = resolve_modes(label_key, modes, cfg)
     data, kind, cfg = _prepare(adata, label_key, cfg, layer, use_raw, split_key, batch_key, rng)
+    modes = modes_for(modes, data, asked)
     if study_name is None:
         study_name = f"{label_key or 'resvae'}_{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}"
     run_dir = Path("ag_runs") if run_dir is None else Path(run_dir)

@@ -79,6 +79,15 @@ class Mode:
         had its 0-1 scaled floor pruned there in most searches of the benchmark suite
         (docs/benchmarks.md). Such trials report nothing to the pruner either, so their slow
         start does not lower the bar for others.
+    solved
+        Whether the mode is solved to convergence on the whole training matrix in memory (the
+        logistic regression and linear SVM): the search draws none of the trainer's
+        hyperparameters (learning rate, batch, momentum, weight decay) nor a label smoothing for
+        it, and offers it only where the preprocessed matrix is kept in memory (at most
+        ``data._pipeline.CACHE_MB``, 256 MB: 5,000 cells of 13,000 genes, say).
+    tasks
+        The tasks the mode learns (``None``: every task of its kind). A search by default leaves
+        out the modes that cannot learn its problem, and refuses those asked for by name.
     """
 
     name: str
@@ -86,6 +95,16 @@ class Mode:
     suggest: Suggest
     run: Run | None = None
     prune: bool = True
+    solved: bool = False
+    tasks: tuple[str, ...] | None = None
+
+    def cannot_learn(self, data: TrainData) -> str | None:
+        """Why this mode cannot learn ``data`` (a phrase), or ``None`` when it can."""
+        if self.tasks is not None and data.task not in self.tasks:
+            return f"learns {' or '.join(self.tasks)} only, and this problem is a {data.task}"
+        if self.solved and not data.cache_rows():
+            return "solves on the whole matrix in memory, and this problem's is too large (or backed on disk)"
+        return None
 
 
 #: Every registered mode by name: the same dict as ``autogenome_sc._names.MODES`` (the one registry).
@@ -198,8 +217,9 @@ def suggest(
     """Draw a mode, its architecture, the trainer and loss settings and the input choices for ``trial``."""
     spaces = cfg.search.spaces
     mode = trial.suggest_categorical("mode", list(modes))
+    solved = MODES[mode].solved
     arch = MODES[mode].suggest(trial, spaces, cfg.models)
-    trainer = suggest_trainer(trial, spaces, cfg.trainer, mode)
+    trainer = cfg.trainer if solved else suggest_trainer(trial, spaces, cfg.trainer, mode)
     if mode == "linear":  # cheap epochs, slow convergence
         trainer = trainer.model_copy(update={"max_epochs": max(trainer.max_epochs, cfg.search.linear_epochs)})
     loss = cfg.loss
@@ -208,8 +228,9 @@ def suggest(
     genes_by: str = cfg.data.genes_by
     if MODES[mode].supervised:
         if cfg.loss.name in ("auto", "cross_entropy"):
-            smooth = float(trial.suggest_categorical("label_smoothing", spaces.label_smoothing))
-            loss = cfg.loss.model_copy(update={"label_smoothing": smooth})
+            if not solved:  # a solved family has its own loss
+                smooth = float(trial.suggest_categorical("label_smoothing", spaces.label_smoothing))
+                loss = cfg.loss.model_copy(update={"label_smoothing": smooth})
             if task == "classification":
                 weight = trial.suggest_categorical("class_weight", list(spaces.class_weight))
                 loss = loss.model_copy(update={"class_weight": weight})
@@ -245,16 +266,41 @@ def vae_portfolio(cfg: Config) -> list[dict]:
 
 
 def portfolio(cfg: Config, modes: list[str], n_vars: int, n_train: int, task: str = "classification") -> list[dict]:
-    """Trials to run first: settings known to do well on small and large data alike.
+    """Trials to run first, in order: the parameters of each entry of :func:`named_portfolio`."""
+    return list(named_portfolio(cfg, modes, n_vars, n_train, task).values())
 
-    A logistic regression as CellTypist fits it (z-scores, L2 about ``1 / n_cells``; with
-    balanced class weights where the spaces offer them, as for every linear entry), a
-    regularised RFCN-ResNet, a regularised 2-layer MLP, one as scikit-learn's
-    ``MLPClassifier`` trains it (no dropout, little weight decay) and the logistic regression
-    again on 0-1 scaled genes (as the usual scikit-learn pipeline fits it), which, on wide data
-    (at least four times the offered ``n_genes`` nearest 500), also runs second on those genes
-    with the largest F statistic (classification). Each is kept only where the configured spaces allow its every
-    choice (a value outside a range is moved inside it).
+
+def named_portfolio(
+    cfg: Config, modes: list[str], n_vars: int, n_train: int, task: str = "classification"
+) -> dict[str, dict]:
+    """Trials to run first, by name: settings known to do well on small and large data alike.
+
+    The entries, by name and in the order they run (those of modes not searched are left out):
+
+    ``linear_zscore``
+        A logistic regression as CellTypist fits it (the linear mode on z-scores, L2 about
+        ``1 / n_cells``; with balanced class weights where the spaces offer them, as for every
+        linear entry).
+    ``linear_f_test``
+        On wide classification data (at least four times the offered ``n_genes`` nearest 500):
+        the same on 0-1 scaled genes, the ones with the largest F statistic against the classes.
+    ``svm``, ``svm_f_test``, ``logistic``
+        The peers' exact recipes (``benchmarks/accuracy.py``), classification only: scikit-learn's
+        ``LinearSVC(C=1)`` and ``LogisticRegression(C=1)`` on clipped 0-1 scaled genes, all of
+        them, no class weights; on wide data also the SVM on the F-test genes of ``linear_f_test``.
+    ``resnet``, ``mlp``
+        A regularised RFCN-ResNet and a regularised 2-layer MLP.
+    ``mlp_sklearn``
+        A 2-layer MLP trained as scikit-learn's ``MLPClassifier`` trains it (no dropout, little
+        weight decay, no BatchNorm).
+    ``linear_minmax``
+        The CellTypist-like logistic regression again on 0-1 scaled genes (as the usual
+        scikit-learn pipeline fits it).
+
+    The networks read all genes up to 5000; above, the offered ``n_genes`` nearest 2000, those
+    with the largest F statistic for the ResNet (classification) and the most variable for the
+    MLPs. Each entry is kept only where the configured spaces allow its every choice (a value
+    outside a range is moved inside it).
     """
     sp = cfg.search.spaces
     genes = gene_choices(sp, n_vars)
@@ -262,6 +308,22 @@ def portfolio(cfg: Config, modes: list[str], n_vars: int, n_train: int, task: st
     wide = None  # all genes up to 5000; above, the offered number nearest 2000
     if n_vars > 5000 and offered:
         wide = min(offered, key=lambda g: abs(g - 2000))
+    few = min(offered, key=lambda g: abs(g - 500)) if offered else None
+    if task != "classification" or few is None or n_vars < 4 * few:
+        few = None  # the class-separating entries only where a few hundred genes are a real choice
+    out = {}
+    for name, e in _named_entries(n_train, wide, few, task).items():
+        if e["mode"] not in modes:
+            continue
+        _weigh_classes(e, sp.class_weight, task)
+        fixed = _inside(e, sp, genes)
+        if fixed is not None:
+            out[name] = fixed
+    return out
+
+
+def _named_entries(n_train: int, wide: int | None, few: int | None, task: str) -> dict[str, dict]:
+    """The portfolio's entries by name, in the order they run (see :func:`portfolio`), before the spaces' checks."""
     general = {
         "learning_rate": 3e-3,
         "batch_size": 64,
@@ -271,51 +333,49 @@ def portfolio(cfg: Config, modes: list[str], n_vars: int, n_train: int, task: st
         "class_weight": "none",
     }
     nets = {"weight_decay": 1e-2, "input_keep": 0.8, "dropout": 0.3, "n_genes": wide, "batch_norm": True}
-    entries = [
-        {"mode": "linear", **general, "learning_rate": 1e-2, "label_smoothing": 0.0, "scaling": "zscore",
-         "input_keep": 1.0, "l2": 1.0 / max(n_train, 1), "n_genes": None},
-        {"mode": "resnet", **general, **nets, "resnet_width": 256, "resnet_blocks": 3},
-        {"mode": "mlp", **general, **nets, "mlp_width": 256, "mlp_layers": 2},
-        {"mode": "mlp", **general, "learning_rate": 1e-3, "batch_size": 128, "label_smoothing": 0.0,
-         "weight_decay": 1e-4, "input_keep": 1.0, "dropout": 0.0, "n_genes": wide, "mlp_width": 256,
-         "mlp_layers": 2, "batch_norm": False},  # scikit-learn's MLPClassifier defaults, a strong plain network on
-        # small data; without BatchNorm as scikit-learn has it: with it, it was less accurate on the suite's small
-        # data sets (docs/benchmarks.md)
-        {"mode": "linear", **general, "learning_rate": 1e-2, "label_smoothing": 0.0, "scaling": "minmax",
-         "input_keep": 1.0, "l2": 1.0 / max(n_train, 1), "n_genes": None},  # the same on 0-1 scaled genes, which
-        # z-scores distort where genes are binary or mostly zero (mutations, sparse FPKM): a second linear floor
-    ]  # fmt: skip
-    few = min(offered, key=lambda g: abs(g - 500)) if offered else None
-    if (
-        task == "classification" and few is not None and n_vars >= 4 * few
-    ):  # wide data: the genes that separate the classes
-        entries.insert(
-            1,
-            {**entries[-1], "n_genes": few, "genes_by": "f_test"},
-        )  # a linear model on the ~500 genes with the largest F statistic: where a few genes carry the signal
+    by_variance = {} if wide is None else {"genes_by": "variance"}
+    linear = {"mode": "linear", **general, "learning_rate": 1e-2, "label_smoothing": 0.0, "input_keep": 1.0,
+              "l2": 1.0 / max(n_train, 1), "n_genes": None}  # fmt: skip
+    peer = {"C": 1.0, "scaling": "minmax", "n_genes": None, "class_weight": "none"}
+    entries: dict[str, dict] = {"linear_zscore": {**linear, "scaling": "zscore"}}
+    if few is not None:
+        # a linear model on the ~500 genes with the largest F statistic: where a few genes carry the signal
         # (microarray subtypes, drivers among thousands of genes) it beat the same model on all genes and
         # XGBoost's implicit gene choice on the suite's wide data sets (docs/benchmarks.md)
-    for e in entries:
-        if task != "classification":
-            del e["class_weight"]
-        elif e["mode"] == "linear" and "balanced" in sp.class_weight:
-            # Balanced class weights in the linear floors: with scikit-learn's logistic regression on the
-            # suite's folds they raised macro-F1 on every imbalanced data set and left accuracy about where it
-            # was (docs/benchmarks.md); on balanced classes they change nothing.
-            e["class_weight"] = "balanced"
-        elif e["class_weight"] not in sp.class_weight:
-            e["class_weight"] = sp.class_weight[0]
-    if wide is not None:  # the networks read 2000 genes: by class separation (classification) or variance
-        entries[1]["genes_by"] = "f_test" if task == "classification" else "variance"
-        entries[2]["genes_by"] = entries[3]["genes_by"] = "variance"
-    out = []
-    for e in entries:
-        if e["mode"] not in modes:
-            continue
-        fixed = _inside(e, sp, genes)
-        if fixed is not None:
-            out.append(fixed)
-    return out
+        entries["linear_f_test"] = {**linear, "n_genes": few, "genes_by": "f_test"}
+    if task == "classification":  # the peers' best models, solved as they solve them: cheap and strong on real data
+        entries["svm"] = {"mode": "svm", **peer}
+        if few is not None:
+            entries["svm_f_test"] = {"mode": "svm", **peer, "n_genes": few, "genes_by": "f_test"}
+        entries["logistic"] = {"mode": "logistic", **peer}
+    entries["resnet"] = {"mode": "resnet", **general, **nets, "resnet_width": 256, "resnet_blocks": 3}
+    if wide is not None:  # the ResNet reads the genes that separate the classes (classification)
+        entries["resnet"]["genes_by"] = "f_test" if task == "classification" else "variance"
+    entries["mlp"] = {"mode": "mlp", **general, **nets, **by_variance, "mlp_width": 256, "mlp_layers": 2}
+    # scikit-learn's MLPClassifier defaults, a strong plain network on small data; without BatchNorm as
+    # scikit-learn has it: with it, it was less accurate on the suite's small data sets (docs/benchmarks.md)
+    entries["mlp_sklearn"] = {
+        "mode": "mlp", **general, "learning_rate": 1e-3, "batch_size": 128, "label_smoothing": 0.0,
+        "weight_decay": 1e-4, "input_keep": 1.0, "dropout": 0.0, "n_genes": wide, **by_variance, "mlp_width": 256,
+        "mlp_layers": 2, "batch_norm": False,
+    }  # fmt: skip
+    # the same logistic regression on 0-1 scaled genes, which z-scores distort where genes are binary or mostly
+    # zero (mutations, sparse FPKM): a second linear floor
+    entries["linear_minmax"] = {**linear, "scaling": "minmax"}
+    return entries
+
+
+def _weigh_classes(entry: dict, offered: list, task: str) -> None:
+    """Set ``entry``'s class weights: balanced for the linear mode's floors where offered, else an offered one."""
+    if task != "classification":
+        del entry["class_weight"]
+    elif entry["mode"] == "linear" and "balanced" in offered:
+        # Balanced class weights in the linear floors: with scikit-learn's logistic regression on the
+        # suite's folds they raised macro-F1 on every imbalanced data set and left accuracy about where it
+        # was (docs/benchmarks.md); on balanced classes they change nothing.
+        entry["class_weight"] = "balanced"
+    elif entry["class_weight"] not in offered:
+        entry["class_weight"] = offered[0]
 
 
 def _inside(entry: dict, spaces, genes: list) -> dict | None:
@@ -335,6 +395,7 @@ def _inside(entry: dict, spaces, genes: list) -> dict | None:
         "resnet_blocks": spaces.resnet_blocks,
         "mlp_width": spaces.mlp_widths,
         "mlp_layers": spaces.mlp_layers,
+        "C": spaces.linear_C,
     }
     ranges = {"learning_rate": spaces.learning_rate, "weight_decay": spaces.weight_decay, "l2": spaces.linear_l2}
     out = {}

@@ -59,8 +59,11 @@ def search(
         hierarchy, see :func:`autogenome_sc.tl.train`). ``None``: an unsupervised search of the
         Res-VAE (mode ``"resvae"``), judged by the validation ELBO.
     modes
-        Any of ``"linear"``, ``"mlp"``, ``"resnet"``, ``"densenet"``, ``"enas"`` (a whole ENAS search per trial), or
-        ``"resvae"`` (unsupervised). Default: ``search.modes``, else the first four (and ``"enas"`` on a GPU or TPU).
+        Any of ``"linear"``, ``"logistic"``, ``"svm"`` (scikit-learn's logistic regression and linear SVM, solved
+        to convergence; classification), ``"mlp"``, ``"resnet"``, ``"densenet"``, ``"enas"`` (a whole ENAS search
+        per trial), or ``"resvae"`` (unsupervised). Default: ``search.modes``, else the first six (and ``"enas"``
+        on a GPU or TPU); ``"logistic"`` and ``"svm"`` only where they can learn the problem (classification, a
+        matrix of at most 256 MB kept in memory).
     {budget}
     {input_split_key}
     {batch_key}

@@ -13,6 +13,7 @@ from ._loop import fit, make_apply, predict_arrays
 from ._losses import LOSSES, auc_surrogate, cross_entropy, host_loss, mse
 from ._metrics import classification_metrics, regression_metrics
 from ._optim import make_optimizer, one_cycle
+from ._solvers import fit_solved, solve_linear
 from ._tasks import Classification, Embedding, Regression, TaskType, task_type
 from ._vae import embed_arrays, evaluate_elbo, fit_vae, make_embed, make_reconstruct, make_terms
 from ._vae_setup import check_vae_model, fit_vae_config, prepare_vae
@@ -32,6 +33,7 @@ __all__ = [
     "evaluate_elbo",
     "expected_calibration_error",
     "fit",
+    "fit_solved",
     "fit_novelty",
     "fit_temperature",
     "fit_vae",
@@ -49,6 +51,7 @@ __all__ = [
     "regression_metrics",
     "reliability_bins",
     "softmax_t",
+    "solve_linear",
     "task_type",
     "uncertainty",
 ]
