@@ -279,9 +279,9 @@ def _better(a: Scores, b: Scores, y: np.ndarray, rule: str) -> bool:
     """Whether the choice prefers ``a`` to ``b`` under ``search.select_by``.
 
     ``"loss"``: a lower log-loss. ``"accuracy_f1"`` (and ``"within_noise"``, which starts from
-    its choice): a higher mean of accuracy and macro-F1, ties broken by the loss. ``"loss_or_accuracy"``: a lower loss, unless one of the two is
-    clearly more accurate (:func:`clearly_more_accurate`) with a macro-F1 no lower, which
-    then wins: log-loss is the steadier judge on a few hundred cells, but it can prefer a
+    its choice): a higher mean of accuracy and macro-F1, ties broken by the loss.
+    ``"loss_or_accuracy"``: a lower loss, unless one of the two is clearly more accurate
+    (:func:`clearly_more_accurate`) with a macro-F1 no lower, which then wins: log-loss is the steadier judge on a few hundred cells, but it can prefer a
     better-calibrated model to a more accurate one, and calibration is fitted afterwards.
     """
     lower = a.loss < b.loss - 1e-6
