@@ -37,7 +37,7 @@ FinalFit = Literal["bag", "refit"]
 #: The final model a search wrote: a ``FinalFit``, or (chosen on the validation split) a trial's own model.
 FinalModel = Literal[FinalFit, "trial"]
 #: How the final model is chosen among re-scored configurations (``search.select_by``).
-SelectBy = Literal["accuracy_f1", "loss_or_accuracy", "loss"]
+SelectBy = Literal["accuracy_f1", "loss_or_accuracy", "loss", "within_noise"]
 
 TASKS: tuple[str, ...] = get_args(Task)
 ACTIVATIONS: tuple[str, ...] = get_args(Activation)

@@ -14,6 +14,11 @@ microarray     synthetic log2 microarray cohort, 125 samples x 12,600 probes, 4 
 mutations      synthetic binary mutation profiles, 300 samples x 2,000 genes, 4 tumour types
 fpkm           synthetic full-length FPKM time course, 271 cells x 47,000 genes, float32 with
                denormals (values down to 1e-45) and many genes zero in most cells, 4 stages
+hsmm           human skeletal muscle myoblast differentiation (Trapnell et al. 2014, the
+               monocle data), 271 cells x 47,192 genes (FPKM), Hours (0 / 24 / 48 / 72)
+all            acute lymphoblastic leukemia microarray (Chiaretti et al. 2004, Bioconductor's
+               ALL), 128 samples x 12,625 probes (RMA, log2), mol.biol; the classes with fewer
+               than 5 samples (NUP-98, p15/p16: one each) are dropped: 126 samples, 4 classes
 =============  ==========================================================================
 
 Protocol: 5-fold stratified cross-validation (seed 0), the same folds for every method.
@@ -22,7 +27,9 @@ normalising counts to 1e4 per cell), then per-gene 0-1 scaling fitted on the tra
 and clipped on the test fold (``MinMaxScaler(clip=True)``); XGBoost gets the log data
 unscaled. Peers: logistic regression as CellTypist trains it (L2, C=1), a linear SVM
 (``LinearSVC``, the overall winner of Abdelaal et al. 2019), XGBoost with the paper's
-settings (gbtree, max_depth 6, gamma 0.1) and scikit-learn's MLP (2 x 256).
+settings (gbtree, max_depth 6, gamma 0.1), scikit-learn's MLP (2 x 256), and a k-nearest-neighbour
+classifier as scanpy's ``ingest`` labels cells ("kNN (ingest)": z-scored genes, PCA to
+min(50, training cells - 1, genes - 1) components, 15 neighbours; the same log input).
 
 ``ag.tl.search`` runs with its defaults and ``timeout`` seconds (default 60) on the raw matrix
 (it detects and preprocesses the input itself), each fold in a fresh process as a new user
@@ -34,9 +41,11 @@ Run: ``PYTHONPATH=. python benchmarks/accuracy.py [--datasets a,b] [--folds 1,2]
 Not run by CI. Prints one table per data set, then a summary (markdown) and a paired
 comparison of ``ag.tl.search`` with the best peer on the same test cells (exact McNemar test on
 accuracy, paired bootstrap interval on macro-F1: is a gap larger than what the test cells can
-tell apart?), and writes the raw scores and every test cell's prediction to ``--out`` (JSON)
-when given. ``--report scores.json`` prints the two tables again from such a file (several
-files: their data sets merged, later files winning).
+tell apart?), then which family the search's final model was in each fold (its mode, ENAS's
+as ``rrfcn``; ``ensemble of a+b`` when several configurations were chosen), and writes the raw
+scores and every test cell's prediction to ``--out`` (JSON) when given. ``--report
+scores.json`` prints the tables again from such a file (several files: their data sets merged,
+later files winning).
 """
 
 from __future__ import annotations
@@ -96,6 +105,18 @@ def _dev(name, key, kind):
         return a, key, kind
 
     return load
+
+
+def _all():
+    """Bioconductor's ALL by molecular subtype, without the two classes of one sample each (fewer than 5 dropped)."""
+    got = _dev("all", "mol.biol", "log")()
+    if got is None:
+        return None
+    a, key, kind = got
+    counts = a.obs[key].value_counts()
+    a = a[a.obs[key].isin(counts[counts >= 5].index)].copy()
+    a.obs[key] = a.obs[key].cat.remove_unused_categories()
+    return a, key, kind
 
 
 def _synthetic():
@@ -164,6 +185,8 @@ DATASETS = {
     "microarray": _microarray,
     "mutations": _mutations,
     "fpkm": _fpkm,
+    "hsmm": _dev("hsmm", "Hours", "normalized"),
+    "all": _all,
 }
 
 
@@ -179,6 +202,27 @@ def peer_input(X, kind: str) -> np.ndarray:
     return X
 
 
+class IngestKNN:
+    """A k-nearest-neighbour classifier as scanpy's ``ingest`` labels cells: z-scores, PCA, 15 neighbours.
+
+    The number of components (at most 50) is set at fitting: PCA cannot have more than the
+    training cells or the genes less one (qPCR has 48 genes, Golub's training folds 30 samples).
+    """
+
+    def fit(self, X, y):
+        from sklearn.decomposition import PCA
+        from sklearn.neighbors import KNeighborsClassifier
+        from sklearn.preprocessing import StandardScaler
+
+        n = min(50, X.shape[0] - 1, X.shape[1] - 1)
+        pca = PCA(n, random_state=0)
+        self.pipe_ = make_pipeline(StandardScaler(), pca, KNeighborsClassifier(n_neighbors=15)).fit(X, y)
+        return self
+
+    def predict(self, X):
+        return self.pipe_.predict(X)
+
+
 def peers():
     from xgboost import XGBClassifier
 
@@ -189,6 +233,7 @@ def peers():
         "MLP (2x256)": lambda: make_pipeline(
             MinMaxScaler(clip=True), MLPClassifier(hidden_layer_sizes=(256, 256), max_iter=300, random_state=0)
         ),
+        "kNN (ingest)": IngestKNN,
     }
 
 
@@ -247,11 +292,11 @@ def run(name: str, folds_wanted: list[int], timeout: float, methods: set[str] | 
     return scores
 
 
-def _search_fold(name: str, f: int, timeout: float, config, tmp: str):
-    """One fold's ``ag.tl.search``, in the calling (fresh) process: test-fold predictions and timings."""
-    ag.settings.verbosity = 0
-    ag.settings.progress_bar = False
-    ag.settings.model_dir = Path(tmp) / "models"
+def fold_split(name: str, f: int):
+    """(data set ``name`` with ``obs["fold"]``, its label key, the test rows) for the search of fold ``f`` (from 0).
+
+    The test fold is the ``test`` part, a stratified ninth of the training fold ``val``.
+    """
     adata, key, _ = DATASETS[name]()
     y = adata.obs[key].astype(str).to_numpy()
     train, test = list(StratifiedKFold(n_splits=5, shuffle=True, random_state=0).split(np.zeros(len(y)), y))[f]
@@ -260,6 +305,15 @@ def _search_fold(name: str, f: int, timeout: float, config, tmp: str):
     split[fit_idx], split[val_idx] = "train", "val"
     a = adata.copy()
     a.obs["fold"] = pd.Categorical(split)
+    return a, key, test
+
+
+def _search_fold(name: str, f: int, timeout: float, config, tmp: str):
+    """One fold's ``ag.tl.search``, in the calling (fresh) process: test-fold predictions and timings."""
+    ag.settings.verbosity = 0
+    ag.settings.progress_bar = False
+    ag.settings.model_dir = Path(tmp) / "models"
+    a, key, test = fold_split(name, f)
     t = time.perf_counter()
     ag.tl.search(
         a, key, timeout=timeout, split_key="fold", run_dir=Path(tmp) / "runs", study_name=f"{name}{f}", rng=0,
@@ -269,10 +323,6 @@ def _search_fold(name: str, f: int, timeout: float, config, tmp: str):
     sel = a.uns["ag"]["selection"]
     board = a.uns["ag"]["leaderboard"]
     members = [int(t) for t in a.uns["ag"]["best"]["ensemble"]]
-    extra = (
-        f"; search {sel['search_seconds']:.0f}s + final {sel['final_seconds']:.0f}s; {len(board)} trials; "
-        f"{sel['method']} chose {sel['chosen']} {members}"
-    )
     times = {
         "search_seconds": float(sel["search_seconds"]),
         "final_seconds": float(sel["final_seconds"]),
@@ -284,7 +334,40 @@ def _search_fold(name: str, f: int, timeout: float, config, tmp: str):
             for row in pd.DataFrame(sel["table"]).to_dict("records")
         ],  # what the held-out scores of each re-scored configuration were, and the weights chosen
     }
+    extra = (
+        f"; search {sel['search_seconds']:.0f}s + final {sel['final_seconds']:.0f}s; {len(board)} trials; "
+        f"{sel['method']} chose {sel['chosen']} {members}: {family(times)}"
+    )
     return a.obs["ag_prediction"].astype(str).to_numpy()[test], wall, times, extra
+
+
+def family(record: dict) -> str:
+    """The family of a fold's final model, from its record: the chosen mode, or ``ensemble of a+b`` (heaviest first).
+
+    ENAS's mode is named by what it trains (``rrfcn``); a choice other than one configuration
+    or a weighted ensemble (a stack) is named as recorded.
+    """
+    chosen = record.get("chosen", "")
+    if chosen not in ("single", "ensemble"):
+        return str(chosen) or "?"
+    rows = sorted((r for r in record.get("selection", []) if r["weight"] > 0), key=lambda r: -r["weight"])
+    names = list(dict.fromkeys("rrfcn" if r["mode"] == "enas" else str(r["mode"]) for r in rows))
+    if chosen == "single" or len(rows) < 2:
+        return names[0] if names else "?"
+    return "ensemble of " + "+".join(names)
+
+
+def family_table(all_scores: dict[str, dict]) -> str:
+    """Which family the search's final model was in each fold of each data set, as markdown."""
+    folds = sorted({r["fold"] for scores in all_scores.values() for r in scores.get("ag.tl.search", [])})
+    if not folds:
+        return "(no ag.tl.search runs)"
+    lines = ["| data | " + " | ".join(f"fold {f}" for f in folds) + " |", "| --- |" + " --- |" * len(folds)]
+    for name, scores in all_scores.items():
+        by_fold = {r["fold"]: family(r) for r in scores.get("ag.tl.search", [])} if scores else {}
+        if by_fold:
+            lines.append(f"| {name} | " + " | ".join(by_fold.get(f, "") for f in folds) + " |")
+    return "\n".join(lines)
 
 
 def summary(all_scores: dict[str, dict]) -> str:
@@ -331,7 +414,9 @@ def paired(scores: dict[str, list], ours: str = "ag.tl.search", n_boot: int = 20
 
     best = max(peers_, key=lambda m: (mean(peers_[m], "accuracy"), mean(peers_[m], "macro_f1")))
     best_f1 = max(peers_, key=lambda m: (mean(peers_[m], "macro_f1"), mean(peers_[m], "accuracy")))
-    a_folds, b_folds, c_folds = scores[ours], peers_[best], peers_[best_f1]
+    a_folds = scores[ours]
+    ran = {s["fold"] for s in a_folds}  # files merged by --report may hold more folds of the peers
+    b_folds, c_folds = ([s for s in peers_[m] if s["fold"] in ran] for m in (best, best_f1))
     if any("pred" not in s for s in a_folds + b_folds + c_folds):
         return None
     for fa, fb, fc in zip(a_folds, b_folds, c_folds, strict=True):  # the same cells, in the same order
@@ -433,6 +518,8 @@ def _print_tables(all_scores: dict[str, dict]) -> None:
     print(summary(all_scores))
     print("\nag.tl.search against the best peer on the same test cells, pooled over folds\n")
     print(paired_table(all_scores))
+    print("\nwhich family the search's final model was, in each fold\n")
+    print(family_table(all_scores))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Choosing the winner: the linear mode, cross-validated re-scoring, ensembles, the final fit, the budget."""
 
 import json
+import shutil
 
 import anndata
 import numpy as np
@@ -94,6 +95,13 @@ def test_cv_selection_is_deterministic_and_its_model_round_trips(pbmc, tmp_path)
     assert list(ua["best"]["ensemble"]) == list(chosen["trial"])
     board = ua["leaderboard"]
     assert np.isfinite(board.loc[board["trial"].isin(table["trial"]), "cv_loss"]).all()
+    # the scores over the 3 folds: means with their standard errors, float64 in both tables
+    for col in ("fold_accuracy", "fold_accuracy_se", "fold_macro_f1", "fold_macro_f1_se", "temperature"):
+        assert table[col].dtype == np.float64 and board["cv_" + col].dtype == np.float64
+        assert np.isfinite(table[col]).all()
+        np.testing.assert_array_equal(board.set_index("trial").loc[table["trial"], "cv_" + col], table[col])
+    assert (table["fold_accuracy_se"] > 0).any() and (table["fold_accuracy_se"] < 0.1).all()
+    assert np.allclose(table["fold_accuracy"], table["accuracy"], atol=0.01)  # stratified folds: nearly the pooled
     # the bag: one member per fold of each chosen configuration, saved and loaded as one model
     model = ag.read_model(ua["model_path"])
     assert model.architecture["model"] == "ensemble" and len(model.architecture["members"]) == 3 * len(chosen)
@@ -105,8 +113,9 @@ def test_cv_selection_is_deterministic_and_its_model_round_trips(pbmc, tmp_path)
     ag.tl.explain(a, max_cells=20, n_samples=20, n_background=20)
     assert a.uns["ag"]["importance"]["values"].shape == (pbmc.raw.n_vars, 11)  # 10 classes and overall
     a.write_h5ad(tmp_path / "a.h5ad")
-    back = anndata.read_h5ad(tmp_path / "a.h5ad").uns["ag"]["selection"]
-    pd.testing.assert_frame_equal(back["table"], table, check_dtype=False)
+    back = anndata.read_h5ad(tmp_path / "a.h5ad").uns["ag"]
+    pd.testing.assert_frame_equal(back["selection"]["table"], table, check_dtype=False)
+    assert back["leaderboard"]["cv_fold_macro_f1_se"].dtype == np.float64
 
 
 def test_out_of_fold_outputs_come_from_models_that_never_saw_the_cell(pbmc, tmp_path):
@@ -139,31 +148,77 @@ def test_ensemble_averages_member_probabilities_each_with_its_own_scaling(pbmc, 
     uns = _search(pbmc, tmp_path, "e", config=_cfg(), rng=0)
     model = ag.read_model(uns["model_path"])
     members = model.architecture["members"]
-    weights = np.asarray(model.architecture["weights"]) / np.sum(model.architecture["weights"])
     assert all("input" in m for m in members)
     # members fitted on other folds have other scalings: their input constants differ
     shifts = [np.asarray(model.variables["inputs"][f"input_{i}"]["shift"]) for i in range(len(members))]
     assert not np.allclose(shifts[0], shifts[1])
+    got = model.predict_proba(pbmc[:100].copy(), use_raw=True).to_numpy()
+    want = softmax(np.log(_member_mix(model, pbmc, 100)) / model.temperature, axis=1)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+def _member_mix(model, adata, n):
+    """The weighted average of an ensemble's member probabilities, each member run on its own (first ``n`` cells)."""
     from autogenome_sc.nn import build_network, member_input
     from autogenome_sc.nn._fc import InputTransform
 
-    pipe, _, _ = model.pipeline(pbmc, use_raw=True)
-    x = pipe.block(np.arange(100))
+    members = model.architecture["members"]
+    weights = np.asarray(model.architecture["weights"]) / np.sum(model.architecture["weights"])
+    temperatures = model.architecture.get("temperatures", [1.0] * len(members))
+    pipe, _, _ = model.pipeline(adata, use_raw=True)
+    x = pipe.block(np.arange(n))
     mix = 0
-    for i, (arch, w) in enumerate(zip(members, weights, strict=True)):
+    for i, (arch, w, t) in enumerate(zip(members, weights, temperatures, strict=True)):
         spec = member_input(arch["input"])
         xi = InputTransform(*spec).apply({"inputs": model.variables["inputs"][f"input_{i}"]}, x)
-        net = build_network(arch, 10)
+        net = build_network(arch, len(model.classes_))
         v = {
             c: model.variables[c][f"members_{i}"]
             for c in ("params", "batch_stats")
             if f"members_{i}" in model.variables.get(c, {})
         }
         out, _ = net.apply(v, xi, train=False)
-        mix = mix + w * softmax(np.asarray(out, np.float64), axis=1)
+        mix = mix + w * softmax(np.asarray(out, np.float64) / t, axis=1)
+    return mix
+
+
+def test_an_ensemble_with_temperatures_saves_loads_and_predicts_the_same(pbmc, tmp_path, monkeypatch):
+    import autogenome_sc.search._select as select_module
+
+    def first_two(scored, y, task, max_members, by, **kw):  # an ensemble of two configurations, whatever they score
+        w = np.zeros(len(scored))
+        w[:2] = [0.6, 0.4]
+        mix = sum(wi * softmax(s.tempered, axis=1) for wi, s in zip(w, scored, strict=True) if wi > 0)
+        return w, "ensemble", np.log(mix).astype(np.float32)
+
+    monkeypatch.setattr(select_module, "choose", first_two)
+    a = pbmc.copy()
+    uns = _search(a, tmp_path, "t", config=_cfg(final="refit"), rng=0)  # refit: one member per configuration
+    table = uns["selection"]["table"]
+    model = ag.read_model(uns["model_path"])
+    temperatures = model.architecture["temperatures"]
+    np.testing.assert_allclose(temperatures, table["temperature"].to_numpy()[:2])
+    assert len(model.architecture["members"]) == 2 and not np.allclose(temperatures, 1.0)
+    assert np.isfinite(uns["leaderboard"]["cv_temperature"]).sum() == len(table)
+    # what the search predicted is what the loaded model predicts, and each member is divided by its temperature
+    pred = model.predict(pbmc, use_raw=True)
+    np.testing.assert_array_equal(pred["prediction"].astype(str), a.obs["ag_prediction"].astype(str))
+    np.testing.assert_allclose(pred["confidence"], a.obs["ag_confidence"], rtol=1e-6)
     got = model.predict_proba(pbmc[:100].copy(), use_raw=True).to_numpy()
-    want = softmax(np.log(mix) / model.temperature, axis=1)
+    want = softmax(np.log(_member_mix(model, pbmc, 100)) / model.temperature, axis=1)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    again = ag.read_model(model.save(tmp_path / "again"))
+    assert again.id_ == model.id_  # the temperatures are in the checksum, and the same again
+    np.testing.assert_array_equal(again.predict_proba(pbmc, use_raw=True), model.predict_proba(pbmc, use_raw=True))
+    # a model.json whose temperatures were changed is refused before anything is built
+    for bad, match in (([1.0], "one number per member"), ([-1.0, 1.0], "positive finite numbers")):
+        path = tmp_path / f"bad{len(bad)}"
+        shutil.copytree(model.path, path)
+        meta = json.loads((path / "model.json").read_text())
+        meta["architecture"]["temperatures"] = bad
+        (path / "model.json").write_text(json.dumps(meta))
+        with pytest.raises(ValueError, match=match):
+            ag.read_model(path)
 
 
 def test_refit_trains_once_more_on_train_and_validation(pbmc, tmp_path):
@@ -295,7 +350,7 @@ def test_the_final_choice_follows_the_loss_unless_another_is_clearly_more_accura
     soft[np.arange(200), np.where(right, y, (y + 1) % 3)] = 1.0
     scored = [Scored(0, "linear", [], soft, [3], 0.0), Scored(1, "resnet", [], sharp, [3], 0.0)]
     for s in scored:
-        s.score_on(y, "classification", 3)
+        s.score_on(y, "classification", 3, temper=False)  # the rules, on the outputs' own scales
     assert scored[1].accuracy > scored[0].accuracy and scored[1].loss > scored[0].loss
     w, chosen, _ = choose(scored, y, "classification", 1, "accuracy_f1")
     assert (w.tolist(), chosen) == ([0.0, 1.0], "single")
@@ -308,7 +363,7 @@ def test_the_final_choice_follows_the_loss_unless_another_is_clearly_more_accura
     wrong = np.flatnonzero(close.argmax(axis=1) != y)[:2]
     close[wrong, y[wrong]] = 2.0
     near = Scored(3, "mlp", [], close * 5.0, [3], 0.0)  # sharper: a higher log-loss
-    near.score_on(y, "classification", 3)
+    near.score_on(y, "classification", 3, temper=False)
     assert near.accuracy == pytest.approx(scored[0].accuracy + 0.01) and near.loss > scored[0].loss
     w, _, _ = choose([scored[0], near], y, "classification", 1, "loss_or_accuracy")
     assert w.tolist() == [1.0, 0.0]
@@ -316,7 +371,7 @@ def test_the_final_choice_follows_the_loss_unless_another_is_clearly_more_accura
     assert w.tolist() == [0.0, 1.0]
     # equal accuracy and F1 (the same predictions): the lower log-loss wins
     twin = Scored(2, "mlp", [], sharp * 0.3, [3], 0.0)
-    twin.score_on(y, "classification", 3)
+    twin.score_on(y, "classification", 3, temper=False)
     w, _, _ = choose([scored[1], twin], y, "classification", 1, "accuracy_f1")
     assert w.tolist() == [0.0, 1.0]
 
@@ -399,3 +454,96 @@ def test_a_cross_validation_started_in_time_may_finish_within_the_grace(pbmc, tm
     kept = run(grace=10.0)  # finishing by t0 + 15 is allowed: that configuration is scored, the next does not start
     assert kept.method == "cv" and len(kept.scored) == 1
     assert any("not cross-validated" in n for n in kept.notes)
+
+
+def _logits(rng, y, accuracy, scale, n_out=3):
+    """Logits right on about ``accuracy`` of the cells, ``scale`` sure of themselves."""
+    out = rng.normal(0, 0.3, (len(y), n_out))
+    right = rng.random(len(y)) < accuracy
+    out[np.arange(len(y)), np.where(right, y, (y + 1) % n_out)] += scale
+    return out
+
+
+def test_fold_scores_are_means_over_the_folds_with_their_standard_errors():
+    from sklearn.metrics import f1_score
+
+    from autogenome_sc.search._choose import Scored
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    folds = np.arange(300) % 5
+    s = Scored(0, "mlp", [], _logits(rng, y, 0.8, 2.0), [3], 0.0, folds)
+    s.score_on(y, "classification", 3)
+    pred = s.held_out.argmax(axis=1)
+    acc = [(pred[folds == f] == y[folds == f]).mean() for f in range(5)]
+    f1 = [f1_score(y[folds == f], pred[folds == f], average="macro") for f in range(5)]
+    got = s.scores.over_folds()
+    assert got["fold_accuracy"] == pytest.approx(np.mean(acc))
+    assert got["fold_accuracy_se"] == pytest.approx(np.std(acc, ddof=1) / np.sqrt(5))
+    assert got["fold_macro_f1"] == pytest.approx(np.mean(f1))
+    assert got["fold_macro_f1_se"] == pytest.approx(np.std(f1, ddof=1) / np.sqrt(5))
+    assert s.accuracy == pytest.approx((pred == y).mean())  # the pooled scores are kept as they were
+    on_val = Scored(1, "mlp", [], s.held_out, [3], 0.0)  # the validation split: no folds
+    on_val.score_on(y, "classification", 3)
+    assert all(np.isnan(v) for v in on_val.scores.over_folds().values())
+
+
+def test_each_configuration_is_tempered_so_a_scaled_copy_scores_and_mixes_the_same():
+    from autogenome_sc.search._choose import Scored, choose
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 400)
+    a, b = _logits(rng, y, 0.85, 1.5), _logits(rng, y, 0.8, 1.5)
+
+    def scored(scale_a, temper=True):
+        out = [Scored(0, "linear", [], a * scale_a, [3], 0.0), Scored(1, "mlp", [], b, [3], 0.0)]
+        for s in out:
+            s.score_on(y, "classification", 3, temper=temper)
+        return out
+
+    plain, sharp = scored(1.0), scored(8.0)
+    assert sharp[0].temperature == pytest.approx(8.0 * plain[0].temperature, rel=1e-3)
+    assert sharp[0].loss == pytest.approx(plain[0].loss, rel=1e-5)  # the loss at the fitted temperature
+    w_plain, _, _ = choose(plain, y, "classification", 2, "loss")
+    w_sharp, _, _ = choose(sharp, y, "classification", 2, "loss")
+    np.testing.assert_allclose(w_sharp, w_plain)  # the ensemble weights do not follow the logits' scale
+    raw = scored(8.0, temper=False)  # untempered, the 8x sharper copy is overconfident: its log-loss explodes
+    assert raw[0].temperature == 1.0 and raw[0].loss > 2 * sharp[0].loss
+
+
+def test_within_noise_prefers_the_ensemble_or_else_the_simplest_close_configuration():
+    from autogenome_sc.search._choose import Scored, choose
+
+    rng = np.random.default_rng(2)
+    n = 300
+    y = rng.integers(0, 3, n)
+    folds = np.arange(n) % 5
+    net = _logits(rng, y, 0.9, 2.0)
+    close = net.copy()  # wrong on three cells the net gets right, right on two it gets wrong: within noise
+    wrong = np.flatnonzero(net.argmax(axis=1) == y)[:3]
+    close[wrong, (y[wrong] + 1) % 3] += 10.0
+    right = np.flatnonzero(net.argmax(axis=1) != y)[:2]
+    close[right, y[right]] += 10.0
+    far = _logits(rng, y, 0.6, 2.0)  # clearly less accurate
+
+    def run(outputs, modes, by, max_members=1):
+        scored = [Scored(i, m, [], o, [3], 0.0, folds) for i, (o, m) in enumerate(zip(outputs, modes, strict=True))]
+        for s in scored:
+            s.score_on(y, "classification", 3)
+        return choose(scored, y, "classification", max_members, by)
+
+    # the net is the best by accuracy_f1; a linear model three cells behind is within noise: chosen
+    assert run([net, close], ["resnet", "linear"], "accuracy_f1")[0].tolist() == [1.0, 0.0]
+    assert run([net, close], ["resnet", "linear"], "within_noise")[0].tolist() == [0.0, 1.0]
+    # two networks within noise: the better one; a linear model clearly behind: not chosen
+    assert run([net, close], ["resnet", "mlp"], "within_noise")[0].tolist() == [1.0, 0.0]
+    assert run([net, far], ["resnet", "linear"], "within_noise")[0].tolist() == [1.0, 0.0]
+    # two networks, each unsure where it is wrong and wrong on other cells: their ensemble beats both
+    a, b = np.zeros((n, 3)), np.zeros((n, 3))
+    a[np.arange(n), y], b[np.arange(n), y] = 3.0, 3.0
+    a[:30], b[30:60] = 0.0, 0.0
+    a[np.arange(30), (y[:30] + 1) % 3] = 0.5
+    b[np.arange(30, 60), (y[30:60] + 1) % 3] = 0.5
+    w, chosen, out = run([a, b, close], ["resnet", "mlp", "linear"], "within_noise", max_members=2)
+    assert chosen == "ensemble" and w[2] == 0 and (w[:2] > 0).all() and out.shape == (n, 3)
+    assert (out.argmax(axis=1) == y).all()

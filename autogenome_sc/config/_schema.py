@@ -533,7 +533,11 @@ class SearchConfig(_Strict):
             "How the final model is chosen among the re-scored configurations and their ensemble, on held-out "
             "predictions (classification): 'accuracy_f1', the mean of accuracy and macro-F1, ties broken by "
             "log-loss; 'loss_or_accuracy', the lower log-loss unless the other is clearly more accurate (by more "
-            "than two paired standard errors, with a macro-F1 no lower); 'loss', the log-loss alone."
+            "than two paired standard errors, with a macro-F1 no lower); 'loss', the log-loss alone; "
+            "'within_noise', 'accuracy_f1''s choice unless other configurations are within one standard error of "
+            "it (paired: accuracy per cell, macro-F1 per fold): then their ensemble if it scores at least as well, "
+            "else the simplest of them (a linear model before a network). Each configuration's outputs are "
+            "divided by a temperature fitted on them before any loss is taken or any ensemble averaged."
         ),
     )
     final: FinalFit = Field(

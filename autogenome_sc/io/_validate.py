@@ -126,6 +126,8 @@ def check_architecture(arch: dict[str, Any], arrays: list[np.ndarray], path: Pat
 
     def visit(value: Any, where: str) -> None:
         if isinstance(value, dict):
+            if value.get("model") == "ensemble":
+                _check_ensemble(value, where, path)
             for k, v in value.items():
                 if k == "model":
                     if v not in (*models, "ensemble"):
@@ -158,6 +160,25 @@ def check_architecture(arch: dict[str, Any], arrays: list[np.ndarray], path: Pat
             raise DamagedModel(f"'{path}': {where} = {value!r} in model.json must be a number.")
 
     visit(arch, "architecture")
+
+
+def _check_ensemble(arch: dict[str, Any], where: str, path: Path) -> None:
+    """An ensemble's per-member lists: one weight and one temperature (a positive number) per member, if given.
+
+    A list of one would broadcast over every member and go unnoticed: its length is checked.
+    """
+    members = arch.get("members")
+    if not isinstance(members, list) or not members:
+        raise DamagedModel(f"'{path}': {where} in model.json is an ensemble without a list of members.")
+    for key in ("weights", "temperatures"):
+        values = arch.get(key)
+        if values is None:
+            continue
+        if not isinstance(values, list) or len(values) != len(members):
+            raise DamagedModel(f"'{path}': {where}.{key} in model.json must hold one number per member.")
+    temperatures = arch.get("temperatures")
+    if temperatures is not None and not all(_finite_number(t) and t > 0 for t in temperatures):
+        raise DamagedModel(f"'{path}': {where}.temperatures in model.json must be positive finite numbers.")
 
 
 def _is_matrix(m: Any) -> bool:

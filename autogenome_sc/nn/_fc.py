@@ -200,15 +200,19 @@ class Ensemble(nn.Module):
     """Weighted average of member networks: class probabilities (returned as log-probabilities) or outputs.
 
     The embedding is the concatenation of the members' embeddings. Built from
-    ``{"model": "ensemble", "average": "probs" | "mean", "weights": [...], "members": [arch, ...]}``;
-    a member architecture with an ``"input"`` entry (``{"n_genes": int | None, "clip": [lo, hi] | None}``)
-    reads the shared input through its own :class:`InputTransform`.
+    ``{"model": "ensemble", "average": "probs" | "mean", "weights": [...], "members": [arch, ...]}``
+    and optionally ``"temperatures": [...]`` (``"probs"`` only: each member's outputs are divided
+    by its own before the softmax, so members whose logits live on other scales are averaged as
+    calibrated probabilities); a member architecture with an ``"input"`` entry
+    (``{"n_genes": int | None, "clip": [lo, hi] | None}``) reads the shared input through its own
+    :class:`InputTransform`.
     """
 
     members: Sequence[nn.Module]
     average: str = "probs"
     weights: Sequence[float] | None = None
     inputs: Sequence[tuple | None] | None = None  # per member: (n_genes, lo, hi) or None
+    temperatures: Sequence[float] | None = None  # per member (None: all 1)
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -224,6 +228,8 @@ class Ensemble(nn.Module):
         w = (w / w.sum())[:, None, None]
         out = jnp.stack(outs)
         if self.average == "probs":
+            if self.temperatures is not None:
+                out = out / jnp.asarray(self.temperatures, out.dtype)[:, None, None]
             out = jnp.log(jnp.sum(w * nn.softmax(out, axis=-1), axis=0) + 1e-12)
         else:
             out = jnp.sum(w * out, axis=0)
@@ -243,11 +249,12 @@ def _build(arch: dict, n_out: int) -> nn.Module:
     if arch.get("model") == "ensemble":
         members = [dict(m) for m in arch["members"]]
         inputs = tuple(member_input(m.pop("input", None)) for m in members)
-        weights = arch.get("weights")
+        weights, temperatures = arch.get("weights"), arch.get("temperatures")
         return Ensemble(
             members=tuple(_build(m, n_out) for m in members),
             average=arch.get("average", "probs"),
             weights=None if weights is None else tuple(float(w) for w in weights),
             inputs=inputs if any(v is not None for v in inputs) else None,
+            temperatures=None if temperatures is None else tuple(float(t) for t in temperatures),
         )
     return build_network(arch, n_out)

@@ -2,9 +2,16 @@
 
 Every held-out loss, accuracy and macro-F1 of the selection is computed here, by
 :func:`scores` (the loss of network outputs by :func:`outputs_loss`, of averaged
-probabilities by :func:`probs_loss`). :func:`choose` takes the best single configuration by
-``search.select_by`` and an ensemble built by greedy forward selection with replacement on
-the held-out loss (Caruana et al. 2004), kept only where the same rule prefers it.
+probabilities by :func:`probs_loss`), with, after a cross-validation, their means and standard
+errors over the folds. A classifier's held-out outputs are first divided by a temperature of
+its own, fitted on them (:meth:`Scored.score_on`): families output on different scales (a
+linear model's margins are not logits, an overfit network's logits are too sharp), and an
+average of untempered probabilities follows whichever member is the most sure, right or wrong.
+:func:`choose` takes the best single configuration by ``search.select_by`` and an ensemble
+built by greedy forward selection with replacement on the held-out loss of the tempered
+probabilities (Caruana et al. 2004), kept only where the same rule prefers it; the rule
+``"within_noise"`` then prefers, among configurations the held-out cells cannot tell from the
+best, the ensemble or the simplest (:func:`_within_noise`).
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 from scipy.special import log_softmax, softmax
 
+from ..train import fit_temperature
+
 if TYPE_CHECKING:
     from .._names import Chosen, SelectBy
     from ._driver import Fitted
@@ -22,24 +31,50 @@ if TYPE_CHECKING:
 N_GREEDY = 25  # greedy ensemble steps (members may repeat: the counts are the weights)
 #: "Clearly more accurate": the paired per-cell accuracy difference exceeds this many standard errors.
 CLEARLY = 2.0
+#: ``"within_noise"``: a configuration is within noise of the best unless the best is ahead by more than this many
+#: paired standard errors (accuracy: per cell; macro-F1: per fold).
+NOISE = 1.0
+#: The modes ``"within_noise"`` prefers among configurations it cannot tell apart: a linear model over a network.
+LINEAR_MODES = ("linear", "logistic", "svm")
+#: The scores over the folds of a cross-validation (means, and their standard errors) in the selection's table.
+FOLD_COLUMNS = ("fold_accuracy", "fold_accuracy_se", "fold_macro_f1", "fold_macro_f1_se")
 
 
 @dataclass(frozen=True)
 class Scores:
     """What the choice compares of a configuration (or ensemble) on held-out cells.
 
-    ``pred``, ``accuracy`` and ``macro_f1`` are for classification only (``None``, NaN otherwise).
+    ``pred``, ``accuracy`` and ``macro_f1`` are for classification only (``None``, NaN otherwise);
+    ``fold_accuracy`` and ``fold_macro_f1`` (one per fold) only after a cross-validation.
     """
 
     loss: float
     pred: np.ndarray | None = None
     accuracy: float = np.nan
     macro_f1: float = np.nan
+    fold_accuracy: np.ndarray | None = None
+    fold_macro_f1: np.ndarray | None = None
 
     @property
     def score(self) -> float:
         """The mean of accuracy and macro-F1 (rounded, so that equal predictions tie exactly)."""
         return round(0.5 * (self.accuracy + self.macro_f1), 9)
+
+    def over_folds(self) -> dict[str, float]:
+        """Accuracy and macro-F1: their means over the folds and the standard errors of those (NaN without folds)."""
+        out = {}
+        for name, v in (("accuracy", self.fold_accuracy), ("macro_f1", self.fold_macro_f1)):
+            out[f"fold_{name}"], out[f"fold_{name}_se"] = mean_se(v)
+        return out
+
+
+def mean_se(v: np.ndarray | None) -> tuple[float, float]:
+    """The mean of ``v`` and its standard error (NaN where ``v`` is missing; the error needs two values)."""
+    if v is None or len(v) == 0:
+        return np.nan, np.nan
+    v = np.asarray(v, np.float64)
+    se = float(v.std(ddof=1)) / np.sqrt(len(v)) if len(v) > 1 else np.nan
+    return float(v.mean()), se
 
 
 def outputs_loss(out: np.ndarray, y: np.ndarray, task: str) -> float:
@@ -54,11 +89,14 @@ def probs_loss(p: np.ndarray, y: np.ndarray) -> float:
     return float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None)).mean())
 
 
-def scores(out: np.ndarray, y: np.ndarray, task: str, n_out: int, loss: float | None = None) -> Scores:
+def scores(
+    out: np.ndarray, y: np.ndarray, task: str, n_out: int, loss: float | None = None, folds: np.ndarray | None = None
+) -> Scores:
     """Loss, accuracy and macro-F1 of outputs ``out`` (logits or probabilities) of cells labelled ``y``.
 
     ``loss``: already known (probabilities have theirs from :func:`probs_loss`); default
-    :func:`outputs_loss`.
+    :func:`outputs_loss`. ``folds``: the cross-validation fold of each cell, for the scores of
+    each fold (a fold's macro-F1 over the classes it holds).
     """
     from sklearn.metrics import f1_score
 
@@ -67,7 +105,15 @@ def scores(out: np.ndarray, y: np.ndarray, task: str, n_out: int, loss: float | 
         return Scores(float(loss))
     pred = np.asarray(out).argmax(axis=1)
     f1 = float(f1_score(y, pred, labels=np.arange(n_out), average="macro", zero_division=0))
-    return Scores(float(loss), pred, float((pred == y).mean()), f1)
+    fold_acc = fold_f1 = None
+    if folds is not None:
+        masks = [folds == f for f in np.unique(folds)]
+        fold_acc = np.asarray([(pred[m] == y[m]).mean() for m in masks], np.float64)
+        fold_f1 = np.asarray(
+            [f1_score(y[m], pred[m], labels=np.unique(y[m]), average="macro", zero_division=0) for m in masks],
+            np.float64,
+        )
+    return Scores(float(loss), pred, float((pred == y).mean()), f1, fold_acc, fold_f1)
 
 
 @dataclass
@@ -80,11 +126,24 @@ class Scored:
     held_out: np.ndarray  # outputs of the selection rows (logits, or standardised values)
     epochs: list[int]
     seconds: float
-    scores: Scores | None = None  # set by score_on
+    folds: np.ndarray | None = None  # the fold of each selection row (None: the validation split)
+    scores: Scores | None = None  # set by score_on, on the tempered outputs
+    temperature: float = 1.0  # set by score_on: what the held-out logits are divided by (classification)
 
-    def score_on(self, y: np.ndarray, task: str, n_out: int) -> None:
-        """Score the held-out outputs against the selection rows' labels ``y``."""
-        self.scores = scores(self.held_out, y, task, n_out)
+    def score_on(self, y: np.ndarray, task: str, n_out: int, *, temper: bool = True) -> None:
+        """Fit the temperature (classification, unless ``temper`` is false) and score the held-out outputs against ``y``.
+
+        The temperature minimises the held-out log-loss of ``softmax(held_out / T)``: it leaves
+        the predictions, accuracy and macro-F1 as they are, and puts every configuration's
+        loss and probabilities on the same footing.
+        """
+        self.temperature = fit_temperature(self.held_out, y) if task == "classification" and temper else 1.0
+        self.scores = scores(self.tempered, y, task, n_out, folds=self.folds)
+
+    @property
+    def tempered(self) -> np.ndarray:
+        """The held-out outputs divided by the temperature (float64)."""
+        return np.asarray(self.held_out, np.float64) / self.temperature
 
     @property
     def loss(self) -> float:
@@ -123,16 +182,38 @@ def greedy_weights(preds: list[np.ndarray], loss, max_members: int, n_iter: int 
 
 
 def choose(
-    scored: list[Scored], y: np.ndarray, task: str, max_members: int, by: SelectBy
+    scored: list[Scored], y: np.ndarray, task: str, max_members: int, by: SelectBy, *, z: float = NOISE
 ) -> tuple[np.ndarray, Chosen, np.ndarray]:
     """(weights, "single" | "ensemble", held-out outputs of the choice) for configurations scored by :meth:`Scored.score_on`.
 
-    The best single configuration by ``by`` (see :func:`_better`); then the greedy ensemble,
-    built on the loss, kept only where the same rule prefers it to that configuration.
+    The best single configuration by ``by`` (see :func:`_better`); then the greedy ensemble of
+    the tempered probabilities, built on the loss, kept only where the same rule prefers it to
+    that configuration. ``"within_noise"`` (see :func:`_within_noise`, ``z`` its standard
+    errors) may choose another. The outputs of a single choice are its own, untempered (the
+    final model is calibrated afterwards); an ensemble's are its log-probabilities.
     """
     n = len(scored)
+    rule = by if task == "classification" else "loss"
+    held = [cast(Scores, s.scores) for s in scored]  # every one scored
+    best = _best_single(held, y, rule)
+    ens = greedy_ensemble(scored, y, task, max_members) if max_members >= 2 and n >= 2 else None
+    if rule == "within_noise":
+        return _within_noise(scored, best, ens, y, z)
+    if ens is None or not _better(ens[1], held[best], y, rule):
+        return np.eye(n)[best], "single", scored[best].held_out
+    return ens[0], "ensemble", ens[2]
+
+
+def greedy_ensemble(
+    scored: list[Scored], y: np.ndarray, task: str, max_members: int
+) -> tuple[np.ndarray, Scores, np.ndarray] | None:
+    """The greedy ensemble of ``scored`` (weights, its held-out scores and outputs); ``None`` where it keeps one member.
+
+    Classifiers are averaged as probabilities of their tempered outputs (their outputs: the
+    log of the average), other tasks as outputs.
+    """
     if task == "classification":
-        preds = [softmax(np.asarray(s.held_out, np.float64), axis=1) for s in scored]
+        preds = [softmax(s.tempered, axis=1) for s in scored]
 
         def loss(p):
             return probs_loss(p, y)
@@ -142,20 +223,46 @@ def choose(
         def loss(p):
             return outputs_loss(p, y, task)
 
-    rule = by if task == "classification" else "loss"
-    n_out = scored[0].held_out.shape[1]
-    held = [cast(Scores, s.scores) for s in scored]  # every one scored
-    best = _best_single(held, y, rule)
-    single = np.eye(n)[best]
-    if max_members < 2 or n < 2:
-        return single, "single", scored[best].held_out
     w = greedy_weights(preds, loss, max_members)
+    if (w > 0).sum() < 2:
+        return None
     mix = sum(wi * p for wi, p in zip(w, preds, strict=True))
-    mixed = scores(mix, y, task, n_out, loss=loss(mix))
-    if (w > 0).sum() < 2 or not _better(mixed, held[best], y, rule):
-        return single, "single", scored[best].held_out
+    mixed = scores(mix, y, task, scored[0].held_out.shape[1], loss=loss(mix), folds=scored[0].folds)
     combo = np.log(np.clip(mix, 1e-12, None)).astype(np.float32) if task == "classification" else mix
-    return w, "ensemble", combo
+    return w, mixed, combo
+
+
+def within_noise(a: Scores, best: Scores, y: np.ndarray, z: float = NOISE) -> bool:
+    """Whether the held-out cells cannot tell ``a`` from ``best``: ``best`` is not ahead by more than ``z`` standard errors.
+
+    Accuracy: the paired per-cell difference (:func:`clearly_more_accurate`); macro-F1, which
+    is not a sum over cells: the paired per-fold difference, after a cross-validation.
+    """
+    assert a.pred is not None and best.pred is not None  # classification
+    if clearly_more_accurate(best.pred, a.pred, y, z):
+        return False
+    if best.fold_macro_f1 is None or a.fold_macro_f1 is None:
+        return True
+    d = best.fold_macro_f1 - a.fold_macro_f1
+    gain, se = mean_se(d)
+    return not (gain > 0 and gain > z * np.nan_to_num(se))
+
+
+def _within_noise(
+    scored: list[Scored], best: int, ens: tuple[np.ndarray, Scores, np.ndarray] | None, y: np.ndarray, z: float
+) -> tuple[np.ndarray, Chosen, np.ndarray]:
+    """``"within_noise"``: the ensemble when at least as good as the best (``best``), else the simplest within noise of it.
+
+    Among the configurations within noise of the best (:func:`within_noise`), a linear one
+    (:data:`LINEAR_MODES`) before a network, then the higher score and the lower loss: where the
+    held-out cells cannot tell models apart, the simpler one is the safer bet on new cells.
+    """
+    held = [cast(Scores, s.scores) for s in scored]
+    if ens is not None and ens[1].score >= held[best].score:
+        return ens[0], "ensemble", ens[2]
+    near = [i for i in range(len(scored)) if i == best or within_noise(held[i], held[best], y, z)]
+    pick = min(near, key=lambda i: (scored[i].mode not in LINEAR_MODES, -held[i].score, held[i].loss))
+    return np.eye(len(scored))[pick], "single", scored[pick].held_out
 
 
 def clearly_more_accurate(a: np.ndarray, b: np.ndarray, y: np.ndarray, z: float = CLEARLY) -> bool:
@@ -171,16 +278,16 @@ def clearly_more_accurate(a: np.ndarray, b: np.ndarray, y: np.ndarray, z: float 
 def _better(a: Scores, b: Scores, y: np.ndarray, rule: str) -> bool:
     """Whether the choice prefers ``a`` to ``b`` under ``search.select_by``.
 
-    ``"loss"``: a lower log-loss. ``"accuracy_f1"``: a higher mean of accuracy and macro-F1,
-    ties broken by the loss. ``"loss_or_accuracy"``: a lower loss, unless one of the two is
-    clearly more accurate (:func:`clearly_more_accurate`) with a macro-F1 no lower, which
-    then wins: log-loss is the steadier judge on a few hundred cells, but it can prefer a
+    ``"loss"``: a lower log-loss. ``"accuracy_f1"`` (and ``"within_noise"``, which starts from
+    its choice): a higher mean of accuracy and macro-F1, ties broken by the loss.
+    ``"loss_or_accuracy"``: a lower loss, unless one of the two is clearly more accurate
+    (:func:`clearly_more_accurate`) with a macro-F1 no lower, which then wins: log-loss is the steadier judge on a few hundred cells, but it can prefer a
     better-calibrated model to a more accurate one, and calibration is fitted afterwards.
     """
     lower = a.loss < b.loss - 1e-6
     if rule == "loss":
         return lower
-    if rule == "accuracy_f1":
+    if rule in ("accuracy_f1", "within_noise"):
         return a.score > b.score or (a.score == b.score and lower)
     assert a.pred is not None and b.pred is not None  # classification: the rule is "loss" otherwise
     if clearly_more_accurate(a.pred, b.pred, y) and a.macro_f1 >= b.macro_f1 - 1e-9:
@@ -195,7 +302,7 @@ def _best_single(held: list[Scores], y: np.ndarray, rule: str) -> int:
     by_loss = min(range(len(held)), key=lambda i: held[i].loss)
     if rule == "loss":
         return by_loss
-    if rule == "accuracy_f1":
+    if rule in ("accuracy_f1", "within_noise"):
         return max(range(len(held)), key=lambda i: (held[i].score, -held[i].loss))
     # the loss's choice, unless others beat it clearly: then the most accurate of those
     rivals = [i for i in range(len(held)) if i != by_loss and _better(held[i], held[by_loss], y, rule)]

@@ -141,6 +141,9 @@ def cross_validate(
     rows = np.sort(np.concatenate([data.idx["train"], data.idx["val"]]))
     pos = np.full(len(data.y), -1, np.int64)
     pos[rows] = np.arange(len(rows))
+    fold_of = np.zeros(len(rows), np.int64)  # the fold that holds each row out: the scores of each fold
+    for f, fold in enumerate(folds):
+        fold_of[pos[fold.idx["val"]]] = f
 
     def stop_at_deadline(epoch: int, metrics: dict) -> None:
         if budget.cv_overrun():
@@ -186,6 +189,6 @@ def cross_validate(
         # the number of epochs: the one with the best pooled held-out loss (no fold stops early on its own fold)
         best = int(np.argmin([outputs_loss(c, data.y[rows], data.task) for c in curves]))
         seconds = time.perf_counter() - started
-        scored.append(Scored(t.number, t.params.get("mode", ""), fits, curves[best], [best], seconds))
+        scored.append(Scored(t.number, t.params.get("mode", ""), fits, curves[best], [best], seconds, fold_of))
     bar.close()
     return scored, rows

@@ -9,6 +9,7 @@ models make one ensemble network (:func:`ensemble_of`) that saves and loads as o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -29,22 +30,28 @@ def final_model(selection: Selection, searcher: Searcher, *, final: FinalFit) ->
 
     A single model trained on the search's own problem (validation route, or a refit of one
     configuration) is returned plainly; everything else is an ensemble whose members each
-    read the shared input through their own scaling and genes.
+    read the shared input through their own scaling and genes, and, where several
+    configurations were chosen, divide their outputs by their configuration's temperature
+    (the one the choice weighed them with).
     """
     members: list[tuple[Fitted, float]] = []
-    for s, w in zip(selection.scored, selection.weights, strict=True):
+    temperatures: list[float] = []
+    chosen_t = selection.temperatures or [1.0] * len(selection.scored)
+    for s, w, t in zip(selection.scored, selection.weights, chosen_t, strict=True):
         if w <= 0:
             continue
         if selection.method != "cv":
-            members += [(f, float(w)) for f in s.fits]
+            added = [(f, float(w)) for f in s.fits]
         elif final == "refit":
-            members.append((_refit(searcher, s), float(w)))
+            added = [(_refit(searcher, s), float(w))]
         else:
-            members += [(f, float(w) / len(s.fits)) for f in _bag(searcher, s)]
+            added = [(f, float(w) / len(s.fits)) for f in _bag(searcher, s)]
+        members += added
+        temperatures += [float(t)] * len(added)
     if len(members) == 1:
         f = members[0][0]
         return f.arch, f.result, f.data
-    return ensemble_of(members, searcher.data)
+    return ensemble_of(members, searcher.data, temperatures=temperatures)
 
 
 def _refit(searcher: Searcher, s: Scored) -> Fitted:
@@ -97,18 +104,29 @@ def input_spec(data: TrainData) -> tuple[dict, dict]:
     return spec, consts
 
 
-def ensemble_of(members: list[tuple[Fitted, float]], base: TrainData) -> tuple[dict, FitResult, TrainData]:
-    """An ensemble network holding every member's weights and input transform, reading ``base``'s rows."""
+def ensemble_of(
+    members: list[tuple[Fitted, float]], base: TrainData, *, temperatures: Sequence[float] | None = None
+) -> tuple[dict, FitResult, TrainData]:
+    """An ensemble network holding every member's weights and input transform, reading ``base``'s rows.
+
+    ``temperatures`` (one per member, classification): what each member's logits are divided
+    by before their probabilities are averaged; stored in the architecture only where one is
+    not 1, so an ensemble without them is written as before.
+    """
     import jax.numpy as jnp
 
     base = base.base
     specs = [input_spec(f.data) for f, _ in members]
-    arch = {
+    arch: dict[str, Any] = {
         "model": "ensemble",
         "average": "probs" if base.task == "classification" else "mean",
         "weights": [w for _, w in members],
         "members": [{**f.arch, "input": spec} for (f, _), (spec, _) in zip(members, specs, strict=True)],
     }
+    if temperatures is not None and base.task == "classification" and any(t != 1.0 for t in temperatures):
+        if len(temperatures) != len(members):
+            raise ValueError(f"{len(temperatures)} temperatures for {len(members)} ensemble members.")
+        arch["temperatures"] = [float(t) for t in temperatures]
     net = build_network(arch, base.n_out)
     template = jax.device_get(net.init(jax.random.key(0), jnp.zeros((1, base.pipeline.n_features)), train=False))
     variables = {col: dict(v) for col, v in template.items()}

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .._names import FinalFit, FinalModel
+from ._choose import FOLD_COLUMNS
 
 if TYPE_CHECKING:
     import optuna
@@ -71,13 +72,19 @@ def best_record(
 
 
 def with_selection(board: pd.DataFrame, sel: Selection) -> pd.DataFrame:
-    """The leaderboard with each re-scored trial's held-out loss, accuracy, macro-F1 and ensemble weight."""
+    """The leaderboard with each re-scored trial's held-out scores, temperature and ensemble weight.
+
+    After a cross-validation also the means over its folds of accuracy and macro-F1 and their
+    standard errors (``cv_fold_accuracy``, ``cv_fold_accuracy_se``, ...): what tells whether
+    two configurations differ by more than the folds do.
+    """
     if board.empty:
         return board
     table = sel.table().set_index("trial")
     prefix = "cv_" if sel.method == "cv" else "heldout_"
+    cols = ["loss", "accuracy", "macro_f1", *(FOLD_COLUMNS if sel.method == "cv" else ()), "temperature", "weight"]
     board = board.copy()
-    for col in ("loss", "accuracy", "macro_f1", "weight"):
+    for col in cols:
         board[prefix + col] = board["trial"].map(table[col]).astype(np.float64)
     return board
 

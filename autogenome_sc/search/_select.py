@@ -16,7 +16,10 @@ model's confidences are calibrated afterwards, so a configuration is not chosen 
 better calibrated (by log-loss alone, a network won over a clearly more accurate logistic
 regression on binary mutation-like data, in every fold). On the benchmark suite it did as well
 as or better than ``"loss_or_accuracy"`` (log-loss unless the other is clearly more accurate)
-on macro-F1 on every data set but qPCR (docs/benchmarks.md).
+on macro-F1 on every data set but qPCR (docs/benchmarks.md). Each configuration's outputs are
+divided by a temperature of its own, fitted on them, before its loss is taken or it joins an
+ensemble; ``"within_noise"`` prefers, where the best configurations are within the noise of
+the held-out cells, their ensemble or the simplest of them (``_choose.py``).
 
 The final model is then built from the choice by ``_final.py``.
 """
@@ -25,13 +28,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import pandas as pd
 
 from .._names import Chosen, SelectionMethod
 from ._budget import Budget
-from ._choose import Scored, choose
+from ._choose import FOLD_COLUMNS, Scored, Scores, choose
 from ._cv import candidates, cross_validate, on_validation, use_cv
 from ._driver import Searcher
 
@@ -52,8 +56,19 @@ class Selection:
     held_out: np.ndarray | None = None  # outputs of the chosen combination on `rows`
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def temperatures(self) -> list[float] | None:
+        """What each configuration's outputs are divided by in the final model: an ensemble's own, else none."""
+        return [s.temperature for s in self.scored] if self.chosen == "ensemble" else None
+
     def table(self) -> pd.DataFrame:
-        """One row per scored configuration: held-out loss, accuracy, macro-F1 and ensemble weight."""
+        """One row per scored configuration: held-out loss, accuracy, macro-F1, ensemble weight, temperature.
+
+        After a cross-validation also the means of accuracy and macro-F1 over the folds and
+        their standard errors (``fold_accuracy``, ``fold_accuracy_se``, ``fold_macro_f1``,
+        ``fold_macro_f1_se``; NaN on the validation split). Every number is float64 but the trial.
+        """
+        folds = [cast(Scores, s.scores).over_folds() for s in self.scored]
         return pd.DataFrame(
             {
                 "trial": np.asarray([s.trial for s in self.scored], np.int64),
@@ -61,6 +76,8 @@ class Selection:
                 "loss": np.asarray([s.loss for s in self.scored], np.float64),
                 "accuracy": np.asarray([s.accuracy for s in self.scored], np.float64),
                 "macro_f1": np.asarray([s.macro_f1 for s in self.scored], np.float64),
+                **{k: np.asarray([f[k] for f in folds], np.float64) for k in FOLD_COLUMNS},
+                "temperature": np.asarray([s.temperature for s in self.scored], np.float64),
                 "weight": np.asarray(self.weights, np.float64),
                 "epochs": np.asarray([float(s.epochs[0]) + 1 for s in self.scored], np.float64),
                 "seconds": np.asarray([s.seconds for s in self.scored], np.float64),
