@@ -558,7 +558,9 @@ class SaveConfig(_Strict):
     """Best-model save path module."""
 
     path: str | None = Field(
-        None, description="Where to save the model; default: a new folder under ag.settings.model_dir."
+        None,
+        min_length=1,
+        description="Where to save the model (a folder of its own); default: a new folder under ag.settings.model_dir.",
     )
     overwrite: bool = Field(
         False,

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from .._logging import warn
+from ._atomic import check_replaceable, check_target, write_folder
 from ._validate import DamagedModel, check_architecture, check_meta, check_weights, checksum
 
 FORMAT = "autogenome_sc.model"
@@ -38,32 +39,20 @@ _MODEL_FILES = {"model.json", "weights.msgpack"}
 def write_model_files(path: str | Path, meta: dict[str, Any], state: dict[str, Any], *, overwrite: bool) -> str:
     """Write ``meta`` (with the format marker, versions and checksum added) and ``state`` as a model directory.
 
-    Returns the checksum (the model's id). Never replaces a folder holding other files, and
-    an existing model only with ``overwrite``.
+    Returns the checksum (the model's id). The folder appears complete or not at all (written
+    beside it, then renamed into place; see ``io/_atomic.py``): never through a symbolic link,
+    never over a folder holding other files, over an existing model only with ``overwrite``,
+    and of two saves racing to one new path exactly one succeeds.
     """
     from flax import serialization
 
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise FileExistsError(f"'{path}' is a file; a model is saved as a folder.")
-    if path.exists() and any(path.iterdir()):
-        if not overwrite:
-            raise FileExistsError(
-                f"'{path}' exists and is not empty; pass overwrite=True (in a config: save.overwrite) to replace "
-                "the model in it, or save elsewhere."
-            )
-        others = sorted(p.name for p in path.iterdir() if p.name not in _MODEL_FILES)
-        if others:
-            raise FileExistsError(
-                f"'{path}' holds other files than a model ({', '.join(others[:3])}); overwrite only replaces a "
-                "model folder. Save elsewhere."
-            )
-    path.mkdir(parents=True, exist_ok=True)
+    path = check_target(path)
+    check_replaceable(path, _MODEL_FILES, overwrite)  # before the work of serialising
     weights = serialization.msgpack_serialize(_to_numpy(state))
     meta = _jsonable({"format": FORMAT, "format_version": FORMAT_VERSION, "versions": _versions(), **meta})
     meta["checksum"] = checksum(meta, weights)
-    (path / "weights.msgpack").write_bytes(weights)
-    (path / "model.json").write_text(json.dumps(meta, indent=1))
+    text = json.dumps(meta, indent=1).encode()
+    write_folder(path, {"weights.msgpack": weights, "model.json": text}, overwrite=overwrite)
     return str(meta["checksum"])
 
 

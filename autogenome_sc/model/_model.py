@@ -391,12 +391,17 @@ class Model:
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Save the model as a directory (``model.json`` + ``weights.msgpack``).
 
+        The folder is written beside ``path`` and renamed into place, so it appears complete
+        or not at all; nothing is written through a symbolic link. Of two processes saving to
+        one new ``path``, one succeeds and the other gets a ``FileExistsError``.
+
         Parameters
         ----------
         path
-            Directory to create.
+            Directory to create (a folder of its own: not empty, not ``"."``, not a link).
         overwrite
-            Replace an existing model directory.
+            Replace an existing model directory (never a folder holding other files). The old
+            model is removed only once the new one is complete.
 
         Returns
         -------
