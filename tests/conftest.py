@@ -57,6 +57,7 @@ SLOW = {
     "test_readme.py::test_quickstart_runs_on_bundled_data",
     "test_register_mode.py::test_a_registered_mode_is_searched_saved_and_loaded",
     "test_reliability.py::test_a_killed_save_leaves_the_old_model_readable",
+    "test_reliability.py::test_a_search_continues_from_a_torn_journal",
     "test_reliability.py::test_two_processes_saving_to_one_new_path_exactly_one_succeeds",
     "test_round_trips.py::test_results_survive_a_round_trip",
     "test_scale.py::test_backed_embedding_explanation_and_search",

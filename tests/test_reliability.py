@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import multiprocessing
 import os
@@ -10,10 +11,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import optuna
 import pytest
+from optuna.trial import TrialState
 
 import autogenome_sc as ag
 from autogenome_sc.io import _atomic
+from autogenome_sc.search import _journal, make_storage
+from autogenome_sc.search._journal import open_journal
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -194,3 +199,136 @@ def test_two_processes_saving_to_one_new_path_exactly_one_succeeds(trained, tmp_
         assert json.loads((Path(target) / "model.json").read_text())["checksum"] == winner
         assert ag.read_model(target).id_ == winner
     assert _hidden(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------- study journals
+def _journal_with_trials(path: Path, n: int = 3) -> optuna.Study:
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    study = optuna.create_study(study_name="s", storage=JournalStorage(JournalFileBackend(str(path))))
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=n)
+    return study
+
+
+def _plain_optuna(path: Path) -> optuna.Study:
+    """The study as Optuna alone reads it (no repair)."""
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    return optuna.load_study(study_name="s", storage=JournalStorage(JournalFileBackend(str(path))))
+
+
+def _load(path: Path) -> optuna.Study:
+    return optuna.load_study(study_name="s", storage=open_journal(path))
+
+
+@pytest.mark.parametrize("newline", [False, True])
+def test_a_torn_last_line_is_dropped_with_a_copy_kept(tmp_path, newline):
+    path = tmp_path / "s.journal.log"
+    _journal_with_trials(path)
+    whole = path.read_bytes()
+    last = whole.splitlines(keepends=True)[-1]
+    path.write_bytes(whole + last[: len(last) // 2] + (b"\n" if newline else b""))  # a write cut short
+    torn = path.read_bytes()
+    with pytest.warns(UserWarning, match=r"ended with a partial record \(\d+ bytes.*The original file is kept as"):
+        study = _load(path)
+    assert path.read_bytes() == whole
+    (backup,) = tmp_path.glob("s.journal.log.torn-*")
+    assert backup.read_bytes() == torn
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)  # and it goes on
+    assert len(_plain_optuna(path).trials) == 4
+
+
+def test_a_journal_damaged_by_an_append_onto_a_torn_line_is_restored(tmp_path):
+    """What the previous version left: a record appended onto the partial one, readable by no one."""
+    path = tmp_path / "s.journal.log"
+    _journal_with_trials(path)
+    lines = path.read_bytes().splitlines(keepends=True)
+    damaged = [*lines[:-2], lines[-2][:40], *lines[-2:]]  # a record once cut short, then written again
+    path.write_bytes(b"".join(damaged))
+    with pytest.raises(ValueError):
+        _plain_optuna(path)
+    with pytest.warns(UserWarning, match=r"held partial records .*40 bytes.*kept"):
+        study = _load(path)
+    assert path.read_bytes() == b"".join(lines)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+    # a damaged line with no record to tell apart: refused in one sentence, the file left as it was
+    bad = b"".join([*lines[:2], b"not a record\n", *lines[2:]])
+    path.write_bytes(bad)
+    with pytest.raises(ValueError, match=r"'.*s.journal.log' is damaged at line 3 \(not a record"):
+        _load(path)
+    assert path.read_bytes() == bad
+
+
+def test_a_full_disk_leaves_no_partial_record(tmp_path, monkeypatch):
+    path = tmp_path / "s.journal.log"
+    _journal_with_trials(path, n=1)
+    study = _load(path)
+    before = path.read_bytes()
+
+    def half_then_full(fd, data):
+        os.write(fd, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(_journal, "_write_all", half_then_full)
+    with pytest.raises(
+        OSError, match=r"Could not write to the study journal .*\(No space left on device\); the journal"
+    ):
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    assert path.read_bytes() == before
+    monkeypatch.undo()
+    assert len(_load(path).trials) == 1  # readable, nothing to repair
+
+
+def test_an_append_after_a_killed_writer_cuts_its_partial_record_first(tmp_path):
+    path = tmp_path / "s.journal.log"
+    _journal_with_trials(path, n=1)
+    study = _load(path)
+    whole = path.read_bytes()
+    with open(path, "ab") as f:  # another worker killed in the middle of its write
+        f.write(whole.splitlines()[-1][:25])
+    with pytest.warns(UserWarning, match="found appending it, the partial record was dropped"):
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    assert path.read_bytes().startswith(whole)
+    assert [t.state for t in _plain_optuna(path).trials] == [TrialState.COMPLETE] * 2
+
+
+def test_a_search_continues_from_a_torn_journal(tmp_path):
+    from _search_helpers import TINY
+    from conftest import synthetic_counts
+
+    adata = synthetic_counts(n_cells=300, n_genes=60, n_types=3)
+    kw = {"config": TINY, "study_name": "torn", "run_dir": tmp_path}
+    ag.tl.search(adata, "cell_type", n_trials=1, **kw)
+    path = tmp_path / "torn.journal.log"
+    last = path.read_bytes().splitlines(keepends=True)[-1]
+    with open(path, "ab") as f:
+        f.write(last[: len(last) // 2])
+    with pytest.warns(UserWarning, match="ended with a partial record"):
+        ag.tl.search(adata, "cell_type", n_trials=2, **kw)
+    board = adata.uns["ag"]["leaderboard"]
+    assert len(board) == 2 and set(board["state"]) <= {"complete", "pruned"}
+    assert len(_plain_optuna_named(path, "torn").trials) == 2
+
+
+def _plain_optuna_named(path: Path, name: str) -> optuna.Study:
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    return optuna.load_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(path))))
+
+
+@pytest.mark.parametrize(
+    ("storage", "error", "match"),
+    [
+        ("bogus://x", ValueError, r"^storage 'bogus://x' is not a storage the search can open: give None .*sqlite"),
+        ("results.db", ValueError, r"^storage 'results.db' is not a storage"),
+        ("", ValueError, r"^storage '' is not a storage"),
+        ("redis://u:secret@host/0", ValueError, r"^storage 'redis://\*\*\*@host/0' is not"),  # no password shown
+        (5, TypeError, r"^storage must be None, a database URL or an Optuna storage object, not int\.$"),
+    ],
+)
+def test_storage_is_checked_before_optuna_sees_it(tmp_path, storage, error, match):
+    cfg = ag.config.validate(None)
+    with pytest.raises(error, match=match):
+        make_storage(storage, tmp_path, "s", cfg.search)
+    assert list(tmp_path.iterdir()) == []
