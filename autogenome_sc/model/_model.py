@@ -16,7 +16,7 @@ from anndata import AnnData
 
 from .._logging import warn
 from .._precision import at_full_precision
-from ..io import read_model_files, write_model_files
+from ..io import DamagedModel, read_model_files, write_model_files
 
 if TYPE_CHECKING:
     from flax import linen as nn
@@ -500,6 +500,14 @@ def read_model(path: str | Path) -> Model:
         np.shape(a) != np.shape(b) for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(template), strict=True)
     ):
         raise ValueError(f"The weights in '{path}' do not match its architecture.")
+    if model.novelty_:  # the centroids live in the network's embedding: same width, or every uncertainty fails
+        x = jnp.zeros((1, len(model.var_names_)))
+        _, emb = jax.eval_shape(lambda v: model.net.apply(v, x, train=False), template)
+        if model.novelty_["centroids"].shape[1] != emb.shape[-1]:
+            raise DamagedModel(
+                f"'{path}': the novelty statistics in weights.msgpack are for an embedding of "
+                f"{model.novelty_['centroids'].shape[1]} dimensions, the network's has {emb.shape[-1]}."
+            )
     model.variables = jax.tree.map(np.asarray, variables)
     return model
 
