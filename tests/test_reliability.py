@@ -48,6 +48,16 @@ def test_overwrite_never_writes_through_links_in_the_folder(trained, tmp_path):
     assert _hidden(tmp_path) == []  # no temporary folder left behind
 
 
+def test_a_saved_folder_gets_the_permissions_of_any_new_folder(trained, tmp_path):
+    _, model = trained
+    model.save(tmp_path / "m")
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "f").write_bytes(b"")
+    mode = lambda p: p.stat().st_mode & 0o777  # noqa: E731
+    assert mode(tmp_path / "m") == mode(tmp_path / "plain")
+    assert mode(tmp_path / "m" / "model.json") == mode(tmp_path / "plain" / "f")
+
+
 def test_a_dangling_link_never_creates_its_target(trained, tmp_path):
     _, model = trained
     path, target = tmp_path / "m", tmp_path / "elsewhere" / "created.json"

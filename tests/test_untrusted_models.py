@@ -171,6 +171,18 @@ def _refused_before_building(path, match, monkeypatch):
         (_set(["architecture"], "batch_norm", "yes"), r"architecture.batch_norm = 'yes' in model.json must be true or"),
         (_set(["architecture"], "widths", [8]), r"architecture.widths in model.json is not a setting of a resnet"),
         (_set(["architecture"], "model", "resvae"), r"a model for classification needs a supervised network"),
+        (
+            _set([], "architecture", {"model": "ensemble", "weights": [-1, 2], "members": [{"model": "linear"}] * 2}),
+            r"architecture.weights in model.json must be numbers of at least 0, not all 0",
+        ),
+        (
+            _set([], "architecture", {"model": "ensemble", "members": [{"model": "vae"}]}),
+            r"architecture.members\[0\] in model.json is a vae, which cannot be an ensemble member",
+        ),
+        (
+            _set([], "architecture", {"model": "rrfcn", "widths": [8, 8, 8], "edges": [[0, 1], [2, 2]]}),
+            r"architecture.edges in model.json must join each of its 3 nodes but the first to earlier ones",
+        ),
         (_set(["preprocessing"], "input", "banana"), r"'preprocessing' must be an object whose 'input' is one of"),
         (_set(["preprocessing"], "applied", "exp"), r"'preprocessing.applied' is 'exp'; expected one of none"),
         (_set(["preprocessing"], "scaling", "robust"), r"'preprocessing.scaling' is 'robust'"),

@@ -3,8 +3,8 @@
 A reader never sees a half-written model, a killed save never damages the folder it was to
 replace, and nothing is written through a symbolic link:
 
-- the files are created (``O_EXCL``) inside a fresh temporary folder made by
-  :func:`tempfile.mkdtemp` next to the target, so no link can be in their way;
+- the files are created (``O_EXCL``) inside a fresh temporary folder of a random name next
+  to the target, so no link can be in their way;
 - a new target is created by renaming the finished folder onto its path. POSIX ``rename``
   of a folder succeeds onto a missing path or an empty folder and fails onto a folder that
   holds anything, so of two processes saving to one new path exactly one succeeds (the
@@ -24,7 +24,6 @@ import errno
 import os
 import shutil
 import sys
-import tempfile
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -78,7 +77,8 @@ def write_folder(path: Path, files: Mapping[str, bytes], *, overwrite: bool) -> 
     path = check_target(path)
     check_replaceable(path, set(files), overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.saving-", dir=path.parent))
+    tmp = path.parent / f".{path.name}.saving-{uuid.uuid4().hex[:12]}"
+    os.mkdir(tmp)  # a fresh name (a clash raises); permissions as any new folder's (tempfile's would be 0o700)
     try:
         for name, content in files.items():
             _write_new(tmp / name, content)
@@ -123,7 +123,7 @@ def _publish(tmp: Path, path: Path, names: set[str], overwrite: bool) -> None:
 
 def _write_new(path: Path, content: bytes) -> None:
     """Create ``path`` (it must not exist: no link is followed) and write ``content`` to disk."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)
     with os.fdopen(fd, "wb") as f:
         f.write(content)
         f.flush()

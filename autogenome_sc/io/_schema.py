@@ -143,6 +143,8 @@ def _check(arch: Any, where: str, path: Path, models: tuple[str, ...] | None, me
         missing = [k for k in VAE if k not in arch and k not in VAE_OPTIONAL]
         if missing:
             raise DamagedModel(f"'{path}': {where} in model.json has no '{missing[0]}'; a {kind} needs it.")
+    elif kind in VAE_MODELS:
+        raise DamagedModel(f"'{path}': {where} in model.json is a {kind}, which cannot be an ensemble member.")
     elif models is not None:
         return  # a network this schema does not know: bounded by its weights only
     else:
@@ -199,7 +201,7 @@ def _check_wiring(arch: dict[str, Any], where: str, path: Path) -> None:
     edges = arch.get("edges", [])
     if any(not s < t < n for s, t in edges) or {t for _, t in edges} != set(range(1, n)):
         raise DamagedModel(
-            f"'{path}': {where}.edges in model.json must join each of the {n} nodes after the first to earlier ones."
+            f"'{path}': {where}.edges in model.json must join each of its {n} nodes but the first to earlier ones."
         )
 
 

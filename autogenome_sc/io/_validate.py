@@ -21,17 +21,17 @@ import json
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 
-from .._names import ACTIVATIONS, INPUT_KINDS, LIKELIHOODS, TASKS
+from .._names import ACTIVATIONS, INPUT_KINDS, LIKELIHOODS, TASKS, Preprocess, Scaling
 from ._errors import DamagedModel
 from ._schema import check_schema, expected_numbers
 
 __all__ = ["DamagedModel", "check_meta", "check_schema", "checksum", "expected_numbers"]
 
-#: model.json larger than this is refused before it is read (a model of 100,000 genes and a hierarchy needs a few MB).
+#: model.json larger than this is refused before it is read: far above any model's (a few tens of bytes a gene).
 MAX_JSON_BYTES = 16 * 2**20
 #: Deepest nesting of objects and lists in model.json (an ensemble's member input bounds need 6).
 MAX_DEPTH = 32
@@ -43,9 +43,9 @@ OPTIONAL_CHECKED_FIELDS = ("hierarchy",)
 _SINCE_FORMAT_2 = ("matrix", "hierarchy")
 #: String values an architecture may hold, by key.
 _STRINGS = {"activation": ACTIVATIONS, "likelihood": LIKELIHOODS, "average": ("probs", "mean")}
-_TRANSFORMS = ("none", "log1p", "normalize_log1p")
-_PREPROCESS = ("auto", *_TRANSFORMS)
-_SCALINGS = ("minmax", "zscore", "none")
+_PREPROCESS: tuple[str, ...] = get_args(Preprocess)  # what the config asked for
+_TRANSFORMS = tuple(p for p in _PREPROCESS if p != "auto")  # what was applied
+_SCALINGS = (*get_args(Scaling), "none")
 
 
 def checksum(meta: dict[str, Any], weights: bytes) -> str:
