@@ -48,10 +48,12 @@ class Journal(JournalFileBackend):
         """Append ``logs``, one line each; on failure the file is cut back to its length before the write."""
         data = ("\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n").encode()
         with _locked(self._append_lock):
-            _cut_torn_tail(Path(self._path), before="appending")
             fd = os.open(self._path, os.O_RDWR | os.O_APPEND)
             try:
                 size = os.fstat(fd).st_size
+                if size and _byte_at(fd, size - 1) != b"\n":  # a writer killed mid-write: cut its partial record
+                    _cut_torn_tail(Path(self._path), before="appending")
+                    size = os.fstat(fd).st_size
                 try:
                     _write_all(fd, data)
                     os.fsync(fd)
@@ -210,6 +212,11 @@ def _backup(path: Path) -> Path:
             f"first ({e.strerror}); free some space and run again",
         ) from None
     return backup
+
+
+def _byte_at(fd: int, offset: int) -> bytes:
+    os.lseek(fd, offset, os.SEEK_SET)  # writes still go to the end (O_APPEND)
+    return os.read(fd, 1)
 
 
 def _write_all(fd: int, data: bytes) -> None:
