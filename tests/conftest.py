@@ -6,6 +6,8 @@ for the test session.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -56,6 +58,9 @@ SLOW = {
     "test_parallel.py::test_two_processes_train_one_model_together",
     "test_readme.py::test_quickstart_runs_on_bundled_data",
     "test_register_mode.py::test_a_registered_mode_is_searched_saved_and_loaded",
+    "test_reliability.py::test_a_killed_save_leaves_the_old_model_readable",
+    "test_reliability.py::test_a_search_continues_from_a_torn_journal",
+    "test_reliability.py::test_two_processes_saving_to_one_new_path_exactly_one_succeeds",
     "test_round_trips.py::test_results_survive_a_round_trip",
     "test_scale.py::test_backed_embedding_explanation_and_search",
     "test_scale.py::test_memory_stays_far_below_the_dense_matrix",
@@ -147,6 +152,28 @@ def _pbmc():
 def pbmc(_pbmc) -> AnnData:
     """pbmc68k_reduced: 700 cells x 765 genes, obs['bulk_labels'] with 10 types; X is z-scored."""
     return _pbmc.copy()
+
+
+def as_format_2(path, change=None) -> str:
+    """Rewrite the model folder ``path`` as the previous version wrote it (format 2); return its checksum.
+
+    Format 2's checksum covered the weights and only the fields that decide predictions;
+    it is computed here from that definition, not by the package. ``change(meta)`` edits
+    ``model.json`` first.
+    """
+    meta = json.loads((path / "model.json").read_text())
+    if change is not None:
+        change(meta)
+    meta["format_version"] = 2
+    fields = {k: meta.get(k) for k in ("architecture", "task", "classes", "var_names", "preprocessing")}
+    fields.update(target_mean=meta.get("target_mean"), target_std=meta.get("target_std"))
+    if meta.get("hierarchy") is not None:
+        fields["hierarchy"] = meta["hierarchy"]
+    h = hashlib.sha256((path / "weights.msgpack").read_bytes())
+    h.update(json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str).encode())
+    meta["checksum"] = "sha256:" + h.hexdigest()
+    (path / "model.json").write_text(json.dumps(meta, indent=1))
+    return meta["checksum"]
 
 
 def synthetic_counts(n_cells=600, n_genes=200, n_types=4, seed=0, sparse=True) -> AnnData:

@@ -80,6 +80,7 @@ def test_cli_says_what_went_wrong(h5ad, tmp_path):
         "escape": (["--study", "../escape"], "study_name must be a plain file name"),
         "junk config": (["--study", "s", "--config", junk], "is not text (not UTF-8)"),
         "folder config": (["--study", "s", "--config", tmp_path], "is a folder"),
+        "unknown storage": (["--study", "s", "--storage", "bogus://x"], "is not a storage the search can open"),
     }
     for what, (extra, expect) in cases.items():
         r = cli(

@@ -102,7 +102,7 @@ def test_gene_warning_points_at_the_callers_line(trained):
 
 
 def test_the_trained_input_round_trips_and_an_old_model_json_still_names_it(counts, tmp_path):
-    from conftest import FAST
+    from conftest import FAST, as_format_2
 
     counts.layers["counts"] = counts.X.copy()
     counts.raw = counts.copy()
@@ -113,17 +113,15 @@ def test_the_trained_input_round_trips_and_an_old_model_json_still_names_it(coun
     assert (lay.layer, lay.use_raw, raw.layer, raw.use_raw) == ("counts", False, None, True)
     assert json.loads((raw.path / "model.json").read_text())["matrix"] == {"layer": None, "use_raw": True}
     assert raw.input_recorded and ag.read_model(raw.save(tmp_path / "again")).use_raw
-    # a model saved before the input was recorded: same checksum, and ag.tl.explain reads adata's record
+    # a model saved before the input was recorded (format 2): ag.tl.explain reads adata's record
     ag.tl.explain(counts, key="raw", n_samples=10, n_background=10, max_cells=20)
     new = dict(counts.uns["raw"]["shap"])
     old_path = tmp_path / "old"
     raw.save(old_path)
-    meta = json.loads((old_path / "model.json").read_text())
-    del meta["matrix"]
-    (old_path / "model.json").write_text(json.dumps(meta))
+    old_id = as_format_2(old_path, lambda meta: meta.pop("matrix"))
     old = ag.read_model(old_path)
-    assert (old.layer, old.use_raw, old.input_recorded, old.id_) == (None, False, False, raw.id_)
-    counts.uns["raw"]["model_path"] = str(old_path)
+    assert (old.layer, old.use_raw, old.input_recorded, old.id_) == (None, False, False, old_id)
+    counts.uns["raw"].update(model_path=str(old_path), model_id=old_id)  # as the old model wrote it
     ag.tl.explain(counts, key="raw", n_samples=10, n_background=10, max_cells=20)
     np.testing.assert_array_equal(counts.uns["raw"]["shap"]["data"], new["data"])
     np.testing.assert_array_equal(counts.uns["raw"]["shap"]["values"], new["values"])

@@ -7,15 +7,61 @@ Modules: ``data`` (data loader), ``trainer`` (general training hyperparameters),
 
 from __future__ import annotations
 
-from typing import Literal
+import types
+import typing
+from typing import Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from .._names import Activation, ClassWeight, FinalFit, GenesBy, Likelihood, Preprocess, Scaling, SelectBy, mode_names
 
 
+def _wrong_type(annotation: Any, value: Any) -> str | None:
+    """Why ``value`` is not of ``annotation``'s kind without a conversion, or ``None``.
+
+    pydantic's lax mode reads ``"8"`` or ``true`` as the number 8 or 1 and ``"no"`` as false;
+    here a number must be a number (not a string or a boolean) and a switch true or false,
+    in lists and tuples too. Everything else is left to pydantic.
+    """
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        reasons = [_wrong_type(a, value) for a in args if a is not type(None)]
+        return None if None in reasons else reasons[0]
+    if origin in (list, tuple) and isinstance(value, list | tuple):
+        items = args[:1] * len(value) if origin is list or (len(args) == 2 and args[1] is Ellipsis) else args
+        for item_type, item in zip(items, value, strict=False):
+            reason = _wrong_type(item_type, item)
+            if reason:
+                return reason
+        return None
+    if annotation is bool and not isinstance(value, bool):
+        return f"{value!r} is not true or false"
+    if annotation in (int, float) and isinstance(value, bool | str):
+        return f"{value!r} is not a number (a {type(value).__name__})"
+    return None
+
+
+def _positive_sizes(v: list[int], what: str) -> list[int]:
+    bad = [x for x in v if x < 1]
+    if bad:
+        raise ValueError(f"every {what} must be a positive integer; {bad[0]} is not")
+    return v
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_conversion(cls, value: Any, info: ValidationInfo) -> Any:
+        """A string or a boolean is not a number, a number or a string not a switch (see :func:`_wrong_type`)."""
+        assert info.field_name is not None
+        reason = _wrong_type(cls.model_fields[info.field_name].annotation, value)
+        if reason:
+            raise ValueError(reason)
+        return value
 
 
 class DataConfig(_Strict):
@@ -185,6 +231,11 @@ class MLPConfig(_FCArch):
 
     widths: list[int] = Field([256, 256], min_length=1, description="Width of each hidden FC unit.")
 
+    @field_validator("widths")
+    @classmethod
+    def _positive_widths(cls, v):
+        return _positive_sizes(v, "width")
+
 
 class ResNetConfig(_FCArch):
     """RFCN-ResNet: each FC unit adds its input to its output."""
@@ -199,6 +250,11 @@ class DenseNetConfig(_FCArch):
     block_structure: list[int] = Field([2, 3, 4], min_length=1, description="FC units per dense block.")
     growth_rate: int = Field(64, ge=1, description="Width of each FC unit in a dense block.")
     compression: float = Field(0.5, gt=0, le=1, description="Transition units shrink the block output by this.")
+
+    @field_validator("block_structure")
+    @classmethod
+    def _positive_blocks(cls, v):
+        return _positive_sizes(v, "block's number of units")
 
 
 class ResVAEConfig(_Strict):
@@ -558,7 +614,9 @@ class SaveConfig(_Strict):
     """Best-model save path module."""
 
     path: str | None = Field(
-        None, description="Where to save the model; default: a new folder under ag.settings.model_dir."
+        None,
+        min_length=1,
+        description="Where to save the model (a folder of its own); default: a new folder under ag.settings.model_dir.",
     )
     overwrite: bool = Field(
         False,

@@ -1,13 +1,17 @@
-"""Checks of a model directory before anything is built from it: ``model.json`` against the weights.
+"""Checks of a model directory before anything is built from it: ``model.json`` against a schema and the weights.
 
-A model file may come from anywhere. Nothing in ``model.json`` is trusted to size a network:
-every number in the architecture must fit the weights that were saved with it (no layer can
-be wider than the largest weight array, no network deeper than the number of arrays), the
-weights must be finite, and a checksum over the weights and the fields that decide
-predictions (architecture, task, classes, genes, preprocessing) must match the one stored at
-saving. The checksum catches an edited or swapped file; it is not a signature (whoever
-writes a file can write its checksum too), so load models only from sources you trust as
-much as code.
+A model file may come from anywhere. Before a file is read whole its size is bounded
+(``model.json`` by :data:`MAX_JSON_BYTES`, ``weights.msgpack`` by what the architecture in
+``model.json`` implies); the JSON's nesting is bounded by :data:`MAX_DEPTH`. Every field that
+changes a prediction, a confidence or a rejection is checked by type and range (the
+architecture against the schema of its network, the calibration temperature, the
+preprocessing, the training input, the prediction settings of the config), and every number
+in the architecture must fit the weights saved with it (no layer wider than the largest
+weight array, no network deeper than the number of arrays). The weights must be finite, the
+novelty statistics well formed, and a checksum over the weights and ``model.json`` must match
+the one stored at saving. The checksum catches an edited or swapped file; it is not a
+signature (whoever writes a file can write its checksum too), so load models only from
+sources you trust as much as code.
 """
 
 from __future__ import annotations
@@ -15,41 +19,100 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 
-from .._names import ACTIVATIONS, LIKELIHOODS, TASKS
+from .._names import ACTIVATIONS, INPUT_KINDS, LIKELIHOODS, TASKS, Preprocess, Scaling
+from ._errors import DamagedModel
+from ._schema import check_schema, expected_numbers
 
-#: The fields of model.json that decide predictions: all covered by the checksum. Not covered: what describes
-#: the training (config, metrics, versions) and ``matrix``, which matrix of the training data was read (a query's
-#: matrix is the caller's choice), so adding it kept every model's checksum.
+__all__ = ["DamagedModel", "check_meta", "check_schema", "checksum", "expected_numbers"]
+
+#: model.json larger than this is refused before it is read: far above any model's (a few tens of bytes a gene).
+MAX_JSON_BYTES = 16 * 2**20
+#: Deepest nesting of objects and lists in model.json (an ensemble's member input bounds need 6).
+MAX_DEPTH = 32
+#: Format 2's checksum: the weights and these fields. Format 3's covers all of model.json but the checksum itself.
 CHECKED_FIELDS = ("architecture", "task", "classes", "var_names", "preprocessing", "target_mean", "target_std")
-#: Prediction-deciding fields that only some models have (the labels of coarser levels).
+#: Format 2: prediction-deciding fields that only some models have (the labels of coarser levels).
 OPTIONAL_CHECKED_FIELDS = ("hierarchy",)
+#: Fields that appeared after format 1: a model claiming format 1 (no checksum) while holding one was edited.
+_SINCE_FORMAT_2 = ("matrix", "hierarchy")
 #: String values an architecture may hold, by key.
 _STRINGS = {"activation": ACTIVATIONS, "likelihood": LIKELIHOODS, "average": ("probs", "mean")}
-
-
-class DamagedModel(ValueError):
-    """A model directory whose files are inconsistent, incomplete or changed after saving."""
+_PREPROCESS: tuple[str, ...] = get_args(Preprocess)  # what the config asked for
+_TRANSFORMS = tuple(p for p in _PREPROCESS if p != "auto")  # what was applied
+_SCALINGS = (*get_args(Scaling), "none")
 
 
 def checksum(meta: dict[str, Any], weights: bytes) -> str:
-    """``sha256:<hex>`` of the weights file and the prediction-deciding fields of ``model.json``."""
+    """``sha256:<hex>`` of the weights file and of ``model.json``, as the model's format version defines it.
+
+    Format 3 and later: every field of ``model.json`` except ``checksum``. Format 2: the
+    prediction-deciding fields :data:`CHECKED_FIELDS` (and ``hierarchy`` where present).
+    """
     h = hashlib.sha256(weights)
-    fields = {k: meta.get(k) for k in CHECKED_FIELDS}
-    for k in OPTIONAL_CHECKED_FIELDS:  # only where present: a model without them keeps the checksum it had
-        if meta.get(k) is not None:
-            fields[k] = meta[k]
+    if meta.get("format_version") == 2:
+        fields = {k: meta.get(k) for k in CHECKED_FIELDS}
+        for k in OPTIONAL_CHECKED_FIELDS:  # only where present: a model without them keeps the checksum it had
+            if meta.get(k) is not None:
+                fields[k] = meta[k]
+    else:
+        fields = {k: v for k, v in meta.items() if k != "checksum"}
     h.update(json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str).encode())
     return "sha256:" + h.hexdigest()
 
 
-def check_meta(meta: dict[str, Any], path: Path) -> None:
-    """The fields of ``model.json`` every model has, with their types; one sentence each."""
+def too_deep(obj: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether objects and lists nest deeper than ``limit`` in ``obj`` (walked without recursion)."""
+    stack = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > limit:
+                return True
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((v, depth + 1) for v in children)
+    return False
+
+
+def check_format(meta: Any, path: Path, current: int, marker: str) -> int:
+    """The format version of a parsed ``model.json``: known, not newer than ``current``, checksummed since 2."""
+    if not isinstance(meta, dict) or meta.get("format") != marker:
+        raise DamagedModel(f"'{path}' holds a model.json of another format (expected '{marker}').")
+    version = meta.get("format_version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise DamagedModel(f"'{path}': model.json's 'format_version' must be a whole number (1 or more).")
+    if version > current:
+        raise DamagedModel(f"'{path}' was saved by a newer autogenome_sc (format {version}); upgrade to read it.")
+    if version >= 2 and "checksum" not in meta:
+        raise DamagedModel(
+            f"'{path}' has no checksum in its model.json although format {version} always writes one; the file "
+            "was edited. Use the files as they were saved, or train again."
+        )
+    if version == 1:
+        later = [k for k in _SINCE_FORMAT_2 if k in meta] + (
+            ["preprocessing.batch_key"]
+            if isinstance(meta.get("preprocessing"), dict) and "batch_key" in meta["preprocessing"]
+            else []
+        )
+        if later:
+            raise DamagedModel(
+                f"'{path}' claims format 1 (saved without a checksum) but holds '{later[0]}', which format 1 never "
+                "wrote; the file was edited."
+            )
+    return version
+
+
+def check_meta(meta: dict[str, Any], path: Path, models: tuple[str, ...] | None = None) -> None:
+    """Every field of ``model.json`` that changes a prediction, a confidence or a rejection, by type and range.
+
+    One sentence each, naming the file and the field. ``models``: the network names an
+    architecture may use (default: those of the schema).
+    """
     for key in ("architecture", "task", "var_names", "preprocessing"):
         if key not in meta:
             raise DamagedModel(f"'{path}' has no '{key}' in its model.json; the file is damaged or not a model's.")
@@ -62,11 +125,7 @@ def check_meta(meta: dict[str, Any], path: Path) -> None:
         raise DamagedModel(f"'{path}': model.json's 'var_names' must be a non-empty list of gene names.")
     if len(set(names)) != len(names):
         raise DamagedModel(f"'{path}': model.json's 'var_names' repeats gene names.")
-    if not isinstance(meta["preprocessing"], dict) or not isinstance(meta["preprocessing"].get("input"), str):
-        raise DamagedModel(f"'{path}': model.json's 'preprocessing' must be an object with the detected 'input'.")
-    batch_key = meta["preprocessing"].get("batch_key")
-    if batch_key is not None and (not isinstance(batch_key, str) or not batch_key):
-        raise DamagedModel(f"'{path}': model.json's 'preprocessing.batch_key' must be a column name (a string).")
+    _check_preprocessing(meta["preprocessing"], path)
     classes = meta.get("classes")
     if meta["task"] == "classification":
         if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) for c in classes):
@@ -82,14 +141,83 @@ def check_meta(meta: dict[str, Any], path: Path) -> None:
             f"'{path}': model.json's 'matrix' must hold 'layer' (a layer name or null) and 'use_raw' (true or false), "
             "not both a layer and use_raw."
         )
-    for key in ("target_mean", "target_std"):
-        value = meta.get(key, 0.0)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise DamagedModel(f"'{path}': model.json's '{key}' must be a finite number.")
+    if not _finite_number(meta.get("target_mean", 0.0)):
+        raise DamagedModel(f"'{path}': model.json's 'target_mean' must be a finite number.")
+    if not _positive(meta.get("target_std", 1.0)):
+        raise DamagedModel(f"'{path}': model.json's 'target_std' must be a positive finite number.")
+    _check_calibration(meta.get("calibration", {}), path)
+    _check_predict_config(meta.get("config", {}), path)
+    check_schema(meta["architecture"], meta["task"], path, models)
 
 
-def check_weights(state: Any, n_genes: int, path: Path) -> list[np.ndarray]:
-    """The weight arrays of ``state``: present, numeric, finite; the scaling sized to the genes."""
+def _check_preprocessing(pre: Any, path: Path) -> None:
+    """What a query's matrix gets before the network: detected input, transform, scaling and its bounds."""
+    if not isinstance(pre, dict) or pre.get("input") not in INPUT_KINDS:
+        raise DamagedModel(
+            f"'{path}': model.json's 'preprocessing' must be an object whose 'input' is one of {', '.join(INPUT_KINDS)}."
+        )
+    for key, allowed in (("applied", _TRANSFORMS), ("config", _PREPROCESS), ("scaling", _SCALINGS)):
+        if key in pre and pre[key] not in allowed:
+            raise DamagedModel(
+                f"'{path}': model.json's 'preprocessing.{key}' is {pre[key]!r}; expected one of {', '.join(allowed)}."
+            )
+    clip = pre.get("clip")
+    if clip is not None and not (isinstance(clip, list) and len(clip) == 2 and all(map(_finite_number, clip))):
+        raise DamagedModel(f"'{path}': model.json's 'preprocessing.clip' must be two finite numbers, low and high.")
+    if clip is not None and clip[0] > clip[1]:
+        raise DamagedModel(f"'{path}': model.json's 'preprocessing.clip' has its low bound above its high bound.")
+    batch_key = pre.get("batch_key")
+    if batch_key is not None and (not isinstance(batch_key, str) or not batch_key):
+        raise DamagedModel(f"'{path}': model.json's 'preprocessing.batch_key' must be a column name (a string).")
+
+
+def _check_calibration(calibration: Any, path: Path) -> None:
+    """The temperature that divides the logits: positive and finite (the rest of ``calibration`` only describes)."""
+    if not isinstance(calibration, dict):
+        raise DamagedModel(f"'{path}': model.json's 'calibration' must be an object.")
+    if "temperature" in calibration and not _positive(calibration["temperature"]):
+        raise DamagedModel(
+            f"'{path}': model.json's 'calibration.temperature' is {calibration['temperature']!r}; it must be a "
+            "positive finite number (it divides every logit)."
+        )
+
+
+def _check_predict_config(config: Any, path: Path) -> None:
+    """The config's settings that prediction reads: the gene overlap it requires, its chunk size, the scaling switch."""
+    if not isinstance(config, dict) or not isinstance(config.get("data", {}), dict):
+        raise DamagedModel(f"'{path}': model.json's 'config' must be an object whose 'data' is an object.")
+    data = config.get("data", {})
+    checks: dict[str, tuple[Callable[[Any], bool], str]] = {
+        "min_gene_overlap": (lambda v: _finite_number(v) and 0 <= v <= 1, "a number from 0 to 1"),
+        "chunk_mb": (_positive, "a positive finite number"),
+        "scale": (lambda v: isinstance(v, bool), "true or false"),
+    }
+    for key, (ok, what) in checks.items():
+        if key in data and not ok(data[key]):
+            raise DamagedModel(f"'{path}': model.json's 'config.data.{key}' is {data[key]!r}; it must be {what}.")
+
+
+def weights_bound(meta: dict[str, Any]) -> float:
+    """The most bytes ``weights.msgpack`` can take for the checked ``meta``: its architecture's numbers, with slack.
+
+    Every number at 8 bytes and 2 more for the encoding, plus 2 MB: twice what a float32 model
+    takes, so a file beyond it holds something else than this architecture's weights.
+    """
+    n_genes = len(meta["var_names"])
+    classes = meta.get("classes") or []
+    n_out = {"classification": len(classes), "regression": 1}.get(meta["task"], n_genes)
+    numbers, emb = expected_numbers(meta["architecture"], n_genes, n_out)
+    numbers += 2 * n_genes  # the per-gene scaling
+    if meta["task"] == "classification":  # the novelty statistics: centroids, variances, the reference scores
+        numbers += len(classes) * (emb + 2) + emb + _MAX_REFERENCE + 16
+    return 10 * numbers + 2 * 2**20
+
+
+def check_weights(state: Any, n_genes: int, path: Path, n_classes: int | None = None) -> list[np.ndarray]:
+    """The weight arrays of ``state``: present, numeric, finite; the scaling sized to the genes; the novelty statistics.
+
+    An ensemble member's gene selection must point at genes the model reads.
+    """
     if not isinstance(state, dict) or not isinstance(state.get("variables"), dict) or "scaler" not in state:
         raise DamagedModel(f"'{path}': weights.msgpack holds no network variables; the file is damaged.")
     scaler = state["scaler"]
@@ -105,13 +233,68 @@ def check_weights(state: Any, n_genes: int, path: Path) -> list[np.ndarray]:
     if not arrays:
         raise DamagedModel(f"'{path}': weights.msgpack holds no weights.")
     for a in [*arrays, np.asarray(scaler["min"]), np.asarray(scaler["scale"])]:
-        if not np.issubdtype(a.dtype, np.number):
-            raise DamagedModel(f"'{path}': weights.msgpack holds a non-numeric array ({a.dtype}).")
-        if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+        _check_numeric(a, path)
+    for genes in _member_genes(state["variables"]):
+        if genes.size and (not np.issubdtype(genes.dtype, np.integer) or genes.min() < 0 or genes.max() >= n_genes):
             raise DamagedModel(
-                f"'{path}' holds non-finite weights (NaN or infinite values); the model would predict nonsense."
+                f"'{path}': an ensemble member's gene selection in weights.msgpack points outside the model's "
+                f"{n_genes} genes; the file is damaged."
             )
+    if state.get("novelty"):
+        _check_novelty(state["novelty"], path, n_classes)
     return arrays
+
+
+def _check_numeric(a: np.ndarray, path: Path) -> None:
+    if not np.issubdtype(a.dtype, np.number) and a.dtype != np.bool_:
+        raise DamagedModel(f"'{path}': weights.msgpack holds a non-numeric array ({a.dtype}).")
+    if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+        raise DamagedModel(
+            f"'{path}' holds non-finite weights (NaN or infinite values); the model would predict nonsense."
+        )
+
+
+def _member_genes(variables: dict) -> Iterator[np.ndarray]:
+    """The gene selections of an ensemble's members (``inputs/input_<i>/genes``)."""
+    inputs = variables.get("inputs")
+    if isinstance(inputs, dict):
+        for spec in inputs.values():
+            if isinstance(spec, dict) and "genes" in spec:
+                yield np.asarray(spec["genes"])
+
+
+#: The novelty statistics behind ``ag_uncertainty`` (``train/_confidence.py``): name -> (dimensions, positive).
+_NOVELTY = {
+    "centroids": (2, False),
+    "inv_var": (1, True),
+    "present": (1, False),
+    "dist_loc": (0, False),
+    "dist_scale": (0, True),
+    "conf_loc": (0, False),
+    "conf_scale": (0, True),
+    "reference": (1, False),
+    "tail": (0, True),
+}
+_MAX_REFERENCE = 1000  # quantiles of the validation scores a model keeps (train/_confidence.py)
+
+
+def _check_novelty(novelty: Any, path: Path, n_classes: int | None) -> None:
+    """Centroids per class, positive variances and scales, a sorted reference: else every uncertainty is wrong."""
+    bad = f"'{path}': the novelty statistics in weights.msgpack are damaged"
+    if not isinstance(novelty, dict) or set(novelty) != set(_NOVELTY):
+        raise DamagedModel(f"{bad} (expected {', '.join(_NOVELTY)}).")
+    arrays = {k: np.asarray(v) for k, v in novelty.items()}
+    for name, (ndim, positive) in _NOVELTY.items():
+        a = arrays[name]
+        _check_numeric(a, path)
+        if a.ndim != ndim or (positive and not (a > 0).all()):
+            raise DamagedModel(f"{bad} ('{name}' must be {'positive, ' if positive else ''}{ndim}-dimensional).")
+    centroids, reference = arrays["centroids"], arrays["reference"]
+    d = centroids.shape[1]
+    if n_classes is not None and (centroids.shape[0] != n_classes or arrays["present"].shape != (n_classes,)):
+        raise DamagedModel(f"{bad} (centroids and 'present' must have one row per class, {n_classes}).")
+    if arrays["inv_var"].shape != (d,) or not 0 < reference.size <= _MAX_REFERENCE or (np.diff(reference) < 0).any():
+        raise DamagedModel(f"{bad} (one variance per embedding dimension, a sorted reference of 1 to 1000 scores).")
 
 
 def check_architecture(arch: dict[str, Any], arrays: list[np.ndarray], path: Path, models: tuple[str, ...]) -> None:
@@ -126,8 +309,6 @@ def check_architecture(arch: dict[str, Any], arrays: list[np.ndarray], path: Pat
 
     def visit(value: Any, where: str) -> None:
         if isinstance(value, dict):
-            if value.get("model") == "ensemble":
-                _check_ensemble(value, where, path)
             for k, v in value.items():
                 if k == "model":
                     if v not in (*models, "ensemble"):
@@ -162,25 +343,6 @@ def check_architecture(arch: dict[str, Any], arrays: list[np.ndarray], path: Pat
     visit(arch, "architecture")
 
 
-def _check_ensemble(arch: dict[str, Any], where: str, path: Path) -> None:
-    """An ensemble's per-member lists: one weight and one temperature (a positive number) per member, if given.
-
-    A list of one would broadcast over every member and go unnoticed: its length is checked.
-    """
-    members = arch.get("members")
-    if not isinstance(members, list) or not members:
-        raise DamagedModel(f"'{path}': {where} in model.json is an ensemble without a list of members.")
-    for key in ("weights", "temperatures"):
-        values = arch.get(key)
-        if values is None:
-            continue
-        if not isinstance(values, list) or len(values) != len(members):
-            raise DamagedModel(f"'{path}': {where}.{key} in model.json must hold one number per member.")
-    temperatures = arch.get("temperatures")
-    if temperatures is not None and not all(_finite_number(t) and t > 0 for t in temperatures):
-        raise DamagedModel(f"'{path}': {where}.temperatures in model.json must be positive finite numbers.")
-
-
 def _is_matrix(m: Any) -> bool:
     """The input a model was trained on: ``{"layer": name or None, "use_raw": bool}``, not both."""
     if not isinstance(m, dict) or set(m) != {"layer", "use_raw"} or not isinstance(m["use_raw"], bool):
@@ -191,6 +353,10 @@ def _is_matrix(m: Any) -> bool:
 
 def _finite_number(v: Any) -> bool:
     return not isinstance(v, bool) and isinstance(v, int | float) and math.isfinite(v)
+
+
+def _positive(v: Any) -> bool:
+    return _finite_number(v) and v > 0
 
 
 def _leaves(tree: Any) -> Iterator[np.ndarray]:

@@ -16,7 +16,7 @@ from anndata import AnnData
 
 from .._logging import warn
 from .._precision import at_full_precision
-from ..io import read_model_files, write_model_files
+from ..io import DamagedModel, read_model_files, write_model_files
 
 if TYPE_CHECKING:
     from flax import linen as nn
@@ -391,12 +391,17 @@ class Model:
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Save the model as a directory (``model.json`` + ``weights.msgpack``).
 
+        The folder is written beside ``path`` and renamed into place, so it appears complete
+        or not at all; nothing is written through a symbolic link. Of two processes saving to
+        one new ``path``, one succeeds and the other gets a ``FileExistsError``.
+
         Parameters
         ----------
         path
-            Directory to create.
+            Directory to create (a folder of its own: not empty, not ``"."``, not a link).
         overwrite
-            Replace an existing model directory.
+            Replace an existing model directory (never a folder holding other files). The old
+            model is removed only once the new one is complete.
 
         Returns
         -------
@@ -495,6 +500,14 @@ def read_model(path: str | Path) -> Model:
         np.shape(a) != np.shape(b) for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(template), strict=True)
     ):
         raise ValueError(f"The weights in '{path}' do not match its architecture.")
+    if model.novelty_:  # the centroids live in the network's embedding: same width, or every uncertainty fails
+        x = jnp.zeros((1, len(model.var_names_)))
+        _, emb = jax.eval_shape(lambda v: model.net.apply(v, x, train=False), template)
+        if model.novelty_["centroids"].shape[1] != emb.shape[-1]:
+            raise DamagedModel(
+                f"'{path}': the novelty statistics in weights.msgpack are for an embedding of "
+                f"{model.novelty_['centroids'].shape[1]} dimensions, the network's has {emb.shape[-1]}."
+            )
     model.variables = jax.tree.map(np.asarray, variables)
     return model
 

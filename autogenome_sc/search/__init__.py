@@ -9,7 +9,7 @@ from ._record import TrialRecord, leaderboard
 from ._run import open_study, resolve_budget, resolve_modes
 from ._search import run_search
 from ._spaces import MODES, Mode, check_modes, register_mode, suggest
-from ._study import is_stale, journal_path, make_storage, recover_stale_trials
+from ._study import check_storage, is_stale, journal_path, make_storage, recover_stale_trials
 
 __all__ = [
     "DEFAULT_N_TRIALS",
@@ -23,6 +23,7 @@ __all__ = [
     "Searcher",
     "TrialRecord",
     "check_modes",
+    "check_storage",
     "enas_uns",
     "is_stale",
     "journal_path",

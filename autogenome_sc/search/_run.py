@@ -20,7 +20,7 @@ from ..data import TrainData, prepare
 from ._driver import DEFAULT_N_TRIALS, DEFAULT_TIMEOUT, Searcher, direction
 from ._record import TrialRecord
 from ._spaces import MODES, check_modes, portfolio, vae_portfolio
-from ._study import make_pruner, make_sampler, make_storage
+from ._study import check_storage, make_pruner, make_sampler, make_storage
 
 if TYPE_CHECKING:
     from optuna.storages import BaseStorage
@@ -130,6 +130,7 @@ def open_study(
     study_name = check_file_name(study_name, "study_name")
     rng = check_rng(rng)
     n_trials, timeout = check_count(n_trials, "n_trials"), check_timeout(timeout)
+    check_storage(storage)  # before the data are prepared
     asked = modes is not None or cfg.search.modes is not None
     modes = resolve_modes(label_key, modes, cfg)
     data, kind, cfg = _prepare(adata, label_key, cfg, layer, use_raw, split_key, batch_key, rng)
@@ -207,7 +208,7 @@ def _prepare(
     return data, kind, cfg
 
 
-def _create_study(store: BaseStorage | str, study_name: str, cfg: Config) -> optuna.Study:
+def _create_study(store: BaseStorage, study_name: str, cfg: Config) -> optuna.Study:
     """Create the study, or load it when it exists (it must optimise in the direction of ``search.metric``)."""
     old = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)

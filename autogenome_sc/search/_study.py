@@ -25,6 +25,7 @@ import optuna
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import TrialState
 
+from ._journal import open_journal
 from ._record import TrialRecord
 
 if TYPE_CHECKING:
@@ -44,26 +45,39 @@ def journal_path(run_dir: str | Path, study_name: str) -> Path:
     return Path(run_dir) / f"{study_name}.journal.log"
 
 
+#: The databases a storage URL may name (Optuna's RDB storage, through SQLAlchemy; a driver may follow a "+").
+DATABASES = ("postgresql", "mysql", "sqlite")
+
+
+def check_storage(storage: str | Path | BaseStorage | None) -> None:
+    """Refuse, in one sentence, a storage the search cannot open, before Optuna (or any work) sees it."""
+    if storage is None or isinstance(storage, BaseStorage):
+        return
+    if not isinstance(storage, str | Path):
+        raise TypeError(
+            f"storage must be None, a database URL or an Optuna storage object, not {type(storage).__name__}."
+        )
+    url = str(storage)
+    scheme = url.split("://", 1)[0].split("+", 1)[0].lower() if "://" in url else None
+    if scheme not in DATABASES:
+        raise ValueError(
+            f"storage '{_redact(url)}' is not a storage the search can open: give None (a journal file in run_dir), "
+            "a database URL (postgresql://user:pw@host/db, mysql://user:pw@host/db or sqlite:///path.db) or an "
+            "Optuna storage object."
+        )
+
+
 def make_storage(
     storage: str | Path | BaseStorage | None, run_dir: str | Path, study_name: str, search_cfg: SearchConfig
-) -> BaseStorage | str:
-    """An Optuna storage: ``None`` -> a journal file in ``run_dir``; a URL -> RDB with heartbeat."""
+) -> BaseStorage:
+    """An Optuna storage: ``None`` -> a journal file in ``run_dir`` (repaired where a write was cut short); a URL -> RDB with heartbeat."""
+    check_storage(storage)
     if storage is None:
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
-
         path = journal_path(run_dir, study_name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
+        return open_journal(path)
     if isinstance(storage, str | Path):
-        url = str(storage)
-        if "://" not in url:
-            raise ValueError(
-                f"storage '{url}' is not a database URL (e.g. 'postgresql://user:pw@host/db'); "
-                "leave storage=None for a journal file in run_dir."
-            )
-        if url.startswith(("postgresql", "mysql", "sqlite")):
-            return _rdb(url, search_cfg)
-        return url
+        return _rdb(str(storage), search_cfg)
     return storage  # an Optuna storage object
 
 

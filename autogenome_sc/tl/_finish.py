@@ -70,7 +70,7 @@ def finish(
         if hierarchy is not None:
             params["label_levels"] = hierarchy.levels
         extra_uns = {**calib_uns, **(extra_uns or {})}
-    model.save(default_model_path(cfg.save.path, key_added, label_key), overwrite=cfg.save.overwrite)
+    _save(model, cfg, key_added, label_key)
     if data.task == "embedding":
         added = _write_embedding(adata, model, data, latent, keys, reconstruct)
     else:
@@ -78,6 +78,22 @@ def finish(
     params.update({"rng": rng, "n_devices": result.n_devices, **{f"arch_{k}": v for k, v in arch.items()}})
     record_run(adata, data, model, result, cfg, keys=keys, params=params, added=added, extra_uns=extra_uns)
     return model
+
+
+def _save(model: Model, cfg: Config, key_added: str, label_key: str | None, attempts: int = 5) -> None:
+    """Save to ``save.path``, or to a fresh folder under ``ag.settings.model_dir``.
+
+    A fresh folder another process created meanwhile (two runs started in the same second)
+    is not the user's choice: the next free name is taken instead.
+    """
+    for i in range(attempts):
+        path = default_model_path(cfg.save.path, key_added, label_key)
+        try:
+            model.save(path, overwrite=cfg.save.overwrite)
+            return
+        except FileExistsError:
+            if cfg.save.path is not None or i == attempts - 1:
+                raise
 
 
 def _model(data: TrainData, kind: str, arch: dict, result: FitResult, cfg: Config) -> Model:

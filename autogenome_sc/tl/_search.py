@@ -16,7 +16,7 @@ from .._docs import BATCH_KEY, INPUT_SPLIT_KEY, SEARCH_BUDGET, SEARCH_STUDY, doc
 from ..config import Config
 from ..data import TrainData
 from ..data._hierarchy import Hierarchy, label_levels
-from ..search import run_search
+from ..search import check_storage, run_search
 from ._finish import finish
 from ._results import log_finished
 from ._train import _log_input, hierarchy_of
@@ -89,6 +89,7 @@ def search(
     """
     cfg, label_key, levels, rng = _checked(adata, label_key, config, rng, eval_key, reconstruct, batch_key)
     n_trials, timeout, study_name = _budget_args(n_trials, timeout, study_name)  # before the first log line
+    check_storage(storage)
     adata = adata.copy() if copy else adata
     start = logg.info(f"searching models for {_subject(label_key)}")
     out = run_search(
