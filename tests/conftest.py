@@ -69,6 +69,7 @@ SLOW = {
     "test_search_modes.py::test_the_pruner_never_stops_a_linear_or_portfolio_trial",
     "test_search_modes.py::test_unsupervised_search_of_the_resvae_resumes_and_scores_latent",
     "test_search_modes.py::test_vae_search_starts_from_the_defaults_and_keeps_no_warm_up_epoch",
+    "test_select.py::test_the_solved_families_are_floors_and_cross_validated_cheapest_first",
     "test_select.py::test_candidates_add_the_best_linear_model_on_all_genes_and_on_selected_genes",
     "test_select.py::test_cv_selection_is_deterministic_and_its_model_round_trips",
     "test_select.py::test_ensemble_averages_member_probabilities_each_with_its_own_scaling",

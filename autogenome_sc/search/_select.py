@@ -36,7 +36,7 @@ import pandas as pd
 from .._names import Chosen, SelectionMethod
 from ._budget import Budget
 from ._choose import FOLD_COLUMNS, Scored, Scores, choose
-from ._cv import candidates, cross_validate, on_validation, use_cv
+from ._cv import candidates, cheap_first, cross_validate, on_validation, use_cv
 from ._driver import Searcher
 
 
@@ -108,9 +108,9 @@ def select(searcher: Searcher, *, seed: int, budget: Budget | None = None) -> Se
     start = time.perf_counter()
     notes: list[str] = []
     method: SelectionMethod = "cv"
-    if k:  # the linear floor first (it is cheap), the best cv_configs next; more while the budget lasts
+    if k:  # the floors first (they are cheap), the best cv_configs next; more while the budget lasts
         wanted = candidates(searcher, cfg.cv_configs, cfg.cv_configs if budget.timed else 0)
-        wanted.sort(key=lambda t: t.params.get("mode") != "linear")  # stable: the rest keep their ranks
+        wanted = cheap_first(data, wanted, k)
         scored, rows = cross_validate(searcher, wanted, k, seed, budget, notes)
         if not scored:
             notes.append("no configuration finished its cross-validation in time: chosen on the validation split")
