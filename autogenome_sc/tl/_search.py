@@ -59,11 +59,9 @@ def search(
         hierarchy, see :func:`autogenome_sc.tl.train`). ``None``: an unsupervised search of the
         Res-VAE (mode ``"resvae"``), judged by the validation ELBO.
     modes
-        Any of ``"linear"``, ``"logistic"``, ``"svm"`` (scikit-learn's logistic regression and linear SVM, solved
-        to convergence; classification), ``"mlp"``, ``"resnet"``, ``"densenet"``, ``"enas"`` (a whole ENAS search
-        per trial), or ``"resvae"`` (unsupervised). Default: ``search.modes``, else the first six (and ``"enas"``
-        on a GPU or TPU); ``"logistic"`` and ``"svm"`` only where they can learn the problem (classification, a
-        matrix of at most 256 MB kept in memory).
+        Any of ``"linear"``, ``"logistic"``, ``"svm"`` (solved, classification), ``"mlp"``, ``"resnet"``, ``"densenet"``,
+        ``"enas"`` or ``"resvae"`` (unsupervised); see docs/searching.md. Default: ``search.modes``, else the first six
+        where they can learn the problem (``"logistic"``, ``"svm"``: a matrix of 256 MB at most), ``"enas"`` on a GPU.
     {budget}
     {input_split_key}
     {batch_key}
@@ -82,10 +80,8 @@ def search(
 
     Returns
     -------
-    ``None``, or a copy of ``adata`` when ``copy=True``, with everything :func:`autogenome_sc.tl.train` writes
-    (``.obs["ag_prediction"]``, ``.obs["ag_confidence"]``, ``.obs["ag_split"]``, ``.obsm["X_ag"]``, ``.uns["ag"]``:
-    ``params``, ``config``, ``metrics``, ``history``, ``model_path``) and ``.uns["ag"]["leaderboard"]`` (one row
-    per trial), ``["best"]`` (the winner), ``["selection"]`` (how it was chosen): see ``docs/searching.md``.
+    ``None``, or a copy of ``adata`` when ``copy=True``, with what :func:`autogenome_sc.tl.train` writes, and in
+    ``.uns["ag"]``: ``["leaderboard"]`` (a row per trial), ``["best"]``, ``["selection"]`` (see docs/searching.md).
     """
     cfg, label_key, levels, rng = _checked(adata, label_key, config, rng, eval_key, reconstruct, batch_key)
     n_trials, timeout, study_name = _budget_args(n_trials, timeout, study_name)  # before the first log line
