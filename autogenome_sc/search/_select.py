@@ -110,7 +110,7 @@ def select(searcher: Searcher, *, seed: int, budget: Budget | None = None) -> Se
     method: SelectionMethod = "cv"
     if k:  # the floors first (they are cheap), the best cv_configs next; more while the budget lasts
         wanted = candidates(searcher, cfg.cv_configs, cfg.cv_configs if budget.timed else 0)
-        wanted = cheap_first(data, wanted, k)
+        wanted = cheap_first(wanted)
         scored, rows = cross_validate(searcher, wanted, k, seed, budget, notes)
         if not scored:
             notes.append("no configuration finished its cross-validation in time: chosen on the validation split")
