@@ -176,6 +176,9 @@ def test_modes_search_save_load_predict_and_explain(pbmc, tmp_path):
     )
     assert uns["selection"]["method"] == "cv"  # their fold models went through cross-validation
     model = ag.read_model(uns["model_path"])
+    chosen = int((uns["selection"]["table"]["weight"] > 0).sum())
+    members = model.architecture.get("members", [model.architecture])
+    assert len(members) == chosen  # each chosen solved configuration refitted once on train + validation, not bagged
     pred = model.predict(pbmc, use_raw=True)["prediction"]
     assert (pred == pbmc.obs["ag_prediction"]).all()
     assert uns["metrics"]["accuracy"] > 0.7

@@ -600,7 +600,8 @@ class SearchConfig(_Strict):
         "bag",
         description=(
             "After cross-validation: 'bag' keeps the k fold models of each chosen configuration and averages them; "
-            "'refit' trains each once more on train + validation for the epochs cross-validation chose."
+            "'refit' trains each once more on train + validation for the epochs cross-validation chose. The solved "
+            "families (logistic, svm) are always refitted: they have no epochs to choose and solve in seconds."
         ),
     )
     heartbeat_interval: int = Field(10, ge=1, description="Seconds between a running trial's heartbeats.")
