@@ -175,6 +175,7 @@ def test_modes_search_save_load_predict_and_explain(pbmc, tmp_path):
         list(first["mode"]) == ["svm", "logistic"] and set(first["C"]) == {1.0} and set(first["scaling"]) == {"minmax"}
     )
     assert uns["selection"]["method"] == "cv"  # their fold models went through cross-validation
+    assert uns["selection"]["final"] == "refit"  # solved families are refitted, and the record says so
     model = ag.read_model(uns["model_path"])
     chosen = int((uns["selection"]["table"]["weight"] > 0).sum())
     members = model.architecture.get("members", [model.architecture])

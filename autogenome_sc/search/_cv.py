@@ -24,7 +24,7 @@ from ._budget import Budget
 from ._choose import Scored, outputs_loss
 from ._driver import Searcher
 from ._record import TrialRecord
-from ._spaces import MODES
+from ._spaces import is_solved
 
 if TYPE_CHECKING:
     from ..config._schema import SearchConfig
@@ -107,9 +107,7 @@ def cv_need(searcher: Searcher, k: int) -> float:
 
 
 def _solved(trial) -> bool:
-    """Whether ``trial``'s mode is solved to convergence in seconds (see :class:`~autogenome_sc.search.Mode`)."""
-    mode = MODES.get(str(trial.params.get("mode")))
-    return bool(mode is not None and mode.solved)
+    return is_solved(trial.params.get("mode"))
 
 
 def cheap_first(trials: list) -> list:

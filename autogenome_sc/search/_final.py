@@ -24,7 +24,7 @@ from ..train import FitResult
 from ._choose import Scored
 from ._driver import Fitted, Searcher
 from ._select import Selection
-from ._spaces import MODES
+from ._spaces import is_solved
 
 
 def final_model(selection: Selection, searcher: Searcher, *, final: FinalFit) -> tuple[dict, FitResult, TrainData]:
@@ -44,7 +44,7 @@ def final_model(selection: Selection, searcher: Searcher, *, final: FinalFit) ->
             continue
         if selection.method != "cv":
             added = [(f, float(w)) for f in s.fits]
-        elif final == "refit" or MODES[s.mode].solved:
+        elif final == "refit" or is_solved(s.mode):
             # a solved family has no epochs to choose and solves in seconds: its final model is the one
             # solved on every labelled training cell, as its peers fit it (HSMM's fold 5: the bag of five
             # fold SVMs, each on four fifths of the cells, 0.907 on the test fold; one SVM on all, 0.963)

@@ -15,6 +15,7 @@ import pandas as pd
 
 from .._names import FinalFit, FinalModel
 from ._choose import FOLD_COLUMNS
+from ._spaces import is_solved
 
 if TYPE_CHECKING:
     import optuna
@@ -92,6 +93,8 @@ def with_selection(board: pd.DataFrame, sel: Selection) -> pd.DataFrame:
 def selection_record(sel: Selection, final: FinalFit, search_seconds: float, final_seconds: float) -> dict:
     """``uns[key]["selection"]``: how the final model was chosen and built, and how long each part took."""
     built: FinalModel = final if sel.method == "cv" else "trial"
+    if built == "bag" and all(is_solved(s.mode) for s, w in zip(sel.scored, sel.weights, strict=True) if w > 0):
+        built = "refit"  # the solved families are always refitted (search/_final.py)
     return {
         "method": sel.method,
         "n_folds": int(sel.k),

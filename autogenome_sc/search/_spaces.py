@@ -417,6 +417,12 @@ def _inside(entry: dict, spaces, genes: list) -> dict | None:
     return out
 
 
+def is_solved(mode: object) -> bool:
+    """Whether the search mode named ``mode`` is solved to convergence in seconds (:class:`Mode`'s ``solved``)."""
+    found = MODES.get(str(mode))
+    return bool(found is not None and found.solved)
+
+
 def check_modes(modes: str | Iterable[str], supervised: bool) -> list[str]:
     """Validate ``modes`` against the registry and the task; one sentence on error."""
     if isinstance(modes, str):
