@@ -26,7 +26,7 @@ GenesBy = Literal["variance", "f_test"]
 ClassWeight = Literal["none", "balanced"]
 Preprocess = Literal["auto", "none", "log1p", "normalize_log1p"]
 #: The search modes that ship with the package: those that learn labels, then the Res-VAE.
-SupervisedMode = Literal["linear", "logistic", "svm", "mlp", "resnet", "densenet", "enas"]
+SupervisedMode = Literal["linear", "logistic", "svm", "trees", "mlp", "resnet", "densenet", "enas"]
 BuiltinMode = Literal[SupervisedMode, "resvae"]
 #: How a search chose its final model: on out-of-fold predictions (cross-validation) or on the validation split.
 SelectionMethod = Literal["cv", "validation"]

@@ -40,7 +40,7 @@ def test_a_registered_mode_is_searched_saved_and_loaded(toy_mode, pbmc, tmp_path
 
 
 def test_an_unregistered_mode_is_refused_in_one_sentence(pbmc):
-    with pytest.raises(ValueError, match=r"unknown search mode 'toy'; choose from linear, logistic, svm, mlp"):
+    with pytest.raises(ValueError, match=r"unknown search mode 'toy'; choose from linear, logistic, svm, trees, mlp"):
         ag.config.validate({"search": {"modes": ["toy"]}})
     with pytest.raises(ValueError, match="Unknown search mode 'toy'"):
         ag.tl.search(pbmc, "bulk_labels", modes=["toy"], n_trials=1)

@@ -85,7 +85,7 @@ def test_default_modes_add_enas_only_on_an_accelerator(monkeypatch):
     from autogenome_sc.search import resolve_modes
 
     cfg = config.validate(None)
-    cpu = ["linear", "logistic", "svm", "mlp", "resnet", "densenet"]
+    cpu = ["linear", "logistic", "svm", "trees", "mlp", "resnet", "densenet"]
     assert resolve_modes("cell_type", None, cfg) == cpu  # CPU here
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     assert resolve_modes("cell_type", None, cfg) == [*cpu, "enas"]
@@ -223,7 +223,7 @@ def test_portfolio_entries_by_name_on_a_narrow_and_a_wide_problem():
     from autogenome_sc.search._spaces import named_portfolio
 
     cfg = ag.config.validate(None)
-    modes = ["linear", "logistic", "svm", "mlp", "resnet", "densenet"]
+    modes = ["linear", "logistic", "svm", "trees", "mlp", "resnet", "densenet"]
     none, bal = "none", "balanced"
     # (mode, scaling, n_genes, genes_by, C, class_weight), in the order the entries run
     narrow = {
@@ -234,6 +234,7 @@ def test_portfolio_entries_by_name_on_a_narrow_and_a_wide_problem():
         "mlp": ("mlp", "minmax", None, None, None, none),
         "mlp_sklearn": ("mlp", "minmax", None, None, None, none),
         "linear_minmax": ("linear", "minmax", None, None, None, bal),
+        "trees": ("trees", "minmax", None, None, None, none),  # scikit-learn's boosted trees, last: the dearest
     }
     got = named_portfolio(cfg, modes, n_vars=765, n_train=560)
     assert list(got) == list(narrow) and _settings(got) == narrow
@@ -248,6 +249,7 @@ def test_portfolio_entries_by_name_on_a_narrow_and_a_wide_problem():
         "mlp": ("mlp", "minmax", 2000, "variance", None, none),
         "mlp_sklearn": ("mlp", "minmax", 2000, "variance", None, none),  # was left without genes_by
         "linear_minmax": ("linear", "minmax", None, None, None, bal),
+        "trees": ("trees", "minmax", 500, "f_test", None, none),  # on the F-test genes of linear_f_test
     }
     got = named_portfolio(cfg, modes, n_vars=12_600, n_train=100)
     assert list(got) == list(wide) and _settings(got) == wide

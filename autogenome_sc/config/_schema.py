@@ -396,6 +396,39 @@ class SearchSpaces(_Strict):
             "the summed loss over the training cells; 1 is scikit-learn's default and the portfolio's)."
         ),
     )
+    trees_learning_rate: list[float] = Field(
+        [0.05, 0.1, 0.2], min_length=1, description="Trees mode: the boosting learning rate (shrinkage)."
+    )
+    trees_leaf_nodes: list[int] = Field(
+        [7, 15, 31],
+        min_length=1,
+        description="Trees mode: the most leaves of one tree (scikit-learn's max_leaf_nodes).",
+    )
+    trees_l2: list[float] = Field(
+        [0.0, 1.0], min_length=1, description="Trees mode: the L2 penalty on leaf values (l2_regularization)."
+    )
+    trees_stages: int = Field(
+        200,
+        ge=1,
+        le=2000,
+        description=(
+            "Trees mode: boosting stages fitted per trial; the validation loss after each chooses how many are "
+            "kept (cross-validation chooses again), as epochs are chosen for a network."
+        ),
+    )
+
+    @field_validator("trees_learning_rate", "trees_leaf_nodes", "trees_l2")
+    @classmethod
+    def _trees_ranges(cls, v: list, info: ValidationInfo) -> list:
+        lo, hi, what = {
+            "trees_learning_rate": (0.0, 1.0, "above 0 and at most 1"),
+            "trees_leaf_nodes": (1, 65535, "whole numbers of at least 2"),
+            "trees_l2": (-1.0, float("inf"), "at least 0"),
+        }[str(info.field_name)]
+        if not all(lo < x <= hi for x in v) or (info.field_name == "trees_l2" and min(v) < 0):
+            raise ValueError(f"every value must be {what}")
+        return v
+
     scaling: list[Scaling] = Field(
         ["minmax", "zscore"], min_length=1, description="Input scaling (see data.scaling), fitted on training cells."
     )
@@ -490,10 +523,10 @@ class SearchConfig(_Strict):
         None,
         min_length=1,
         description=(
-            "Modes the search draws from (built in: linear, logistic, svm, mlp, resnet, densenet, enas, resvae; "
-            "autogenome_sc.search.register_mode adds more). None: linear, logistic, svm, mlp, resnet and densenet, "
+            "Modes the search draws from (built in: linear, logistic, svm, trees, mlp, resnet, densenet, enas, resvae; "
+            "autogenome_sc.search.register_mode adds more). None: linear, logistic, svm, trees, mlp, resnet and densenet, "
             "plus enas when JAX runs on a GPU or TPU (the paper's ENAS is too large for the default CPU budget); "
-            "logistic and svm only for classification whose matrix is kept in memory (at most 256 MB)."
+            "logistic, svm and trees only for classification whose matrix is kept in memory (at most 256 MB)."
         ),
     )
 
@@ -601,7 +634,8 @@ class SearchConfig(_Strict):
         description=(
             "After cross-validation: 'bag' keeps the k fold models of each chosen configuration and averages them; "
             "'refit' trains each once more on train + validation for the epochs cross-validation chose. The solved "
-            "families (logistic, svm) are always refitted: they have no epochs to choose and solve in seconds."
+            "families (logistic, svm) are always refitted: they have no epochs to choose and solve in seconds; so are "
+            "the boosted trees (trees), with the number of stages cross-validation chose."
         ),
     )
     heartbeat_interval: int = Field(10, ge=1, description="Seconds between a running trial's heartbeats.")

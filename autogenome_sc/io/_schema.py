@@ -90,6 +90,7 @@ NETWORKS: dict[str, dict[str, Check]] = {
         "compression": _number(0, 1, lo_open=True),
     },
     "rrfcn": {**_UNIT, "widths": _wholes(1), "edges": _edges},
+    "trees": {"n_trees": _whole(1), "n_nodes": _whole(1), "depth": _whole(1)},
 }
 #: The sizes a network takes where its architecture leaves them out (the defaults of its Flax module).
 SIZE_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -97,6 +98,7 @@ SIZE_DEFAULTS: dict[str, dict[str, Any]] = {
     "resnet": {"width": 256, "n_blocks": 3},
     "densenet": {"block_structure": [2, 3, 4], "growth_rate": 64, "compression": 0.5},
     "rrfcn": {"widths": [2048, 256, 256, 256, 256, 256], "edges": []},
+    "trees": {"n_trees": 1, "n_nodes": 1, "depth": 1},
 }
 #: The keys of a (Res-)VAE's architecture; all but ``kl_warmup`` (training only) are needed to build it.
 VAE: dict[str, Check] = {
@@ -235,6 +237,9 @@ def expected_numbers(arch: dict[str, Any], n_in: int, n_out: int) -> tuple[float
     sizes = {**SIZE_DEFAULTS.get(kind, {}), **arch}
     if kind == "linear":
         return float(n_in * n_out + n_out), float(n_out)
+    if kind == "trees":  # five arrays of n_trees x n_nodes, each tree's class, the base scores
+        t = sizes["n_trees"]
+        return float(5 * t * sizes["n_nodes"] + t + n_out), float(n_out)
     if kind in ("mlp", "rrfcn"):
         widths = sizes["widths"]
         if len(widths) > _MAX_COUNTED:

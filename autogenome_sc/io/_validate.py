@@ -240,6 +240,8 @@ def check_weights(state: Any, n_genes: int, path: Path, n_classes: int | None = 
                 f"'{path}': an ensemble member's gene selection in weights.msgpack points outside the model's "
                 f"{n_genes} genes; the file is damaged."
             )
+    for trees in _tree_arrays(state["variables"]):
+        _check_trees(trees, n_genes, path)
     if state.get("novelty"):
         _check_novelty(state["novelty"], path, n_classes)
     return arrays
@@ -261,6 +263,28 @@ def _member_genes(variables: dict) -> Iterator[np.ndarray]:
         for spec in inputs.values():
             if isinstance(spec, dict) and "genes" in spec:
                 yield np.asarray(spec["genes"])
+
+
+def _tree_arrays(tree: Any) -> Iterator[dict]:
+    """Every boosted-trees parameter set (``nn.Trees``: ``feature``, ``left``, ``right``, ...) in ``tree``."""
+    if isinstance(tree, dict):
+        if {"feature", "threshold", "left", "right", "value"} <= set(tree):
+            yield tree
+        else:
+            for v in tree.values():
+                yield from _tree_arrays(v)
+
+
+def _check_trees(trees: dict, n_genes: int, path: Path) -> None:
+    """Split genes among the model's genes, children within their tree: else a forged tree reads other cells' genes."""
+    feature, left, right = (np.asarray(trees[k]) for k in ("feature", "left", "right"))
+    n_nodes = feature.shape[-1] if feature.ndim else 0
+    for a, top in ((feature, n_genes), (left, n_nodes), (right, n_nodes)):
+        if a.shape != feature.shape or not (np.all(a >= 0) and np.all(a < top) and np.all(a == np.round(a))):
+            raise DamagedModel(
+                f"'{path}': a tree in weights.msgpack splits on a gene or points at a node that does not exist; "
+                "the file is damaged."
+            )
 
 
 #: The novelty statistics behind ``ag_uncertainty`` (``train/_confidence.py``): name -> (dimensions, positive).

@@ -14,9 +14,11 @@ from ._fc import (
     build_network,
     member_input,
 )
+from ._trees import Trees
 from ._vae import LIKELIHOODS, VAE_MODELS, ResVAE, build_vae, layer_widths, nb_log_prob
 
 MODELS["rrfcn"] = RRFCN  # saved ENAS winners load through build_network like any other model
+MODELS["trees"] = Trees  # boosted trees fitted by scikit-learn, evaluated in JAX (train/_trees.py)
 
 __all__ = [
     "ACTIVATIONS",
@@ -34,6 +36,7 @@ __all__ = [
     "RFCNResNet",
     "ResVAE",
     "SuperNet",
+    "Trees",
     "build_network",
     "build_vae",
     "layer_widths",

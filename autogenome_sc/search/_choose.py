@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from .._names import Chosen, SelectBy
     from ._driver import Fitted
 
+#: Modes whose models are chosen alone, never as an ensemble's members: boosted trees, whose SHAP values are
+#: exact for their logits only (explain/_trees.py), and the SHAP values of an average of probabilities are the
+#: average of the members' SHAP values of their probabilities.
+ALONE = ("trees",)
 N_GREEDY = 25  # greedy ensemble steps (members may repeat: the counts are the weights)
 #: "Clearly more accurate": the paired per-cell accuracy difference exceeds this many standard errors.
 CLEARLY = 2.0
@@ -210,8 +214,22 @@ def greedy_ensemble(
     """The greedy ensemble of ``scored`` (weights, its held-out scores and outputs); ``None`` where it keeps one member.
 
     Classifiers are averaged as probabilities of their tempered outputs (their outputs: the
-    log of the average), other tasks as outputs.
+    log of the average), other tasks as outputs. Modes in :data:`ALONE` are not members.
     """
+    joins = [i for i, s in enumerate(scored) if s.mode not in ALONE]
+    if len(joins) < 2:
+        return None
+    found = _greedy([scored[i] for i in joins], y, task, max_members)
+    if found is None:
+        return None
+    w = np.zeros(len(scored))
+    w[joins] = found[0]
+    return w, found[1], found[2]
+
+
+def _greedy(
+    scored: list[Scored], y: np.ndarray, task: str, max_members: int
+) -> tuple[np.ndarray, Scores, np.ndarray] | None:
     if task == "classification":
         preds = [softmax(s.tempered, axis=1) for s in scored]
 

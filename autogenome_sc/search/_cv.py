@@ -24,7 +24,7 @@ from ._budget import Budget
 from ._choose import Scored, outputs_loss
 from ._driver import Searcher
 from ._record import TrialRecord
-from ._spaces import is_solved
+from ._spaces import is_floor
 
 if TYPE_CHECKING:
     from ..config._schema import SearchConfig
@@ -107,7 +107,7 @@ def cv_need(searcher: Searcher, k: int) -> float:
 
 
 def _solved(trial) -> bool:
-    return is_solved(trial.params.get("mode"))
+    return is_floor(trial.params.get("mode"))
 
 
 def cheap_first(trials: list) -> list:

@@ -11,6 +11,7 @@ models make one ensemble network (:func:`ensemble_of`) that saves and loads as o
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import jax
@@ -64,7 +65,10 @@ def _refit(searcher: Searcher, s: Scored) -> Fitted:
     epochs = int(s.epochs[0]) + 1
     tc = s.fits[0].config
     merged = searcher.data.merged()
-    logg.info(f"    refitting trial {s.trial} ({s.mode}) on train + validation for {epochs} epochs")
+    if "max_iter" in tc.arch:  # boosted trees: their stages are their epochs (train/_trees.py)
+        tc = replace(tc, arch={**tc.arch, "max_iter": epochs})
+    what = "" if is_solved(s.mode) and "max_iter" not in tc.arch else f" for {epochs} epochs"
+    logg.info(f"    refitting trial {s.trial} ({s.mode}) on train + validation{what}")
     return searcher.train(tc, None, f"refit trial {s.trial}", data=merged, stop_after=epochs)
 
 

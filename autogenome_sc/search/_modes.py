@@ -1,4 +1,4 @@
-"""The search modes that bring their own training: ENAS (RRFCN), the Res-VAE, and the solved linear families.
+"""The search modes that bring their own training: ENAS (RRFCN), the Res-VAE, the solved linear families, the trees.
 
 Their ``run`` functions follow :class:`~autogenome_sc.search._spaces.Run` (the types are there).
 """
@@ -84,8 +84,42 @@ def _solved_run(
     return {"model": "linear", "input_keep": 1.0}, result
 
 
+def _trees_suggest(trial, spaces, models) -> dict:
+    return {
+        "model": "trees",
+        "learning_rate": float(trial.suggest_categorical("trees_learning_rate", list(spaces.trees_learning_rate))),
+        "max_leaf_nodes": int(trial.suggest_categorical("trees_leaf_nodes", list(spaces.trees_leaf_nodes))),
+        "l2_regularization": float(trial.suggest_categorical("trees_l2", list(spaces.trees_l2))),
+        "max_iter": int(spaces.trees_stages),
+    }
+
+
+def _trees_run(
+    data: TrainData, arch: dict, trainer, cfg: Config, key, report, /, *, deadline
+) -> tuple[dict, FitResult]:
+    """Boost the trial's trees (scikit-learn's, read into :class:`~autogenome_sc.nn.Trees`); one report, at the end.
+
+    Each boosting stage is an epoch of the result's history, so the validation loss chooses the
+    number of stages and cross-validation chooses it again, as for a network's epochs. A fit
+    adds no stage after ``deadline``.
+    """
+    import jax
+
+    from ..train import fit_trees
+
+    seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
+    net, result = fit_trees(data, arch, class_weight=cfg.loss.class_weight, seed=seed, deadline=deadline)
+    if report is not None:
+        best = result.best_epoch
+        report(0, {k: float(result.history[k][best]) for k in ("train_loss", "val_loss", "val_accuracy")})
+    return net, result
+
+
 register_mode(Mode("enas", supervised=True, suggest=_enas_suggest, run=_enas_run))
 register_mode(Mode("resvae", supervised=False, suggest=_resvae_suggest, run=_resvae_run))
 for _name, _suggest in (("logistic", _logistic_suggest), ("svm", _svm_suggest)):
     # solved in seconds, never pruned (one report, at the end), classification only
-    register_mode(Mode(_name, True, _suggest, run=_solved_run, prune=False, solved=True, tasks=("classification",)))
+    register_mode(Mode(_name, True, _suggest, run=_solved_run, prune=False, solved=True, floor=True,
+                       tasks=("classification",)))  # fmt: skip
+# fitted by scikit-learn on the whole matrix in memory like the solved families, refitted the same way
+register_mode(Mode("trees", True, _trees_suggest, run=_trees_run, prune=False, solved=True, tasks=("classification",)))

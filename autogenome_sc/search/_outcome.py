@@ -92,9 +92,7 @@ def with_selection(board: pd.DataFrame, sel: Selection) -> pd.DataFrame:
 
 def selection_record(sel: Selection, final: FinalFit, search_seconds: float, final_seconds: float) -> dict:
     """``uns[key]["selection"]``: how the final model was chosen and built, and how long each part took."""
-    built: FinalModel = final if sel.method == "cv" else "trial"
-    if built == "bag" and all(is_solved(s.mode) for s, w in zip(sel.scored, sel.weights, strict=True) if w > 0):
-        built = "refit"  # the solved families are always refitted (search/_final.py)
+    built = _built(sel, final)
     return {
         "method": sel.method,
         "n_folds": int(sel.k),
@@ -109,11 +107,19 @@ def selection_record(sel: Selection, final: FinalFit, search_seconds: float, fin
     }
 
 
+def _built(sel: Selection, final: FinalFit) -> FinalModel:
+    """How the final model was built: ``final``, but ``"refit"`` where every chosen one is solved, ``"trial"`` without cv."""
+    built: FinalModel = final if sel.method == "cv" else "trial"
+    if built == "bag" and all(is_solved(s.mode) for s, w in zip(sel.scored, sel.weights, strict=True) if w > 0):
+        built = "refit"  # the solved families are always refitted (search/_final.py)
+    return built
+
+
 def chose_line(sel: Selection, final: FinalFit, n_trials: int, search_seconds: float, final_seconds: float) -> str:
     """The log's account of a supervised search: trials, how the winner was chosen, what it is, how long."""
     how = "cross-validation" if sel.method == "cv" else "the validation split"
     lead = sel.lead
     form = f"an ensemble of trials {sel.members}" if sel.chosen == "ensemble" else f"trial {lead.trial} ({lead.mode})"
     if sel.method == "cv":
-        form += " (" + ("its fold models averaged" if final == "bag" else "refitted") + ")"
+        form += " (" + ("its fold models averaged" if _built(sel, final) == "bag" else "refitted") + ")"
     return f"{n_trials} trials and {how} in {search_seconds:.0f}s chose {form}; final model {final_seconds:.0f}s"

@@ -47,12 +47,12 @@ class Opened:
 def default_modes() -> list[str]:
     """The supervised modes searched by default: ENAS joins them on an accelerator.
 
-    ``logistic`` and ``svm`` are left out again where they cannot learn the problem (see :func:`modes_for`).
+    ``logistic``, ``svm`` and ``trees`` are left out again where they cannot learn the problem (see :func:`modes_for`).
     """
     import jax
 
     accelerated = jax.default_backend() in ("gpu", "cuda", "rocm", "tpu")
-    return ["linear", "logistic", "svm", "mlp", "resnet", "densenet"] + (["enas"] if accelerated else [])
+    return ["linear", "logistic", "svm", "trees", "mlp", "resnet", "densenet"] + (["enas"] if accelerated else [])
 
 
 def resolve_modes(label_key: str | None, modes: str | Sequence[str] | None, cfg: Config) -> list[str]:

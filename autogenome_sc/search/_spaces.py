@@ -84,7 +84,11 @@ class Mode:
         logistic regression and linear SVM): the search draws none of the trainer's
         hyperparameters (learning rate, batch, momentum, weight decay) nor a label smoothing for
         it, and offers it only where the preprocessed matrix is kept in memory (at most
-        ``data._pipeline.CACHE_MB``, 256 MB: 5,000 cells of 13,000 genes, say).
+        ``data._pipeline.CACHE_MB``, 256 MB: 5,000 cells of 13,000 genes, say). Its final model is
+        refitted on train + validation (the boosted trees with the stages cross-validation chose).
+    floor
+        Whether the mode's best trial is always re-scored by cross-validation, before the others,
+        whatever its rank on the validation split: the solved linear families, which cost seconds.
     tasks
         The tasks the mode learns (``None``: every task of its kind). A search by default leaves
         out the modes that cannot learn its problem, and refuses those asked for by name.
@@ -96,6 +100,7 @@ class Mode:
     run: Run | None = None
     prune: bool = True
     solved: bool = False
+    floor: bool = False
     tasks: tuple[str, ...] | None = None
 
     def cannot_learn(self, data: TrainData) -> str | None:
@@ -296,6 +301,10 @@ def named_portfolio(
     ``linear_minmax``
         The CellTypist-like logistic regression again on 0-1 scaled genes (as the usual
         scikit-learn pipeline fits it).
+    ``trees``
+        Classification only: scikit-learn's ``HistGradientBoostingClassifier`` with its defaults
+        (learning rate 0.1, 31 leaves, no L2 penalty), on wide data on the F-test genes of
+        ``linear_f_test``; last, as it costs the most of the entries.
 
     The networks read all genes up to 5000; above, the offered ``n_genes`` nearest 2000, those
     with the largest F statistic for the ResNet (classification) and the most variable for the
@@ -362,6 +371,11 @@ def _named_entries(n_train: int, wide: int | None, few: int | None, task: str) -
     # the same logistic regression on 0-1 scaled genes, which z-scores distort where genes are binary or mostly
     # zero (mutations, sparse FPKM): a second linear floor
     entries["linear_minmax"] = {**linear, "scaling": "minmax"}
+    if task == "classification":  # scikit-learn's boosted trees with its defaults (on wide data the F-test genes)
+        entries["trees"] = {
+            "mode": "trees", "trees_learning_rate": 0.1, "trees_leaf_nodes": 31, "trees_l2": 0.0, "scaling": "minmax",
+            "class_weight": "none", "n_genes": few, **({} if few is None else {"genes_by": "f_test"}),
+        }  # fmt: skip
     return entries
 
 
@@ -396,6 +410,9 @@ def _inside(entry: dict, spaces, genes: list) -> dict | None:
         "mlp_width": spaces.mlp_widths,
         "mlp_layers": spaces.mlp_layers,
         "C": spaces.linear_C,
+        "trees_learning_rate": spaces.trees_learning_rate,
+        "trees_leaf_nodes": spaces.trees_leaf_nodes,
+        "trees_l2": spaces.trees_l2,
     }
     ranges = {"learning_rate": spaces.learning_rate, "weight_decay": spaces.weight_decay, "l2": spaces.linear_l2}
     out = {}
@@ -415,6 +432,12 @@ def _inside(entry: dict, spaces, genes: list) -> dict | None:
         else:
             out[k] = v
     return out
+
+
+def is_floor(mode: object) -> bool:
+    """Whether the search mode named ``mode`` is a floor of the cross-validation (:class:`Mode`'s ``floor``)."""
+    found = MODES.get(str(mode))
+    return bool(found is not None and found.floor)
 
 
 def is_solved(mode: object) -> bool:

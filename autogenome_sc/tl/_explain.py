@@ -15,6 +15,7 @@ from .._checks import check_rng
 from .._keys import Keys
 from ..data import matrix_name
 from ..explain import SAMPLINGS, NetworkOutput, expected_gradients, model_output
+from ..explain._trees import is_trees, tree_shap
 from ..model import Model, read_model
 
 if TYPE_CHECKING:
@@ -215,31 +216,35 @@ def _explain_cells(adata: AnnData, key: str, model: Model, groups, opts: _Option
     gen = np.random.default_rng(opts.rng)
     cells, labels, label_source = _cells(adata, key, model, groups, opts.max_cells, gen)
     bg_idx = _background_cells(adata, Keys(key), opts.n_background, gen)
-    start = logg.info(
-        f"explaining {len(cells)} cells with {model!r}: expected gradients, {opts.n_samples} {opts.sampling} draws "
-        f"per cell over {len(bg_idx)} background cells"
-    )
-    f = _explained_function(model, opts.output)
     x = pipe.block(cells)
     background = pipe.block(bg_idx)
-    phi = expected_gradients(
-        f,
-        model.variables,
-        x,
-        background,
-        n_samples=opts.n_samples,
-        sampling=opts.sampling,
-        chunk_size=opts.chunk_size,
-        rng=int(gen.integers(2**31)),
-    )
-    base = model_output(f, model.variables, background).mean(axis=0)
+    draws = int(gen.integers(2**31))
+    if is_trees(model.architecture):
+        output, method = "logit", "exact Tree SHAP (shap.TreeExplainer, interventional)"
+        if opts.output != "logit":
+            logg.warn(
+                "a boosted-trees model is explained in logits: Tree SHAP has no exact values of multiclass "
+                "probabilities (output='logit' says so and silences this)"
+            )
+    else:
+        output, method = opts.output, f"expected gradients, {opts.n_samples} {opts.sampling} draws per cell"
+    start = logg.info(f"explaining {len(cells)} cells with {model!r}: {method} over {len(bg_idx)} background cells")
+    if is_trees(model.architecture):
+        phi, base = tree_shap(model.variables["params"], x, background)  # the raw logits, as for any network
+    else:
+        f = _explained_function(model, output)
+        phi = expected_gradients(
+            f, model.variables, x, background, n_samples=opts.n_samples, sampling=opts.sampling,
+            chunk_size=opts.chunk_size, rng=draws,
+        )  # fmt: skip
+        base = model_output(f, model.variables, background).mean(axis=0)
     outputs = _output_names(model, adata.uns[key])
     importance, n_cells, columns = _importance(phi, labels, outputs, model.task == "classification")
     params = {
         "n_samples": int(opts.n_samples),
         "n_background": len(bg_idx),
         "max_cells": -1 if opts.max_cells is None else int(opts.max_cells),
-        "output": f.output,
+        "output": output,
         "sampling": opts.sampling,
         "rng": int(opts.rng),
         "label_source": label_source or "",

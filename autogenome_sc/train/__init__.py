@@ -15,6 +15,7 @@ from ._metrics import classification_metrics, regression_metrics
 from ._optim import make_optimizer, one_cycle
 from ._solvers import fit_solved, solve_linear
 from ._tasks import Classification, Embedding, Regression, TaskType, task_type
+from ._trees import fit_trees
 from ._vae import embed_arrays, evaluate_elbo, fit_vae, make_embed, make_reconstruct, make_terms
 from ._vae_setup import check_vae_model, fit_vae_config, prepare_vae
 
@@ -34,6 +35,7 @@ __all__ = [
     "expected_calibration_error",
     "fit",
     "fit_solved",
+    "fit_trees",
     "fit_novelty",
     "fit_temperature",
     "fit_vae",
