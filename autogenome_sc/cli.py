@@ -191,6 +191,8 @@ def _worker(args) -> None:
     )
     s = opened.searcher
     s.run(opened.n_trials, Budget.of(opened.timeout, opened.cfg.search))
+    if s.stopped_by_failures is not None:
+        raise RuntimeError(f"worker {os.getpid()} stopped: {s.stopped_by_failures}.")
     trials = s.study.get_trials(deepcopy=False)
     states: dict[str, int] = {}
     for t in trials:
