@@ -247,6 +247,11 @@ class Searcher:
                 gc_after_trial=False,
                 show_progress_bar=False,
             )
+        except AssertionError as e:
+            cause = storage_failure(e)
+            if cause is None:
+                raise
+            raise cause from None
         finally:
             optuna.logging.set_verbosity(old)
             bar.close()
@@ -345,6 +350,12 @@ class Searcher:
         if supervised and len(problem.idx["val"]):
             fitted.val_out = outputs_of(fitted, problem.idx["val"])
         return fitted
+
+
+def storage_failure(e: BaseException) -> OSError | None:
+    """The write error (a full disk) behind Optuna's "Should not reach" when a trial's result could not be stored."""
+    cause = e.__context__
+    return cause if isinstance(e, AssertionError) and isinstance(cause, OSError) else None
 
 
 def outputs_of(fitted: Fitted, idx: np.ndarray) -> np.ndarray:
