@@ -11,6 +11,8 @@ from numbers import Integral, Real
 from pathlib import PurePath
 from typing import Any
 
+from anndata import AnnData
+
 
 def check_rng(rng: Any, name: str = "rng") -> int:
     """A seed: an integer in [0, 2**63)."""
@@ -61,3 +63,46 @@ def check_file_name(value: Any, name: str) -> str | None:
             f"{name} must be a plain file name (letters, digits, '-', '_', '.'; no folder), got {value!r}."
         )
     return value
+
+
+def check_key_added(key: Any, name: str = "key_added") -> str:
+    """A prefix of the keys results are written under: a non-empty string that h5ad and zarr can store as a name.
+
+    A ``/`` would be read back as a group inside the file (the h5ad written could not be read),
+    so it is refused with the control characters.
+    """
+    if not isinstance(key, str):
+        raise TypeError(f"{name} must be a string, not {type(key).__name__} {key!r}.")
+    if not key.strip() or "/" in key or any(ord(c) < 32 for c in key):
+        raise ValueError(f"{name} must be a non-empty name without '/' or control characters, got {key!r}.")
+    return key
+
+
+def writable(adata: Any, copy: bool, name: str = "adata") -> AnnData:
+    """The AnnData results are written into: ``adata`` itself, or its copy for ``copy=True``.
+
+    Checked before any work, so nothing is trained for an object that cannot take the results.
+    A view of a backed (on-disk) AnnData cannot be written into (anndata would have to copy the
+    file): its rows are loaded for ``copy=True`` and it is refused otherwise; a whole backed
+    AnnData is written into as it is, and refused for ``copy=True`` (anndata copies one only into
+    another file).
+    """
+    if not isinstance(adata, AnnData):
+        raise TypeError(f"Expected an AnnData object as {name}, got {type(adata).__name__}.")
+    if not isinstance(copy, bool):
+        raise TypeError(f"copy must be True or False, not {type(copy).__name__} {copy!r}.")
+    if not adata.isbacked:
+        return adata.copy() if copy else adata
+    if adata.is_view and copy:
+        return adata.to_memory()
+    if adata.is_view:
+        raise ValueError(
+            f"{name} is a view of an AnnData backed by '{adata.filename}', which results cannot be written into; "
+            f"load its rows first (`{name} = {name}.to_memory()`) or pass copy=True."
+        )
+    if copy:
+        raise ValueError(
+            f"{name} is backed by '{adata.filename}' and copy=True would load all of it; pass copy=False (results "
+            f"go into {name}.obs, .obsm and .uns in memory) or load it first with `{name}.to_memory()`."
+        )
+    return adata

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._checks import check_key_added
+
 #: The label of cells a rejection threshold leaves without a class.
 UNASSIGNED = "Unassigned"
 
@@ -19,6 +21,9 @@ class Keys:
     """Where results go for a given ``key_added``."""
 
     key: str = "ag"
+
+    def __post_init__(self) -> None:
+        check_key_added(self.key, "key")
 
     @property
     def prediction(self) -> str:

@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from ._checks import check_key_added
 from ._names import SUPERVISED_MODES
 
 _EXAMPLES_SEARCH = """\
@@ -116,7 +117,11 @@ def _read(path: str, backed: bool = False):
 
 
 def _check_out(path: str) -> None:
-    parent = Path(path).resolve().parent
+    """The output file, checked before any work: a file name in an existing folder, not a folder."""
+    out = Path(path)
+    if not path.strip() or out.is_dir() or path.endswith(("/", os.sep)):
+        raise _UserError(f"--out '{path}' is a folder; give the path of the .h5ad file to write.")
+    parent = out.resolve().parent
     if not parent.is_dir():
         raise _UserError(f"Output folder '{parent}' does not exist.")
 
@@ -131,6 +136,7 @@ def _search(args) -> None:
     import autogenome_sc as ag
 
     _check_out(args.out)
+    check_key_added(args.key_added, "--key-added")
     adata = _read(args.data, args.backed)
     _check_label(adata, args.label_key, args.data)
     ag.tl.search(
@@ -185,6 +191,8 @@ def _worker(args) -> None:
     )
     s = opened.searcher
     s.run(opened.n_trials, Budget.of(opened.timeout, opened.cfg.search))
+    if s.stopped_by_failures is not None:
+        raise RuntimeError(f"worker {os.getpid()} stopped: {s.stopped_by_failures}.")
     trials = s.study.get_trials(deepcopy=False)
     states: dict[str, int] = {}
     for t in trials:
@@ -197,6 +205,7 @@ def _predict(args) -> None:
     import autogenome_sc as ag
 
     _check_out(args.out)
+    check_key_added(args.key_added, "--key-added")
     adata = _read(args.data, args.backed)
     ag.tl.predict(
         adata, args.model, layer=args.layer, use_raw=args.use_raw, batch_key=args.batch_key, key_added=args.key_added

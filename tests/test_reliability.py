@@ -7,11 +7,15 @@ import json
 import multiprocessing
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import anndata
+import numpy as np
 import optuna
+import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
@@ -342,3 +346,245 @@ def test_storage_is_checked_before_optuna_sees_it(tmp_path, storage, error, matc
     with pytest.raises(error, match=match):
         make_storage(storage, tmp_path, "s", cfg.search)
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------- a real full disk
+_FULL_DISK = """
+import errno, json, os, sys
+from pathlib import Path
+import optuna
+import autogenome_sc as ag
+from autogenome_sc.search._driver import storage_failure
+from autogenome_sc.search._journal import open_journal
+disk, source = Path(sys.argv[1]), sys.argv[2]
+model = ag.read_model(source)
+model.save(disk / "m")
+before = {p.name: p.read_bytes() for p in (disk / "m").iterdir()}
+other = ag.read_model(source)
+other.scaler_scale_ = other.scaler_scale_ * 2
+study = optuna.create_study(study_name="s", storage=open_journal(disk / "s.journal.log"))
+study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+journal = (disk / "s.journal.log").read_bytes()
+fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)  # the disk filled up by something else
+try:
+    while True:
+        os.write(fd, b"0" * 4096)
+except OSError as e:
+    assert e.errno == errno.ENOSPC
+finally:
+    os.close(fd)
+out = {}
+try:
+    other.save(disk / "m", overwrite=True)
+    out["save"] = "no error"
+except OSError as e:
+    out["save"] = f"{e.errno} {e}"
+out["journal"] = "no error"
+for _ in range(2000):  # appends fill the journal's last page, then one finds the disk full
+    try:
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    except (OSError, AssertionError) as e:  # Optuna's assertion when a trial's end could not be written
+        e = storage_failure(e) or e
+        out["journal"] = f"{getattr(e, 'errno', None)} {e}"
+        break
+out["model_whole"] = {p.name: p.read_bytes() for p in (disk / "m").iterdir()} == before
+text = (disk / "s.journal.log").read_bytes()
+out["journal_whole"] = text.startswith(journal) and text.endswith(b"\\n") and all(
+    json.loads(line) for line in text.splitlines()
+)
+out["hidden"] = sorted(p.name for p in disk.iterdir() if p.name.startswith("."))
+os.remove(disk / "filler")
+out["trials_after"] = len(optuna.load_study(study_name="s", storage=open_journal(disk / "s.journal.log")).trials)
+out["trials_before"] = len(study.trials)
+other.save(disk / "m", overwrite=True)
+out["replaced"] = ag.read_model(disk / "m").id_ == other.id_
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_a_full_tmpfs_leaves_the_model_and_the_journal_whole(trained, tmp_path):
+    """A real full disk: a small tmpfs mounted in a user namespace (``unshare -rm``), where the system allows it."""
+    _, model = trained
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode:
+        pytest.skip("no user namespaces here to mount a small tmpfs in (test_a_save_that_fails_midway simulates one)")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
+    script = f'mount -t tmpfs -o size=256k tmpfs "$1" && exec "{sys.executable}" -c "$2" "$1" "$3"'
+    proc = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script, "sh", str(disk), _FULL_DISK, str(model.path)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.split("RESULT ", 1)[1])
+    assert out["save"].startswith(f"{errno.ENOSPC} ") and out["journal"].startswith(f"{errno.ENOSPC} "), out
+    assert out["model_whole"] and out["journal_whole"] and out["hidden"] == [], out
+    assert out["trials_after"] == out["trials_before"] > 2 and out["replaced"], out
+
+
+def test_a_full_disk_under_the_save_at_the_system_call_leaves_nothing(trained, tmp_path, monkeypatch):
+    """ENOSPC simulated where the system reports it (os.write after some bytes), not in the package's own helper."""
+    _, model = trained
+    path = tmp_path / "m"
+    model.save(path)
+    before = {p.name: p.read_bytes() for p in path.iterdir()}
+    other = ag.read_model(path)
+    other.scaler_scale_ = other.scaler_scale_ * 2
+    room = [sum(len(b) for b in before.values()) // 2]  # half a model's bytes left on the disk
+    real_fdopen = os.fdopen
+
+    class FillingFile:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, data):
+            n = self.f.write(bytes(data[: max(room[0], 0)]))
+            room[0] -= n
+            if n < len(data):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return n
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    monkeypatch.setattr(os, "fdopen", lambda *a, **kw: FillingFile(real_fdopen(*a, **kw)))
+    with pytest.raises(OSError, match="No space left on device"):
+        other.save(path, overwrite=True)
+    monkeypatch.setattr(os, "fdopen", real_fdopen)
+    assert room[0] <= 0  # the disk did fill up
+    assert {p.name: p.read_bytes() for p in path.iterdir()} == before
+    assert _hidden(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------- input checked before the work
+def _labelled(values) -> anndata.AnnData:
+    from conftest import synthetic_counts
+
+    adata = synthetic_counts(n_cells=120, n_genes=30)
+    adata.obs["y"] = values
+    return adata
+
+
+@pytest.mark.parametrize(
+    ("values", "loss", "match"),
+    [
+        (np.where(np.arange(120) % 2, 1e38, 1.0), "auto", r"has 60 values that are infinite or beyond \+-1e\+15 "),
+        (np.where(np.arange(120) % 2, -np.inf, 1.0), "auto", r"has 60 values that are infinite or beyond"),
+        (np.where(np.arange(120) % 2, np.inf, 1.0), "cross_entropy", r"has 60 values that are infinite \(e\.g\. inf\)"),
+        (np.array([1, "1", "b"] * 40, dtype=object), "auto", r"holds labels 1 and '1', which are the same as text"),
+        (pd.Categorical([1, "1", "b"] * 40), "auto", r"holds labels 1 and '1', which are the same as text"),
+    ],
+)
+def test_labels_are_refused_before_any_training(tmp_path, values, loss, match):
+    adata = _labelled(values)
+    with pytest.raises(ValueError, match=r"^adata.obs\['y'\] " + match):
+        ag.tl.train(adata, "y", config={"loss": {"name": loss}})
+    assert not (tmp_path / "models").exists()  # nothing trained, nothing saved
+    assert "ag" not in adata.uns
+
+
+def test_a_view_of_a_backed_anndata_is_loaded_for_a_copy_and_refused_otherwise(trained, tmp_path):
+    adata, model = trained
+    adata.write_h5ad(tmp_path / "b.h5ad")
+    backed = anndata.read_h5ad(tmp_path / "b.h5ad", backed="r")
+    view = backed[10:60]
+    for call in (lambda: ag.tl.predict(view, model), lambda: ag.tl.train(view, "cell_type")):
+        with pytest.raises(ValueError, match=r"^adata is a view|^query is a view"):
+            call()
+    with pytest.raises(ValueError, match=r"is backed by '.*b.h5ad' and copy=True would load all of it"):
+        ag.tl.predict(backed, model, copy=True)
+    assert not (tmp_path / "models").exists()
+    out = ag.tl.predict(view, model, copy=True)
+    assert not out.isbacked and out.n_obs == 50
+    expected = model.predict(adata[10:60].copy())
+    assert (out.obs["ag_prediction"].astype(str).to_numpy() == expected["prediction"].astype(str).to_numpy()).all()
+
+
+@pytest.mark.parametrize("key", ["a/b", "", " ", "x\ny", 5])
+def test_key_added_must_be_a_name_h5ad_can_store(trained, key):
+    adata, model = trained
+    with pytest.raises((ValueError, TypeError), match=r"^key_added must be"):
+        ag.tl.predict(adata, model, key_added=key)
+    with pytest.raises((ValueError, TypeError), match=r"^key_added must be"):
+        ag.tl.train(adata, "cell_type", key_added=key)
+    assert "ag_prediction" in adata.obs and not any(str(k).startswith(str(key)) for k in adata.uns if key)
+
+
+def test_the_cli_refuses_a_bad_out_or_key_before_reading_or_writing(trained, tmp_path, capsys):
+    from autogenome_sc.cli import main
+
+    adata, model = trained
+    data = tmp_path / "d.h5ad"
+    adata.write_h5ad(data)
+    (tmp_path / "folder").mkdir()
+    base = ["predict", str(data), "--model", str(model.path)]
+    assert main([*base, "--out", str(tmp_path / "folder")]) == 1
+    assert "--out '" in capsys.readouterr().err
+    assert main(["search", str(data), "--label-key", "cell_type", "--out", str(tmp_path / "folder")]) == 1
+    assert "is a folder" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "o.h5ad"), "--key-added", "a/b"]) == 1
+    assert "--key-added must be a non-empty name without '/'" in capsys.readouterr().err
+    assert not (tmp_path / "o.h5ad").exists() and not (tmp_path / "ag_runs").exists()
+    assert main([*base, "--out", str(tmp_path / "o.h5ad"), "--key-added", "a_b"]) == 0
+    assert "a_b_prediction" in anndata.read_h5ad(tmp_path / "o.h5ad").obs
+
+
+def test_steps_per_epoch_are_bounded():
+    assert ag.config.validate({"trainer": {"min_steps_per_epoch": 10_000}}).trainer.min_steps_per_epoch == 10_000
+    with pytest.raises(ValueError, match=r"'trainer.min_steps_per_epoch': Input should be less than or equal to 10000"):
+        ag.config.validate({"trainer": {"min_steps_per_epoch": 10**9}})
+
+
+# ---------------------------------------------------------------------------- continued studies, failing trials
+def test_a_continued_study_with_other_modes_is_refused_before_any_trial(tmp_path):
+    from _search_helpers import TINY
+    from conftest import synthetic_counts
+
+    adata = synthetic_counts(n_cells=150, n_genes=40)
+    storage = open_journal(tmp_path / "s.journal.log")
+    study = optuna.create_study(study_name="s", storage=storage)
+    study.enqueue_trial({"mode": "mlp"})
+    study.optimize(lambda t: t.suggest_categorical("mode", ["mlp", "resnet"]) and 1.0, n_trials=1)
+    journal = (tmp_path / "s.journal.log").read_bytes()
+    with pytest.raises(
+        ValueError,
+        match=r"^Study 's' drew 'mode' from \['mlp', 'resnet'\], this search from \['mlp'\]; continue it with the same",
+    ):
+        ag.tl.search(adata, "cell_type", modes=["mlp"], n_trials=3, config=TINY, study_name="s", run_dir=tmp_path)
+    after = (tmp_path / "s.journal.log").read_bytes()
+    assert after.startswith(journal) and b'"state": 1' not in after[len(journal) :]  # no trial was started
+    assert len(_plain_optuna(tmp_path / "s.journal.log").trials) == 1
+
+
+def test_trials_failing_in_a_row_stop_the_search_with_the_first_reason(tmp_path, monkeypatch):
+    from _search_helpers import TINY
+    from conftest import synthetic_counts
+
+    from autogenome_sc.search._driver import MAX_FAILED_IN_ROW, Searcher
+
+    calls = []
+
+    def broken(self, tc, report, desc, *a, **kw):
+        calls.append(desc)
+        raise RuntimeError(f"broken number {len(calls)}")
+
+    monkeypatch.setattr(Searcher, "train", broken)
+    adata = synthetic_counts(n_cells=150, n_genes=40)
+    with pytest.raises(RuntimeError, match=rf"stopped: {MAX_FAILED_IN_ROW} trials in a row failed, the first with "
+                       r"trial 0 \(.*\): RuntimeError: broken number 1\.$"):  # fmt: skip
+        ag.tl.search(adata, "cell_type", timeout=600, config=TINY, study_name="f", run_dir=tmp_path)
+    assert len(calls) == MAX_FAILED_IN_ROW
+
+
+def test_automatic_study_names_are_unique_within_a_process():
+    from autogenome_sc.search._run import auto_study_name
+
+    names = [auto_study_name("cell type/fine") for _ in range(5)] + [auto_study_name(None)]
+    assert len(set(names)) == 6
+    assert all(re.fullmatch(r"[A-Za-z0-9_.-]+", n) for n in names) and names[0].startswith("cell_type_fine_")

@@ -171,7 +171,11 @@ class TrainerConfig(_Strict):
     min_steps_per_epoch: int = Field(
         8,
         ge=1,
-        description="An epoch is at least this many minibatches: on small data it passes over the cells several times.",
+        le=10_000,
+        description=(
+            "An epoch is at least this many minibatches: on small data it passes over the cells several times "
+            "(at most 10000, so that an epoch ends and its order of cells fits in memory)."
+        ),
     )
     precision: Literal["auto", "float32", "tf32", "bf16"] = Field(
         "auto",

@@ -44,12 +44,13 @@ def encode_targets(adata: AnnData, label_key: str, loss: str = "auto") -> Target
     if regression:
         if not is_numeric_dtype(col.dtype) or is_bool_dtype(col.dtype):
             raise ValueError(f"Regression needs a numeric target, but adata.obs['{label_key}'] has dtype {col.dtype}.")
-        y = col.to_numpy(dtype=np.float32)
-        if not np.isfinite(y).all():
-            raise ValueError(f"adata.obs['{label_key}'] has infinite values.")
+        y = _finite_target(col, label_key)
         if np.ptp(y) == 0:
             raise ValueError(f"adata.obs['{label_key}'] is constant; there is nothing to learn.")
         return Targets(y=y, task="regression", classes=None)
+    if is_float_dtype(col.dtype):
+        _finite_target(col, label_key, limit=np.inf)  # classes: any finite value names one
+    _distinct_as_text(col, label_key)
     if isinstance(col.dtype, pd.CategoricalDtype):
         cat = col.cat.remove_unused_categories()
     elif is_integer_dtype(col.dtype) or is_bool_dtype(col.dtype) or is_float_dtype(col.dtype):
@@ -65,6 +66,37 @@ def encode_targets(adata: AnnData, label_key: str, loss: str = "auto") -> Target
     if loss == "auc" and len(classes) != 2:
         raise ValueError(f"The AUC loss is for binary labels, but adata.obs['{label_key}'] has {len(classes)} classes.")
     return Targets(y=cat.cat.codes.to_numpy().astype(np.int32), task="classification", classes=classes)
+
+
+#: Largest magnitude of a numeric target: beyond it float32 sums of squares (losses, metrics) overflow.
+MAX_TARGET = 1e15
+
+
+def _finite_target(col: pd.Series, label_key: str, limit: float = MAX_TARGET) -> np.ndarray:
+    """The numeric labels as float32, refused in one sentence when one is infinite or beyond ``limit``."""
+    values = col.to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(values) | (np.abs(values) > limit)
+    if bad.any():
+        what = "infinite" if np.isinf(limit) else f"infinite or beyond +-{limit:g}"
+        raise ValueError(
+            f"adata.obs['{label_key}'] has {int(bad.sum())} values that are {what} (e.g. {float(values[bad][0])!r}); "
+            "rescale (or log) the target, or make it categorical."
+        )
+    return values.astype(np.float32)
+
+
+def _distinct_as_text(col: pd.Series, label_key: str) -> None:
+    """Refuse labels that differ as values but not as text (``1`` and ``"1"``): classes are named by their text."""
+    values = col.cat.categories if isinstance(col.dtype, pd.CategoricalDtype) else pd.unique(col.to_numpy())
+    seen: dict[str, object] = {}
+    for v in values:
+        text = str(v)
+        if text in seen:
+            raise ValueError(
+                f"adata.obs['{label_key}'] holds labels {seen[text]!r} and {v!r}, which are the same as text; "
+                f"make the column one type first, e.g. `adata.obs['{label_key}'] = adata.obs['{label_key}'].astype(str)`."
+            )
+        seen[text] = v
 
 
 def stratified_split(targets: Targets, fractions: tuple[float, float, float], rng: np.random.Generator) -> np.ndarray:

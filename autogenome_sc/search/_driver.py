@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 DEFAULT_N_TRIALS = 30
 DEFAULT_TIMEOUT = 240.0
+#: Trials in a row that failed (raised, not pruned) after which a search stops: something is wrong with every one.
+MAX_FAILED_IN_ROW = 10
 
 
 class _Surplus(Exception):
@@ -80,6 +82,9 @@ class Searcher:
     budget: Budget = field(default_factory=lambda: Budget(None))  # the running trials' time (see run)
     _values: dict[int, float] = field(default_factory=dict)
     _complete_seen: bool = False
+    _failed_in_row: list[str] = field(default_factory=list)  # this run's latest failures in a row, as sentences
+    #: Why :meth:`run` stopped early: ``MAX_FAILED_IN_ROW`` trials in a row failed (the first one's reason).
+    stopped_by_failures: str | None = None
 
     @property
     def metric(self) -> str:
@@ -112,7 +117,11 @@ class Searcher:
                 TrialRecord(surplus=True).write(trial)
                 self.study.stop()
                 raise _Surplus(f"the study already has its {n_target} trials")
-        tc = suggest(trial, self.cfg, self.modes, self.n_vars, self.data.task)
+        try:
+            tc = suggest(trial, self.cfg, self.modes, self.n_vars, self.data.task)
+        except Exception as e:  # e.g. a space Optuna refuses: recorded, so the search can say why it stopped
+            TrialRecord(failure=f"{type(e).__name__}: {e}"[:500]).write(trial)
+            raise
         TrialRecord(architecture=tc.arch, worker=worker_name()).write(trial)
         start = time.perf_counter()
         mode = MODES.get(tc.mode)
@@ -197,6 +206,8 @@ class Searcher:
         """
         self.n_trials = n_trials
         self.budget = Budget(None) if budget is None else budget
+        self._failed_in_row.clear()
+        self.stopped_by_failures = None
         self.budget.start_trials()
         recover_stale_trials(self.study, self.cfg.search)
         done = self._n_counted()
@@ -208,6 +219,9 @@ class Searcher:
         bar.update(done)
 
         def after(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
+            if self._count_failure(frozen):
+                study.stop()
+                return
             recover_stale_trials(study, self.cfg.search)
             self.budget.refresh()
             now = self._n_counted()
@@ -233,9 +247,29 @@ class Searcher:
                 gc_after_trial=False,
                 show_progress_bar=False,
             )
+        except AssertionError as e:
+            cause = storage_failure(e)
+            if cause is None:
+                raise
+            raise cause from None
         finally:
             optuna.logging.set_verbosity(old)
             bar.close()
+
+    def _count_failure(self, frozen: optuna.trial.FrozenTrial) -> bool:
+        """Note a failed trial (a finished one ends the run of failures); whether the search must stop for them."""
+        record = TrialRecord.from_trial(frozen)
+        if frozen.state != TrialState.FAIL or record.surplus:
+            self._failed_in_row.clear()
+            return False
+        mode = frozen.params.get("mode", "?")
+        self._failed_in_row.append(f"trial {frozen.number} ({mode}): {record.failure or 'no reason recorded'}")
+        if len(self._failed_in_row) < MAX_FAILED_IN_ROW:
+            return False
+        self.stopped_by_failures = (
+            f"{len(self._failed_in_row)} trials in a row failed, the first with {self._failed_in_row[0]}"
+        )
+        return True
 
     def wait_for_others(self, max_wait: float | None = None) -> None:
         """Wait until no trial of another worker is RUNNING (stale ones are failed on the way)."""
@@ -316,6 +350,12 @@ class Searcher:
         if supervised and len(problem.idx["val"]):
             fitted.val_out = outputs_of(fitted, problem.idx["val"])
         return fitted
+
+
+def storage_failure(e: BaseException) -> OSError | None:
+    """The write error (a full disk) behind Optuna's "Should not reach" when a trial's result could not be stored."""
+    cause = e.__context__
+    return cause if isinstance(e, AssertionError) and isinstance(cause, OSError) else None
 
 
 def outputs_of(fitted: Fitted, idx: np.ndarray) -> np.ndarray:

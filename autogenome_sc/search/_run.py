@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from anndata import AnnData
 from .. import _logging as logg
 from .._checks import check_count, check_file_name, check_rng, check_timeout
 from ..data import TrainData, prepare
+from ._continue import check_same_space, space_of
 from ._driver import DEFAULT_N_TRIALS, DEFAULT_TIMEOUT, Searcher, direction
 from ._record import TrialRecord
 from ._spaces import MODES, check_modes, portfolio, vae_portfolio
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
     from ..config._schema import Config
 
 DATA_ATTR = "ag_data"
+_AUTO_NAMES = itertools.count()  # the automatic study names this process gave
 N_TRIALS_ATTR = "ag_n_trials"
 
 
@@ -42,6 +46,14 @@ class Opened:
     n_trials: int | None
     timeout: float | None
     storage_name: str
+
+
+def auto_study_name(label_key: str | None) -> str:
+    """A new study's name: the label column (as a file name), the time and the process, unique within the process."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", label_key or "resvae").lstrip(".") or "study"
+    name = f"{stem}_{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}"
+    n = next(_AUTO_NAMES)
+    return name if n == 0 else f"{name}-{n}"
 
 
 def default_modes() -> list[str]:
@@ -136,10 +148,11 @@ def open_study(
     data, kind, cfg = _prepare(adata, label_key, cfg, layer, use_raw, split_key, batch_key, rng)
     modes = modes_for(modes, data, asked)
     if study_name is None:
-        study_name = f"{label_key or 'resvae'}_{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}"
+        study_name = auto_study_name(label_key)
     run_dir = Path("ag_runs") if run_dir is None else Path(run_dir)
     study = _create_study(make_storage(storage, run_dir, study_name, cfg.search), study_name, cfg)
     _check_same_data(study, fingerprint(data, label_key))
+    check_same_space(study, space_of(cfg, modes, int(data.base.pipeline.n_features), data.task))  # before any trial
     if n_trials is None and timeout is None and N_TRIALS_ATTR in study.user_attrs:
         n_trials = int(study.user_attrs[N_TRIALS_ATTR])
     n_trials, timeout = resolve_budget(n_trials, timeout, cfg)

@@ -8,6 +8,7 @@ only opens the study and runs trials (:func:`~autogenome_sc.search._run.open_stu
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -98,13 +99,21 @@ def run_trials(searcher: Searcher, n_trials: int | None, budget: Budget) -> None
     searcher.run(n_trials, budget)
     searcher.wait_for_others()
     for _ in range(3):  # a worker that died after we stopped leaves a retry waiting: run it here
-        if budget.timed or n_trials is None or searcher.n_counted() >= n_trials:
+        if budget.timed or n_trials is None or searcher.n_counted() >= n_trials or searcher.stopped_by_failures:
             break
         searcher.run(n_trials, budget)
         searcher.wait_for_others()
+    name = searcher.study.study_name
+    if searcher.stopped_by_failures is not None:
+        if not searcher.top_trials(1):
+            raise RuntimeError(f"The search of study '{name}' stopped: {searcher.stopped_by_failures}.")
+        warnings.warn(
+            f"The search of study '{name}' stopped early: {searcher.stopped_by_failures}; "
+            "the model is chosen among the trials that completed.",
+            stacklevel=3,
+        )
     if searcher.top_trials(1):
         return
-    name = searcher.study.study_name
     why = searcher.first_failure()
     if why is not None:
         raise RuntimeError(f"No trial of study '{name}' completed; the first failure was {why}.")

@@ -10,6 +10,7 @@ import numpy as np
 from anndata import AnnData
 
 from .. import _logging as logg
+from .._checks import check_key_added, writable
 from .._keys import UNASSIGNED, Keys
 from ..model import Model, read_model
 from ._results import write_predictions
@@ -98,11 +99,11 @@ def predict(
         model = read_model(model)
     if not isinstance(query, AnnData):
         raise TypeError(f"Expected an AnnData object as query, got {type(query).__name__}.")
+    keys = Keys(check_key_added(key_added))
     _check_reject(model, reject, reject_uncertainty)
     model.check_batch_key(batch_key)
-    query = query.copy() if copy else query
+    query = writable(query, copy, "query")
     start = logg.info(f"predicting {query.n_obs} cells with {model!r}")
-    keys = Keys(key_added)
     if model.task == "embedding":  # a Res-VAE/VAE: only the latent means
         info, added = _embed(query, model, keys, layer=layer, use_raw=use_raw, batch_key=batch_key)
     else:

@@ -11,7 +11,7 @@ from anndata import AnnData
 
 from .. import _logging as logg
 from .. import config as _config
-from .._checks import check_count, check_file_name, check_rng, check_timeout
+from .._checks import check_count, check_file_name, check_key_added, check_rng, check_timeout, writable
 from .._docs import BATCH_KEY, INPUT_SPLIT_KEY, SEARCH_BUDGET, SEARCH_STUDY, doc_params
 from ..config import Config
 from ..data import TrainData
@@ -86,7 +86,8 @@ def search(
     cfg, label_key, levels, rng = _checked(adata, label_key, config, rng, eval_key, reconstruct, batch_key)
     n_trials, timeout, study_name = _budget_args(n_trials, timeout, study_name)  # before the first log line
     check_storage(storage)
-    adata = adata.copy() if copy else adata
+    key_added = check_key_added(key_added)
+    adata = writable(adata, copy)
     start = logg.info(f"searching models for {_subject(label_key)}")
     out = run_search(
         adata, label_key, cfg=cfg, modes=modes, n_trials=n_trials, timeout=timeout, layer=layer, use_raw=use_raw,

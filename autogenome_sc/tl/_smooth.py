@@ -8,6 +8,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .. import _logging as logg
+from .._checks import writable
 from .._keys import Keys
 
 _SELF_WEIGHT = 1.0 + 1e-6  # a cell's own label counts like its closest neighbour and wins ties
@@ -65,7 +66,7 @@ def smooth_labels(
         raise ValueError("Pass groupby (vote within clusters) or neighbors_key (vote over a graph), not both.")
     groups = _groups(adata, groupby) if groupby is not None else None
     conn = _connectivities(adata, neighbors_key) if groups is None else None
-    adata = adata.copy() if copy else adata
+    adata = writable(adata, copy)
     where = f"within adata.obs['{groupby}']" if groupby is not None else "over the neighbour graph"
     start = logg.info(f"smoothing adata.obs['{keys.prediction}'] {where}")
     codes = labels.cat.codes.to_numpy()

@@ -12,7 +12,7 @@ from anndata import AnnData
 
 from .. import _logging as logg
 from .. import config as _config
-from .._checks import check_rng
+from .._checks import check_key_added, check_rng, writable
 from .._docs import BATCH_KEY, INPUT_SPLIT_KEY, doc_params
 from ..data import TrainData, prepare
 from ..data._hierarchy import Hierarchy, label_levels, read_hierarchy
@@ -112,10 +112,10 @@ def train(
             adata, model=model, layer=layer, use_raw=use_raw, split_key=split_key, key_added=key_added,
             config=config, rng=rng, copy=copy,
         )  # fmt: skip
-    rng = check_rng(rng)
+    rng, key_added = check_rng(rng), check_key_added(key_added)
     cfg = _config.validate(config)
     label_key = _checked_label_key(model, label_key)
-    adata = adata.copy() if copy else adata
+    adata = writable(adata, copy)
     start = logg.info(f"training {model} on adata.obs['{label_key}']")
     data, kind = prepare(
         adata, label_key, layer=layer, use_raw=use_raw, split_key=split_key, data_cfg=cfg.data, loss=cfg.loss.name,

@@ -13,7 +13,7 @@ from anndata import AnnData
 
 from .. import _logging as logg
 from .. import config as _config
-from .._checks import check_rng
+from .._checks import check_key_added, check_rng, writable
 from .._docs import INPUT_SPLIT_KEY, doc_params
 from ..train import check_vae_model, fit_vae_config, prepare_vae
 from ._finish import finish
@@ -84,9 +84,9 @@ def train_vae(
         ``silhouette``, ``leiden_ari``, ``leiden_nmi``, ``n_leiden``), ``history``,
         ``preprocessing``, ``model_path``, ``model_id`` (the saved model's checksum).
     """
-    rng, cfg = check_rng(rng), _config.validate(config)
+    rng, cfg, key_added = check_rng(rng), _config.validate(config), check_key_added(key_added)
     _check_arguments(adata, model, use_raw=use_raw, reconstruct=reconstruct, eval_key=eval_key)
-    adata = adata.copy() if copy else adata
+    adata = writable(adata, copy)
     start = logg.info(f"training {model} (unsupervised)")
     data, kind, arch = prepare_vae(
         adata, model=model, layer=layer, use_raw=use_raw, likelihood=likelihood, split_key=split_key, cfg=cfg, rng=rng
