@@ -157,7 +157,9 @@ def test_a_random_config_is_refused_in_one_sentence_or_validated_strictly(data, 
         how = "set"
         parent = cfg
         for k in where[:-1]:
-            parent = parent[k] if isinstance(parent, dict) else {}
+            if not isinstance(parent, dict):
+                return
+            parent = parent[k]
         if not isinstance(parent, dict):
             return
     _edit(cfg, where, how, value)

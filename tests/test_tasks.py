@@ -53,7 +53,8 @@ def test_names_are_spelled_once():
     from autogenome_sc.search import MODES
 
     assert tuple(PREPROCESSING) == tuple(_GROUPS) == _names.INPUT_KINDS
-    assert set(MODELS) == {*_names.NETWORKS, "rrfcn"}  # rrfcn: what ENAS finds, loaded by name
+    # rrfcn: what ENAS finds, trees: what the trees mode fits; loaded by name, never trained by ag.tl.train
+    assert set(MODELS) == {*_names.NETWORKS, "rrfcn", "trees"}
     assert tuple(VAE_MODELS) == _names.VAE_MODELS
     assert (
         set(_names.BUILTIN_MODES) <= set(MODES)
