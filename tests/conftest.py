@@ -83,6 +83,7 @@ SLOW = {
     "test_trees.py::test_a_search_of_trees_refits_on_the_stages_cross_validation_chose",
     "test_trees.py::test_a_tree_model_is_explained_in_logits_exactly",
     "test_trees.py::test_the_arrays_evaluate_as_scikit_learns_trees",
+    "test_settings.py::test_the_compilation_cache_is_the_users_own_and_changes_no_number",
     "test_train.py::test_bf16_mixed_precision_trains_float32_parameters_to_the_same_accuracy",
     "test_train.py::test_each_model_trains_and_compiles_once",
     "test_vae.py::test_dense_narrow_data_get_a_gaussian_likelihood_and_a_small_latent_that_stay_alive",
@@ -119,12 +120,16 @@ def pytest_configure(config):
     Tests train many networks of the same shapes; each run traces again, and a compilation
     that another test (or a subprocess: a notebook's kernel, a CLI worker) already made is
     read back instead of compiled. The environment variables reach the subprocesses and the
-    workers of pytest-xdist, which share the folder; the package never sets any of this.
+    workers of pytest-xdist, which share the folder (the package's own default, a folder in the
+    user's cache, is left alone: its tests run in subprocesses of their own, tests/test_settings.py).
     """
     global _CACHE_DIR
     if os.environ.get("JAX_COMPILATION_CACHE_DIR"):  # a folder of the caller's (or of the xdist controller)
         return
     _CACHE_DIR = tempfile.mkdtemp(prefix="ag-tests-jax-cache-")
+    import autogenome_sc as ag
+
+    ag.settings.compile_cache = _CACHE_DIR  # instead of the package's default folder, for this session
     cache = {
         "jax_compilation_cache_dir": _CACHE_DIR,
         "jax_persistent_cache_min_compile_time_secs": 0.0,  # the default (1 s) would skip most of ours
