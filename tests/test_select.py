@@ -576,3 +576,25 @@ def test_within_noise_prefers_the_ensemble_or_else_the_simplest_close_configurat
     w, chosen, out = run([a, b, close], ["resnet", "mlp", "linear"], "within_noise", max_members=2)
     assert chosen == "ensemble" and w[2] == 0 and (w[:2] > 0).all() and out.shape == (n, 3)
     assert (out.argmax(axis=1) == y).all()
+
+
+def test_cv_epochs_by_the_selection_rule_or_the_loss():
+    from autogenome_sc.search._cv import best_epoch
+
+    y = np.arange(300) % 3
+    wrong = (y + 1) % 3
+    # epoch 0: 80% right, never confident (the lowest loss); epoch 1: 90% right, very confident when wrong
+    soft = np.eye(3)[np.where(np.arange(300) % 10 < 8, y, wrong)] * 0.5
+    sharp = np.eye(3)[np.where(np.arange(300) % 10 < 9, y, wrong)] * 20.0
+    curves = np.stack([soft, sharp]).astype(np.float32)
+    accuracy = [(c.argmax(1) == y).mean() for c in curves]
+    assert accuracy[1] > accuracy[0]
+    by_loss = ag.config.validate(None).search
+    by_rule = ag.config.validate({"search": {"cv_epochs_by": "select_by"}}).search
+    from autogenome_sc.search._choose import outputs_loss
+
+    assert outputs_loss(curves[0], y, "classification") < outputs_loss(curves[1], y, "classification")
+    assert best_epoch(curves, y, "classification", 3, by_loss) == 0
+    assert best_epoch(curves, y, "classification", 3, by_rule) == 1
+    # a regression has no accuracy: the loss chooses
+    assert best_epoch(curves[:, :, :1], y.astype(float), "regression", 1, by_rule) in (0, 1)

@@ -633,6 +633,14 @@ class SearchConfig(_Strict):
             "divided by a temperature fitted on them before any loss is taken or any ensemble averaged."
         ),
     )
+    cv_epochs_by: Literal["loss", "select_by"] = Field(
+        "loss",
+        description=(
+            "How cross-validation chooses a configuration's number of epochs on its pooled out-of-fold outputs: "
+            "'loss', the lowest log-loss; 'select_by', the epoch search.select_by prefers (for 'accuracy_f1': the "
+            "highest mean of accuracy and macro-F1, ties broken by the loss)."
+        ),
+    )
     final: FinalFit = Field(
         "bag",
         description=(

@@ -199,7 +199,7 @@ def choose(
     n = len(scored)
     rule = by if task == "classification" else "loss"
     held = [cast(Scores, s.scores) for s in scored]  # every one scored
-    best = _best_single(held, y, rule)
+    best = best_single(held, y, rule)
     ens = greedy_ensemble(scored, y, task, max_members) if max_members >= 2 and n >= 2 else None
     if rule == "within_noise":
         return _within_noise(scored, best, ens, y, z)
@@ -315,7 +315,7 @@ def _better(a: Scores, b: Scores, y: np.ndarray, rule: str) -> bool:
     return lower
 
 
-def _best_single(held: list[Scores], y: np.ndarray, rule: str) -> int:
+def best_single(held: list[Scores], y: np.ndarray, rule: str) -> int:
     """The index of the configuration ``rule`` prefers."""
     by_loss = min(range(len(held)), key=lambda i: held[i].loss)
     if rule == "loss":

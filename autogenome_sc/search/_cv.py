@@ -21,7 +21,7 @@ import numpy as np
 from .. import _logging as logg
 from ..data import TrainData
 from ._budget import Budget
-from ._choose import Scored, outputs_loss
+from ._choose import Scored, best_single, outputs_loss, scores
 from ._driver import Searcher
 from ._record import TrialRecord
 from ._spaces import is_floor
@@ -140,6 +140,13 @@ def config_of(searcher: Searcher, trial) -> TrialConfig:
     return tc
 
 
+def best_epoch(curves: np.ndarray, y: np.ndarray, task: str, n_out: int, search_cfg: SearchConfig) -> int:
+    """The epoch whose pooled out-of-fold outputs ``curves[epoch]`` are best, by ``search.cv_epochs_by``."""
+    if search_cfg.cv_epochs_by == "loss" or task != "classification" or len(curves) == 1:
+        return int(np.argmin([outputs_loss(c, y, task) for c in curves]))
+    return best_single([scores(c, y, task, n_out) for c in curves], y, search_cfg.select_by)
+
+
 def on_validation(searcher: Searcher, n: int) -> list[Scored]:
     """The ``n`` best trials' own models, with their outputs on the validation split."""
     out = []
@@ -210,8 +217,8 @@ def cross_validate(
             notes.append(f"trial {t.number} left out: {e}")
             bar.update(k - len(fits))
             continue
-        # the number of epochs: the one with the best pooled held-out loss (no fold stops early on its own fold)
-        best = int(np.argmin([outputs_loss(c, data.y[rows], data.task) for c in curves]))
+        # the number of epochs: the best on the pooled held-out outputs (no fold stops early on its own fold)
+        best = best_epoch(curves, data.y[rows], data.task, data.n_out, searcher.cfg.search)
         seconds = time.perf_counter() - started
         scored.append(Scored(t.number, t.params.get("mode", ""), fits, curves[best], [best], seconds, fold_of))
     bar.close()
