@@ -1,8 +1,7 @@
 """Trials per minute and time to a good model: ``ag.tl.search`` with and without JAX's compilation cache.
 
 Each run is one search of ``--timeout`` seconds (default 60) in a fresh Python process, as a user
-starts one, on a data set of ``benchmarks/accuracy.py`` (a stratified fifth held out as its test
-split). Three conditions, in this order, per data set:
+starts one, on a data set of ``benchmarks/accuracy.py`` (the search's own split: the same cells in every run). Three conditions, in this order, per data set:
 
 ``off``
     ``AG_COMPILE_CACHE=off``: every process compiles everything (the package before issue 29).
@@ -39,18 +38,12 @@ import json, sys, time
 import numpy as np
 sys.path.insert(0, {here!r})
 from accuracy import DATASETS
-from sklearn.model_selection import train_test_split
 import autogenome_sc as ag
 
 adata, key, _ = DATASETS[{name!r}]()
-idx = np.arange(adata.n_obs)
-_, test = train_test_split(idx, test_size=0.2, stratify=adata.obs[key], random_state=0)
-split = np.array(["train"] * adata.n_obs, dtype=object)
-split[test] = "test"
-adata.obs["split"] = split
 ag.settings.verbosity = 0
 t0 = time.perf_counter()
-ag.tl.search(adata, label_key=key, split_key="split", timeout={timeout}, rng=0, config={{"save": {{"path": {path!r}}}}})
+ag.tl.search(adata, label_key=key, timeout={timeout}, rng=0, config={{"save": {{"path": {path!r}}}}})
 wall = time.perf_counter() - t0
 board = adata.uns["ag"]["leaderboard"]
 done = board[board["state"] == "complete"]
