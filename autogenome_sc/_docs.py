@@ -28,6 +28,17 @@ INPUT_SPLIT_KEY = """layer
     key_added
         Prefix of every key written (see Returns)."""
 
+#: ``gene_symbols`` and ``genes`` of the supervised training tools.
+GENES = """gene_symbols
+        Column of ``adata.var`` (of ``adata.raw.var`` with ``use_raw``) whose names identify
+        the genes instead of ``var_names``, as scanpy's ``gene_symbols``. The model records
+        it: ``ag.tl.predict`` matches a query by the same column when the query has it.
+        Ensembl IDs are matched with or without their version suffix (``ENSG00000141510.17``).
+    genes
+        Train on these genes only: a list of names, or a query AnnData whose ``var_names``
+        are taken (a targeted panel: Xenium, MERFISH, CosMx). Matched like a query's genes;
+        counts are normalised over the kept genes, as the panel's are. Default: every gene."""
+
 #: ``batch_key`` of the supervised training tools.
 BATCH_KEY = """batch_key
         Column of ``adata.obs`` naming each cell's batch (a run, a sample, a processing
