@@ -36,7 +36,9 @@ def test_ensembl_version_suffixes_are_matched_without_the_suffix():
     pos, n_unversioned = match_genes(query, pd.Index(["ENSG00000000005.17"]))
     assert pos.tolist() == [4] and n_unversioned == 0  # the same version: an exact match
     # an unversioned ID two query genes share matches neither; a symbol is never cut at a dot
-    pos, n = match_genes(pd.Index(["ENSG00000000001.1", "ENSG00000000001.2", "RP11-1.2"]), pd.Index(["ENSG00000000001.3", "RP11-1"]))
+    pos, n = match_genes(
+        pd.Index(["ENSG00000000001.1", "ENSG00000000001.2", "RP11-1.2"]), pd.Index(["ENSG00000000001.3", "RP11-1"])
+    )
     assert pos.tolist() == [-1, -1] and n == 0
     al = align_genes(query, model, 0.5)
     assert al.report("var_names") == {
@@ -58,7 +60,9 @@ def with_symbols():
 
 def test_gene_symbols_are_recorded_and_a_query_is_matched_by_them(with_symbols, tmp_path, ag_log):
     a = with_symbols
-    ag.tl.train(a, "cell_type", model="mlp", gene_symbols="symbol", config={**MLP, "save": {"path": str(tmp_path / "m")}})
+    ag.tl.train(
+        a, "cell_type", model="mlp", gene_symbols="symbol", config={**MLP, "save": {"path": str(tmp_path / "m")}}
+    )
     model = ag.read_model(tmp_path / "m")
     assert model.gene_symbols == "symbol" and model.var_names_[0] == "gene0"
     assert a.uns["ag"]["preprocessing"]["genes"] == "var['symbol']"

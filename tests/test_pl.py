@@ -80,6 +80,10 @@ def test_search_history_gives_every_mode_its_own_colour():
     ax = ag.pl.search_history(a, show=False)
     colours = {c.get_label(): to_hex(c.get_facecolor()[0]) for c in ax.collections}
     assert set(colours) == set(modes) and len(set(colours.values())) == len(modes)
+    from autogenome_sc._names import BUILTIN_MODES
+    from autogenome_sc.pl._utils import MODE_COLOURS
+
+    assert set(MODE_COLOURS) == set(BUILTIN_MODES) and len(set(MODE_COLOURS.values())) == len(BUILTIN_MODES)
     again = ag.pl.search_history(a, show=False)  # the same colours in every plot
     assert {c.get_label(): to_hex(c.get_facecolor()[0]) for c in again.collections} == colours
     plt.close("all")

@@ -120,4 +120,6 @@ def align_genes(query_names: pd.Index, model_names: pd.Index, min_overlap: float
             f"{len(model_names) - n_found} of the model's {len(model_names)} genes ({1 - frac:.1%}) are missing "
             "from the query and were set to zero.",
         )
-    return GeneAlignment(pos[found], np.flatnonzero(found), len(model_names), identity=False, n_unversioned=n_unversioned)
+    return GeneAlignment(
+        pos[found], np.flatnonzero(found), len(model_names), identity=False, n_unversioned=n_unversioned
+    )

@@ -249,7 +249,9 @@ def _symbols(var: pd.DataFrame, column: str, where: str) -> pd.Index:
         raise KeyError(f"gene_symbols='{column}' is not a column of adata.{where} (columns: {have}).")
     values = var[column]
     if values.isna().any():
-        raise ValueError(f"adata.{where}['{column}'] has {int(values.isna().sum())} missing gene names; fill them first.")
+        raise ValueError(
+            f"adata.{where}['{column}'] has {int(values.isna().sum())} missing gene names; fill them first."
+        )
     return pd.Index(values.astype(str).to_numpy())
 
 

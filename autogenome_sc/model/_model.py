@@ -192,7 +192,9 @@ class Model:
         from ..data import resolve_preprocessing as _resolve
 
         self.check_batch_key(batch_key)
-        layer, use_raw, gene_symbols, _ = self.read_input(adata, layer=layer, use_raw=use_raw, gene_symbols=gene_symbols)
+        layer, use_raw, gene_symbols, _ = self.read_input(
+            adata, layer=layer, use_raw=use_raw, gene_symbols=gene_symbols
+        )
         source = get_source(adata, layer=layer, use_raw=use_raw, gene_symbols=gene_symbols)
         min_overlap = self.config.get("data", {}).get("min_gene_overlap", 0.5)
         alignment = align_genes(source.var_names, self.var_names_, min_overlap)

@@ -10,7 +10,9 @@ from ._utils import finish, get_uns, new_ax
 
 
 @doc_params(ax_show=AX_SHOW)
-def architecture(adata: AnnData, *, key: str = "ag", ax: Axes | None = None, show: bool | None = None, save: bool | str | None = None) -> Axes | None:
+def architecture(
+    adata: AnnData, *, key: str = "ag", ax: Axes | None = None, show: bool | None = None, save: bool | str | None = None
+) -> Axes | None:
     """Draw the RRFCN architecture found by ENAS as a DAG (like the paper's Fig. 3a).
 
     Nodes are boxes labelled with their width, left to right from the input to the output;

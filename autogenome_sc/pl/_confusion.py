@@ -10,7 +10,13 @@ from ._utils import finish, get_uns, new_ax
 
 @doc_params(ax_show=AX_SHOW)
 def confusion_matrix(
-    adata: AnnData, *, key: str = "ag", normalize: bool = True, ax: Axes | None = None, show: bool | None = None, save: bool | str | None = None
+    adata: AnnData,
+    *,
+    key: str = "ag",
+    normalize: bool = True,
+    ax: Axes | None = None,
+    show: bool | None = None,
+    save: bool | str | None = None,
 ) -> Axes | None:
     """Plot the test-split confusion matrix stored by ``ag.tl.train`` or ``ag.tl.search``.
 

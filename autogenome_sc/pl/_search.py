@@ -8,9 +8,10 @@ from .._docs import AX_SHOW, doc_params
 from ._utils import finish, get_uns, mode_colour, new_ax
 
 
-
 @doc_params(ax_show=AX_SHOW)
-def search_history(adata: AnnData, *, key: str = "ag", ax: Axes | None = None, show: bool | None = None, save: bool | str | None = None) -> Axes | None:
+def search_history(
+    adata: AnnData, *, key: str = "ag", ax: Axes | None = None, show: bool | None = None, save: bool | str | None = None
+) -> Axes | None:
     """Plot the validation metric of every trial in order, coloured by mode, with the best so far.
 
     Each built-in mode has a colour of its own (the same in every plot); a registered mode gets one

@@ -7,23 +7,34 @@ import matplotlib.pyplot as plt
 from anndata import AnnData
 
 from .. import _logging as logg
-from .._names import BUILTIN_MODES
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure, SubFigure
 
-#: A fixed colour per built-in search mode (tab10), so a mode looks the same in every plot and run.
-MODE_COLOURS = dict(zip(BUILTIN_MODES, plt.get_cmap("tab10").colors, strict=False))
+#: A colour of its own for each built-in search mode (tab10), the same in every plot and run.
+MODE_COLOURS = {
+    "mlp": "tab:blue",
+    "resnet": "tab:orange",
+    "densenet": "tab:green",
+    "enas": "tab:red",
+    "resvae": "tab:purple",
+    "linear": "tab:brown",
+    "logistic": "tab:pink",
+    "svm": "tab:gray",
+    "trees": "tab:olive",
+}
+#: For registered modes: tab10's last colour, then tab20's light ones (unlike every built-in colour).
+_OTHER_COLOURS = ("tab:cyan", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d")
 _EXTENSIONS = (".svg", ".pdf", ".png")
 
 
-def mode_colour(mode: str, others: list[str]) -> tuple[float, ...]:
-    """The colour of ``mode``: its own for a built-in mode; for a registered one, a tab20 colour by its place in ``others``."""
+def mode_colour(mode: str, shown: list[str]) -> str:
+    """The colour of ``mode``: its own for a built-in mode; for a registered one, by its place among those ``shown``."""
     if mode in MODE_COLOURS:
         return MODE_COLOURS[mode]
-    light = plt.get_cmap("tab20").colors[1::2]  # the lighter halves: unlike every built-in colour
-    return light[sorted(others).index(mode) % len(light)]
+    registered = sorted(m for m in shown if m not in MODE_COLOURS)
+    return _OTHER_COLOURS[registered.index(mode) % len(_OTHER_COLOURS)]
 
 
 def get_uns(adata: AnnData, key: str, what: str, run: str) -> dict:
@@ -80,5 +91,5 @@ def finish(
     if show:
         plt.show()
     if save:
-        plt.close(figure)  # type: ignore[arg-type]
+        plt.close(figure)
     return None if show else ax

@@ -22,9 +22,7 @@ from ._results import log_finished
 from ._train import _log_input, hierarchy_of
 
 
-@doc_params(
-    input_split_key=INPUT_SPLIT_KEY, batch_key=BATCH_KEY, genes=GENES, budget=SEARCH_BUDGET, study=SEARCH_STUDY
-)
+@doc_params(input_split_key=INPUT_SPLIT_KEY, batch_key=BATCH_KEY, genes=GENES, budget=SEARCH_BUDGET, study=SEARCH_STUDY)
 def search(
     adata: AnnData,
     label_key: str | Sequence[str] | None = None,

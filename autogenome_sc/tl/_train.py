@@ -185,7 +185,9 @@ def _log_input(data: TrainData, kind: str) -> None:
     )
     panel = pipe.source.panel
     if panel is not None:
-        unversioned = f" ({panel['n_unversioned']} without their Ensembl version suffix)" if panel["n_unversioned"] else ""
+        unversioned = (
+            f" ({panel['n_unversioned']} without their Ensembl version suffix)" if panel["n_unversioned"] else ""
+        )
         logg.info(
             f"    genes: {panel['n_kept']} of the {panel['n_asked']} in genes= found by adata.{pipe.source.matched_by}"
             f"{unversioned}; the model reads these {panel['n_kept']} of the {panel['n_reference']} genes"
