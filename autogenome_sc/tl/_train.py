@@ -93,6 +93,9 @@ def train(
         ``"train"``, ``"val"`` or ``"test"``.
     ``.obs["ag_prediction_<level>"]``, ``.obs["ag_confidence_<level>"]``
         With a label hierarchy: each level's label and its confidence.
+    ``.obsm["ag_probabilities"]``
+        Calibrated class probabilities, cells x classes (classification); with a label
+        hierarchy also ``.obsm["ag_probabilities_<level>"]`` per coarser level.
     ``.obsm["X_ag"]``
         The penultimate-layer embedding.
     ``.uns["ag"]``
@@ -102,9 +105,12 @@ def train(
         test, ``ece_test_before``/``ece_test_after``; with a label hierarchy, ``levels``: the
         accuracy, macro-F1 and balanced accuracy of each coarser level, and ``params`` holds the
         ``label_levels``), ``classes``, ``history``,
-        ``preprocessing``, ``model_path``, ``model_id`` (the saved model's checksum) and, for
+        ``preprocessing`` (with the ``matrix`` read and ``genes``: what named them),
+        ``model_path``, ``model_id`` (the saved model's checksum) and, for
         classification, ``reliability``
-        (per-bin counts for ``ag.pl.reliability``);
+        (per-bin counts for ``ag.pl.reliability``) and ``probabilities`` (the class names of each
+        ``.obsm`` table of probabilities, by its key); with ``genes=``, ``panel`` (``n_asked``,
+        ``n_kept``, ``n_unversioned``, ``n_reference``);
         with ``model="enas"`` also ``best["architecture"]`` (``nodes``, ``widths``, ``edges``)
         and ``enas`` (search ``history`` and the scored ``candidates``).
     """
