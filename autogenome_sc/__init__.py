@@ -4,6 +4,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from . import config, datasets, get, pl, pp, tl
 from ._settings import settings
+from ._versions import print_versions
 from .model import Model, read_model
 
 try:
@@ -11,4 +12,16 @@ try:
 except PackageNotFoundError:  # pragma: no cover - not installed
     __version__ = "0.0.0"
 
-__all__ = ["Model", "config", "datasets", "get", "pl", "pp", "read_model", "settings", "tl", "__version__"]
+__all__ = [
+    "Model",
+    "config",
+    "datasets",
+    "get",
+    "pl",
+    "pp",
+    "print_versions",
+    "read_model",
+    "settings",
+    "tl",
+    "__version__",
+]

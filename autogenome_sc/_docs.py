@@ -11,7 +11,13 @@ F = TypeVar("F", bound=Callable)
 AX_SHOW = """ax
         Axes to draw into; a new figure otherwise.
     show
-        Show the figure; when ``False`` return the Axes.
+        Show the figure; when ``False`` return the Axes. Default: show it in an interactive
+        session only.
+    save
+        Save the figure as scanpy's plots do: ``True`` writes ``<function name>.<format>`` in
+        ``sc.settings.figdir`` (``sc.settings.file_format_figs``, ``plot_suffix``); a string is
+        appended to that name, and its ``.png``, ``.pdf`` or ``.svg`` ending chooses the format;
+        ``None`` follows ``sc.settings.autosave``. A saved figure is closed.
 
     Returns
     -------
@@ -27,6 +33,17 @@ INPUT_SPLIT_KEY = """layer
         Column of ``adata.obs`` holding ``"train"``/``"val"``/``"test"`` to use instead of a new split.
     key_added
         Prefix of every key written (see Returns)."""
+
+#: ``gene_symbols`` and ``genes`` of the supervised training tools.
+GENES = """gene_symbols
+        Column of ``adata.var`` (of ``adata.raw.var`` with ``use_raw``) whose names identify
+        the genes instead of ``var_names``, as scanpy's ``gene_symbols``. The model records
+        it: ``ag.tl.predict`` matches a query by the same column when the query has it.
+        Ensembl IDs are matched with or without their version suffix (``ENSG00000141510.17``).
+    genes
+        Train on these genes only: a list of names, or a query AnnData whose ``var_names``
+        are taken (a targeted panel: Xenium, MERFISH, CosMx). Matched like a query's genes;
+        counts are normalised over the kept genes, as the panel's are. Default: every gene."""
 
 #: ``batch_key`` of the supervised training tools.
 BATCH_KEY = """batch_key

@@ -46,6 +46,15 @@ class Keys:
         return f"{self.key}_confidence_{level}"
 
     @property
+    def probabilities(self) -> str:
+        """``.obsm``: cells x classes, the calibrated class probabilities; class names in ``uns[key]["probabilities"]``."""
+        return f"{self.key}_probabilities"
+
+    def level_probabilities(self, level: str) -> str:
+        """``.obsm``: cells x classes of one coarser level of a label hierarchy (the summed fine probabilities)."""
+        return f"{self.key}_probabilities_{level}"
+
+    @property
     def smoothed(self) -> str:
         return f"{self.key}_prediction_smoothed"
 

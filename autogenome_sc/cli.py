@@ -207,9 +207,10 @@ def _predict(args) -> None:
     _check_out(args.out)
     check_key_added(args.key_added, "--key-added")
     adata = _read(args.data, args.backed)
-    ag.tl.predict(
-        adata, args.model, layer=args.layer, use_raw=args.use_raw, batch_key=args.batch_key, key_added=args.key_added
-    )
+    ag.tl.predict(  # without --use-raw or --layer: the matrix the model was trained on, when the file has it
+        adata, args.model, layer=args.layer, use_raw=args.use_raw or None, batch_key=args.batch_key,
+        key_added=args.key_added,
+    )  # fmt: skip
     adata.write_h5ad(args.out)
     print(f"labelled {adata.n_obs} cells with '{args.model}'; wrote {args.out}")
 

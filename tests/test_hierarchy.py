@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 
+import anndata as ad
 import numpy as np
 import pytest
 from conftest import FAST
 
 import autogenome_sc as ag
+from autogenome_sc._keys import strings
 from autogenome_sc.data._hierarchy import label_levels, read_hierarchy
 from autogenome_sc.io._validate import DamagedModel, check_meta
 
@@ -90,6 +92,18 @@ def test_levels_nest_score_and_fall_back(pbmc_levels):
     # flat rejection with the same probabilities would have left every unsure cell unassigned
     assert (main == "Unassigned").sum() == int((~sure & ~fallback).sum()) < int((~sure).sum())
     q.write_h5ad(ag.settings.model_dir / "q.h5ad")  # every level's columns are h5ad-safe
+    # probabilities per level: the fine classes', and each coarser level's summed over its fine classes
+    back = ad.read_h5ad(ag.settings.model_dir / "q.h5ad")
+    names = back.uns["ag"]["probabilities"]
+    fine_p, coarse_p = back.obsm["ag_probabilities"], back.obsm["ag_probabilities_lineage"]
+    assert list(strings(names["ag_probabilities"])) == list(model.classes_)
+    lineages = list(strings(names["ag_probabilities_lineage"]))
+    assert lineages == sorted(set(LINEAGE.values())) and coarse_p.shape == (q.n_obs, len(lineages))
+    for j, lineage in enumerate(lineages):
+        members = [i for i, c in enumerate(model.classes_) if LINEAGE[c] == lineage]
+        np.testing.assert_allclose(coarse_p[:, j], fine_p[:, members].sum(axis=1), atol=1e-5)
+    col = [lineages.index(c) for c in coarse]  # the confidence of a level is its label's column
+    np.testing.assert_allclose(coarse_p[np.arange(q.n_obs), col], conf_coarse, atol=1e-5)
 
 
 def test_untrusted_hierarchy_is_refused(pbmc_levels, tmp_path):

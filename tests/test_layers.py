@@ -20,7 +20,8 @@ LAYERS = {
     "_docs": 1,
     "_checks": 1,
     "_precision": 1,
-    "_traces": 1,  # compile counting, shared by data, train and search
+    "_traces": 1,
+    "_versions": 1,  # ag.print_versions: reads package metadata and asks JAX for its devices  # compile counting, shared by data, train and search
     "_keys": 2,
     "config": 2,
     "nn": 3,

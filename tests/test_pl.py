@@ -30,3 +30,72 @@ def test_plots_name_the_call_to_run_first(counts):
         ag.pl.confusion_matrix(counts, show=False)
     with pytest.raises(KeyError, match="Run `ag.tl.train` first"):
         ag.pl.training_history(counts, show=False)
+
+
+def test_save_writes_where_scanpy_would_and_closes_the_figure(trained, tmp_path):
+    import scanpy as sc
+
+    trained, _ = trained
+    before = sc.settings.figdir, sc.settings.file_format_figs, sc.settings.autosave
+    sc.settings.figdir, sc.settings.file_format_figs = tmp_path / "figures", "png"  # scanpy's settings: no monkeypatch
+    try:
+        ax = ag.pl.confusion_matrix(trained, show=False, save=True)
+        assert (tmp_path / "figures" / "confusion_matrix.png").stat().st_size > 0
+        assert ax is not None and not plt.fignum_exists(ax.figure.number)  # saved, then closed as scanpy does
+        ag.pl.training_history(trained, show=False, save="_run1.pdf")  # a suffix; its ending picks the format
+        assert (tmp_path / "figures" / "training_history_run1.pdf").read_bytes().startswith(b"%PDF")
+        ag.pl.reliability(trained, show=False, save="_x")  # no known ending: sc.settings.file_format_figs
+        assert (tmp_path / "figures" / "reliability_x.png").exists()
+        sc.settings.autosave = True  # save=None follows scanpy's autosave
+        (tmp_path / "figures" / "confusion_matrix.png").unlink()
+        ag.pl.confusion_matrix(trained, show=False, normalize=False)
+        assert (tmp_path / "figures" / "confusion_matrix.png").exists()
+        sc.settings.autosave = False
+        fig, own = plt.subplots()
+        assert ag.pl.confusion_matrix(trained, ax=own, show=False) is own and plt.fignum_exists(fig.number)
+        with pytest.raises(TypeError, match="save must be True, False, None or a file-name suffix"):
+            ag.pl.confusion_matrix(trained, show=False, save=1)
+    finally:
+        sc.settings.figdir, sc.settings.file_format_figs, sc.settings.autosave = before
+        plt.close("all")
+
+
+def test_search_history_gives_every_mode_its_own_colour():
+    import numpy as np
+    import pandas as pd
+    from anndata import AnnData
+    from matplotlib.colors import to_hex
+
+    modes = ["linear", "logistic", "svm", "trees", "mlp", "resnet", "densenet", "enas", "mine", "yours"]
+    board = pd.DataFrame(
+        {
+            "trial": np.arange(len(modes)),
+            "mode": modes,
+            "state": ["complete"] * len(modes),
+            "value": np.linspace(1.0, 0.5, len(modes)),
+        }
+    )
+    a = AnnData(np.zeros((2, 2), np.float32))
+    a.uns["ag"] = {"leaderboard": board, "best": {"metric": "val_loss"}}
+    ax = ag.pl.search_history(a, show=False)
+    colours = {c.get_label(): to_hex(c.get_facecolor()[0]) for c in ax.collections}
+    assert set(colours) == set(modes) and len(set(colours.values())) == len(modes)
+    from autogenome_sc._names import BUILTIN_MODES
+    from autogenome_sc.pl._utils import MODE_COLOURS
+
+    assert set(MODE_COLOURS) == set(BUILTIN_MODES) and len(set(MODE_COLOURS.values())) == len(BUILTIN_MODES)
+    again = ag.pl.search_history(a, show=False)  # the same colours in every plot
+    assert {c.get_label(): to_hex(c.get_facecolor()[0]) for c in again.collections} == colours
+    plt.close("all")
+
+
+def test_print_versions_names_what_a_bug_report_needs():
+    import io
+
+    buf = io.StringIO()
+    ag.print_versions(file=buf)
+    lines = dict(line.split(None, 1) for line in buf.getvalue().splitlines() if not line.startswith("jax devices"))
+    assert lines["autogenome_sc"].strip() == ag.__version__
+    for name in ("python", "jax", "flax", "anndata", "scanpy", "numpy"):
+        assert lines[name].strip()[0].isdigit(), name
+    assert "cpu" in buf.getvalue().splitlines()[-1]

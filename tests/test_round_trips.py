@@ -10,6 +10,7 @@ import pytest
 from _search_helpers import TINY
 
 import autogenome_sc as ag
+from autogenome_sc._keys import strings
 
 matplotlib.use("Agg")
 
@@ -34,6 +35,11 @@ def test_results_survive_a_round_trip(results, fmt, tmp_path):
     else:
         results.write_zarr(path)
         back = ad.read_zarr(path)
+    # the search's final model wrote its class probabilities, with their class names beside them
+    np.testing.assert_array_equal(back.obsm["ag_probabilities"], results.obsm["ag_probabilities"])
+    classes = strings(back.uns["ag"]["probabilities"]["ag_probabilities"])
+    assert list(classes) == list(strings(results.uns["ag"]["classes"]))
+    assert (classes[back.obsm["ag_probabilities"].argmax(axis=1)] == back.obs["ag_prediction"].astype(str)).all()
     before, after = ag.get.importance_df(results), ag.get.importance_df(back)
     pd.testing.assert_frame_equal(before, after, check_dtype=False, check_index_type=False)
     assert list(after.index[:3]) == list(before.index[:3]) and after.index.dtype == object

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from anndata import AnnData
 
-from ._align import GeneAlignment, align_genes
+from ._align import GeneAlignment, align_genes, match_genes, strip_version
 from ._batches import BatchStandardizer, read_batches, warn_single_class_batches
 from ._labels import SPLITS, Targets, encode_targets, read_split, stratified_split
 from ._matrix import (
@@ -47,6 +47,7 @@ __all__ = [
     "check_finite_and_detect",
     "encode_targets",
     "get_source",
+    "match_genes",
     "matrix_name",
     "prepare",
     "prefetch",
@@ -57,6 +58,7 @@ __all__ = [
     "resolve_preprocessing",
     "rows_per_chunk",
     "stratified_split",
+    "strip_version",
     "warn_single_class_batches",
 ]
 
@@ -77,13 +79,16 @@ def prepare(
     loss: str,
     rng: np.random.Generator,
     batch_key: str | None = None,
+    gene_symbols: str | None = None,
+    genes: Any = None,
 ) -> tuple[TrainData, str]:
     """Build the training problem; return it with the detected input kind.
 
     With ``batch_key``, every batch is standardised on its training cells (see
-    :class:`BatchStandardizer`).
+    :class:`BatchStandardizer`); ``gene_symbols`` and ``genes`` name and choose the genes (see
+    :func:`get_source`).
     """
-    source = get_source(adata, layer=layer, use_raw=use_raw)
+    source = get_source(adata, layer=layer, use_raw=use_raw, gene_symbols=gene_symbols, genes=genes)
     targets = encode_targets(adata, label_key, loss)
     batches = read_batches(adata, batch_key) if batch_key is not None else None
     kind = check_finite_and_detect(source, data_cfg.chunk_mb)

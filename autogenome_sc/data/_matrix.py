@@ -33,6 +33,14 @@ class MatrixSource:
     var_names: pd.Index
     layer: str | None = None  # adata.layers[layer] ...
     use_raw: bool = False  # ... or adata.raw.X; neither: adata.X
+    gene_symbols: str | None = None  # the column of .var the names were read from (None: var_names)
+    panel: dict[str, int] | None = None  # with genes=: how many were asked for, kept, matched without version
+
+    @property
+    def matched_by(self) -> str:
+        """Where the gene names come from, as logs and ``uns`` name it: ``var_names`` or ``var['symbol']``."""
+        var = "raw.var" if self.use_raw else "var"
+        return f"{var}_names" if self.gene_symbols is None else f"{var}['{self.gene_symbols}']"
 
     @property
     def where(self) -> str:
@@ -163,8 +171,20 @@ def _dense32(block) -> np.ndarray:
     return np.asarray(block, dtype=np.float32)
 
 
-def get_source(adata: AnnData, *, layer: str | None = None, use_raw: bool = False) -> MatrixSource:
-    """Choose the matrix: ``adata.X``, ``adata.layers[layer]`` or ``adata.raw.X``."""
+def get_source(
+    adata: AnnData,
+    *,
+    layer: str | None = None,
+    use_raw: bool = False,
+    gene_symbols: str | None = None,
+    genes: Any = None,
+) -> MatrixSource:
+    """Choose the matrix: ``adata.X``, ``adata.layers[layer]`` or ``adata.raw.X``.
+
+    Its genes are named by ``var_names`` or by the column ``gene_symbols`` of ``.var`` (of
+    ``.raw.var`` with ``use_raw``); ``genes`` (names, or an AnnData whose ``var_names`` are
+    taken) keeps only those genes, matched as a query's genes are (see :func:`match_genes`).
+    """
     if not isinstance(adata, AnnData):
         raise TypeError(f"Expected an AnnData object, got {type(adata).__name__}.")
     if adata.n_obs == 0 or adata.n_vars == 0:
@@ -175,6 +195,7 @@ def get_source(adata: AnnData, *, layer: str | None = None, use_raw: bool = Fals
         if adata.raw is None:
             raise ValueError("use_raw=True but adata.raw is None.")
         X, var_names = adata.raw.X, adata.raw.var_names
+        var = adata.raw.var
     elif layer is not None:
         if layer not in adata.layers:
             have = ", ".join(map(repr, adata.layers.keys())) or "none"
@@ -182,11 +203,20 @@ def get_source(adata: AnnData, *, layer: str | None = None, use_raw: bool = Fals
         X, var_names = adata.layers[layer], adata.var_names
     else:
         X, var_names = adata.X, adata.var_names
+    if not use_raw:
+        var = adata.var
+    if gene_symbols is not None:
+        var_names = _symbols(var, gene_symbols, "raw.var" if use_raw else "var")
     where = matrix_name(layer, use_raw)
     if X is None:
         raise ValueError(f"adata.{where} is None: there is no matrix to learn from.")
     if var_names.has_duplicates:
         dup = var_names[var_names.duplicated()].unique()[:5].tolist()
+        if gene_symbols is not None:
+            raise ValueError(
+                f"adata.var['{gene_symbols}'] names some genes twice (e.g. {dup}); match by var_names instead, or "
+                "make the column unique first."
+            )
         raise ValueError(f"adata has duplicated var_names (e.g. {dup}); run `adata.var_names_make_unique()` first.")
     if isinstance(X, CSCDataset):
         raise ValueError(
@@ -201,7 +231,55 @@ def get_source(adata: AnnData, *, layer: str | None = None, use_raw: bool = Fals
         X = BackedCSR(X, reopen)
     elif isinstance(X, h5py.Dataset):
         X = BackedDense(X, reopen)
-    return MatrixSource(X=X, var_names=pd.Index(var_names.astype(str)), layer=layer, use_raw=bool(use_raw))
+    names = pd.Index(var_names.astype(str))
+    panel = None
+    if genes is not None:
+        X, names, panel = _panel(X, names, genes, where)
+    return MatrixSource(
+        X=X, var_names=names, layer=layer, use_raw=bool(use_raw), gene_symbols=gene_symbols, panel=panel
+    )
+
+
+def _symbols(var: pd.DataFrame, column: str, where: str) -> pd.Index:
+    """The gene names of the column ``column`` of ``var`` (``adata.var`` or ``adata.raw.var``), checked."""
+    if not isinstance(column, str):
+        raise TypeError(f"gene_symbols must be the name of a column of adata.{where}, not {type(column).__name__}.")
+    if column not in var.columns:
+        have = ", ".join(map(repr, var.columns[:10])) or "none"
+        raise KeyError(f"gene_symbols='{column}' is not a column of adata.{where} (columns: {have}).")
+    values = var[column]
+    if values.isna().any():
+        raise ValueError(
+            f"adata.{where}['{column}'] has {int(values.isna().sum())} missing gene names; fill them first."
+        )
+    return pd.Index(values.astype(str).to_numpy())
+
+
+def _panel(X: Any, names: pd.Index, genes: Any, where: str) -> tuple[Any, pd.Index, dict[str, int]]:
+    """The columns of ``X`` of the genes in ``genes`` (names, or an AnnData's var_names), in ``X``'s order."""
+    from ._align import match_genes
+
+    asked = pd.Index(genes.var_names if isinstance(genes, AnnData) else _names_of(genes)).astype(str).unique()
+    pos, n_unversioned = match_genes(names, asked)
+    keep = np.sort(pos[pos >= 0])
+    if len(keep) == 0:
+        raise ValueError(
+            f"None of the {len(asked)} genes in genes= is among the {len(names)} of adata.{where}; check that both "
+            "use the same gene identifiers (gene_symbols= matches by a column of .var)."
+        )
+    if is_backed(X):
+        raise ValueError("genes= needs the matrix in memory; load it first with `adata = adata.to_memory()`.")
+    X = X[:, keep]
+    if sp.issparse(X):
+        X = sp.csr_matrix(X)
+    panel = {"n_asked": len(asked), "n_kept": len(keep), "n_unversioned": n_unversioned, "n_reference": len(names)}
+    return X, names[keep], panel
+
+
+def _names_of(genes: Any) -> list[str]:
+    if isinstance(genes, str) or not hasattr(genes, "__iter__"):
+        raise TypeError(f"genes must be a list of gene names or an AnnData (a query), not {type(genes).__name__}.")
+    return [str(g) for g in genes]
 
 
 def matrix_name(layer: str | None, use_raw: bool) -> str:

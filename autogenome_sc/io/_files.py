@@ -11,7 +11,7 @@ Layout of a model directory::
 ``model.json`` also holds ``calibration`` (temperature and calibration errors); models
 saved without it load with temperature 1 and ``ag_uncertainty = 1 - confidence``. It holds
 ``matrix`` (``{"layer": name or null, "use_raw": bool}``, the matrix the model was trained
-on); models saved without it load with the input unknown (``Model.input_recorded``). Since
+on, and ``"gene_symbols"``: the column of ``.var`` that named its genes, when one did); models saved without it load with the input unknown (``Model.input_recorded``). Since
 format 2 it holds a ``checksum`` of the weights and of ``model.json``, which is also the
 model's id (``Model.id_``, stored in ``uns[key]["model_id"]``): format 2's covers the fields
 that decide predictions (:data:`~autogenome_sc.io._validate.CHECKED_FIELDS`), format 3's

@@ -368,8 +368,11 @@ def check_architecture(arch: dict[str, Any], arrays: list[np.ndarray], path: Pat
 
 
 def _is_matrix(m: Any) -> bool:
-    """The input a model was trained on: ``{"layer": name or None, "use_raw": bool}``, not both."""
-    if not isinstance(m, dict) or set(m) != {"layer", "use_raw"} or not isinstance(m["use_raw"], bool):
+    """The input a model was trained on: ``{"layer": name or None, "use_raw": bool}``, not both; maybe ``gene_symbols``."""
+    if not isinstance(m, dict) or not {"layer", "use_raw"} <= set(m) <= {"layer", "use_raw", "gene_symbols"}:
+        return False
+    symbols = m.get("gene_symbols", "var")  # a non-empty column name when present
+    if not isinstance(m["use_raw"], bool) or not (isinstance(symbols, str) and symbols):
         return False
     layer = m["layer"]
     return (layer is None or (isinstance(layer, str) and bool(layer))) and not (layer is not None and m["use_raw"])

@@ -59,7 +59,10 @@ class Model:
         and the validation reference of the novelty score behind ``ag_uncertainty``.
     layer, use_raw
         The matrix the model was trained on: ``adata.layers[layer]``, ``adata.raw.X``
-        (``use_raw``) or ``adata.X`` (neither); ``ag.tl.explain`` reads the same one.
+        (``use_raw``) or ``adata.X`` (neither); ``ag.tl.predict`` and ``ag.tl.explain`` read
+        the same one of a query that has it (see :meth:`read_input`).
+    gene_symbols
+        The column of ``.var`` that named the genes in training (``None``: ``var_names``).
     input_recorded
         ``False`` for a model saved before models recorded ``layer`` and ``use_raw`` (then
         ``None`` and ``False`` until filled from the training AnnData's record).
@@ -86,6 +89,7 @@ class Model:
     layer: str | None = None
     use_raw: bool = False
     input_recorded: bool = True
+    gene_symbols: str | None = None
 
     def __post_init__(self):
         from ..nn import build_network, build_vae
@@ -134,20 +138,64 @@ class Model:
                 "predict without batch_key, or train with one."
             )
 
+    def read_input(
+        self,
+        adata: AnnData,
+        *,
+        layer: str | None = None,
+        use_raw: bool | None = None,
+        gene_symbols: str | None = None,
+    ) -> tuple[str | None, bool, str | None, str]:
+        """Which matrix and gene names of ``adata`` to read: ``(layer, use_raw, gene_symbols, why)``.
+
+        What is asked (``layer``, or ``use_raw`` ``True`` or ``False``; ``gene_symbols``) is read;
+        otherwise the matrix the model was trained on (``adata.raw.X`` or its layer) when
+        ``adata`` has it, else ``adata.X``; and the model's ``gene_symbols`` column when
+        ``adata`` has it, else ``var_names``. ``why`` says which, for the log.
+        """
+        if layer is not None or use_raw is not None:
+            layer, use_raw, why = layer, bool(use_raw), "as asked"
+        elif self.use_raw and adata.raw is not None:
+            layer, use_raw, why = None, True, "the model's input"
+        elif self.layer is not None and self.layer in adata.layers:
+            layer, use_raw, why = self.layer, False, "the model's input"
+        elif self.use_raw or self.layer is not None:
+            trained = "raw.X" if self.use_raw else f"layers['{self.layer}']"
+            layer, use_raw, why = None, False, f"the model was trained on adata.{trained}, which this AnnData lacks"
+        else:
+            layer, use_raw, why = None, False, "the model's input"
+        if gene_symbols is None and self.gene_symbols is not None:
+            var = adata.raw.var if use_raw and adata.raw is not None else adata.var
+            if self.gene_symbols in var.columns:
+                gene_symbols = self.gene_symbols
+            else:
+                why += f"; genes by var_names (no column '{self.gene_symbols}', which the model matched genes by)"
+        return layer, use_raw, gene_symbols, why
+
     def pipeline(
-        self, adata: AnnData, *, layer: str | None = None, use_raw: bool = False, batch_key: str | None = None
+        self,
+        adata: AnnData,
+        *,
+        layer: str | None = None,
+        use_raw: bool | None = None,
+        batch_key: str | None = None,
+        gene_symbols: str | None = None,
     ) -> tuple[Pipeline, GeneAlignment, str]:
         """The data pipeline that maps ``adata`` onto this model's genes and scaling.
 
-        A model trained with a ``batch_key`` standardises each batch of ``adata`` on its own
-        cells: the batches of ``adata.obs[batch_key]``, by default the column the model was
-        trained with; without that column, ``adata`` is one batch (with a warning).
+        The matrix and gene names are chosen by :meth:`read_input`. A model trained with a
+        ``batch_key`` standardises each batch of ``adata`` on its own cells: the batches of
+        ``adata.obs[batch_key]``, by default the column the model was trained with; without
+        that column, ``adata`` is one batch (with a warning).
         """
         from ..data import Pipeline, align_genes, check_finite_and_detect, get_source
         from ..data import resolve_preprocessing as _resolve
 
         self.check_batch_key(batch_key)
-        source = get_source(adata, layer=layer, use_raw=use_raw)
+        layer, use_raw, gene_symbols, _ = self.read_input(
+            adata, layer=layer, use_raw=use_raw, gene_symbols=gene_symbols
+        )
+        source = get_source(adata, layer=layer, use_raw=use_raw, gene_symbols=gene_symbols)
         min_overlap = self.config.get("data", {}).get("min_gene_overlap", 0.5)
         alignment = align_genes(source.var_names, self.var_names_, min_overlap)
         kind = check_finite_and_detect(source, self.config.get("data", {}).get("chunk_mb", 64.0))
@@ -218,25 +266,38 @@ class Model:
         adata: AnnData,
         *,
         layer: str | None = None,
-        use_raw: bool = False,
+        use_raw: bool | None = None,
         batch_size: int = 1024,
         batch_key: str | None = None,
+        gene_symbols: str | None = None,
     ) -> tuple[np.ndarray, np.ndarray, dict]:
         """Raw network outputs and embeddings of every cell, with alignment info."""
+        pipe, alignment, kind = self.pipeline(
+            adata, layer=layer, use_raw=use_raw, batch_key=batch_key, gene_symbols=gene_symbols
+        )
+        out, emb = self.outputs_of(pipe, adata.n_obs, batch_size)
+        return out, emb, self.input_info(pipe, alignment, kind)
+
+    @at_full_precision
+    def outputs_of(self, pipe: Pipeline, n_obs: int, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+        """Raw network outputs and embeddings of the ``n_obs`` rows of a query's ``pipe``."""
         from ..train import predict_arrays
 
-        pipe, alignment, kind = self.pipeline(adata, layer=layer, use_raw=use_raw, batch_key=batch_key)
-        bs = int(min(batch_size, adata.n_obs))
-        out, emb = predict_arrays(self.apply_fn, self.variables, pipe, np.arange(adata.n_obs), bs)
-        info = {
+        return predict_arrays(self.apply_fn, self.variables, pipe, np.arange(n_obs), int(min(batch_size, n_obs)))
+
+    @staticmethod
+    def input_info(pipe: Pipeline, alignment: GeneAlignment, kind: str) -> dict[str, Any]:
+        """What ``uns[key]["prediction"]`` records of a query's input: its kind, matrix, batches and genes."""
+        return {
             "genes_missing_fraction": alignment.fraction_missing,
             "input": kind,
+            "matrix": pipe.source.where,
             "n_batches": 0 if pipe.batches is None else len(pipe.batches.names),
+            "genes": alignment.report(pipe.source.matched_by),
         }
-        return out, emb, info
 
     def embed(
-        self, adata: AnnData, *, layer: str | None = None, use_raw: bool = False, batch_key: str | None = None
+        self, adata: AnnData, *, layer: str | None = None, use_raw: bool | None = None, batch_key: str | None = None
     ) -> np.ndarray:
         """Posterior means of the latent code of every cell (embedding models).
 
@@ -246,7 +307,8 @@ class Model:
             Cells to embed; genes are aligned to the model's by name (missing ones set to zero,
             with a warning; too few shared genes raise an error).
         layer, use_raw
-            Which matrix to read.
+            Which matrix to read; by default the one the model was trained on when ``adata`` has it
+            (see :meth:`read_input`).
         batch_key
             For a model trained with a ``batch_key``: the column of ``adata.obs`` whose batches
             are each standardised on their own cells (default: the model's column).
@@ -260,7 +322,7 @@ class Model:
         return self.embed_rows(pipe, np.arange(adata.n_obs))
 
     def reconstruct(
-        self, adata: AnnData, *, layer: str | None = None, use_raw: bool = False, chunk_size: int = 1024
+        self, adata: AnnData, *, layer: str | None = None, use_raw: bool | None = None, chunk_size: int = 1024
     ) -> np.ndarray:
         """Reconstruction of every cell from its posterior mean (embedding models), in chunks.
 
@@ -269,7 +331,8 @@ class Model:
         adata
             Cells to reconstruct; genes are aligned to the model's by name.
         layer, use_raw
-            Which matrix to read.
+            Which matrix to read; by default the one the model was trained on when ``adata`` has it
+            (see :meth:`read_input`).
         chunk_size
             Cells per compiled call.
 
@@ -330,7 +393,7 @@ class Model:
         return uncertainty(emb, p.max(axis=1), self.novelty_)
 
     def predict_proba(
-        self, adata: AnnData, *, layer: str | None = None, use_raw: bool = False, batch_key: str | None = None
+        self, adata: AnnData, *, layer: str | None = None, use_raw: bool | None = None, batch_key: str | None = None
     ) -> pd.DataFrame:
         """Class probabilities of every cell (cells x classes), calibrated by the model's temperature.
 
@@ -339,7 +402,8 @@ class Model:
         adata
             Cells to label; genes are aligned to the model's by name.
         layer, use_raw
-            Which matrix to read.
+            Which matrix to read; by default the one the model was trained on when ``adata`` has it
+            (see :meth:`read_input`).
         batch_key
             For a model trained with a ``batch_key``: the column of ``adata.obs`` whose batches
             are each standardised on their own cells (default: the model's column).
@@ -356,7 +420,7 @@ class Model:
         return pd.DataFrame(p, index=adata.obs_names, columns=self.classes_)
 
     def predict(
-        self, adata: AnnData, *, layer: str | None = None, use_raw: bool = False, batch_key: str | None = None
+        self, adata: AnnData, *, layer: str | None = None, use_raw: bool | None = None, batch_key: str | None = None
     ) -> pd.DataFrame:
         """Predict every cell of ``adata``; genes are aligned to the model's by name.
 
@@ -366,7 +430,8 @@ class Model:
             Cells to label. Missing genes are set to zero (with a warning); too few shared
             genes raise an error.
         layer, use_raw
-            Which matrix to read.
+            Which matrix to read; by default the one the model was trained on when ``adata`` has it
+            (see :meth:`read_input`).
         batch_key
             For a model trained with a ``batch_key``: the column of ``adata.obs`` whose batches
             are each standardised on their own cells (default: the model's column).
@@ -430,6 +495,8 @@ class Model:
             meta["hierarchy"] = self.hierarchy_
         if self.input_recorded:
             meta["matrix"] = {"layer": self.layer, "use_raw": self.use_raw}
+            if self.gene_symbols is not None:
+                meta["matrix"]["gene_symbols"] = self.gene_symbols
         self.id_ = write_model_files(path, meta, state, overwrite=overwrite)
         self.path = Path(path)
         return self.path
@@ -517,4 +584,5 @@ def _recorded_input(meta: dict[str, Any]) -> dict[str, Any]:
     matrix = meta.get("matrix")
     if matrix is None:
         return {"layer": None, "use_raw": False, "input_recorded": False}
-    return {"layer": matrix["layer"], "use_raw": matrix["use_raw"], "input_recorded": True}
+    recorded = {"layer": matrix["layer"], "use_raw": matrix["use_raw"], "input_recorded": True}
+    return {**recorded, "gene_symbols": matrix.get("gene_symbols")}

@@ -5,20 +5,17 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 
 from .._docs import AX_SHOW, doc_params
-from ._utils import finish, get_uns, new_ax
-
-_COLOURS = {
-    "mlp": "tab:blue",
-    "resnet": "tab:orange",
-    "densenet": "tab:green",
-    "enas": "tab:red",
-    "resvae": "tab:purple",
-}
+from ._utils import finish, get_uns, mode_colour, new_ax
 
 
 @doc_params(ax_show=AX_SHOW)
-def search_history(adata: AnnData, *, key: str = "ag", ax: Axes | None = None, show: bool | None = None) -> Axes | None:
+def search_history(
+    adata: AnnData, *, key: str = "ag", ax: Axes | None = None, show: bool | None = None, save: bool | str | None = None
+) -> Axes | None:
     """Plot the validation metric of every trial in order, coloured by mode, with the best so far.
+
+    Each built-in mode has a colour of its own (the same in every plot); a registered mode gets one
+    of tab20's lighter colours.
 
     Finished trials are filled dots, pruned trials hollow (their last reported value);
     failed trials are left out. The line follows the best finished trial so far.
@@ -36,8 +33,9 @@ def search_history(adata: AnnData, *, key: str = "ag", ax: Axes | None = None, s
     metric = str(uns.get("best", {}).get("metric", "val_loss"))
     fig, ax = new_ax(ax, (6, 3.5))
     shown = board[board["state"].isin(["complete", "pruned"]) & np.isfinite(board["value"].astype(float))]
+    modes = sorted(str(m) for m in shown["mode"].unique())
     for mode, rows in shown.groupby("mode", sort=True):
-        colour = _COLOURS.get(str(mode), None)
+        colour = mode_colour(str(mode), modes)
         done = rows[rows["state"] == "complete"]
         pruned = rows[rows["state"] == "pruned"]
         ax.scatter(done["trial"], done["value"], color=colour, label=f"{mode}", s=25, zorder=3)
@@ -61,4 +59,4 @@ def search_history(adata: AnnData, *, key: str = "ag", ax: Axes | None = None, s
     if metric == "val_loss" and len(shown) and shown["value"].min() > 0:
         ax.set_yscale("log")
     ax.legend(frameon=False, fontsize=8, loc="best")
-    return finish(fig, ax, show)
+    return finish(fig, ax, show, save, "search_history")

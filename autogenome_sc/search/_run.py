@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
@@ -137,6 +137,8 @@ def open_study(
     worker_index: int = 0,
     keep: int = 1,
     batch_key: str | None = None,
+    gene_symbols: str | None = None,
+    genes: Any = None,
 ) -> Opened:
     """Prepare the data once, create or join the study, and return a ready :class:`Searcher`."""
     study_name = check_file_name(study_name, "study_name")
@@ -145,7 +147,9 @@ def open_study(
     check_storage(storage)  # before the data are prepared
     asked = modes is not None or cfg.search.modes is not None
     modes = resolve_modes(label_key, modes, cfg)
-    data, kind, cfg = _prepare(adata, label_key, cfg, layer, use_raw, split_key, batch_key, rng)
+    data, kind, cfg = _prepare(
+        adata, label_key, cfg, layer, use_raw, split_key, batch_key, rng, gene_symbols=gene_symbols, genes=genes
+    )
     modes = modes_for(modes, data, asked)
     if study_name is None:
         study_name = auto_study_name(label_key)
@@ -190,11 +194,16 @@ def _prepare(
     split_key: str | None,
     batch_key: str | None,
     rng: int,
+    *,
+    gene_symbols: str | None = None,
+    genes: Any = None,
 ) -> tuple[TrainData, str, Config]:
     """The prepared problem, the input kind, and the config the study runs (the Res-VAE's choices resolved)."""
     if label_key is None:  # the Res-VAE: an unlabelled problem, judged by the validation ELBO
         from ..train import prepare_vae
 
+        if gene_symbols is not None or genes is not None:
+            raise ValueError("gene_symbols and genes are for supervised search (with a label_key) for now.")
         if cfg.search.metric != "val_loss":
             raise ValueError("Unsupervised search is judged by the validation ELBO; use search.metric 'val_loss'.")
         data, kind, base = prepare_vae(
@@ -214,6 +223,8 @@ def _prepare(
         loss=cfg.loss.name,
         rng=np.random.default_rng(rng),
         batch_key=batch_key,
+        gene_symbols=gene_symbols,
+        genes=genes,
     )
     # the config's own rules are checked when it is validated (Config); this one needs the data
     if cfg.search.metric == "val_accuracy" and data.task != "classification":

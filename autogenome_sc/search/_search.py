@@ -43,6 +43,8 @@ def run_search(
     use_raw: bool = False,
     split_key: str | None = None,
     batch_key: str | None = None,
+    gene_symbols: str | None = None,
+    genes: Any = None,
     storage: str | Path | Any | None = None,
     study_name: str | None = None,
     run_dir: str | Path | None = None,
@@ -58,7 +60,7 @@ def run_search(
 
     Parameters
     ----------
-    adata, label_key, modes, layer, use_raw, split_key, batch_key, rng
+    adata, label_key, modes, layer, use_raw, split_key, batch_key, gene_symbols, genes, rng
         As in :func:`autogenome_sc.tl.search`.
     cfg
         The validated configuration.
@@ -79,7 +81,7 @@ def run_search(
     opened = open_study(
         adata, label_key, cfg=cfg, modes=modes, n_trials=n_trials, timeout=timeout, layer=layer, use_raw=use_raw,
         split_key=split_key, batch_key=batch_key, storage=storage, study_name=study_name, run_dir=run_dir, rng=rng,
-        keep=keep,
+        keep=keep, gene_symbols=gene_symbols, genes=genes,
     )  # fmt: skip
     before = prepared(opened.data, opened.kind) if prepared is not None else None
     s = opened.searcher

@@ -41,8 +41,9 @@ def explain(
     """Explain a trained model's predictions with SHAP values (expected gradients) and rank genes per class.
 
     The model stored by ``ag.tl.train`` or ``ag.tl.search`` is read from ``adata.uns[key]["model_path"]``
-    and applied to the same matrix it was trained on (preprocessed and 0-1 scaled as in training; the
-    SHAP values refer to these scaled inputs). SHAP values are computed by expected gradients, the
+    (on a query labelled by ``ag.tl.predict``: ``adata.uns[key]["prediction"]["model_path"]``) and applied to
+    the matrix it was trained on when ``adata`` has it (``.raw`` or the layer, else ``.X``; the log says which;
+    preprocessed and 0-1 scaled as in training; the SHAP values refer to these scaled inputs). SHAP values are computed by expected gradients, the
     estimator of ``shap.GradientExplainer``, in one compiled JAX function: for each explained cell,
     ``n_samples`` draws of a background cell ``x'`` and a point ``t`` give the gradient of the model
     output at ``t x + (1 - t) x'`` times ``x - x'``; all classes share the same draws. The importance
@@ -52,9 +53,9 @@ def explain(
     Parameters
     ----------
     adata
-        The annotated data the model was trained on (or cells with the same genes).
+        The annotated data the model was trained on, or a query ``ag.tl.predict`` labelled.
     key
-        The ``key_added`` of the training call.
+        The ``key_added`` of the training (or prediction) call.
     groups
         Explain only the cells of these classes (by the label column used for training
         if present in ``adata.obs``, else by ``adata.obs[f"{key}_prediction"]``).
@@ -153,8 +154,11 @@ def _check_arguments(adata: AnnData, key: str, opts: _Options) -> None:
     if not isinstance(adata, AnnData):
         raise TypeError(f"Expected an AnnData object, got {type(adata).__name__}.")
     check_rng(opts.rng)
-    if key not in adata.uns or "model_path" not in adata.uns[key]:
-        raise KeyError(f"Did not find adata.uns['{key}']['model_path']. Run `ag.tl.train` (or `ag.tl.search`) first.")
+    if key not in adata.uns or not _model_record(adata.uns[key]):
+        raise KeyError(
+            f"Did not find adata.uns['{key}']['model_path']. Run `ag.tl.train` (or `ag.tl.search`, or `ag.tl.predict` "
+            "on a query) first."
+        )
     _check_positive(
         n_background=opts.n_background, n_samples=opts.n_samples, max_cells=opts.max_cells, chunk_size=opts.chunk_size
     )
@@ -172,9 +176,17 @@ def _check_positive(**kwargs) -> None:
             raise ValueError(f"{name} must be a positive integer, got {value!r}.")
 
 
+def _model_record(uns) -> dict:
+    """Where ``uns[key]`` names its model: itself (a training) or its ``prediction`` (a query); empty if neither."""
+    if "model_path" in uns:
+        return uns
+    prediction = uns.get("prediction", {})
+    return prediction if "model_path" in prediction else {}
+
+
 def _trained_model(adata: AnnData, key: str) -> Model:
     """The model ``adata.uns[key]`` was written with, checked to be that one and to have predictions to explain."""
-    uns = adata.uns[key]
+    uns = _model_record(adata.uns[key])
     path = Path(str(uns["model_path"]))
     if not path.exists():
         raise FileNotFoundError(
@@ -212,7 +224,9 @@ def _recorded_matrix(adata: AnnData, key: str) -> tuple[str | None, bool]:
 
 def _explain_cells(adata: AnnData, key: str, model: Model, groups, opts: _Options) -> _Explained:
     """SHAP values of the chosen cells against background cells of the training split, and the importance table."""
-    pipe, _, _ = model.pipeline(adata, layer=model.layer, use_raw=model.use_raw)
+    layer, use_raw, gene_symbols, why = model.read_input(adata)
+    pipe, _, _ = model.pipeline(adata, layer=layer, use_raw=use_raw, gene_symbols=gene_symbols)
+    logg.info(f"    reading adata.{pipe.source.where} ({why})")
     gen = np.random.default_rng(opts.rng)
     cells, labels, label_source = _cells(adata, key, model, groups, opts.max_cells, gen)
     bg_idx = _background_cells(adata, Keys(key), opts.n_background, gen)
@@ -339,7 +353,7 @@ def _labels(adata: AnnData, uns, keys: Keys, model) -> tuple[np.ndarray, str]:
     elif keys.prediction in adata.obs:
         col, source = adata.obs[keys.prediction], f"adata.obs['{keys.prediction}']"
     else:
-        pred = model.predict(adata, layer=model.layer, use_raw=model.use_raw)
+        pred = model.predict(adata)  # the model's input when adata has it
         col, source = pred["prediction"], "the model's predictions"
     labels = np.asarray([("" if pd.isna(v) else str(v)) for v in col], dtype=object)
     return labels, source

@@ -22,7 +22,7 @@ from ..data._hierarchy import Hierarchy
 from ..model import Model
 from ..train import FitResult, evaluate_elbo, make_terms, predict_arrays
 from ._calibrate import calibrate
-from ._results import default_model_path, preprocessing_record, record_run, write_predictions
+from ._results import default_model_path, preprocessing_record, probability_classes, record_run, write_predictions
 
 if TYPE_CHECKING:
     from ..config._schema import Config
@@ -70,6 +70,8 @@ def finish(
         if hierarchy is not None:
             params["label_levels"] = hierarchy.levels
         extra_uns = {**calib_uns, **(extra_uns or {})}
+        if data.task == "classification":
+            extra_uns["probabilities"] = probability_classes(model, keys)
     _save(model, cfg, key_added, label_key)
     if data.task == "embedding":
         added = _write_embedding(adata, model, data, latent, keys, reconstruct)
@@ -117,6 +119,7 @@ def _model(data: TrainData, kind: str, arch: dict, result: FitResult, cfg: Confi
         config=cfg.model_dump(mode="json"),
         layer=pipe.source.layer,
         use_raw=pipe.source.use_raw,
+        gene_symbols=pipe.source.gene_symbols,
     )
 
 

@@ -13,7 +13,7 @@ from .. import _logging as logg
 from .._checks import check_key_added, writable
 from .._keys import UNASSIGNED, Keys
 from ..model import Model, read_model
-from ._results import write_predictions
+from ._results import probability_classes, write_predictions
 
 REJECT_UNCERTAINTY = 0.95
 
@@ -23,7 +23,8 @@ def predict(
     model: Model | str | Path,
     *,
     layer: str | None = None,
-    use_raw: bool = False,
+    use_raw: bool | None = None,
+    gene_symbols: str | None = None,
     batch_key: str | None = None,
     reject: float | None = None,
     reject_uncertainty: float | None = REJECT_UNCERTAINTY,
@@ -32,11 +33,13 @@ def predict(
 ) -> AnnData | None:
     """Label the cells of ``query`` with a trained model, with calibrated confidence and rejection.
 
-    The query's genes are matched to the model's by name: reordered, missing ones set to
-    zero (with a warning giving the fraction), and the call refuses when fewer than the
-    config's ``data.min_gene_overlap`` (default half) are shared. The query gets the same
-    preprocessing as the training data (detected from its values) and the model's
-    training-split scaling.
+    The query's genes are matched to the model's by name (Ensembl IDs with or without their
+    version suffix): reordered, missing ones set to zero (with a warning giving the
+    fraction), and the call refuses when fewer than the config's ``data.min_gene_overlap``
+    (default half) are shared; one log line says how many were found and how. The query is
+    read from the matrix the model was trained on (``.raw`` or the layer) when it has it,
+    gets the same preprocessing as the training data (detected from its values) and the
+    model's training-split scaling.
 
     ``ag_confidence`` is the largest class probability after temperature scaling (fitted
     on the reference's validation split), so among cells with confidence 0.9 about 90%
@@ -54,9 +57,15 @@ def predict(
     model
         An :class:`autogenome_sc.Model` or the path of a saved model directory.
     layer
-        Read ``query.layers[layer]`` instead of ``query.X``.
+        Read ``query.layers[layer]``.
     use_raw
-        Read ``query.raw.X``.
+        ``True`` reads ``query.raw.X``, ``False`` ``query.X`` (or the ``layer``). Default
+        (``None``, with no ``layer``): the matrix the model was trained on when the query has
+        it (``query.raw.X`` or the same layer), else ``query.X``; the log line says which.
+    gene_symbols
+        Column of ``query.var`` (``query.raw.var`` when reading ``.raw``) whose names match the
+        model's genes instead of ``var_names``. Default: the column the model was trained with
+        (``ag.tl.train(gene_symbols=)``) when the query has it, else ``var_names``.
     batch_key
         For a model trained with a ``batch_key``: the column of ``query.obs`` naming the
         query's batches, each standardised gene by gene on its own cells before the model's
@@ -87,11 +96,19 @@ def predict(
         Largest calibrated class probability (classification).
     ``.obs["ag_uncertainty"]``
         Novelty score between 0 and 1 (classification).
+    ``.obsm["ag_probabilities"]``
+        Calibrated class probabilities, cells x classes (classification); the class of each
+        column in ``.uns["ag"]["probabilities"]["ag_probabilities"]``. With a label hierarchy
+        also ``.obsm["ag_probabilities_<level>"]`` for each coarser level.
     ``.obsm["X_ag"]``
         The model's embedding (for an embedding model, the posterior mean; nothing else
         but ``.uns`` is written then).
+    ``.uns["ag"]["probabilities"]``
+        The class names of each ``.obsm`` table of probabilities, by its key (classification).
     ``.uns["ag"]["prediction"]``
-        ``model_path``, ``model_id``, ``genes_missing_fraction``, ``temperature``, ``reject``,
+        ``model_path``, ``model_id``, ``matrix`` (the matrix read), ``genes`` (``matched_by``,
+        ``n_model``, ``n_found``, ``n_exact``, ``n_unversioned``: found once Ensembl version
+        suffixes were removed, ``n_missing``), ``genes_missing_fraction``, ``temperature``, ``reject``,
         ``reject_uncertainty``, ``n_unassigned``, ``n_batches`` (the query's batches, 0 for a
         model without a batch key) and, for a model with one, ``batch_key``.
     """
@@ -103,28 +120,25 @@ def predict(
     _check_reject(model, reject, reject_uncertainty)
     model.check_batch_key(batch_key)
     query = writable(query, copy, "query")
+    layer, use_raw, gene_symbols, why = model.read_input(query, layer=layer, use_raw=use_raw, gene_symbols=gene_symbols)
     start = logg.info(f"predicting {query.n_obs} cells with {model!r}")
+    pipe, alignment, kind = model.pipeline(
+        query, layer=layer, use_raw=use_raw, batch_key=batch_key, gene_symbols=gene_symbols
+    )  # every input check before the log line that reports it
+    logg.info(f"    reading query.{pipe.source.where} ({why})")
+    logg.info(alignment.describe(f"query.{pipe.source.matched_by}"))
+    info = model.input_info(pipe, alignment, kind)
     if model.task == "embedding":  # a Res-VAE/VAE: only the latent means
-        info, added = _embed(query, model, keys, layer=layer, use_raw=use_raw, batch_key=batch_key)
+        query.obsm[keys.obsm] = model.embed_rows(pipe, np.arange(query.n_obs)).astype(np.float32)
+        added = [f"'{keys.obsm}' (adata.obsm)"]
     else:
-        out, emb, info = model.outputs(query, layer=layer, use_raw=use_raw, batch_key=batch_key)
+        out, emb = model.outputs_of(pipe, query.n_obs)
         added = write_predictions(query, model, out, emb, keys, reject=reject, reject_uncertainty=reject_uncertainty)
     added += _record(
         query, model, keys, info, batch_key=batch_key, reject=reject, reject_uncertainty=reject_uncertainty
     )
     logg.info("    finished", time=start, deep="added " + ", ".join(added))
     return query if copy else None
-
-
-def _embed(
-    query: AnnData, model: Model, keys: Keys, *, layer: str | None, use_raw: bool, batch_key: str | None
-) -> tuple[dict[str, Any], list[str]]:
-    """The latent means of an embedding model in ``.obsm``; ``(what uns records of the input, what was added)``."""
-    pipe, alignment, kind = model.pipeline(query, layer=layer, use_raw=use_raw, batch_key=batch_key)
-    query.obsm[keys.obsm] = model.embed_rows(pipe, np.arange(query.n_obs)).astype(np.float32)
-    info = {"genes_missing_fraction": alignment.fraction_missing, "input": kind}
-    info["n_batches"] = 0 if pipe.batches is None else len(pipe.batches.names)
-    return info, [f"'{keys.obsm}' (adata.obsm)"]
 
 
 def _record(
@@ -144,6 +158,7 @@ def _record(
         uns["prediction"]["batch_key"] = batch_key or model.batch_key
     if model.task == "classification":
         uns["prediction"]["temperature"] = model.temperature
+        uns["probabilities"] = probability_classes(model, keys)
     added = []
     if reject is not None:
         n_unassigned = int((query.obs[keys.prediction] == UNASSIGNED).sum())

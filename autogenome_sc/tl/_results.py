@@ -59,9 +59,40 @@ def write_predictions(
         adata.obs[keys.confidence] = conf.astype(np.float32)
         adata.obs[keys.uncertainty] = unc.astype(np.float32)
         added.insert(0, f"'{keys.prediction}', '{keys.confidence}', '{keys.uncertainty}' (adata.obs)")
+        added.append(_write_probabilities(adata, model, p, keys))
     adata.obsm[keys.obsm] = emb.astype(np.float32)
     added.append(f"'{keys.obsm}' (adata.obsm)")
     return added
+
+
+def _write_probabilities(adata: AnnData, model: Model, p: np.ndarray, keys: Keys) -> str:
+    """``.obsm[keys.probabilities]`` (and one per coarser level of a hierarchy); what was added, for the log."""
+    written = []
+    for obsm_key, (_, probs) in probability_tables(model, p, keys).items():
+        adata.obsm[obsm_key] = probs.astype(np.float32)
+        written.append(f"'{obsm_key}'")
+    return ", ".join(written) + " (adata.obsm)"
+
+
+def probability_tables(model: Model, p: np.ndarray, keys: Keys) -> dict[str, tuple[list[str], np.ndarray]]:
+    """``{obsm key: (class names, cells x classes)}``: the fine classes, then each coarser level's summed probabilities."""
+    assert model.classes_ is not None  # probabilities come from classification models only
+    tables = {keys.probabilities: (list(model.classes_), p)}
+    hierarchy = model.hierarchy
+    if hierarchy is not None:
+        for level in hierarchy.levels[:-1]:
+            classes, M = hierarchy.membership(level)
+            tables[keys.level_probabilities(level)] = (list(classes), p @ M)
+    return tables
+
+
+def probability_classes(model: Model, keys: Keys) -> dict[str, np.ndarray]:
+    """What ``uns[key]["probabilities"]`` holds: the class names of every column of each ``.obsm`` table written."""
+    if model.task != "classification":
+        return {}
+    assert model.classes_ is not None
+    dummy = np.zeros((1, len(model.classes_)), np.float32)
+    return {k: np.asarray(names, dtype=str) for k, (names, _) in probability_tables(model, dummy, keys).items()}
 
 
 def _write_levels(
@@ -167,12 +198,16 @@ def record_run(
         "task": model.task,
         "metrics": model.metrics_,
         "history": result.history,
-        "preprocessing": dict(model.preprocessing_, matrix=data.pipeline.source.where),
+        "preprocessing": dict(
+            model.preprocessing_, matrix=data.pipeline.source.where, genes=data.pipeline.source.matched_by
+        ),
         "model_path": str(model.path),
         "model_id": model.id_,
     }
     if data.classes is not None:
         uns["classes"] = np.asarray(data.classes)
+    if data.pipeline.source.panel is not None:
+        uns["panel"] = dict(data.pipeline.source.panel)
     uns.update(extra_uns or {})
     adata.uns[keys.uns] = h5ad_safe(uns)
     logg.info("    added " + ", ".join([*added, f"'{keys.split}' (adata.obs)", f"'{keys.uns}' (adata.uns)"]))

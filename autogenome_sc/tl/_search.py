@@ -12,7 +12,7 @@ from anndata import AnnData
 from .. import _logging as logg
 from .. import config as _config
 from .._checks import check_count, check_file_name, check_key_added, check_rng, check_timeout, writable
-from .._docs import BATCH_KEY, INPUT_SPLIT_KEY, SEARCH_BUDGET, SEARCH_STUDY, doc_params
+from .._docs import BATCH_KEY, GENES, INPUT_SPLIT_KEY, SEARCH_BUDGET, SEARCH_STUDY, doc_params
 from ..config import Config
 from ..data import TrainData
 from ..data._hierarchy import Hierarchy, label_levels
@@ -22,7 +22,7 @@ from ._results import log_finished
 from ._train import _log_input, hierarchy_of
 
 
-@doc_params(input_split_key=INPUT_SPLIT_KEY, batch_key=BATCH_KEY, budget=SEARCH_BUDGET, study=SEARCH_STUDY)
+@doc_params(input_split_key=INPUT_SPLIT_KEY, batch_key=BATCH_KEY, genes=GENES, budget=SEARCH_BUDGET, study=SEARCH_STUDY)
 def search(
     adata: AnnData,
     label_key: str | Sequence[str] | None = None,
@@ -34,6 +34,8 @@ def search(
     use_raw: bool = False,
     split_key: str | None = None,
     batch_key: str | None = None,
+    gene_symbols: str | None = None,
+    genes: Sequence[str] | AnnData | None = None,
     key_added: str = "ag",
     config: dict[str, Any] | str | Path | None = None,
     storage: str | Any | None = None,
@@ -66,6 +68,8 @@ def search(
     {input_split_key}
     {batch_key}
         Supervised search only.
+    {genes}
+        Supervised search only.
     config
         Expert-mode configuration (dict or JSON path), see :func:`autogenome_sc.config.default`.
     {study}
@@ -83,7 +87,9 @@ def search(
     ``None``, or a copy of ``adata`` when ``copy=True``, with what :func:`autogenome_sc.tl.train` writes, and in
     ``.uns["ag"]``: ``["leaderboard"]`` (a row per trial), ``["best"]``, ``["selection"]`` (see docs/searching.md).
     """
-    cfg, label_key, levels, rng = _checked(adata, label_key, config, rng, eval_key, reconstruct, batch_key)
+    cfg, label_key, levels, rng = _checked(
+        adata, label_key, config, rng, eval_key, reconstruct, batch_key, gene_symbols, genes
+    )
     n_trials, timeout, study_name = _budget_args(n_trials, timeout, study_name)  # before the first log line
     check_storage(storage)
     key_added = check_key_added(key_added)
@@ -92,7 +98,7 @@ def search(
     out = run_search(
         adata, label_key, cfg=cfg, modes=modes, n_trials=n_trials, timeout=timeout, layer=layer, use_raw=use_raw,
         split_key=split_key, batch_key=batch_key, storage=storage, study_name=study_name, run_dir=run_dir, rng=rng,
-        prepared=None if label_key is None else partial(_prepared, adata, levels),
+        gene_symbols=gene_symbols, genes=genes, prepared=None if label_key is None else partial(_prepared, adata, levels),
     )  # fmt: skip
     model = finish(
         adata, out.data, out.kind, out.arch, out.result, out.cfg, label_key=label_key, key_added=key_added, rng=rng,
@@ -105,7 +111,7 @@ def search(
 
 
 def _checked(
-    adata, label_key, config, rng, eval_key, reconstruct, batch_key
+    adata, label_key, config, rng, eval_key, reconstruct, batch_key, gene_symbols, genes
 ) -> tuple[Config, str | None, list[str], int]:
     """The validated config, the (finest) label key and its levels, and the seed; one sentence on bad input.
 
@@ -118,8 +124,9 @@ def _checked(
     label_key, levels = label_levels(label_key)
     if label_key is not None and (eval_key is not None or reconstruct):
         raise ValueError("eval_key and reconstruct are for unsupervised search (label_key=None).")
-    if label_key is None and batch_key is not None:
-        raise ValueError("batch_key is for supervised search (with a label_key); the Res-VAE does not take one yet.")
+    for name, value in (("batch_key", batch_key), ("gene_symbols", gene_symbols), ("genes", genes)):
+        if label_key is None and value is not None:
+            raise ValueError(f"{name} is for supervised search (with a label_key); the Res-VAE does not take one yet.")
     if eval_key is not None and eval_key not in adata.obs.columns:
         raise KeyError(f"eval_key '{eval_key}' is not a column of adata.obs.")
     return cfg, label_key, levels, rng

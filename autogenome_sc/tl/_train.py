@@ -13,7 +13,7 @@ from anndata import AnnData
 from .. import _logging as logg
 from .. import config as _config
 from .._checks import check_key_added, check_rng, writable
-from .._docs import BATCH_KEY, INPUT_SPLIT_KEY, doc_params
+from .._docs import BATCH_KEY, GENES, INPUT_SPLIT_KEY, doc_params
 from ..data import TrainData, prepare
 from ..data._hierarchy import Hierarchy, label_levels, read_hierarchy
 from ..nn import MODELS, VAE_MODELS, build_network
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from ..config._schema import Config
 
 
-@doc_params(input_split_key=INPUT_SPLIT_KEY, batch_key=BATCH_KEY)
+@doc_params(input_split_key=INPUT_SPLIT_KEY, batch_key=BATCH_KEY, genes=GENES)
 def train(
     adata: AnnData,
     label_key: str | Sequence[str] | None,
@@ -37,6 +37,8 @@ def train(
     use_raw: bool = False,
     split_key: str | None = None,
     batch_key: str | None = None,
+    gene_symbols: str | None = None,
+    genes: Sequence[str] | AnnData | None = None,
     key_added: str = "ag",
     config: dict[str, Any] | str | Path | None = None,
     rng: int = 0,
@@ -67,6 +69,7 @@ def train(
         :func:`autogenome_sc.tl.train_vae`, which documents what it writes.
     {input_split_key}
     {batch_key}
+    {genes}
     config
         Expert-mode configuration: a dict (partial is fine) or a path to a JSON file;
         see :func:`autogenome_sc.config.default`.
@@ -90,6 +93,9 @@ def train(
         ``"train"``, ``"val"`` or ``"test"``.
     ``.obs["ag_prediction_<level>"]``, ``.obs["ag_confidence_<level>"]``
         With a label hierarchy: each level's label and its confidence.
+    ``.obsm["ag_probabilities"]``
+        Calibrated class probabilities, cells x classes (classification); with a label
+        hierarchy also ``.obsm["ag_probabilities_<level>"]`` per coarser level.
     ``.obsm["X_ag"]``
         The penultimate-layer embedding.
     ``.uns["ag"]``
@@ -99,15 +105,18 @@ def train(
         test, ``ece_test_before``/``ece_test_after``; with a label hierarchy, ``levels``: the
         accuracy, macro-F1 and balanced accuracy of each coarser level, and ``params`` holds the
         ``label_levels``), ``classes``, ``history``,
-        ``preprocessing``, ``model_path``, ``model_id`` (the saved model's checksum) and, for
+        ``preprocessing`` (with the ``matrix`` read and ``genes``: what named them),
+        ``model_path``, ``model_id`` (the saved model's checksum) and, for
         classification, ``reliability``
-        (per-bin counts for ``ag.pl.reliability``);
+        (per-bin counts for ``ag.pl.reliability``) and ``probabilities`` (the class names of each
+        ``.obsm`` table of probabilities, by its key); with ``genes=``, ``panel`` (``n_asked``,
+        ``n_kept``, ``n_unversioned``, ``n_reference``);
         with ``model="enas"`` also ``best["architecture"]`` (``nodes``, ``widths``, ``edges``)
         and ``enas`` (search ``history`` and the scored ``candidates``).
     """
     label_key, levels = label_levels(label_key)
     if model in VAE_MODELS:  # unsupervised: train_vae trains, writes and documents it
-        _check_unsupervised(model, label_key, batch_key)
+        _check_unsupervised(model, label_key, batch_key, gene_symbols, genes)
         return train_vae(
             adata, model=model, layer=layer, use_raw=use_raw, split_key=split_key, key_added=key_added,
             config=config, rng=rng, copy=copy,
@@ -119,7 +128,7 @@ def train(
     start = logg.info(f"training {model} on adata.obs['{label_key}']")
     data, kind = prepare(
         adata, label_key, layer=layer, use_raw=use_raw, split_key=split_key, data_cfg=cfg.data, loss=cfg.loss.name,
-        rng=np.random.default_rng(rng), batch_key=batch_key,
+        rng=np.random.default_rng(rng), batch_key=batch_key, gene_symbols=gene_symbols, genes=genes,
     )  # fmt: skip
     _log_input(data, kind)
     hierarchy = hierarchy_of(adata, levels, data)
@@ -132,10 +141,11 @@ def train(
     return adata if copy else None
 
 
-def _check_unsupervised(model: str, label_key: str | None, batch_key: str | None) -> None:
-    """An unsupervised VAE takes no labels and no batch key (yet)."""
-    if batch_key is not None:
-        raise ValueError(f"batch_key is for supervised models; model='{model}' does not take one yet.")
+def _check_unsupervised(model: str, label_key: str | None, batch_key: str | None, gene_symbols, genes) -> None:
+    """An unsupervised VAE takes no labels, no batch key and no gene choice (yet)."""
+    for name, value in (("batch_key", batch_key), ("gene_symbols", gene_symbols), ("genes", genes)):
+        if value is not None:
+            raise ValueError(f"{name} is for supervised models; model='{model}' does not take one yet.")
     if label_key is not None:
         raise ValueError(f"model='{model}' is unsupervised; pass label_key=None (use eval_key to score labels).")
 
@@ -179,3 +189,12 @@ def _log_input(data: TrainData, kind: str) -> None:
         f"    adata.{pipe.source.where} looks like {kind} values: {what[pipe.preprocess]}{batches}, "
         "then per-gene scaling fitted on the training split"
     )
+    panel = pipe.source.panel
+    if panel is not None:
+        unversioned = (
+            f" ({panel['n_unversioned']} without their Ensembl version suffix)" if panel["n_unversioned"] else ""
+        )
+        logg.info(
+            f"    genes: {panel['n_kept']} of the {panel['n_asked']} in genes= found by adata.{pipe.source.matched_by}"
+            f"{unversioned}; the model reads these {panel['n_kept']} of the {panel['n_reference']} genes"
+        )
