@@ -12,12 +12,7 @@ AX_SHOW = """ax
         Axes to draw into; a new figure otherwise.
     show
         Show the figure; when ``False`` return the Axes. Default: show it in an interactive
-        session only.
-    save
-        Save the figure as scanpy's plots do: ``True`` writes ``<function name>.<format>`` in
-        ``sc.settings.figdir`` (``sc.settings.file_format_figs``, ``plot_suffix``); a string is
-        appended to that name, and its ``.png``, ``.pdf`` or ``.svg`` ending chooses the format;
-        ``None`` follows ``sc.settings.autosave``. A saved figure is closed.
+        session only. To save it: ``ax.figure.savefig(path)`` on the Axes returned.
 
     Returns
     -------

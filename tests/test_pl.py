@@ -32,34 +32,6 @@ def test_plots_name_the_call_to_run_first(counts):
         ag.pl.training_history(counts, show=False)
 
 
-def test_save_writes_where_scanpy_would_and_closes_the_figure(trained, tmp_path):
-    import scanpy as sc
-
-    trained, _ = trained
-    before = sc.settings.figdir, sc.settings.file_format_figs, sc.settings.autosave
-    sc.settings.figdir, sc.settings.file_format_figs = tmp_path / "figures", "png"  # scanpy's settings: no monkeypatch
-    try:
-        ax = ag.pl.confusion_matrix(trained, show=False, save=True)
-        assert (tmp_path / "figures" / "confusion_matrix.png").stat().st_size > 0
-        assert ax is not None and not plt.fignum_exists(ax.figure.number)  # saved, then closed as scanpy does
-        ag.pl.training_history(trained, show=False, save="_run1.pdf")  # a suffix; its ending picks the format
-        assert (tmp_path / "figures" / "training_history_run1.pdf").read_bytes().startswith(b"%PDF")
-        ag.pl.reliability(trained, show=False, save="_x")  # no known ending: sc.settings.file_format_figs
-        assert (tmp_path / "figures" / "reliability_x.png").exists()
-        sc.settings.autosave = True  # save=None follows scanpy's autosave
-        (tmp_path / "figures" / "confusion_matrix.png").unlink()
-        ag.pl.confusion_matrix(trained, show=False, normalize=False)
-        assert (tmp_path / "figures" / "confusion_matrix.png").exists()
-        sc.settings.autosave = False
-        fig, own = plt.subplots()
-        assert ag.pl.confusion_matrix(trained, ax=own, show=False) is own and plt.fignum_exists(fig.number)
-        with pytest.raises(TypeError, match="save must be True, False, None or a file-name suffix"):
-            ag.pl.confusion_matrix(trained, show=False, save=1)
-    finally:
-        sc.settings.figdir, sc.settings.file_format_figs, sc.settings.autosave = before
-        plt.close("all")
-
-
 def test_search_history_gives_every_mode_its_own_colour():
     import numpy as np
     import pandas as pd

@@ -10,9 +10,7 @@ from ._utils import finish, get_uns, new_ax
 
 
 @doc_params(ax_show=AX_SHOW)
-def architecture(
-    adata: AnnData, *, key: str = "ag", ax: Axes | None = None, show: bool | None = None, save: bool | str | None = None
-) -> Axes | None:
+def architecture(adata: AnnData, *, key: str = "ag", ax: Axes | None = None, show: bool | None = None) -> Axes | None:
     """Draw the RRFCN architecture found by ENAS as a DAG (like the paper's Fig. 3a).
 
     Nodes are boxes labelled with their width, left to right from the input to the output;
@@ -78,4 +76,4 @@ def architecture(
     ax.set_ylim(-0.45, 0.19 * span + 0.35)
     ax.set_title(f"RRFCN: {n} FC units, {n_skip} skip connection{'s' if n_skip != 1 else ''}")
     ax.axis("off")
-    return finish(fig, ax, show, save, "architecture")
+    return finish(fig, ax, show)

@@ -16,7 +16,6 @@ def confusion_matrix(
     normalize: bool = True,
     ax: Axes | None = None,
     show: bool | None = None,
-    save: bool | str | None = None,
 ) -> Axes | None:
     """Plot the test-split confusion matrix stored by ``ag.tl.train`` or ``ag.tl.search``.
 
@@ -58,4 +57,4 @@ def confusion_matrix(
     acc = uns["metrics"].get("accuracy")
     ax.set_title(f"test split (accuracy {acc:.3f})" if acc is not None else "test split")
     fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of true class" if normalize else "cells")
-    return finish(fig, ax, show, save, "confusion_matrix")
+    return finish(fig, ax, show)

@@ -31,7 +31,6 @@ def importance(
     n_genes: int = 20,
     ax: Axes | None = None,
     show: bool | None = None,
-    save: bool | str | None = None,
 ) -> Axes | None:
     """Bar chart of the most important genes for one class (or overall), from ``ag.tl.explain``.
 
@@ -53,7 +52,7 @@ def importance(
     ax.set_ylim(-0.6, len(genes) - 0.4)
     ax.set_xlabel("importance (sum of |SHAP| over the class's cells)")
     ax.set_title(group if group is not None else "all classes")
-    return finish(fig, ax, show, save, "importance")
+    return finish(fig, ax, show)
 
 
 @doc_params(explain_key_genes=EXPLAIN_KEY_GENES, ax_show=AX_SHOW)
@@ -65,7 +64,6 @@ def shap_summary(
     n_genes: int = 20,
     ax: Axes | None = None,
     show: bool | None = None,
-    save: bool | str | None = None,
 ) -> Axes | None:
     """SHAP summary of ``ag.tl.explain``: a beeswarm for one class, or stacked importance bars for all.
 
@@ -86,7 +84,7 @@ def shap_summary(
     """
     df, genes = _top(adata, group, key, n_genes)
     if group is not None:
-        return _beeswarm(adata, group, genes, key, ax, show, save)
+        return _beeswarm(adata, group, genes, key, ax, show)
     y = np.arange(len(genes))[::-1]
     classes = [c for c in df.columns if c != "overall"]
     fig, ax = new_ax(ax, (7, 0.25 * len(genes) + 1.2))
@@ -101,12 +99,10 @@ def shap_summary(
     ax.set_title("all classes")
     ax.set_yticks(y, list(genes))
     ax.set_ylim(-0.6, len(genes) - 0.4)
-    return finish(fig, ax, show, save, "shap_summary")
+    return finish(fig, ax, show)
 
 
-def _beeswarm(
-    adata: AnnData, group: str, genes: pd.Index, key: str, ax: Axes | None, show: bool | None, save: bool | str | None
-):
+def _beeswarm(adata: AnnData, group: str, genes: pd.Index, key: str, ax: Axes | None, show: bool | None):
     """``shap.plots.beeswarm`` of one class's output for ``genes``, in the order given (most important on top)."""
     import shap
 
@@ -126,7 +122,7 @@ def _beeswarm(
     )  # fmt: skip
     ax.set_xlabel(f"SHAP value for '{group}'")
     ax.set_title(group)
-    return finish(fig, ax, show, save, "shap_summary")
+    return finish(fig, ax, show)
 
 
 def _palette(n: int):
@@ -147,7 +143,6 @@ def shap_dotplot(
     layer: str | None = None,
     ax: Axes | None = None,
     show: bool | None = None,
-    save: bool | str | None = None,
 ) -> dict[str, Axes] | None:
     """Dot plot of each class's most important genes by SHAP, drawn by ``sc.pl.dotplot``.
 
@@ -172,10 +167,6 @@ def shap_dotplot(
         Axes to draw into; a new figure otherwise.
     show
         Show the figure; when ``False`` return the axes.
-    save
-        Save the figure as scanpy's plots do: ``True`` writes ``shap_dotplot.<format>`` in
-        ``sc.settings.figdir``, a string is appended to that name (its ``.png``, ``.pdf`` or
-        ``.svg`` ending chooses the format); ``None`` follows ``sc.settings.autosave``.
 
     Returns
     -------
@@ -211,4 +202,4 @@ def shap_dotplot(
         )
     axes = sc.pl.dotplot(adata, markers, groupby, use_raw=raw, layer=layer, ax=ax, show=False, dendrogram=False)
     main = axes["mainplot_ax"]
-    return None if finish(main.figure, main, show, save, "shap_dotplot") is None else axes
+    return None if finish(main.figure, main, show) is None else axes

@@ -10,7 +10,7 @@ from ._utils import finish, get_uns, new_ax
 
 @doc_params(ax_show=AX_SHOW)
 def training_history(
-    adata: AnnData, *, key: str = "ag", ax: Axes | None = None, show: bool | None = None, save: bool | str | None = None
+    adata: AnnData, *, key: str = "ag", ax: Axes | None = None, show: bool | None = None
 ) -> Axes | None:
     """Plot training and validation loss per epoch, marking the epoch whose weights were kept.
 
@@ -34,4 +34,4 @@ def training_history(
     ax.set_ylabel("loss")
     ax.set_yscale("log" if np.min(h["val_loss"]) > 0 else "linear")
     ax.legend(frameon=False)
-    return finish(fig, ax, show, save, "training_history")
+    return finish(fig, ax, show)

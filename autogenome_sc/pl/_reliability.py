@@ -23,7 +23,6 @@ def reliability(
     n_bins: int = 15,
     ax: Axes | None = None,
     show: bool | None = None,
-    save: bool | str | None = None,
 ) -> Axes | None:
     """Reliability diagram: accuracy against confidence, per confidence bin.
 
@@ -78,7 +77,7 @@ def reliability(
     n = int(np.asarray(next(iter(curves.values()))["count"]).sum())
     ax.set_title(f"{title} ({n} cells)")
     ax.legend(loc="upper left", fontsize=8)
-    return finish(fig, ax, show, save, "reliability")
+    return finish(fig, ax, show)
 
 
 def _bins_from_obs(adata: AnnData, key: str, label_key: str, n_bins: int) -> dict:

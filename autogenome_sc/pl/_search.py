@@ -9,9 +9,7 @@ from ._utils import finish, get_uns, mode_colour, new_ax
 
 
 @doc_params(ax_show=AX_SHOW)
-def search_history(
-    adata: AnnData, *, key: str = "ag", ax: Axes | None = None, show: bool | None = None, save: bool | str | None = None
-) -> Axes | None:
+def search_history(adata: AnnData, *, key: str = "ag", ax: Axes | None = None, show: bool | None = None) -> Axes | None:
     """Plot the validation metric of every trial in order, coloured by mode, with the best so far.
 
     Each built-in mode has a colour of its own (the same in every plot); a registered mode gets one
@@ -59,4 +57,4 @@ def search_history(
     if metric == "val_loss" and len(shown) and shown["value"].min() > 0:
         ax.set_yscale("log")
     ax.legend(frameon=False, fontsize=8, loc="best")
-    return finish(fig, ax, show, save, "search_history")
+    return finish(fig, ax, show)
