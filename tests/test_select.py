@@ -598,3 +598,29 @@ def test_cv_epochs_by_the_selection_rule_or_the_loss():
     assert best_epoch(curves, y, "classification", 3, by_rule) == 1
     # a regression has no accuracy: the loss chooses
     assert best_epoch(curves[:, :, :1], y.astype(float), "regression", 1, by_rule) in (0, 1)
+
+
+def test_cv_slots_go_to_each_modes_best_first_when_asked():
+    from types import SimpleNamespace
+
+    from autogenome_sc.search._cv import candidates
+
+    # the validation split's ranking: svm variants lead, then an MLP, trees, a linear model
+    ranked = [
+        {"mode": "svm", "C": 1.0},
+        {"mode": "svm", "C": 10.0},
+        {"mode": "svm", "C": 0.1},
+        {"mode": "mlp", "mlp_width": 256},
+        {"mode": "trees", "trees_leaf_nodes": 31},
+        {"mode": "linear", "l2": 0.01},
+    ]
+    trials = [SimpleNamespace(number=i, params=p) for i, p in enumerate(ranked)]
+
+    def chosen(one_per_mode):
+        cfg = ag.config.validate({"search": {"cv_one_per_mode": one_per_mode}})
+        searcher = SimpleNamespace(cfg=cfg, top_trials=lambda n=None: trials)
+        return [t.params["mode"] for t in candidates(searcher, 3)]
+
+    # the floors (the best svm, the best linear) always; three slots for the rest
+    assert chosen(False) == ["svm", "svm", "svm", "mlp", "linear"]  # svm variants crowd out trees
+    assert chosen(True) == ["svm", "svm", "mlp", "trees", "linear"]  # one svm variant, the MLP, the trees

@@ -633,6 +633,14 @@ class SearchConfig(_Strict):
             "divided by a temperature fitted on them before any loss is taken or any ensemble averaged."
         ),
     )
+    cv_one_per_mode: bool = Field(
+        False,
+        description=(
+            "Cross-validation's cv_configs slots go to the best trial of each mode first (in the validation "
+            "split's order), then to the next best of any; otherwise to the best trials whatever their mode "
+            "(variants of one mode, such as the svm at other penalties, may then fill every slot)."
+        ),
+    )
     cv_epochs_by: Literal["loss", "select_by"] = Field(
         "loss",
         description=(

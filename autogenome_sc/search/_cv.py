@@ -84,11 +84,18 @@ def candidates(searcher: Searcher, n: int, more: int = 0) -> list:
         # the suite's wide real data (HSMM, ALL) the linear SVM was the peer to beat (docs/benchmarks.md)
         floors.append(next(t for t in distinct if t.params.get("mode") == name))
     others = [t for t in distinct if t.params.get("mode") != "linear" and t not in floors]
+    if searcher.cfg.search.cv_one_per_mode:  # the best of each mode first, then the next best of any
+        leads = [next(t for t in others if t.params.get("mode") == m) for m in dict.fromkeys(_modes(others))]
+        others = leads + [t for t in others if t not in leads]
     spare = [t for t in distinct if t.params.get("mode") == "linear" and t not in floors]
     chosen = others[:n] + spare[: max(n - len(others), 0)]
     chosen = sorted(chosen + floors, key=distinct.index)  # in the order the validation split ranks them
     rest = [t for t in others[n:] + spare if t not in chosen]  # other modes first
     return chosen + rest[:more]
+
+
+def _modes(trials: list) -> list[str]:
+    return [str(t.params.get("mode")) for t in trials]
 
 
 def fold_seconds(data: TrainData, trial, k: int) -> float:
