@@ -62,7 +62,7 @@ def test_pl_signature_convention(func):
     params = inspect.signature(func).parameters
     assert list(params)[0] == "adata"
     assert params["show"].default is None and params["ax"].default is None
-    assert params["save"].default is None  # scanpy's save=: None follows sc.settings.autosave
+    assert "save" not in params  # DESIGN.md: plot functions return the figure and never take save=
 
 
 def test_top_level_namespace():

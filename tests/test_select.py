@@ -448,11 +448,12 @@ def test_candidates_keep_the_network_slots_for_networks():
         trial(5, "linear", scaling="minmax", n_genes=500),
         trial(6, "mlp", mlp_width=64),
     ]
-    searcher = SimpleNamespace(top_trials=lambda: ranked)
+    cfg = SimpleNamespace(search=SimpleNamespace(cv_one_per_mode=False))
+    searcher = SimpleNamespace(top_trials=lambda: ranked, cfg=cfg)
     got = [t.number for t in candidates(searcher, 2)]
     assert got == [0, 3, 4, 5]  # the two linear floors and the two best networks, in the validation's order
     assert [t.number for t in candidates(searcher, 2, more=2)] == [0, 3, 4, 5, 6, 1]  # networks first
-    only_linear = SimpleNamespace(top_trials=lambda: [t for t in ranked if t.params["mode"] == "linear"])
+    only_linear = SimpleNamespace(top_trials=lambda: [t for t in ranked if t.params["mode"] == "linear"], cfg=cfg)
     assert [t.number for t in candidates(only_linear, 2)] == [0, 1, 2, 5]  # linear variants fill empty slots
 
 

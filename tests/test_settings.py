@@ -44,7 +44,7 @@ print("RESULT " + json.dumps({{
 """
 
 
-def _train_in_a_process(env: dict) -> dict:
+def _train_in_a_process(env: dict, cwd) -> dict:
     import json
     import os
     import subprocess
@@ -54,7 +54,9 @@ def _train_in_a_process(env: dict) -> dict:
     env = {k: v for k, v in {**os.environ, **env}.items() if v is not None and not k.startswith("JAX_COMPILATION")}
     env = {k: v for k, v in env.items() if k.upper() != "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"}
     code = _TRAIN.format(tests=str(Path(__file__).parent))
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=cwd, capture_output=True, text=True, check=True
+    )  # models saved there
     return json.loads(next(ln for ln in out.stdout.splitlines() if ln.startswith("RESULT "))[7:])
 
 
@@ -63,13 +65,13 @@ def test_the_compilation_cache_is_the_users_own_and_changes_no_number(tmp_path):
 
     # on by default, in a folder of the user's own under XDG_CACHE_HOME, created for the user only
     home = tmp_path / "xdg"
-    default = _train_in_a_process({"XDG_CACHE_HOME": str(home), "AG_COMPILE_CACHE": None})
+    default = _train_in_a_process({"XDG_CACHE_HOME": str(home), "AG_COMPILE_CACHE": None}, tmp_path)
     folder = home / "autogenome_sc" / "jax"
     assert default["cache"] == default["jax"] == str(folder)
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700 and any(folder.iterdir())  # executables written there
     # a second process reads them back: the same numbers as the first, and as a process without the cache
-    warm = _train_in_a_process({"XDG_CACHE_HOME": str(home), "AG_COMPILE_CACHE": None})
-    off = _train_in_a_process({"AG_COMPILE_CACHE": "off"})
+    warm = _train_in_a_process({"XDG_CACHE_HOME": str(home), "AG_COMPILE_CACHE": None}, tmp_path)
+    off = _train_in_a_process({"AG_COMPILE_CACHE": "off"}, tmp_path)
     assert off["cache"] is None and off["jax"] is None
     assert default["confidence"] == warm["confidence"] == off["confidence"]
 
