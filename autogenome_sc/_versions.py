@@ -33,8 +33,10 @@ PACKAGES = (
 
 def versions() -> dict[str, str]:
     """``{name: version}`` of Python, the platform, :data:`PACKAGES` (``"not installed"``) and JAX's devices."""
-    out = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for name in PACKAGES:
+    from . import __version__  # the package that runs, also from a checkout on PYTHONPATH (no metadata then)
+
+    out = {"python": sys.version.split()[0], "platform": platform.platform(), "autogenome_sc": __version__}
+    for name in PACKAGES[1:]:
         try:
             out[name] = version(name)
         except PackageNotFoundError:

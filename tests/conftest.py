@@ -151,13 +151,22 @@ def pytest_unconfigure(config):
 FAST = {"trainer": {"max_epochs": 8, "patience": 8}, "models": {"resnet": {"width": 32, "n_blocks": 1}}}
 
 
+# The package's default output folders under the current directory. A test must write into its own
+# temporary folder (run_dir=, the model_dir set below): one that writes here fails by name, instead of
+# failing a notebook test that runs beside it and checks the repository for files left behind.
+_DEFAULT_OUTPUTS = ("ag_runs", "ag_models")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_settings(tmp_path, monkeypatch):
     monkeypatch.setattr(ag.settings, "model_dir", tmp_path / "models")
+    before = {name for name in _DEFAULT_OUTPUTS if os.path.exists(name)}
     old = ag.settings.verbosity
     ag.settings.verbosity = 1
     yield
     ag.settings.verbosity = old
+    left = sorted(name for name in _DEFAULT_OUTPUTS if os.path.exists(name) and name not in before)
+    assert not left, f"the test wrote {left} in the current directory ({os.getcwd()}): pass run_dir= or tmp_path"
 
 
 @pytest.fixture(scope="session")

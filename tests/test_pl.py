@@ -70,4 +70,6 @@ def test_print_versions_names_what_a_bug_report_needs():
     assert lines["autogenome_sc"].strip() == ag.__version__
     for name in ("python", "jax", "flax", "anndata", "scanpy", "numpy"):
         assert lines[name].strip()[0].isdigit(), name
-    assert "cpu" in buf.getvalue().splitlines()[-1]
+    import jax
+
+    assert jax.default_backend() in buf.getvalue().splitlines()[-1]

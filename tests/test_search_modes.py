@@ -86,7 +86,8 @@ def test_default_modes_add_enas_only_on_an_accelerator(monkeypatch):
 
     cfg = config.validate(None)
     cpu = ["linear", "logistic", "svm", "trees", "mlp", "resnet", "densenet"]
-    assert resolve_modes("cell_type", None, cfg) == cpu  # CPU here
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+    assert resolve_modes("cell_type", None, cfg) == cpu
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     assert resolve_modes("cell_type", None, cfg) == [*cpu, "enas"]
     assert resolve_modes(None, None, cfg) == ["resvae"]
@@ -265,7 +266,8 @@ def test_portfolio_entries_by_name_on_a_narrow_and_a_wide_problem():
     assert list(named_portfolio(cfg, ["svm"], 12_600, 100)) == ["svm", "svm_f_test"]
 
 
-def test_solved_modes_draw_only_their_penalty_and_inputs_and_learn_classes_only():
+def test_solved_modes_draw_only_their_penalty_and_inputs_and_learn_classes_only(monkeypatch):
+    import jax
     import optuna
 
     from autogenome_sc.search import resolve_modes
@@ -273,6 +275,7 @@ def test_solved_modes_draw_only_their_penalty_and_inputs_and_learn_classes_only(
     from autogenome_sc.search._spaces import suggest
 
     cfg = ag.config.validate(None)
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")  # the default modes of a CPU (no enas)
     for mode in ("logistic", "svm"):
         trial = optuna.trial.FixedTrial({"mode": mode, "C": 10.0, "scaling": "zscore", "n_genes": 500,
                                          "genes_by": "f_test", "class_weight": "balanced"})  # fmt: skip

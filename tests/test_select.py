@@ -4,6 +4,7 @@ import json
 import shutil
 
 import anndata
+import jax
 import numpy as np
 import pandas as pd
 import pytest
@@ -177,7 +178,8 @@ def _member_mix(model, adata, n):
             for c in ("params", "batch_stats")
             if f"members_{i}" in model.variables.get(c, {})
         }
-        out, _ = net.apply(v, xi, train=False)
+        with jax.default_matmul_precision("highest"):  # as the model predicts (exact, also on a GPU's TF32)
+            out, _ = net.apply(v, xi, train=False)
         mix = mix + w * softmax(np.asarray(out, np.float64) / t, axis=1)
     return mix
 

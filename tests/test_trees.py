@@ -113,7 +113,8 @@ def searched(_pbmc, tmp_path_factory):
         "search": {"spaces": {"trees_learning_rate": [0.2], "trees_leaf_nodes": [7], "n_genes": [200]}, "cv_folds": 3},
         "save": {"path": str(path)},
     }
-    ag.tl.search(adata, label_key="bulk_labels", use_raw=True, modes=["trees"], n_trials=2, config=config, rng=0)
+    ag.tl.search(adata, label_key="bulk_labels", use_raw=True, modes=["trees"], n_trials=2, config=config,
+                 run_dir=path.parent / "runs", rng=0)  # fmt: skip
     return adata, path
 
 
