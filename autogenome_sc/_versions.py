@@ -33,9 +33,9 @@ PACKAGES = (
 
 def versions() -> dict[str, str]:
     """``{name: version}`` of Python, the platform, :data:`PACKAGES` (``"not installed"``) and JAX's devices."""
-    from . import __version__  # the package that runs, also from a checkout on PYTHONPATH (no metadata then)
-
-    out = {"python": sys.version.split()[0], "platform": platform.platform(), "autogenome_sc": __version__}
+    # the package that runs, also from a checkout on PYTHONPATH (which has no metadata)
+    running = sys.modules[__package__ or "autogenome_sc"].__version__
+    out = {"python": sys.version.split()[0], "platform": platform.platform(), "autogenome_sc": running}
     for name in PACKAGES[1:]:
         try:
             out[name] = version(name)

@@ -40,6 +40,13 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--backed", action="store_true", help="leave the matrix on disk (anndata backed mode), read by chunks"
     )
+    p.add_argument(
+        "--gene-symbols",
+        default=None,
+        metavar="COLUMN",
+        help="column of adata.var naming the genes (e.g. gene symbols where var_names are Ensembl IDs); "
+        "genes are recorded and matched by it",
+    )
 
 
 def _add_study_args(p: argparse.ArgumentParser, *, need_study: bool) -> None:
@@ -54,6 +61,13 @@ def _add_study_args(p: argparse.ArgumentParser, *, need_study: bool) -> None:
     p.add_argument("--study", required=need_study, default=None, help="study name; the same name continues or joins it")
     p.add_argument("--run-dir", default=None, help="folder of journal files when no --storage (default ag_runs)")
     p.add_argument("--rng", type=int, default=0, help="seed (split, sampler, training); same for every worker")
+    p.add_argument(
+        "--genes",
+        default=None,
+        metavar="FILE",
+        help="train on a panel: a text file of gene names (one per line) or an .h5ad query whose genes "
+        "(var_names, or its --gene-symbols column) the reference is cut to",
+    )
     _add_data_args(p)
 
 
@@ -132,11 +146,39 @@ def _check_label(adata, key: str, path: str) -> None:
         raise _UserError(f"Label key '{key}' is not a column of adata.obs in '{path}' (columns: {cols}).")
 
 
+def _panel_genes(path: str | None, gene_symbols: str | None) -> list[str] | None:
+    """The gene names of ``--genes``: a text file (one per line, ``#`` comments) or an .h5ad query's genes."""
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.is_file():
+        raise _UserError(f"--genes '{path}' is not a file (a text file of gene names, or an .h5ad query).")
+    if p.suffix == ".h5ad":
+        query = _read(path, backed=True)  # only .var is read
+        try:
+            if gene_symbols is not None and gene_symbols in query.var.columns:
+                names = query.var[gene_symbols].astype(str).tolist()
+            else:
+                names = query.var_names.astype(str).tolist()
+        finally:
+            query.file.close()
+    else:
+        try:
+            text = p.read_text()
+        except UnicodeDecodeError:
+            raise _UserError(f"--genes '{path}' is neither an .h5ad file nor a text file of gene names.") from None
+        names = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    if not names:
+        raise _UserError(f"--genes '{path}' names no genes.")
+    return names
+
+
 def _search(args) -> None:
     import autogenome_sc as ag
 
     _check_out(args.out)
     check_key_added(args.key_added, "--key-added")
+    genes = _panel_genes(args.genes, args.gene_symbols)
     adata = _read(args.data, args.backed)
     _check_label(adata, args.label_key, args.data)
     ag.tl.search(
@@ -148,6 +190,8 @@ def _search(args) -> None:
         layer=args.layer,
         use_raw=args.use_raw,
         batch_key=args.batch_key,
+        gene_symbols=args.gene_symbols,
+        genes=genes,
         key_added=args.key_added,
         config=args.config,
         storage=args.storage,
@@ -169,6 +213,7 @@ def _worker(args) -> None:
     import autogenome_sc as ag
     from autogenome_sc.search import Budget, open_study
 
+    genes = _panel_genes(args.genes, args.gene_symbols)
     adata = _read(args.data, args.backed)
     _check_label(adata, args.label_key, args.data)
     cfg = ag.config.validate(args.config)
@@ -188,6 +233,8 @@ def _worker(args) -> None:
         rng=args.rng,
         worker_index=args.worker_index if args.worker_index is not None else os.getpid(),
         batch_key=args.batch_key,
+        gene_symbols=args.gene_symbols,
+        genes=genes,
     )
     s = opened.searcher
     s.run(opened.n_trials, Budget.of(opened.timeout, opened.cfg.search))
@@ -209,7 +256,7 @@ def _predict(args) -> None:
     adata = _read(args.data, args.backed)
     ag.tl.predict(  # without --use-raw or --layer: the matrix the model was trained on, when the file has it
         adata, args.model, layer=args.layer, use_raw=args.use_raw or None, batch_key=args.batch_key,
-        key_added=args.key_added,
+        gene_symbols=args.gene_symbols, key_added=args.key_added,
     )  # fmt: skip
     adata.write_h5ad(args.out)
     print(f"labelled {adata.n_obs} cells with '{args.model}'; wrote {args.out}")

@@ -3,6 +3,8 @@ read from a query, probabilities in .obsm (issue 31)."""
 
 from __future__ import annotations
 
+import json
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -186,3 +188,45 @@ def test_predict_writes_probabilities_that_round_trip(trained, fmt, tmp_path):
         back = ad.read_zarr(path)
     np.testing.assert_array_equal(back.obsm["q_probabilities"], p)
     assert list(strings(back.uns["q"]["probabilities"]["q_probabilities"])) == list(classes)
+
+
+def test_the_command_line_matches_by_symbols_and_trains_on_a_panel(with_symbols, tmp_path, capsys):
+    from autogenome_sc.cli import main
+
+    a = with_symbols
+    ref, out, model, pred = (str(tmp_path / n) for n in ("ref.h5ad", "out.h5ad", "m", "pred.h5ad"))
+    a.write_h5ad(ref)
+    panel = tmp_path / "panel.txt"  # 60 symbols, a comment and a blank line
+    panel.write_text("# the panel\n" + "\n".join(a.var["symbol"][::-1][:60]) + "\n\n")
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({**MLP, "search": {"cv_folds": 0}, "save": {"path": model}}))
+    common = ["--label-key", "cell_type", "--modes", "mlp", "--n-trials", "1", "--config", str(cfg)]
+    argv = ["search", ref, *common, "--run-dir", str(tmp_path / "runs"), "--gene-symbols", "symbol"]
+    assert main([*argv, "--genes", str(panel), "--out", out]) == 0
+    searched = ad.read_h5ad(out)
+    assert searched.uns["ag"]["preprocessing"]["genes"] == "var['symbol']"
+    assert dict(searched.uns["ag"]["panel"])["n_kept"] == 60
+    m = ag.read_model(model)
+    assert m.gene_symbols == "symbol" and sorted(m.var_names_) == sorted(a.var["symbol"][-60:])
+    # the panel's query: its 60 genes under other var_names and the same symbols, labelled by the command line
+    # as the search labelled the reference (counts normalised over the panel's genes in both)
+    q = a[:, a.var["symbol"].isin(m.var_names_).to_numpy()].copy()
+    q.var_names = [f"other{i}" for i in range(q.n_vars)]
+    q.write_h5ad(tmp_path / "q.h5ad")
+    assert main(["predict", str(tmp_path / "q.h5ad"), "--model", model, "--gene-symbols", "symbol", "--out", pred]) == 0
+    labelled = ad.read_h5ad(pred)
+    assert labelled.uns["ag"]["prediction"]["genes"]["n_found"] == 60
+    assert (labelled.obs["ag_prediction"].astype(str) == searched.obs["ag_prediction"].astype(str)).all()
+    # --genes may name an .h5ad query (its genes, by --gene-symbols); a file naming no genes is one sentence
+    small = a[:, :30].copy()
+    small.var_names = [f"q{i}" for i in range(30)]
+    small.write_h5ad(tmp_path / "small.h5ad")
+    out2 = str(tmp_path / "out2.h5ad")
+    cfg.write_text(json.dumps({**MLP, "search": {"cv_folds": 0}, "save": {"path": str(tmp_path / "m2")}}))
+    argv2 = ["search", ref, *common, "--run-dir", str(tmp_path / "runs2"), "--gene-symbols", "symbol"]
+    assert main([*argv2, "--genes", str(tmp_path / "small.h5ad"), "--out", out2]) == 0
+    assert dict(ad.read_h5ad(out2).uns["ag"]["panel"])["n_kept"] == 30
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    capsys.readouterr()
+    assert main([*argv2, "--genes", str(tmp_path / "empty.txt"), "--out", out2]) != 0
+    assert "empty.txt' names no genes." in capsys.readouterr().err
