@@ -186,21 +186,29 @@ def explain_seconds(n_samples: int) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small sizes: check that the script runs (CPU)")
+    p.add_argument(
+        "--sections", default="1,2,3,4,5", help="which to run, e.g. 3,4,5 (section 2 needs 1's step rate: runs 1 too)"
+    )
     args = p.parse_args()
+    want = {int(v) for v in args.sections.split(",")}
+    if 2 in want:
+        want.add(1)
     ag.settings.verbosity = 0
     ag.settings.progress_bar = False
     q = args.quick
     dev = jax.devices()[0]
     print(f"# {dev.platform}: {dev.device_kind} (jax {jax.__version__}){' [quick]' if q else ''}\n")
 
-    print("## 1. Training step, 2000 genes, RFCN-ResNet 512 x 6 (ms per minibatch)")
-    print(
-        "| batch | ours, float32 | ours, XLA default | torch eager | torch eager, TF32 allowed | ours vs torch (same precision) |"
-    )
-    print("| --- | --- | --- | --- | --- | --- |")
     batches = (64,) if q else (256, 4096)
     step_rate = {}
-    for b in batches:
+    if 1 in want:
+        print("## 1. Training step, 2000 genes, RFCN-ResNet 512 x 6 (ms per minibatch)")
+        print(
+            "| batch | ours, float32 | ours, XLA default | torch eager | torch eager, TF32 allowed "
+            "| ours vs torch (same precision) |"
+        )
+        print("| --- | --- | --- | --- | --- | --- |")
+    for b in batches if 1 in want else ():
         ours32 = ours_step(2000, 512, 2 if q else 6, b)
         ours_def = ours_step(2000, 512, 2 if q else 6, b, precision="auto")
         t32 = torch_step(2000, 512, 2 if q else 6, b)
@@ -210,10 +218,13 @@ def main() -> None:
         fmt = lambda v: "-" if v is None else f"{v * 1e3:.2f}"  # noqa: E731
         print(f"| {b} | {fmt(ours32)} | {fmt(ours_def)} | {fmt(t32)} | {fmt(ttf)} | {ratio} |", flush=True)
 
-    print("\n## 2. End to end: ag.tl.train epochs vs the compiled step (cells/s)")
+    if 2 in want:
+        print("\n## 2. End to end: ag.tl.train epochs vs the compiled step (cells/s)")
     b = batches[-1] if q else 256
     n = 4000 if q else 200_000
-    for mode in ("on", "off"):  # data.device_prepare: chunks densified and scaled on the device, or on the host
+    for mode in (
+        ("on", "off") if 2 in want else ()
+    ):  # data.device_prepare: chunks densified and scaled on the device, or on the host
         rate = end_to_end(n, 2000, b, device_prepare=mode)
         print(
             f"ag.tl.train, {n:,} cells x 2000 genes CSR, batch {b}, device_prepare={mode!r}: {rate:,.0f} cells/s; "
@@ -222,24 +233,27 @@ def main() -> None:
             flush=True,
         )
 
-    print("\n## 3. Mixed precision: bf16 vs float32 step (2000 genes, 3 blocks, batch 1024)")
-    for w in (256,) if q else (1024, 2048):
+    if 3 in want:
+        print("\n## 3. Mixed precision: bf16 vs float32 step (2000 genes, 3 blocks, batch 1024)")
+    for w in ((256,) if q else (1024, 2048)) if 3 in want else ():
         f32 = ours_step(2000, w, 3, 256 if q else 1024)
         b16 = ours_step(2000, w, 3, 256 if q else 1024, precision="bf16")
         print(
             f"width {w}: float32 {f32 * 1e3:.2f} ms, bf16 {b16 * 1e3:.2f} ms -> {f32 / b16:.2f}x (target on a GPU: >= 1.5x)"
         )
 
-    print("\n## 4. ENAS on pbmc68k_reduced (shared-weight epochs, retraining excluded)")
-    for spec in ("cpu",) if q else ("cpu", "paper"):
+    if 4 in want:
+        print("\n## 4. ENAS on pbmc68k_reduced (shared-weight epochs, retraining excluded)")
+    for spec in (("cpu",) if q else ("cpu", "paper")) if 4 in want else ():
         per, full = enas_epoch_seconds(spec, 3 if q else 10)
         print(
             f"{spec}-sized config: {per:.2f} s per epoch (compilation included); {full} epochs -> about {per * full:.0f} s"
         )
 
-    print("\n## 5. Expected gradients, 700 cells x 765 genes x 10 classes")
-    n_samples = 20 if q else 200
-    print(f"{n_samples} samples: {explain_seconds(n_samples):.2f} s")
+    if 5 in want:
+        print("\n## 5. Expected gradients, 700 cells x 765 genes x 10 classes")
+        n_samples = 20 if q else 200
+        print(f"{n_samples} samples: {explain_seconds(n_samples):.2f} s")
 
 
 if __name__ == "__main__":

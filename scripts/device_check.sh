@@ -5,7 +5,8 @@
 # Then, through the device tool, carrying .whl:  bash scripts/device_check.sh
 # It writes logs to $OUT (or ./device_out): env.txt, device.txt (benchmarks/device.py),
 # search.txt (a 60 s ag.tl.search on pbmc68k_reduced, timed end to end), tests.txt (the fast
-# tier). Each part has its own time limit, so a slow part cannot eat the others' time.
+# tier). Each part has its own time limit, so a slow part cannot eat the others' time. On the first H200 run
+# the device benchmark's sections 1-2 took the whole 180 s: AG_DEVICE_ARGS="--sections 3,4,5" runs the rest.
 # Set AG_CHECK_PARTS to a subset of "device search tests" to rerun only what failed. A CPU dry run:
 #   AG_NO_WHEELS=1 PY=.venv/bin/python AG_DEVICE_ARGS=--quick AG_TESTS_S=60 OUT=/tmp/dc bash scripts/device_check.sh
 set -uo pipefail
