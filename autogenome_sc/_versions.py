@@ -36,7 +36,9 @@ def versions() -> dict[str, str]:
     # the package that runs, also from a checkout on PYTHONPATH (which has no metadata)
     running = sys.modules[__package__ or "autogenome_sc"].__version__
     out = {"python": sys.version.split()[0], "platform": platform.platform(), "autogenome_sc": running}
-    for name in PACKAGES[1:]:
+    for name in PACKAGES:
+        if name == "autogenome_sc":
+            continue
         try:
             out[name] = version(name)
         except PackageNotFoundError:

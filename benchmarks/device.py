@@ -208,47 +208,47 @@ def main() -> None:
             "| ours vs torch (same precision) |"
         )
         print("| --- | --- | --- | --- | --- | --- |")
-    for b in batches if 1 in want else ():
-        ours32 = ours_step(2000, 512, 2 if q else 6, b)
-        ours_def = ours_step(2000, 512, 2 if q else 6, b, precision="auto")
-        t32 = torch_step(2000, 512, 2 if q else 6, b)
-        ttf = torch_step(2000, 512, 2 if q else 6, b, tf32=True)
-        step_rate[b] = b / ours_def
-        ratio = "" if t32 is None else f"{t32 / ours32:.2f}x (float32), {ttf / ours_def:.2f}x (TF32/default)"
-        fmt = lambda v: "-" if v is None else f"{v * 1e3:.2f}"  # noqa: E731
-        print(f"| {b} | {fmt(ours32)} | {fmt(ours_def)} | {fmt(t32)} | {fmt(ttf)} | {ratio} |", flush=True)
+        for b in batches:
+            ours32 = ours_step(2000, 512, 2 if q else 6, b)
+            ours_def = ours_step(2000, 512, 2 if q else 6, b, precision="auto")
+            t32 = torch_step(2000, 512, 2 if q else 6, b)
+            ttf = torch_step(2000, 512, 2 if q else 6, b, tf32=True)
+            step_rate[b] = b / ours_def
+            ratio = "" if t32 is None else f"{t32 / ours32:.2f}x (float32), {ttf / ours_def:.2f}x (TF32/default)"
+            fmt = lambda v: "-" if v is None else f"{v * 1e3:.2f}"  # noqa: E731
+            print(f"| {b} | {fmt(ours32)} | {fmt(ours_def)} | {fmt(t32)} | {fmt(ttf)} | {ratio} |", flush=True)
 
     if 2 in want:
         print("\n## 2. End to end: ag.tl.train epochs vs the compiled step (cells/s)")
-    b = batches[-1] if q else 256
-    n = 4000 if q else 200_000
-    for mode in (
-        ("on", "off") if 2 in want else ()
-    ):  # data.device_prepare: chunks densified and scaled on the device, or on the host
-        rate = end_to_end(n, 2000, b, device_prepare=mode)
-        print(
-            f"ag.tl.train, {n:,} cells x 2000 genes CSR, batch {b}, device_prepare={mode!r}: {rate:,.0f} cells/s; "
-            f"step alone {step_rate[b]:,.0f} cells/s -> {100 * rate / step_rate[b]:.0f}% of the step's rate "
-            "(target on a GPU: >= 60%)",
-            flush=True,
-        )
+        b = batches[-1] if q else 256
+        n = 4000 if q else 200_000
+        for mode in ("on", "off"):  # data.device_prepare: chunks densified and scaled on the device, or on the host
+            rate = end_to_end(n, 2000, b, device_prepare=mode)
+            print(
+                f"ag.tl.train, {n:,} cells x 2000 genes CSR, batch {b}, device_prepare={mode!r}: {rate:,.0f} "
+                f"cells/s; step alone {step_rate[b]:,.0f} cells/s -> {100 * rate / step_rate[b]:.0f}% of the "
+                "step's rate (target on a GPU: >= 60%)",
+                flush=True,
+            )
 
     if 3 in want:
         print("\n## 3. Mixed precision: bf16 vs float32 step (2000 genes, 3 blocks, batch 1024)")
-    for w in ((256,) if q else (1024, 2048)) if 3 in want else ():
-        f32 = ours_step(2000, w, 3, 256 if q else 1024)
-        b16 = ours_step(2000, w, 3, 256 if q else 1024, precision="bf16")
-        print(
-            f"width {w}: float32 {f32 * 1e3:.2f} ms, bf16 {b16 * 1e3:.2f} ms -> {f32 / b16:.2f}x (target on a GPU: >= 1.5x)"
-        )
+        for w in (256,) if q else (1024, 2048):
+            f32 = ours_step(2000, w, 3, 256 if q else 1024)
+            b16 = ours_step(2000, w, 3, 256 if q else 1024, precision="bf16")
+            print(
+                f"width {w}: float32 {f32 * 1e3:.2f} ms, bf16 {b16 * 1e3:.2f} ms -> {f32 / b16:.2f}x "
+                "(target on a GPU: >= 1.5x)"
+            )
 
     if 4 in want:
         print("\n## 4. ENAS on pbmc68k_reduced (shared-weight epochs, retraining excluded)")
-    for spec in (("cpu",) if q else ("cpu", "paper")) if 4 in want else ():
-        per, full = enas_epoch_seconds(spec, 3 if q else 10)
-        print(
-            f"{spec}-sized config: {per:.2f} s per epoch (compilation included); {full} epochs -> about {per * full:.0f} s"
-        )
+        for spec in ("cpu",) if q else ("cpu", "paper"):
+            per, full = enas_epoch_seconds(spec, 3 if q else 10)
+            print(
+                f"{spec}-sized config: {per:.2f} s per epoch (compilation included); {full} epochs -> "
+                f"about {per * full:.0f} s"
+            )
 
     if 5 in want:
         print("\n## 5. Expected gradients, 700 cells x 765 genes x 10 classes")

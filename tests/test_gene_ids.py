@@ -230,3 +230,5 @@ def test_the_command_line_matches_by_symbols_and_trains_on_a_panel(with_symbols,
     capsys.readouterr()
     assert main([*argv2, "--genes", str(tmp_path / "empty.txt"), "--out", out2]) != 0
     assert "empty.txt' names no genes." in capsys.readouterr().err
+    assert main([*argv2, "--genes", str(tmp_path / "missing.txt"), "--out", out2]) != 0
+    assert "missing.txt' is not a file" in capsys.readouterr().err
