@@ -36,6 +36,8 @@ Chosen = Literal["single", "ensemble"]
 FinalFit = Literal["bag", "refit"]
 #: The final model a search wrote: a ``FinalFit``, or (chosen on the validation split) a trial's own model.
 FinalModel = Literal[FinalFit, "trial"]
+#: A search's budget, model families and ensemble depth by one word (``ag.tl.search(preset=...)``).
+Preset = Literal["fast", "default", "best"]
 #: How the final model is chosen among re-scored configurations (``search.select_by``).
 SelectBy = Literal["accuracy_f1", "loss_or_accuracy", "loss", "within_noise"]
 

@@ -238,7 +238,10 @@ def peers():
 
 
 # ------------------------------------------------------------------------------------ run
-def run(name: str, folds_wanted: list[int], timeout: float, methods: set[str] | None, tmp: Path, config=None) -> dict:
+def run(
+    name: str, folds_wanted: list[int], timeout: float | None, methods: set[str] | None, tmp: Path, config=None,
+    preset: str | None = None,
+) -> dict:  # fmt: skip
     got = DATASETS[name]()
     if got is None:
         print(f"{name}: not found in {DEVDATA} (run ../shared/devdata/make_devdata.sh); skipped", flush=True)
@@ -286,7 +289,7 @@ def run(name: str, folds_wanted: list[int], timeout: float, methods: set[str] | 
         # a fresh process per search, as a new user runs it (no compiled step left over from another fold)
         ctx = multiprocessing.get_context("spawn")
         with ctx.Pool(1) as pool:
-            pred, wall, times, extra = pool.apply(_search_fold, (name, f, timeout, config, str(tmp)))
+            pred, wall, times, extra = pool.apply(_search_fold, (name, f, timeout, config, str(tmp), preset))
         record("ag.tl.search", pred, wall, extra)
         scores["ag.tl.search"][-1].update(times)
     return scores
@@ -308,7 +311,7 @@ def fold_split(name: str, f: int):
     return a, key, test
 
 
-def _search_fold(name: str, f: int, timeout: float, config, tmp: str):
+def _search_fold(name: str, f: int, timeout: float | None, config, tmp: str, preset: str | None = None):
     """One fold's ``ag.tl.search``, in the calling (fresh) process: test-fold predictions and timings."""
     ag.settings.verbosity = 0
     ag.settings.progress_bar = False
@@ -317,7 +320,7 @@ def _search_fold(name: str, f: int, timeout: float, config, tmp: str):
     t = time.perf_counter()
     ag.tl.search(
         a, key, timeout=timeout, split_key="fold", run_dir=Path(tmp) / "runs", study_name=f"{name}{f}", rng=0,
-        config=config,
+        config=config, preset=preset,
     )  # fmt: skip
     wall = time.perf_counter() - t
     sel = a.uns["ag"]["selection"]
@@ -483,7 +486,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--datasets", default=",".join(DATASETS))
     p.add_argument("--folds", default="1,2,3,4,5")
-    p.add_argument("--timeout", type=float, default=60.0)
+    p.add_argument("--timeout", type=float, default=None, help="seconds per search (default 60; with --preset, its own)")
+    p.add_argument("--preset", default=None, help="ag.tl.search's preset (fast, default, best)")
     p.add_argument("--methods", default=None, help="comma-separated subset (peer names or ag.tl.search)")
     p.add_argument("--out", default=None, help="write the scores as JSON here")
     p.add_argument(
@@ -507,7 +511,8 @@ def main() -> None:
         ag.settings.model_dir = Path(tmp) / "models"
         for name in args.datasets.split(","):
             config = json.loads(args.config) if args.config else None
-            all_scores[name] = run(name, folds, args.timeout, methods, Path(tmp), config)
+            timeout = args.timeout if args.timeout is not None or args.preset is not None else 60.0
+            all_scores[name] = run(name, folds, timeout, methods, Path(tmp), config, args.preset)
             if args.out:
                 Path(args.out).write_text(json.dumps(all_scores, indent=1))
     _print_tables(all_scores)

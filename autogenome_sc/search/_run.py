@@ -139,14 +139,21 @@ def open_study(
     batch_key: str | None = None,
     gene_symbols: str | None = None,
     genes: Any = None,
+    preset_modes: Sequence[str] | None = None,
 ) -> Opened:
-    """Prepare the data once, create or join the study, and return a ready :class:`Searcher`."""
+    """Prepare the data once, create or join the study, and return a ready :class:`Searcher`.
+
+    ``preset_modes``: a preset's model families (see :func:`autogenome_sc.config.with_preset`),
+    which narrow the default modes where neither ``modes`` nor ``search.modes`` names any.
+    """
     study_name = check_file_name(study_name, "study_name")
     rng = check_rng(rng)
     n_trials, timeout = check_count(n_trials, "n_trials"), check_timeout(timeout)
     check_storage(storage)  # before the data are prepared
     asked = modes is not None or cfg.search.modes is not None
     modes = resolve_modes(label_key, modes, cfg)
+    if not asked and preset_modes is not None and label_key is not None:
+        modes = [m for m in modes if m in preset_modes]
     data, kind, cfg = _prepare(
         adata, label_key, cfg, layer, use_raw, split_key, batch_key, rng, gene_symbols=gene_symbols, genes=genes
     )

@@ -50,6 +50,7 @@ def run_search(
     run_dir: str | Path | None = None,
     rng: int = 0,
     prepared: Callable[[TrainData, str], Any] | None = None,
+    preset_modes: Sequence[str] | None = None,
 ) -> SearchOutcome:
     """Search models for ``adata.obs[label_key]`` (``None``: the Res-VAE) and build the final model.
 
@@ -70,6 +71,8 @@ def run_search(
         Called with the prepared problem and its input kind before any trial runs (to log the
         input, to check what needs the prepared labels); what it returns is the outcome's
         ``prepared``.
+    preset_modes
+        A preset's model families: they narrow the default modes (see :func:`open_study`).
 
     Returns
     -------
@@ -81,7 +84,7 @@ def run_search(
     opened = open_study(
         adata, label_key, cfg=cfg, modes=modes, n_trials=n_trials, timeout=timeout, layer=layer, use_raw=use_raw,
         split_key=split_key, batch_key=batch_key, storage=storage, study_name=study_name, run_dir=run_dir, rng=rng,
-        keep=keep, gene_symbols=gene_symbols, genes=genes,
+        keep=keep, gene_symbols=gene_symbols, genes=genes, preset_modes=preset_modes,
     )  # fmt: skip
     before = prepared(opened.data, opened.kind) if prepared is not None else None
     s = opened.searcher

@@ -13,7 +13,9 @@ from .. import _logging as logg
 from .. import config as _config
 from .._checks import check_count, check_file_name, check_key_added, check_rng, check_timeout, writable
 from .._docs import BATCH_KEY, GENES, INPUT_SPLIT_KEY, SEARCH_BUDGET, SEARCH_STUDY, doc_params
+from .._names import Preset
 from ..config import Config
+from ..config._presets import preset_modes, with_preset
 from ..data import TrainData
 from ..data._hierarchy import Hierarchy, label_levels
 from ..search import check_storage, run_search
@@ -28,6 +30,7 @@ def search(
     label_key: str | Sequence[str] | None = None,
     *,
     modes: str | list[str] | tuple[str, ...] | None = None,
+    preset: Preset | None = None,
     n_trials: int | None = None,
     timeout: float | None = None,
     layer: str | None = None,
@@ -64,6 +67,12 @@ def search(
         Any of ``"linear"``, ``"logistic"``, ``"svm"`` (solved, classification), ``"mlp"``, ``"resnet"``, ``"densenet"``,
         ``"enas"`` or ``"resvae"`` (unsupervised); see docs/searching.md. Default: ``search.modes``, else the first six
         where they can learn the problem (``"logistic"``, ``"svm"``: a matrix of 256 MB at most), ``"enas"`` on a GPU.
+    preset
+        A budget, model families and ensemble depth by one word, filling in only what ``modes``,
+        ``n_trials``, ``timeout`` and ``config`` leave unset: ``"fast"`` (30 s; the linear
+        families and the MLP; two configurations cross-validated, ensembles of two at most),
+        ``"default"`` (as without a preset: 30 trials or 240 s) or ``"best"`` (15 minutes; five
+        configurations cross-validated, ensembles of up to five). See docs/searching.md.
     {budget}
     {input_split_key}
     {batch_key}
@@ -91,14 +100,16 @@ def search(
         adata, label_key, config, rng, eval_key, reconstruct, batch_key, gene_symbols, genes
     )
     n_trials, timeout, study_name = _budget_args(n_trials, timeout, study_name)  # before the first log line
+    cfg = with_preset(cfg, preset, budget_given=n_trials is not None or timeout is not None)
     check_storage(storage)
     key_added = check_key_added(key_added)
     adata = writable(adata, copy)
-    start = logg.info(f"searching models for {_subject(label_key)}")
+    start = logg.info(f"searching models for {_subject(label_key)}" + (f" (preset '{preset}')" if preset else ""))
     out = run_search(
         adata, label_key, cfg=cfg, modes=modes, n_trials=n_trials, timeout=timeout, layer=layer, use_raw=use_raw,
         split_key=split_key, batch_key=batch_key, storage=storage, study_name=study_name, run_dir=run_dir, rng=rng,
         gene_symbols=gene_symbols, genes=genes, prepared=None if label_key is None else partial(_prepared, adata, levels),
+        preset_modes=preset_modes(preset),
     )  # fmt: skip
     model = finish(
         adata, out.data, out.kind, out.arch, out.result, out.cfg, label_key=label_key, key_added=key_added, rng=rng,
