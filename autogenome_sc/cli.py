@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ._checks import check_key_added
 from ._names import SUPERVISED_MODES
+from .config._presets import PRESETS, preset_modes, with_preset
 
 _EXAMPLES_SEARCH = """\
 example:
@@ -53,6 +54,13 @@ def _add_study_args(p: argparse.ArgumentParser, *, need_study: bool) -> None:
     p.add_argument("--label-key", required=True, help="column of adata.obs to learn")
     p.add_argument(
         "--modes", nargs="+", default=None, help=f"any of {' '.join(SUPERVISED_MODES)} (default: the config's)"
+    )
+    p.add_argument(
+        "--preset",
+        choices=tuple(PRESETS),
+        default=None,
+        help="budget, model families and ensemble depth by one word (fast: 30 s; default: 30 trials or 240 s; "
+        "best: 15 min); --modes, --n-trials, --timeout and --config win over it",
     )
     p.add_argument("--n-trials", type=int, default=None, help="trials the study should have in total")
     p.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
@@ -185,6 +193,7 @@ def _search(args) -> None:
         adata,
         args.label_key,
         modes=args.modes,
+        preset=args.preset,
         n_trials=args.n_trials,
         timeout=args.timeout,
         layer=args.layer,
@@ -216,7 +225,8 @@ def _worker(args) -> None:
     genes = _panel_genes(args.genes, args.gene_symbols)
     adata = _read(args.data, args.backed)
     _check_label(adata, args.label_key, args.data)
-    cfg = ag.config.validate(args.config)
+    budget_given = args.n_trials is not None or args.timeout is not None
+    cfg = with_preset(ag.config.validate(args.config), args.preset, budget_given=budget_given)
     opened = open_study(
         adata,
         args.label_key,
@@ -235,6 +245,7 @@ def _worker(args) -> None:
         batch_key=args.batch_key,
         gene_symbols=args.gene_symbols,
         genes=genes,
+        preset_modes=preset_modes(args.preset),
     )
     s = opened.searcher
     s.run(opened.n_trials, Budget.of(opened.timeout, opened.cfg.search))

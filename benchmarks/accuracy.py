@@ -37,6 +37,9 @@ would run it; the test fold is passed as the ``test`` part
 of ``split_key`` (so the search never trains on it) and a stratified ninth of the training
 fold as ``val``. Its wall time is reported separately from the final model's fit.
 
+``--preset fast`` runs the search with that preset (and its budget, unless ``--timeout`` is
+given); ``--timeout 0``, with the search's default budget (30 trials or 240 s).
+
 Run: ``PYTHONPATH=. python benchmarks/accuracy.py [--datasets a,b] [--folds 1,2] [--timeout 60]``.
 Not run by CI. Prints one table per data set, then a summary (markdown) and a paired
 comparison of ``ag.tl.search`` with the best peer on the same test cells (exact McNemar test on
@@ -486,7 +489,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--datasets", default=",".join(DATASETS))
     p.add_argument("--folds", default="1,2,3,4,5")
-    p.add_argument("--timeout", type=float, default=None, help="seconds per search (default 60; with --preset, its own)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds per search (default 60; with --preset, its own; 0: the search's default budget)",
+    )
     p.add_argument("--preset", default=None, help="ag.tl.search's preset (fast, default, best)")
     p.add_argument("--methods", default=None, help="comma-separated subset (peer names or ag.tl.search)")
     p.add_argument("--out", default=None, help="write the scores as JSON here")
@@ -512,6 +520,7 @@ def main() -> None:
         for name in args.datasets.split(","):
             config = json.loads(args.config) if args.config else None
             timeout = args.timeout if args.timeout is not None or args.preset is not None else 60.0
+            timeout = None if timeout is not None and timeout <= 0 else timeout  # 0: the search's default budget
             all_scores[name] = run(name, folds, timeout, methods, Path(tmp), config, args.preset)
             if args.out:
                 Path(args.out).write_text(json.dumps(all_scores, indent=1))

@@ -26,6 +26,7 @@ class PresetSpec:
     config: dict[str, dict[str, Any]] = field(default_factory=dict)
     modes: tuple[str, ...] | None = None
 
+
 #: What each preset sets. ``"default"`` sets nothing: the search as it is without a preset (30 trials
 #: or 240 s). ``"fast"``: the solved linear families, the linear mode and the MLP for 30 s, two
 #: configurations cross-validated, ensembles of two at most (on pbmc68k_reduced and HSMM the first

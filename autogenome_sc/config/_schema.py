@@ -550,6 +550,21 @@ class SearchConfig(_Strict):
         gt=0,
         description="Seconds after which a run starts no new trial; with neither this nor n_trials: 30 trials or 240 s.",
     )
+    stagnation: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Stop starting trials once this many in a row, after the portfolio's, have not improved the best "
+            "validation value by more than search.stagnation_tol of it (pruned trials count as no progress); "
+            "n_trials and the timeout stay upper bounds. None: use the whole budget."
+        ),
+    )
+    stagnation_tol: float = Field(
+        0.01,
+        ge=0,
+        lt=1,
+        description="The relative gain of the best validation value that counts as progress for search.stagnation.",
+    )
     spaces: SearchSpaces = Field(default_factory=SearchSpaces)
     metric: Literal["val_loss", "val_accuracy"] = Field(
         "val_loss",

@@ -51,6 +51,33 @@ def direction(metric: str) -> Literal["minimize", "maximize"]:
     return "maximize" if metric == "val_accuracy" else "minimize"
 
 
+def stagnant(trials: list, metric: str, patience: int, tol: float) -> bool:
+    """Whether ``patience`` finished trials in a row, after the portfolio's, left the best value where it was.
+
+    A trial moves the best value when it beats it by more than ``tol`` of it (relative); a
+    smaller gain is taken as the best but counts as no progress (on a validation split of a few
+    dozen cells it is within noise). Pruned trials count as no progress. While the portfolio's
+    trials still wait, or before any trial completed, the search is never stagnant. Optuna's own
+    ``optuna.terminator`` is deprecated since Optuna 4.9 (to be removed in 6.0), so the rule is ours.
+    """
+    if any(t.state == TrialState.WAITING for t in trials):
+        return False
+    sign = 1.0 if direction(metric) == "minimize" else -1.0
+    best: float | None = None
+    since = 0
+    for t in sorted((t for t in trials if t.state in COUNTED), key=lambda t: t.number):
+        value = t.value if t.state == TrialState.COMPLETE else None
+        ok = value is not None and bool(np.isfinite(value))
+        if ok and (best is None or sign * (best - value) > tol * abs(best)):
+            best, since = float(value), 0
+            continue
+        if ok and best is not None and sign * (best - value) > 0:
+            best = float(value)
+        if not TrialRecord.from_trial(t).portfolio:
+            since += 1
+    return best is not None and since >= patience
+
+
 def trial_seed(rng: int) -> jax.Array:
     """Every trial starts from the same key (common random numbers), so a trial can be retrained."""
     return jax.random.key(rng)
@@ -85,6 +112,7 @@ class Searcher:
     _failed_in_row: list[str] = field(default_factory=list)  # this run's latest failures in a row, as sentences
     #: Why :meth:`run` stopped early: ``MAX_FAILED_IN_ROW`` trials in a row failed (the first one's reason).
     stopped_by_failures: str | None = None
+    stopped_stagnant: str | None = None  # why the last run stopped before its budget (search.stagnation)
 
     @property
     def metric(self) -> str:
@@ -208,6 +236,7 @@ class Searcher:
         self.budget = Budget(None) if budget is None else budget
         self._failed_in_row.clear()
         self.stopped_by_failures = None
+        self.stopped_stagnant = None
         self.budget.start_trials()
         recover_stale_trials(self.study, self.cfg.search)
         done = self._n_counted()
@@ -233,6 +262,13 @@ class Searcher:
             if n_trials is not None and self._n_counted((*COUNTED, TrialState.RUNNING)) >= n_trials:
                 study.stop()
             if self.budget.trials_over(starting=True):
+                study.stop()
+            patience = self.cfg.search.stagnation
+            if patience is not None and stagnant(study.get_trials(deepcopy=False), self.metric, patience, self.cfg.search.stagnation_tol):
+                self.stopped_stagnant = (
+                    f"{patience} trials in a row did not improve the best {self.metric} by more than "
+                    f"{self.cfg.search.stagnation_tol:.0%} (search.stagnation)"
+                )
                 study.stop()
 
         old = optuna.logging.get_verbosity()

@@ -106,6 +106,8 @@ def run_trials(searcher: Searcher, n_trials: int | None, budget: Budget) -> None
     for _ in range(3):  # a worker that died after we stopped leaves a retry waiting: run it here
         if budget.timed or n_trials is None or searcher.n_counted() >= n_trials or searcher.stopped_by_failures:
             break
+        if searcher.stopped_stagnant is not None:
+            break
         searcher.run(n_trials, budget)
         searcher.wait_for_others()
     name = searcher.study.study_name
@@ -131,6 +133,8 @@ def _chosen(opened: Opened, board, budget: Budget, seed: int, before: Any) -> Se
     """A supervised search's outcome: chosen on held-out predictions, then the final model trained."""
     s = opened.searcher
     sel = select(s, seed=seed, budget=budget)
+    if s.stopped_stagnant is not None:
+        sel.notes.insert(0, f"trials stopped after {s.n_counted()}: {s.stopped_stagnant}")
     assert budget.start is not None  # set when the budget was made
     search_seconds = time.perf_counter() - budget.start
     t_final = time.perf_counter()
