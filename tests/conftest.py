@@ -58,6 +58,8 @@ SLOW = {
     "test_fuzz.py::test_random_small_anndata_trains_or_is_refused_before_any_work",
     "test_fuzz.py::test_the_unedited_copy_predicts_what_the_model_did",
     "test_gene_ids.py::test_gene_symbols_are_recorded_and_a_query_is_matched_by_them",
+    "test_presets.py::test_a_stagnant_search_stops_early_and_says_why",
+    "test_presets.py::test_search_with_a_preset_runs_and_records_it",
     "test_gene_ids.py::test_predict_reads_the_matrix_the_model_was_trained_on",
     "test_hierarchy.py::test_search_takes_levels_too",
     "test_parallel.py::test_two_devices_match_one_device",

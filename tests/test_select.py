@@ -303,6 +303,42 @@ def test_the_solved_families_are_floors_and_cross_validated_cheapest_first(tmp_p
     assert [t for t in cheap_first(chosen) if t.params["mode"] == "linear"] == linear  # each group keeps its ranks
 
 
+def test_a_fold_that_runs_longer_than_its_trial_is_cut_to_the_trials_epochs(tmp_path, monkeypatch):
+    """A mode with its own loop (the trees) can boost more stages in a fold than its trial did.
+
+    A search stopped early by search.stagnation left time to cross-validate a trees trial of 50
+    stages whose fold ran 60, and the out-of-fold curves could not take them (a crash, found by
+    benchmarks/accuracy.py). The trial's stages bound the choice, as ``stop_after`` bounds a network's.
+    """
+    from autogenome_sc.search._budget import Budget
+    from autogenome_sc.search._cv import cross_validate
+    from autogenome_sc.search._driver import Searcher
+    from autogenome_sc.search._record import TrialRecord
+
+    adata = ag.datasets.synthetic(160, 300, n_types=3, rng=0)
+    cfg = config.validate({"search": {"modes": ["trees"], "spaces": {"trees_stages": 6}}})
+    opened = open_study(
+        adata, "cell_type", cfg=cfg, modes=None, n_trials=1, timeout=None, layer=None, use_raw=False,
+        split_key=None, storage=None, study_name="longer", run_dir=tmp_path, rng=0, keep=1,
+    )  # fmt: skip
+    opened.searcher.run(1, None)
+    (trial,) = opened.searcher.top_trials(1)
+    n_epochs = int(TrialRecord.from_trial(trial).epochs)
+    train = Searcher.train
+
+    def boosts_longer(self, *args, **kw):
+        fitted = train(self, *args, **kw)
+        out = fitted.result.val_outputs
+        fitted.result.val_outputs = np.concatenate([out, np.repeat(out[-1:], 10, axis=0)])  # 10 stages more
+        return fitted
+
+    monkeypatch.setattr(Searcher, "train", boosts_longer)
+    notes: list[str] = []
+    scored, rows = cross_validate(opened.searcher, [trial], 2, 0, Budget(None), notes)
+    assert len(scored) == 1 and not notes
+    assert scored[0].held_out.shape == (len(rows), 3) and scored[0].epochs[0] < n_epochs
+
+
 def test_greedy_weights_keep_only_members_that_help():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 300)

@@ -209,8 +209,10 @@ def cross_validate(
                     tc, stop_at_deadline, f"cv trial {t.number} fold {f + 1}/{k}", data=fold, seed_offset=f + 1,
                     stop_after=n_epochs, keep_last=True,
                 )  # fmt: skip
-                # fit(keep_last=True) on a fold with held-out rows records every epoch's outputs
-                outs = cast(np.ndarray, fitted.result.val_outputs)
+                # fit(keep_last=True) on a fold with held-out rows records every epoch's outputs; a mode with its
+                # own loop may run longer than the trial did (the trees boost until their fold's loss stalls):
+                # the trial's epochs bound the choice, as stop_after bounds a network's
+                outs = cast(np.ndarray, fitted.result.val_outputs)[:n_epochs]
                 at = pos[fold.idx["val"]]
                 curves[: len(outs), at] = outs
                 curves[len(outs) :, at] = outs[-1]
