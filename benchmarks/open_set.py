@@ -12,7 +12,7 @@ several seeds (each seed: another split and initialisation). For each left-out t
   cells of the left-out type (unseen). AUROC of the uncertainty (ours: ``ag_uncertainty``;
   ablations: ``1 - ag_confidence`` and the embedding distance alone; peer: ``1 - p_max``),
   and the rejection at a threshold: the fraction of unseen cells rejected and of seen
-  cells kept (ours: ``reject`` 0.5 and 0.9, with and without the novelty rule
+  cells kept (ours: ``reject="auto"``, and ``reject`` 0.5 and 0.9 with and without the novelty rule
   ``reject_uncertainty=0.95``; peer: p_max < 0.5, CellTypist's default, and < 0.9), and
   the fraction of unseen cells rejected at the thresholds that keep 90% or 80% of seen cells.
 * calibration on the same held-out seen cells: ECE (15 bins) before and after
@@ -39,7 +39,7 @@ import autogenome_sc as ag
 from autogenome_sc.train import expected_calibration_error
 from autogenome_sc.train._confidence import _sq_distances, confidence_bins, ece_from_bins
 
-RULES = [(0.5, 0.95), (0.5, None), (0.9, 0.95), (0.9, None)]  # (reject, reject_uncertainty)
+RULES = [("auto", 0.95), (0.5, 0.95), (0.5, None), (0.9, 0.95), (0.9, None)]  # (reject, reject_uncertainty)
 
 
 def celltypist_lr(x_train, y_train, x_all, rng):
@@ -78,7 +78,9 @@ def one_fold(full, x, labels, unseen_type, seed, model_dir):
     y = unseen[held_out]
     rules = {}
     for r, level in RULES:  # the rule of ag.tl.predict(reject=r, reject_uncertainty=level)
-        rej = (conf < r) | (u > (1.0 if level is None else level))
+        rej = (conf < (0.0 if r == "auto" else r)) | (
+            u > (1.0 if level is None else level)
+        )  # "auto": no confidence rule
         rules[f"rule_{r}_{level}_unseen"] = rej[unseen].mean()
         rules[f"rule_{r}_{level}_seen"] = 1 - rej[split == "test"].mean()
     at_kept = {}
@@ -179,7 +181,7 @@ def main():
     print("| rule | unseen cells rejected | seen cells kept |")
     print("| --- | ---: | ---: |")
     for r, level in RULES:
-        what = f"`reject={r}`" + (", `reject_uncertainty=None`" if level is None else "")
+        what = f"`reject={r!r}`" + (", `reject_uncertainty=None`" if level is None else "")
         print(f"| ours, {what} | {m[f'rule_{r}_{level}_unseen']:.3f} | {m[f'rule_{r}_{level}_seen']:.3f} |")
     print(f"| LR, p_max < 0.5 (CellTypist default) | {m['unseen_rejected_lr_0.5']:.3f} | {m['seen_kept_lr_0.5']:.3f} |")
     print(f"| LR, p_max < 0.9 | {m['unseen_rejected_lr_0.9']:.3f} | {m['seen_kept_lr_0.9']:.3f} |")

@@ -136,6 +136,26 @@ def test_reject_uncertainty_none_leaves_only_the_probability_rule(open_set):
     assert "Unassigned" not in plain.obs["ag_prediction"].cat.categories
 
 
+def test_reject_auto_rejects_by_uncertainty_alone(open_set, tmp_path):
+    ref, model, query = open_set
+    q = ag.tl.predict(query, model, use_raw=True, reject="auto", copy=True)
+    rejected = (q.obs["ag_prediction"] == "Unassigned").to_numpy()
+    u = q.obs["ag_uncertainty"].to_numpy()
+    np.testing.assert_array_equal(rejected, u > 0.95)  # no confidence threshold: the uncertainty's alone
+    info = q.uns["ag"]["prediction"]
+    assert info["reject"] == "auto" and info["reject_uncertainty"] == 0.95 and info["n_unassigned"] == rejected.sum()
+    # about 5% of cells like the reference's held-out ones; many more of the type it never saw
+    unseen = (q.obs["bulk_labels"] == UNSEEN).to_numpy()
+    test = q.obs_names.isin(ref.obs_names[ref.obs["ag_split"] == "test"])
+    assert rejected[test].mean() < 0.15 and rejected[unseen].mean() > 3 * max(rejected[test].mean(), 0.05)
+    looser = ag.tl.predict(query, model, use_raw=True, reject="auto", reject_uncertainty=0.8, copy=True)
+    assert (looser.obs["ag_prediction"] == "Unassigned").sum() > rejected.sum()
+    q.write_h5ad(tmp_path / "q.h5ad")  # the rule's name is h5ad-safe
+    assert anndata.read_h5ad(tmp_path / "q.h5ad").uns["ag"]["prediction"]["reject"] == "auto"
+    with pytest.raises(ValueError, match="reject='auto' rejects by ag_uncertainty alone"):
+        ag.tl.predict(query, model, use_raw=True, reject="auto", reject_uncertainty=None, copy=True)
+
+
 def test_uncertainty_is_the_rank_among_validation_cells():
     rng = np.random.default_rng(1)
     state = ag.train.fit_novelty(

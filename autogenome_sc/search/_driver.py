@@ -264,7 +264,9 @@ class Searcher:
             if self.budget.trials_over(starting=True):
                 study.stop()
             patience = self.cfg.search.stagnation
-            if patience is not None and stagnant(study.get_trials(deepcopy=False), self.metric, patience, self.cfg.search.stagnation_tol):
+            if patience is not None and stagnant(
+                study.get_trials(deepcopy=False), self.metric, patience, self.cfg.search.stagnation_tol
+            ):
                 self.stopped_stagnant = (
                     f"{patience} trials in a row did not improve the best {self.metric} by more than "
                     f"{self.cfg.search.stagnation_tol:.0%} (search.stagnation)"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from numbers import Real
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from anndata import AnnData
@@ -16,6 +16,8 @@ from ..model import Model, read_model
 from ._results import probability_classes, write_predictions
 
 REJECT_UNCERTAINTY = 0.95
+#: ``reject="auto"``: reject by ``ag_uncertainty`` alone, at ``reject_uncertainty``.
+AUTO = "auto"
 
 
 def predict(
@@ -26,7 +28,7 @@ def predict(
     use_raw: bool | None = None,
     gene_symbols: str | None = None,
     batch_key: str | None = None,
-    reject: float | None = None,
+    reject: float | Literal["auto"] | None = None,
     reject_uncertainty: float | None = REJECT_UNCERTAINTY,
     key_added: str = "ag",
     copy: bool = False,
@@ -72,15 +74,18 @@ def predict(
         scaling. Default: the column the model was trained with; a query without it is one
         batch (with a warning). A model trained without one refuses it.
     reject
-        A probability in (0, 1), or ``None`` (default) to label every cell. Cells with
-        ``ag_confidence`` below it, or with ``ag_uncertainty`` above ``reject_uncertainty``,
-        are labelled ``"Unassigned"``.
+        A probability in (0, 1), ``"auto"``, or ``None`` (default) to label every cell. Cells
+        with ``ag_confidence`` below the probability, or with ``ag_uncertainty`` above
+        ``reject_uncertainty``, are labelled ``"Unassigned"``. ``"auto"``: by
+        ``ag_uncertainty`` alone, at ``reject_uncertainty``, so that about ``1 -
+        reject_uncertainty`` of cells like the reference's held-out cells (5% by default) are
+        rejected, and no confidence threshold is needed (see docs/confidence.md).
     reject_uncertainty
         Used with ``reject``: cells with ``ag_uncertainty`` above it are ``"Unassigned"``
         too, in (0, 1]. The default 0.95 rejects cells more unusual than 95% of held-out
         reference cells: about 5% of cells like the reference, and many cells of types the
         reference lacks, even when the network is confidently wrong about them. ``None``
-        turns this part off.
+        turns this part off (not with ``reject="auto"``).
     key_added
         Prefix of the keys written.
     copy
@@ -133,7 +138,8 @@ def predict(
         added = [f"'{keys.obsm}' (adata.obsm)"]
     else:
         out, emb = model.outputs_of(pipe, query.n_obs)
-        added = write_predictions(query, model, out, emb, keys, reject=reject, reject_uncertainty=reject_uncertainty)
+        below = 0.0 if reject == AUTO else reject  # "auto": no confidence threshold, the uncertainty's alone
+        added = write_predictions(query, model, out, emb, keys, reject=below, reject_uncertainty=reject_uncertainty)
     added += _record(
         query, model, keys, info, batch_key=batch_key, reject=reject, reject_uncertainty=reject_uncertainty
     )
@@ -148,7 +154,7 @@ def _record(
     info: dict[str, Any],
     *,
     batch_key: str | None,
-    reject: float | None,
+    reject: float | str | None,
     reject_uncertainty: float | None,
 ) -> list[str]:
     """``uns[key]["prediction"]``: the model, the input, the batches and the rejection; the count of rejected cells."""
@@ -163,7 +169,8 @@ def _record(
     if reject is not None:
         n_unassigned = int((query.obs[keys.prediction] == UNASSIGNED).sum())
         level = 1.0 if reject_uncertainty is None else float(reject_uncertainty)
-        uns["prediction"].update(reject=float(reject), reject_uncertainty=level, n_unassigned=n_unassigned)
+        rule = reject if isinstance(reject, str) else float(reject)
+        uns["prediction"].update(reject=rule, reject_uncertainty=level, n_unassigned=n_unassigned)
         added.append(f"{n_unassigned} of {query.n_obs} cells '{UNASSIGNED}'")
     query.uns[keys.uns] = uns
     return added
@@ -176,9 +183,15 @@ def _check_reject(model: Model, reject, reject_uncertainty) -> None:
         return
     if model.task != "classification":
         raise ValueError(f"reject applies to classification models; this model does {model.task}.")
+    if isinstance(reject, str) and reject == AUTO:
+        if reject_uncertainty is None:
+            raise ValueError(
+                "reject='auto' rejects by ag_uncertainty alone; give reject_uncertainty in (0, 1] "
+                "(default 0.95), or reject=<probability>."
+            )
     # typeshed's numbers.Real has no __gt__, so mypy rejects ``0 < real`` (int.__lt__ takes ints only)
-    if isinstance(reject, bool) or not isinstance(reject, Real) or not 0 < reject < 1:  # type: ignore[operator]
-        raise ValueError(f"reject must be a probability strictly between 0 and 1 (or None), got {reject!r}.")
+    elif isinstance(reject, bool) or not isinstance(reject, Real) or not 0 < reject < 1:  # type: ignore[operator]
+        raise ValueError(f"reject must be a probability strictly between 0 and 1, 'auto' or None, got {reject!r}.")
     if reject_uncertainty is not None and (
         isinstance(reject_uncertainty, bool)
         or not isinstance(reject_uncertainty, Real)
