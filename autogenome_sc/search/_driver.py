@@ -66,13 +66,12 @@ def stagnant(trials: list, metric: str, patience: int, tol: float) -> bool:
     best: float | None = None
     since = 0
     for t in sorted((t for t in trials if t.state in COUNTED), key=lambda t: t.number):
-        value = t.value if t.state == TrialState.COMPLETE else None
-        ok = value is not None and bool(np.isfinite(value))
-        if ok and (best is None or sign * (best - value) > tol * abs(best)):
-            best, since = float(value), 0
+        value = float(t.value) if t.state == TrialState.COMPLETE and t.value is not None else np.nan
+        if np.isfinite(value) and (best is None or sign * (best - value) > tol * abs(best)):
+            best, since = value, 0
             continue
-        if ok and best is not None and sign * (best - value) > 0:
-            best = float(value)
+        if np.isfinite(value) and best is not None and sign * (best - value) > 0:
+            best = value
         if not TrialRecord.from_trial(t).portfolio:
             since += 1
     return best is not None and since >= patience

@@ -138,7 +138,7 @@ def predict(
         added = [f"'{keys.obsm}' (adata.obsm)"]
     else:
         out, emb = model.outputs_of(pipe, query.n_obs)
-        below = 0.0 if reject == AUTO else reject  # "auto": no confidence threshold, the uncertainty's alone
+        below = 0.0 if isinstance(reject, str) else reject  # "auto": no confidence threshold, the uncertainty's alone
         added = write_predictions(query, model, out, emb, keys, reject=below, reject_uncertainty=reject_uncertainty)
     added += _record(
         query, model, keys, info, batch_key=batch_key, reject=reject, reject_uncertainty=reject_uncertainty
