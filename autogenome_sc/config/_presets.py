@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from .._names import Preset
 from ._schema import Config
 
 
@@ -91,4 +90,4 @@ def preset_modes(preset: str | None) -> tuple[str, ...] | None:
     return None if preset is None else check_preset(preset).modes
 
 
-__all__ = ["PRESETS", "Preset", "PresetSpec", "check_preset", "preset_modes", "with_preset"]
+__all__ = ["PRESETS", "PresetSpec", "check_preset", "preset_modes", "with_preset"]

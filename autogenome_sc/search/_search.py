@@ -104,9 +104,8 @@ def run_trials(searcher: Searcher, n_trials: int | None, budget: Budget) -> None
     searcher.run(n_trials, budget)
     searcher.wait_for_others()
     for _ in range(3):  # a worker that died after we stopped leaves a retry waiting: run it here
-        if budget.timed or n_trials is None or searcher.n_counted() >= n_trials or searcher.stopped_by_failures:
-            break
-        if searcher.stopped_stagnant is not None:
+        done = n_trials is None or searcher.n_counted() >= n_trials
+        if budget.timed or done or searcher.stopped_by_failures or searcher.stopped_stagnant is not None:
             break
         searcher.run(n_trials, budget)
         searcher.wait_for_others()
