@@ -45,6 +45,10 @@ class Keys:
         """The confidence of one level's label: the summed probability of its fine classes."""
         return f"{self.key}_confidence_{level}"
 
+    def level_uncertainty(self, level: str) -> str:
+        """The novelty of a cell at one coarser level of a hierarchy, against that level's classes (as ``uncertainty``)."""
+        return f"{self.key}_uncertainty_{level}"
+
     @property
     def probabilities(self) -> str:
         """``.obsm``: cells x classes, the calibrated class probabilities; class names in ``uns[key]["probabilities"]``."""

@@ -10,7 +10,7 @@ several seeds (each seed: another split and initialisation). For each left-out t
   logistic regression; its score is the max class probability.
 * evaluation on held-out cells only: the reference's test split (seen types) against all
   cells of the left-out type (unseen). AUROC of the uncertainty (ours: ``ag_uncertainty``;
-  ablations: ``1 - ag_confidence`` and the embedding distance alone; peer: ``1 - p_max``),
+  ablations: ``1 - ag_confidence`` and the input-space distance alone; peer: ``1 - p_max``),
   and the rejection at a threshold: the fraction of unseen cells rejected and of seen
   cells kept (ours: ``reject="auto"``, and ``reject`` 0.5 and 0.9 with and without the novelty rule
   ``reject_uncertainty=0.95``; peer: p_max < 0.5, CellTypist's default, and < 0.9), and
@@ -18,15 +18,31 @@ several seeds (each seed: another split and initialisation). For each left-out t
 * calibration on the same held-out seen cells: ECE (15 bins) before and after
   temperature scaling, and the peer's.
 
-Run: ``PYTHONPATH=. python benchmarks/open_set.py [--seeds 0 1 2]`` (about 6 minutes on 2 cores).
+``--hierarchy``: the same leave-one-type-out, trained on ``label_key=["lineage", "bulk_labels"]``
+(the lineages of ``benchmarks/hierarchy.py``) and predicted with ``reject="auto"``. Where each
+held-out cell's label lands: its fine type, its lineage only, another lineage, or
+``"Unassigned"``; for the unseen cells, under the rule of ``ag.tl.predict`` (each coarser level
+judges novelty against its own classes) and under the rule before it (a cell unlike the reference's
+fine types is unassigned at every level). A left-out type whose lineage the reference still has
+(monocytes, dendritic cells, T cell types) should fall back to that lineage; one whose lineage is
+gone with it (B, NK) should stay unassigned.
+
+``--dataset``: another labelled set of ``benchmarks/accuracy.py`` (``guo``: qPCR stages; ``hsmm``:
+hours of differentiation; ``all``: leukemia subtypes), each class of at least 5 cells left out in
+turn, on ``.X`` as the suite reads it; the peer on the suite's peer input.
+
+Run: ``PYTHONPATH=. python benchmarks/open_set.py [--seeds 0 1 2] [--hierarchy] [--dataset guo]`` (about 6
+minutes on 2 cores for pbmc68k_reduced).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -37,7 +53,9 @@ from sklearn.preprocessing import StandardScaler
 
 import autogenome_sc as ag
 from autogenome_sc.train import expected_calibration_error
-from autogenome_sc.train._confidence import _sq_distances, confidence_bins, ece_from_bins
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # hierarchy.py: the lineages
+from autogenome_sc.train._confidence import confidence_bins, ece_from_bins
 
 RULES = [("auto", 0.95), (0.5, 0.95), (0.5, None), (0.9, 0.95), (0.9, None)]  # (reject, reject_uncertainty)
 
@@ -53,14 +71,14 @@ def celltypist_lr(x_train, y_train, x_all, rng):
     return lr.classes_, lr.predict_proba(z(x_all))
 
 
-def one_fold(full, x, labels, unseen_type, seed, model_dir):
+def one_fold(full, x, labels, unseen_type, seed, model_dir, key="bulk_labels", use_raw=True):
     ref = full[labels != unseen_type].copy()
-    ag.tl.train(
-        ref, "bulk_labels", use_raw=True, rng=seed, config={"save": {"path": f"{model_dir}/{seed}_{hash(unseen_type)}"}}
-    )
+    ref.obs[key] = ref.obs[key].astype(str).astype("category")
+    path = f"{model_dir}/{seed}_{hash(unseen_type)}"
+    ag.tl.train(ref, key, use_raw=use_raw, rng=seed, config={"save": {"path": path}})
     model = ag.read_model(ref.uns["ag"]["model_path"])
     query = full.copy()
-    ag.tl.predict(query, model, use_raw=True, reject=0.9)
+    ag.tl.predict(query, model, use_raw=use_raw, reject=0.9)
 
     split = pd.Series("unseen", index=full.obs_names)
     split[ref.obs_names] = ref.obs["ag_split"].astype(str)
@@ -73,8 +91,9 @@ def one_fold(full, x, labels, unseen_type, seed, model_dir):
 
     u = query.obs["ag_uncertainty"].to_numpy()
     conf = query.obs["ag_confidence"].to_numpy()
-    out, emb, _ = model.outputs(full, use_raw=True)
-    dist = _sq_distances(emb, model.novelty_).min(axis=1)
+    pipe = model.pipeline(full, use_raw=use_raw)[0]
+    out, _ = model.outputs_of(pipe, full.n_obs)
+    dist = model.input_distance(pipe, full.n_obs)  # the distance to the reference in input space
     y = unseen[held_out]
     rules = {}
     for r, level in RULES:  # the rule of ag.tl.predict(reject=r, reject_uncertainty=level)
@@ -116,6 +135,71 @@ def one_fold(full, x, labels, unseen_type, seed, model_dir):
     }
 
 
+def one_fold_hierarchy(full, labels, unseen_type, seed, model_dir):
+    """Where the held-out cells' labels land with a lineage level, now and under the rule before per-level novelty."""
+    from hierarchy import LINEAGE
+
+    full = full.copy()
+    full.obs["lineage"] = full.obs["bulk_labels"].map(LINEAGE).astype("category")
+    ref = full[labels != unseen_type].copy()
+    for key in ("bulk_labels", "lineage"):
+        ref.obs[key] = ref.obs[key].cat.remove_unused_categories()
+    path = f"{model_dir}/h{seed}_{hash(unseen_type)}"
+    ag.tl.train(ref, ["lineage", "bulk_labels"], use_raw=True, rng=seed, config={"save": {"path": path}})
+    model = ag.read_model(ref.uns["ag"]["model_path"])
+    query = full.copy()
+    ag.tl.predict(query, model, use_raw=True, reject="auto")
+    split = pd.Series("unseen", index=full.obs_names)
+    split[ref.obs_names] = ref.obs["ag_split"].astype(str)
+    split = split.to_numpy()
+    main = query.obs["ag_prediction"].astype(str).to_numpy()
+    novel = query.obs["ag_uncertainty"].to_numpy() > 0.95
+    fine_pred = np.asarray(model.classes_)[model.predict_proba(full, use_raw=True).to_numpy().argmax(axis=1)]
+    before = np.where(novel, "Unassigned", fine_pred)  # the rule before: novel among fine types, nothing at all
+    lineage = full.obs["lineage"].astype(str).to_numpy()
+    lineages = set(LINEAGE.values())
+
+    def where(lab, cells):
+        lab, own = lab[cells], lineage[cells]
+        return {
+            "fine_right": float((lab == labels[cells]).mean()),
+            "fine_wrong": float((np.isin(lab, list(LINEAGE)) & (lab != labels[cells])).mean()),
+            "lineage_right": float((lab == own).mean()),
+            "lineage_wrong": float((np.isin(lab, list(lineages)) & (lab != own)).mean()),
+            "unassigned": float((lab == "Unassigned").mean()),
+        }
+
+    unseen, test = split == "unseen", split == "test"
+    return {
+        "type": unseen_type,
+        "seed": seed,
+        "lineage_known": LINEAGE[unseen_type] in set(ref.obs["lineage"].astype(str)),
+        **{f"unseen_now_{k}": v for k, v in where(main, unseen).items()},
+        **{f"unseen_before_{k}": v for k, v in where(before, unseen).items()},
+        **{f"seen_now_{k}": v for k, v in where(main, test).items()},
+        **{f"seen_before_{k}": v for k, v in where(before, test).items()},
+    }
+
+
+def report_hierarchy(rows):
+    df = pd.DataFrame(rows)
+    per_type = df.drop(columns="seed").groupby("type", sort=False).mean()
+    cols = ("fine_right", "fine_wrong", "lineage_right", "lineage_wrong", "unassigned")
+    print("\nUnseen cells, where their label lands (mean over seeds; now / before per-level novelty):\n")
+    print(
+        "| left-out type | its lineage in the reference | " + " | ".join(c.replace("_", " ") for c in cols[1:]) + " |"
+    )
+    print("| --- | --- |" + " ---: |" * (len(cols) - 1))
+    for t, r in per_type.iterrows():
+        cells = [f"{r[f'unseen_now_{c}']:.3f} / {r[f'unseen_before_{c}']:.3f}" for c in cols[1:]]
+        print(f"| {t} | {'yes' if r.lineage_known else 'no'} | " + " | ".join(cells) + " |")
+    print("\nSeen held-out cells (test split), mean over types and seeds (now / before):\n")
+    print("| " + " | ".join(c.replace("_", " ") for c in cols) + " |")
+    print("|" + " ---: |" * len(cols))
+    m = per_type.mean(numeric_only=True)
+    print("| " + " | ".join(f"{m[f'seen_now_{c}']:.3f} / {m[f'seen_before_{c}']:.3f}" for c in cols) + " |")
+
+
 def _ece_test(model, out, cells, truth, temperature):
     from scipy.special import softmax
 
@@ -127,25 +211,52 @@ def _ece_test(model, out, cells, truth, temperature):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--min-cells", type=int, default=30)
+    parser.add_argument(
+        "--min-cells", type=int, default=None, help="types left out: those with at least this many cells"
+    )
+    parser.add_argument(
+        "--dataset", default="pbmc68k", help="a labelled set of benchmarks/accuracy.py (guo, hsmm, all, ...)"
+    )
+    parser.add_argument("--hierarchy", action="store_true", help="with a lineage level: where unseen cells land")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     ag.settings.verbosity = 0
 
-    full = sc.datasets.pbmc68k_reduced()
-    labels = full.obs["bulk_labels"].astype(str).to_numpy()
-    x = full.raw.X.toarray() if hasattr(full.raw.X, "toarray") else np.asarray(full.raw.X)
-    counts = full.obs["bulk_labels"].value_counts()
-    types = [t for t, n in counts.items() if n >= args.min_cells]
-    print(f"pbmc68k_reduced: {full.n_obs} cells; leaving out each of {len(types)} types; seeds {args.seeds}")
+    if args.dataset == "pbmc68k":
+        full, key, use_raw = sc.datasets.pbmc68k_reduced(), "bulk_labels", True
+        x = full.raw.X.toarray() if hasattr(full.raw.X, "toarray") else np.asarray(full.raw.X)
+    else:
+        if args.hierarchy:
+            parser.error("--hierarchy is for pbmc68k (its lineages)")
+        import accuracy
+
+        got = accuracy.DATASETS[args.dataset]()
+        if got is None:
+            parser.error(f"{args.dataset} is not in {accuracy.DEVDATA}: run ../shared/devdata/make_devdata.sh")
+        full, key, kind = got
+        use_raw, x = False, accuracy.peer_input(full.X, kind)
+    labels = full.obs[key].astype(str).to_numpy()
+    counts = full.obs[key].value_counts()
+    min_cells = args.min_cells if args.min_cells is not None else (30 if args.dataset == "pbmc68k" else 5)
+    types = [t for t, n in counts.items() if n >= min_cells]
+    print(f"{args.dataset}: {full.n_obs} cells; leaving out each of {len(types)} types; seeds {args.seeds}")
 
     rows = []
     start = time.perf_counter()
+    if args.hierarchy:
+        with tempfile.TemporaryDirectory() as model_dir:
+            for seed in args.seeds:
+                for t in types:
+                    rows.append(one_fold_hierarchy(full, labels, t, seed, model_dir))
+                    print(f"  seed {seed} {t}", flush=True)
+        print(f"\nTotal {time.perf_counter() - start:.0f}s.")
+        report_hierarchy(rows)
+        return
     with tempfile.TemporaryDirectory() as model_dir:
         for seed in args.seeds:
             for t in types:
                 t0 = time.perf_counter()
-                rows.append(one_fold(full, x, labels, t, seed, model_dir))
+                rows.append(one_fold(full, x, labels, t, seed, model_dir, key, use_raw))
                 r = rows[-1]
                 print(
                     f"  seed {seed} {t:30s} AUROC ours {r['auroc_ours']:.3f} LR {r['auroc_lr']:.3f} "

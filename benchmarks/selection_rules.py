@@ -49,7 +49,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # accuracy.py: the dat
 import accuracy  # noqa: E402
 
 import autogenome_sc as ag  # noqa: E402
-from autogenome_sc.search._choose import Scored, choose  # noqa: E402
+from autogenome_sc.search._choose import (  # noqa: E402
+    ALONE,
+    Scored,
+    best_single,
+    choose,
+    greedy_weights,
+    probs_loss,
+    scores,
+)
 
 #: name -> (search.select_by, members tempered, standard errors of "within_noise", most members of an ensemble).
 RULES: dict[str, tuple[str, bool, float, int]] = {
@@ -57,17 +65,26 @@ RULES: dict[str, tuple[str, bool, float, int]] = {
     "accuracy_f1, untempered": ("accuracy_f1", False, 1.0, 3),
     "accuracy_f1, single only": ("accuracy_f1", True, 1.0, 1),
     "loss": ("loss", True, 1.0, 3),
-    "loss, untempered": ("loss", False, 1.0, 3),
     "loss_or_accuracy": ("loss_or_accuracy", True, 1.0, 3),
     "within_noise (1 SE)": ("within_noise", True, 1.0, 3),
-    "within_noise (2 SE)": ("within_noise", True, 2.0, 3),
-    "within_noise (1 SE), untempered": ("within_noise", False, 1.0, 3),
+}
+#: Ensembles built otherwise than the package's greedy selection on the loss, each kept (as the package keeps its
+#: own) only where ``accuracy_f1`` prefers it to the best single configuration: name -> (how, most members).
+#: ``score``: greedy selection on the mean of accuracy and macro-F1 (ties by the loss); ``families``: the plain
+#: average of the best configuration of each of the 2..m best families, the best of those by the score;
+#: ``families, always``: the plain average of the best of the two best families, kept whatever it scores.
+BUILT: dict[str, tuple[str, int]] = {
+    "ensemble by score": ("score", 3),
+    "families": ("families", 3),
+    "families, always": ("families_always", 2),
 }
 DEFAULT = "accuracy_f1"
 
 
 # ------------------------------------------------------------------------------------ run
-def _search_fold(name: str, f: int, n_trials: int, config: dict | None, out: str, tmp: str) -> str:
+def _search_fold(
+    name: str, f: int, n_trials: int | None, timeout: float | None, config: dict | None, out: str, tmp: str
+) -> str:
     """One fold's search (in a fresh process): every cross-validated configuration's outputs, saved to ``out``."""
     from autogenome_sc.search import run_search
 
@@ -76,7 +93,7 @@ def _search_fold(name: str, f: int, n_trials: int, config: dict | None, out: str
     a, key, _ = accuracy.fold_split(name, f)
     cfg = ag.config.validate(config)
     outcome = run_search(
-        a, key, cfg=cfg, n_trials=n_trials, timeout=None, split_key="fold", run_dir=Path(tmp) / "runs",
+        a, key, cfg=cfg, n_trials=n_trials, timeout=timeout, split_key="fold", run_dir=Path(tmp) / "runs",
         study_name=f"{name}{f}", rng=0,
     )  # fmt: skip
     arrays = collect(outcome)
@@ -90,12 +107,14 @@ def _search_fold(name: str, f: int, n_trials: int, config: dict | None, out: str
 def collect(outcome) -> dict[str, np.ndarray]:
     """What the rules are replayed on: each scored configuration's held-out outputs and its final model's test outputs.
 
-    After a cross-validation a configuration's final model is its fold models at the chosen
-    epoch (trained again where they ran longer, with the same keys: ``_bag``); on the
-    validation split, the trial's own model.
+    As ``final_model`` builds it: after a cross-validation, a solved family (and every
+    configuration under ``search.final = "refit"``) trained once more on train + validation
+    (``_refit``), any other its fold models at the chosen epoch (trained again where they ran
+    longer, with the same keys: ``_bag``); on the validation split, the trial's own model.
     """
     from autogenome_sc.search._driver import outputs_of
-    from autogenome_sc.search._final import _bag
+    from autogenome_sc.search._final import _bag, _refit
+    from autogenome_sc.search._spaces import is_solved
 
     sel, searcher = outcome.selection, outcome.searcher
     test = searcher.data.idx["test"]
@@ -112,14 +131,22 @@ def collect(outcome) -> dict[str, np.ndarray]:
         "epochs": np.asarray([s.epochs[0] for s in sel.scored], np.int64),
         "n_trials": np.asarray(searcher.n_counted()),
     }
+    final = outcome.cfg.search.final
     for i, s in enumerate(sel.scored):
-        fits = _bag(searcher, s) if sel.method == "cv" else s.fits
+        if sel.method != "cv":
+            fits = s.fits
+        elif final == "refit" or is_solved(s.mode):
+            fits = [_refit(searcher, s)]  # as final_model builds it: the solved families on every training cell
+        else:
+            fits = _bag(searcher, s)
         arrays[f"held_{i}"] = np.asarray(s.held_out, np.float32)
         arrays[f"test_{i}"] = np.stack([np.asarray(outputs_of(fit, test), np.float32) for fit in fits])
     return arrays
 
 
-def run(datasets: list[str], folds: list[int], n_trials: int, config: dict | None, out: Path) -> None:
+def run(
+    datasets: list[str], folds: list[int], n_trials: int | None, timeout: float | None, config: dict | None, out: Path
+) -> None:
     out.mkdir(parents=True, exist_ok=True)
     ctx = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp:
@@ -131,7 +158,7 @@ def run(datasets: list[str], folds: list[int], n_trials: int, config: dict | Non
                 if (out / f"{name}_fold{f}.npz").exists():
                     continue
                 with ctx.Pool(1) as pool:  # a fresh process per search, as in accuracy.py
-                    path = pool.apply(_search_fold, (name, f - 1, n_trials, config, str(out), tmp))
+                    path = pool.apply(_search_fold, (name, f - 1, n_trials, timeout, config, str(out), tmp))
                 print(f"{name} fold {f}: {path}", flush=True)
 
 
@@ -149,6 +176,67 @@ def replay(rec, rule: str) -> tuple[np.ndarray, str, np.ndarray]:
         scored.append(s)
     w, chosen, _ = choose(scored, y, "classification", min(max_members, int(rec["max_members"])), by, z=z)
     return w, chosen, test_prediction(rec, w, [s.temperature for s in scored] if chosen == "ensemble" else None)
+
+
+def _scored(rec) -> list[Scored]:
+    y, n_out = rec["y"], rec["held_0"].shape[1]
+    folds = rec["folds"] if len(rec["folds"]) else None
+    out = []
+    for i, (mode, trial) in enumerate(zip(rec["modes"], rec["trials"], strict=True)):
+        s = Scored(int(trial), str(mode), [], rec[f"held_{i}"], [0], 0.0, folds)
+        s.score_on(y, "classification", n_out)
+        out.append(s)
+    return out
+
+
+def replay_built(rec, rule: str) -> tuple[np.ndarray, str, np.ndarray]:
+    """(weights, "single" | "ensemble", test predictions) of an ensemble of :data:`BUILT` against the best single one."""
+    how, max_members = BUILT[rule]
+    y = rec["y"]
+    scored = _scored(rec)
+    held = [s.scores for s in scored]
+    n, n_out = len(scored), rec["held_0"].shape[1]
+    best = best_single(held, y, "accuracy_f1")
+    joins = [i for i, s in enumerate(scored) if s.mode not in ALONE]
+    probs = {i: softmax(scored[i].tempered, axis=1) for i in joins}
+    folds = scored[0].folds
+
+    def judged(w: np.ndarray):
+        mix = sum(w[i] * probs[i] for i in joins if w[i] > 0)
+        return scores(mix, y, "classification", n_out, loss=probs_loss(mix, y), folds=folds)
+
+    cands: list[np.ndarray] = []
+    if how == "score" and len(joins) >= 2:
+
+        def neg_score(p):
+            sc = scores(p, y, "classification", n_out, loss=probs_loss(p, y))
+            return -sc.score + 1e-4 * sc.loss
+
+        wj = greedy_weights([probs[i] for i in joins], neg_score, max_members)
+        w = np.zeros(n)
+        w[joins] = wj
+        cands.append(w)
+    if how.startswith("families"):
+        tops: dict[str, int] = {}
+        for i in sorted(joins, key=lambda i: (-held[i].score, held[i].loss)):
+            tops.setdefault(scored[i].mode, i)
+        order = list(tops.values())
+        for m in range(2, min(max_members, len(order)) + 1):
+            w = np.zeros(n)
+            w[order[:m]] = 1.0 / m
+            cands.append(w)
+    cands = [w for w in cands if (w > 0).sum() >= 2]
+    if not cands:
+        return np.eye(n)[best], "single", test_prediction(rec, np.eye(n)[best], None)
+    judged_c = [(judged(w), w) for w in cands]
+    sc_best, w_best = max(judged_c, key=lambda t: (t[0].score, -t[0].loss))
+    if (
+        how == "families_always"
+        or sc_best.score > held[best].score
+        or (sc_best.score == held[best].score and sc_best.loss < held[best].loss - 1e-6)
+    ):
+        return w_best, "ensemble", test_prediction(rec, w_best, [s.temperature for s in scored])
+    return np.eye(n)[best], "single", test_prediction(rec, np.eye(n)[best], None)
 
 
 def test_prediction(rec, weights: np.ndarray, temperatures: list[float] | None) -> np.ndarray:
@@ -181,7 +269,7 @@ def report(paths: list[Path], details: bool) -> None:
         name, fold = path.stem.rsplit("_fold", 1)
         rec = dict(np.load(path))
         y_test = rec["y_test"]
-        got = {rule: replay(rec, rule) for rule in RULES}
+        got = {rule: replay(rec, rule) for rule in RULES} | {rule: replay_built(rec, rule) for rule in BUILT}
         if str(rec["select_by"]) == DEFAULT and not np.allclose(got[DEFAULT][0], rec["weights"]):
             print(f"{path.name}: the replayed default chose {got[DEFAULT][0]}, the search {rec['weights']}")
         per = results.setdefault(name, {})
@@ -203,7 +291,7 @@ def _f1(y: np.ndarray, pred: np.ndarray) -> float:
 
 
 def _rules(results: dict) -> list[str]:
-    return [*RULES, "best single on test"]
+    return [*RULES, *BUILT, "best single on test"]
 
 
 def _table(results: dict) -> str:
@@ -247,7 +335,10 @@ def main() -> None:
     r = sub.add_parser("run", help="run the searches and keep every cross-validated configuration's outputs")
     r.add_argument("--datasets", default=",".join(accuracy.DATASETS))
     r.add_argument("--folds", default="1,2,3,4,5")
-    r.add_argument("--n-trials", type=int, default=20)
+    r.add_argument("--n-trials", type=int, default=20, help="trials per search (0: as many as --timeout allows)")
+    r.add_argument(
+        "--timeout", type=float, default=None, help="seconds per search, as a user runs it (time noise included)"
+    )
     r.add_argument("--config", default=None, help="expert config (JSON text) for the searches")
     r.add_argument("--out", required=True, type=Path)
     s = sub.add_parser("report", help="replay every rule on saved searches and print the tables")
@@ -257,7 +348,7 @@ def main() -> None:
     if args.command == "run":
         config = json.loads(args.config) if args.config else None
         folds = [int(f) for f in args.folds.split(",")]
-        run(args.datasets.split(","), folds, args.n_trials, config, args.out)
+        run(args.datasets.split(","), folds, args.n_trials or None, args.timeout, config, args.out)
     else:
         report(args.paths, args.details)
 

@@ -156,6 +156,65 @@ def test_reject_auto_rejects_by_uncertainty_alone(open_set, tmp_path):
         ag.tl.predict(query, model, use_raw=True, reject="auto", reject_uncertainty=None, copy=True)
 
 
+def test_input_space_uncertainty_is_the_rank_among_held_out_cells(monkeypatch):
+    from autogenome_sc.train._confidence import (
+        KNN_NEIGHBOURS,
+        KNN_POINTS,
+        fit_input_novelty,
+        fit_input_space,
+        input_distance,
+    )
+
+    rng = np.random.default_rng(2)
+    n_train, n_genes = 6000, 40
+    spread = rng.uniform(0.1, 3.0, n_genes)
+    X = rng.normal(size=(n_train + 6000, n_genes)).astype(np.float32) * spread
+    y = rng.choice(4, n_train, p=[0.6, 0.3, 0.097, 0.003])  # a class of about 18 cells among 6000
+
+    def block(rows):
+        return X[rows]
+
+    train, val, query = np.arange(n_train), np.arange(n_train, n_train + 1000), np.arange(n_train + 1000, len(X))
+    space = fit_input_space(block, train, y)
+    assert space["points"].shape == (KNN_POINTS, min(50, n_genes))  # at most KNN_POINTS kept...
+    assert np.bincount(space["point_class"], minlength=4)[3] == (y == 3).sum()  # ...and the rare class whole
+    np.testing.assert_array_equal(fit_input_space(block, train, y)["points"], space["points"])  # reproducible
+    monkeypatch.setattr("autogenome_sc.train._confidence.KNN_GENES", 10)  # wide input: the most variable genes
+    narrow = fit_input_space(block, train, y)
+    np.testing.assert_array_equal(narrow["genes"], np.sort(np.argsort(-spread)[:10]))
+    assert narrow["projection"].shape == (10, 10)
+    # the distance, block by block, is the brute-force mean distance to the k nearest kept cells
+    d = input_distance(block, query[:300], space)
+    coords = X[query[:300]] @ space["projection"] - space["offset"]
+    brute = np.sort(np.linalg.norm(coords[:, None, :] - space["points"][None], axis=2), axis=1)[:, :KNN_NEIGHBOURS]
+    np.testing.assert_allclose(d, brute.mean(axis=1), rtol=1e-3)
+    conf = rng.uniform(0.5, 1, len(X))
+    state = fit_input_novelty(space, input_distance(block, val, space), conf[val])
+    u = uncertainty(None, conf[query], state, input_distance(block, query, space))
+    # cells drawn like the held-out reference cells: uncertainty is roughly uniform
+    assert np.quantile(u, 0.9) == pytest.approx(0.9, abs=0.05)
+    assert np.mean(u > 0.95) == pytest.approx(0.05, abs=0.03)
+    X[query[:50]] += 8.0  # cells far from every reference cell
+    far = uncertainty(None, conf[query[:50]], state, input_distance(block, query[:50], space))
+    assert far.min() > 0.99
+
+
+def test_a_model_saved_with_embedding_novelty_keeps_its_score(open_set, tmp_path):
+    """Models saved before the input-space distance hold class centroids of the embedding: their score is unchanged."""
+    ref, model, query = open_set
+    out, emb, _ = model.outputs(query, use_raw=True)
+    p = softmax(out / model.temperature, axis=1)
+    rows = np.flatnonzero(query.obs_names.isin(ref.obs_names[ref.obs["ag_split"] == "train"]))
+    val = np.flatnonzero(query.obs_names.isin(ref.obs_names[ref.obs["ag_split"] == "val"]))
+    y = pd.Categorical(query.obs["bulk_labels"].astype(str)[rows], categories=model.classes_).codes
+    old = ag.read_model(model.path)
+    old.novelty_ = ag.train.fit_novelty(emb[rows], y, len(model.classes_), emb[val], p[val].max(axis=1))
+    again = ag.read_model(old.save(tmp_path / "old"))
+    assert again.input_distance(again.pipeline(query, use_raw=True)[0], query.n_obs) is None
+    expected = uncertainty(emb, p.max(axis=1), old.novelty_)
+    np.testing.assert_allclose(again.predict(query, use_raw=True)["uncertainty"], expected, rtol=1e-5, atol=1e-6)
+
+
 def test_uncertainty_is_the_rank_among_validation_cells():
     rng = np.random.default_rng(1)
     state = ag.train.fit_novelty(

@@ -126,3 +126,49 @@ def test_search_takes_levels_too(pbmc_levels):
     assert (a.obs["ag_prediction_lineage"].astype(str) == fine.map(LINEAGE)).all()
     assert "lineage" in a.uns["ag"]["metrics"]["levels"]
     assert ag.read_model(a.uns["ag"]["model_path"]).hierarchy.levels == ["lineage", "bulk_labels"]
+
+
+def test_an_unseen_fine_type_falls_back_to_its_lineage(pbmc_levels, tmp_path):
+    """Novelty is judged at each level with that level's confidence: an unseen T cell type can stay "T"."""
+    from flax import serialization
+
+    from autogenome_sc.io._validate import check_weights
+
+    a = pbmc_levels
+    unseen = (a.obs["bulk_labels"] == "CD4+/CD25 T Reg").to_numpy()
+    ref = a[~unseen].copy()
+    ref.obs["bulk_labels"] = ref.obs["bulk_labels"].cat.remove_unused_categories()
+    ag.tl.train(ref, ["lineage", "bulk_labels"], model="mlp", use_raw=True, config=FAST, rng=0)
+    model = ag.read_model(ref.uns["ag"]["model_path"])
+    assert set(model.novelty_levels_) == {"lineage"}  # the coarser level: its own standardisation and reference
+    assert "points" not in model.novelty_levels_["lineage"] and "points" in model.novelty_  # one input space
+
+    q = a.copy()
+    ag.tl.predict(q, model, use_raw=True, reject="auto")
+    u_fine = q.obs["ag_uncertainty"].to_numpy()
+    u_coarse = q.obs["ag_uncertainty_lineage"].to_numpy()
+    assert ((u_coarse >= 0) & (u_coarse < 1)).all()
+    main = q.obs["ag_prediction"].astype(str).to_numpy()
+    fine = q.obs["ag_prediction_bulk_labels"].astype(str).to_numpy()
+    coarse = q.obs["ag_prediction_lineage"].astype(str).to_numpy()
+    novel_fine, novel_coarse = u_fine > 0.95, (u_coarse > 0.95) & (u_fine > 0.95)
+    assert (fine[novel_fine] == "Unassigned").all() and (main[~novel_fine] == fine[~novel_fine]).all()
+    falls = novel_fine & ~novel_coarse
+    assert (main[falls] == coarse[falls]).all() and (coarse[falls] != "Unassigned").all()
+    assert (main[novel_coarse] == "Unassigned").all() and (coarse[novel_coarse] == "Unassigned").all()
+    # the levels kept nest: no cell keeps its fine label with its lineage unassigned
+    assert not ((fine != "Unassigned") & (coarse == "Unassigned")).any()
+    # the point: unseen T Reg cells the fine level rejects mostly keep "T", where before they had no label at all
+    assert (falls & unseen).sum() > 0 and (main[falls & unseen] == "T").mean() > 0.8
+    # with the lineage's confidence, the unseen cells are less unusual than among the fine types
+    assert np.median(u_coarse[unseen]) < np.median(u_fine[unseen])
+
+    # the statistics travel with the model, and forged ones are refused
+    state = serialization.msgpack_restore((model.path / "weights.msgpack").read_bytes())
+    n_genes = len(model.var_names_)
+    check_weights(state, n_genes, tmp_path, len(model.classes_), {"lineage": 5})
+    with pytest.raises(DamagedModel, match="levels the model's hierarchy does not have"):
+        check_weights(state, n_genes, tmp_path, len(model.classes_), {})
+    state["novelty_levels"]["lineage"]["reference"] = state["novelty_levels"]["lineage"]["reference"][::-1]
+    with pytest.raises(DamagedModel, match="novelty statistics in weights.msgpack are damaged"):
+        check_weights(state, n_genes, tmp_path, len(model.classes_), {"lineage": 5})

@@ -284,10 +284,18 @@ def _rewrite_weights(path, change):
             lambda s: s["novelty"].__setitem__("reference", s["novelty"]["reference"][::-1].copy()),
             r"a sorted reference",
         ),
-        (lambda s: s["novelty"].pop("inv_var"), r"novelty statistics in weights.msgpack are damaged \(expected"),
+        (lambda s: s["novelty"].pop("projection"), r"novelty statistics in weights.msgpack are damaged \(expected"),
         (
-            lambda s: s["novelty"].__setitem__("centroids", s["novelty"]["centroids"][:-1]),
-            r"centroids and 'present' must have one row per class",
+            lambda s: s["novelty"].__setitem__("projection", s["novelty"]["projection"][:-1]),
+            r"a projection of the model's \d+ genes",
+        ),
+        (
+            lambda s: s["novelty"].__setitem__("point_class", s["novelty"]["point_class"] + 99),
+            r"a reference cell's class is not one of the model's",
+        ),
+        (
+            lambda s: s["novelty"].__setitem__("points", s["novelty"]["points"][:, :-1]),
+            r"reference cells, each with its class",
         ),
     ],
 )
@@ -303,9 +311,10 @@ def test_novelty_statistics_of_another_embedding_are_refused(trained, tmp_path):
     _, model = trained
     path = _copy(model, tmp_path)
 
-    def wider(s):
-        s["novelty"]["centroids"] = np.hstack([s["novelty"]["centroids"]] * 2)
-        s["novelty"]["inv_var"] = np.hstack([s["novelty"]["inv_var"]] * 2)
+    def wider(s):  # the statistics of a model saved before the input-space distance: class centroids of the embedding
+        score = {k: s["novelty"][k] for k in ("dist_loc", "dist_scale", "conf_loc", "conf_scale", "reference", "tail")}
+        n, width = len(model.classes_), 64  # the network embeds in 32
+        s["novelty"] = {**score, "centroids": np.zeros((n, width)), "inv_var": np.ones(width), "present": np.ones(n)}
 
     _rewrite_weights(path, wider)
     with pytest.raises(ValueError, match=r"novelty statistics in weights.msgpack are for an embedding of 64 dim"):

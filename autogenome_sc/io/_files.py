@@ -106,7 +106,9 @@ def read_model_files(path: str | Path, models: tuple[str, ...]) -> tuple[dict[st
     except Exception:  # noqa: BLE001 - any decoding failure means a damaged file
         raise ValueError(f"'{weights_file}' could not be read; the model directory is damaged.") from None
     n_classes = len(meta["classes"]) if meta["task"] == "classification" else None
-    arrays = check_weights(state, len(meta["var_names"]), path, n_classes)
+    hierarchy = meta.get("hierarchy") or {}  # checked by check_meta: a parent per class at every level
+    level_classes = {level: len(set(hierarchy["parents"][level])) for level in hierarchy.get("levels", [])[:-1]}
+    arrays = check_weights(state, len(meta["var_names"]), path, n_classes, level_classes)
     check_architecture(meta["architecture"], arrays, path, models)
     stored = meta.get("checksum")
     if stored is None:  # format 1 only (check_format refuses a later one without it)

@@ -208,15 +208,21 @@ def weights_bound(meta: dict[str, Any]) -> float:
     n_out = {"classification": len(classes), "regression": 1}.get(meta["task"], n_genes)
     numbers, emb = expected_numbers(meta["architecture"], n_genes, n_out)
     numbers += 2 * n_genes  # the per-gene scaling
-    if meta["task"] == "classification":  # the novelty statistics: centroids, variances, the reference scores
-        numbers += len(classes) * (emb + 2) + emb + _MAX_REFERENCE + 16
+    if meta["task"] == "classification":  # the novelty statistics: the input space or the centroids, the references
+        levels = len((meta.get("hierarchy") or {}).get("levels") or [None])  # a reference per level of a hierarchy
+        space = n_genes * (_KNN_DIMS + 1) + _KNN_POINTS * (_KNN_DIMS + 1)
+        numbers += max(space, len(classes) * (emb + 2) + emb) + levels * (_MAX_REFERENCE + 16)
     return 10 * numbers + 2 * 2**20
 
 
-def check_weights(state: Any, n_genes: int, path: Path, n_classes: int | None = None) -> list[np.ndarray]:
+def check_weights(
+    state: Any, n_genes: int, path: Path, n_classes: int | None = None, level_classes: dict[str, int] | None = None
+) -> list[np.ndarray]:
     """The weight arrays of ``state``: present, numeric, finite; the scaling sized to the genes; the novelty statistics.
 
-    An ensemble member's gene selection must point at genes the model reads.
+    An ensemble member's gene selection must point at genes the model reads. ``level_classes``:
+    the classes of each coarser level of the model's label hierarchy, whose novelty statistics
+    (``novelty_levels``) may be there for those levels only.
     """
     if not isinstance(state, dict) or not isinstance(state.get("variables"), dict) or "scaler" not in state:
         raise DamagedModel(f"'{path}': weights.msgpack holds no network variables; the file is damaged.")
@@ -243,7 +249,18 @@ def check_weights(state: Any, n_genes: int, path: Path, n_classes: int | None = 
     for trees in _tree_arrays(state["variables"]):
         _check_trees(trees, n_genes, path)
     if state.get("novelty"):
-        _check_novelty(state["novelty"], path, n_classes)
+        _check_novelty(state["novelty"], path, n_classes, n_genes)
+    levels = state.get("novelty_levels")
+    if levels:
+        allowed = level_classes or {}
+        if not isinstance(levels, dict) or not set(levels) <= set(allowed):
+            raise DamagedModel(
+                f"'{path}': weights.msgpack holds novelty statistics for levels the model's hierarchy does not have "
+                f"({', '.join(map(str, levels)) if isinstance(levels, dict) else type(levels).__name__}); "
+                "the file is damaged."
+            )
+        for level, stats in levels.items():
+            _check_novelty(stats, path, allowed[level], n_genes, level=True)
     return arrays
 
 
@@ -288,10 +305,8 @@ def _check_trees(trees: dict, n_genes: int, path: Path) -> None:
 
 
 #: The novelty statistics behind ``ag_uncertainty`` (``train/_confidence.py``): name -> (dimensions, positive).
-_NOVELTY = {
-    "centroids": (2, False),
-    "inv_var": (1, True),
-    "present": (1, False),
+#: Models saved before the input-space distance hold class centroids of the embedding (:data:`_NOVELTY_EMBEDDING`).
+_SCORE = {
     "dist_loc": (0, False),
     "dist_scale": (0, True),
     "conf_loc": (0, False),
@@ -299,26 +314,69 @@ _NOVELTY = {
     "reference": (1, False),
     "tail": (0, True),
 }
+_NOVELTY_LEVEL = {**_SCORE, "conf_weight": (0, False)}  # a coarser level of a hierarchy: the finest level's space
+_NOVELTY = {
+    **_NOVELTY_LEVEL,
+    "genes": (1, False),
+    "projection": (2, False),
+    "offset": (1, False),
+    "points": (2, False),
+    "point_class": (1, False),
+    "k": (0, True),
+}
+_NOVELTY_EMBEDDING = {**_SCORE, "centroids": (2, False), "inv_var": (1, True), "present": (1, False)}
 _MAX_REFERENCE = 1000  # quantiles of the validation scores a model keeps (train/_confidence.py)
+_KNN_DIMS, _KNN_POINTS = 50, 5000  # principal components and reference cells a model keeps (train/_confidence.py)
 
 
-def _check_novelty(novelty: Any, path: Path, n_classes: int | None) -> None:
-    """Centroids per class, positive variances and scales, a sorted reference: else every uncertainty is wrong."""
+def _check_novelty(novelty: Any, path: Path, n_classes: int | None, n_genes: int, *, level: bool = False) -> None:
+    """Well-formed novelty statistics: else every uncertainty is wrong.
+
+    The input space (or, in older models, centroids per class and positive variances), positive
+    scales and a sorted reference; ``level``: a coarser level's, which holds the score's part only.
+    """
     bad = f"'{path}': the novelty statistics in weights.msgpack are damaged"
-    if not isinstance(novelty, dict) or set(novelty) != set(_NOVELTY):
-        raise DamagedModel(f"{bad} (expected {', '.join(_NOVELTY)}).")
+    kinds = [_NOVELTY_LEVEL] if level else [_NOVELTY, _NOVELTY_EMBEDDING]
+    if not isinstance(novelty, dict) or not any(set(novelty) == set(k) for k in kinds):
+        raise DamagedModel(f"{bad} (expected {' or '.join(', '.join(k) for k in kinds)}).")
+    spec = next(k for k in kinds if set(novelty) == set(k))
     arrays = {k: np.asarray(v) for k, v in novelty.items()}
-    for name, (ndim, positive) in _NOVELTY.items():
+    for name, (ndim, positive) in spec.items():
         a = arrays[name]
         _check_numeric(a, path)
         if a.ndim != ndim or (positive and not (a > 0).all()):
             raise DamagedModel(f"{bad} ('{name}' must be {'positive, ' if positive else ''}{ndim}-dimensional).")
-    centroids, reference = arrays["centroids"], arrays["reference"]
-    d = centroids.shape[1]
-    if n_classes is not None and (centroids.shape[0] != n_classes or arrays["present"].shape != (n_classes,)):
-        raise DamagedModel(f"{bad} (centroids and 'present' must have one row per class, {n_classes}).")
-    if arrays["inv_var"].shape != (d,) or not 0 < reference.size <= _MAX_REFERENCE or (np.diff(reference) < 0).any():
-        raise DamagedModel(f"{bad} (one variance per embedding dimension, a sorted reference of 1 to 1000 scores).")
+    reference = arrays["reference"]
+    if not 0 < reference.size <= _MAX_REFERENCE or (np.diff(reference) < 0).any():
+        raise DamagedModel(f"{bad} (a sorted reference of 1 to 1000 scores).")
+    if spec is _NOVELTY:
+        proj, points, cls, genes = arrays["projection"], arrays["points"], arrays["point_class"], arrays["genes"]
+        d = proj.shape[1]
+        if (
+            not np.issubdtype(genes.dtype, np.integer)
+            or not 0 < genes.size <= n_genes
+            or genes.min() < 0
+            or genes.max() >= n_genes
+            or proj.shape[0] != genes.size
+            or not 0 < d <= _KNN_DIMS
+            or arrays["offset"].shape != (d,)
+        ):
+            raise DamagedModel(f"{bad} (a projection of the model's {n_genes} genes onto at most {_KNN_DIMS} axes).")
+        if points.shape[1:] != (d,) or not 0 < len(points) <= _KNN_POINTS or cls.shape != (len(points),):
+            raise DamagedModel(f"{bad} (1 to {_KNN_POINTS} reference cells, each with its class).")
+        if n_classes is not None and (
+            not np.issubdtype(cls.dtype, np.integer) or (cls < 0).any() or (cls >= n_classes).any()
+        ):
+            raise DamagedModel(f"{bad} (a reference cell's class is not one of the model's {n_classes}).")
+        if not np.issubdtype(arrays["k"].dtype, np.integer):
+            raise DamagedModel(f"{bad} ('k' must be a whole number).")
+    elif spec is _NOVELTY_EMBEDDING:
+        centroids = arrays["centroids"]
+        d = centroids.shape[1]
+        if n_classes is not None and (centroids.shape[0] != n_classes or arrays["present"].shape != (n_classes,)):
+            raise DamagedModel(f"{bad} (centroids and 'present' must have one row per class, {n_classes}).")
+        if arrays["inv_var"].shape != (d,):
+            raise DamagedModel(f"{bad} (one variance per embedding dimension).")
 
 
 def check_architecture(arch: dict[str, Any], arrays: list[np.ndarray], path: Path, models: tuple[str, ...]) -> None:

@@ -55,8 +55,14 @@ class Model:
         and after, on validation and test. Empty for a model saved without calibration
         (temperature 1).
     novelty_
-        Class centroids and shared diagonal covariance of the embedding (training split)
-        and the validation reference of the novelty score behind ``ag_uncertainty``.
+        The statistics of the novelty score behind ``ag_uncertainty``: the projection of the
+        model's input onto the training cells' principal components and the kept training
+        cells there, and the scores' reference on held-out cells (``train/_confidence.py``;
+        models saved before hold class centroids of the embedding instead).
+    novelty_levels_
+        With a label hierarchy: each coarser level's standardisation and reference, for the
+        same score with that level's confidence (``{level: statistics}``; see
+        :meth:`level_uncertainty`).
     layer, use_raw
         The matrix the model was trained on: ``adata.layers[layer]``, ``adata.raw.X``
         (``use_raw``) or ``adata.X`` (neither); ``ag.tl.predict`` and ``ag.tl.explain`` read
@@ -84,6 +90,7 @@ class Model:
     path: Path | None = None
     calibration: dict = field(default_factory=dict)
     novelty_: dict = field(default_factory=dict)
+    novelty_levels_: dict = field(default_factory=dict)
     id_: str | None = None  # the checksum written by save(); None until saved
     hierarchy_: dict = field(default_factory=dict)  # {"levels": [coarse, ..., fine], "parents": {...}}
     layer: str | None = None
@@ -384,13 +391,49 @@ class Model:
             out, temperature=self.temperature, target_mean=self.target_mean_, target_std=self.target_std_
         )
 
-    def uncertainty_of(self, emb: np.ndarray, p: np.ndarray) -> np.ndarray:
-        """``ag_uncertainty`` from embeddings and calibrated probabilities (see ``train/_confidence``)."""
+    def input_distance(self, pipe: Pipeline, n_obs: int) -> np.ndarray | None:
+        """Each cell's distance to the reference in input space (``None``: a model saved without it; see ``train/_confidence``)."""
+        from ..train._confidence import input_distance
+
+        if "points" not in self.novelty_:
+            return None
+        return input_distance(pipe.block, np.arange(n_obs), self.novelty_)
+
+    def uncertainty_of(self, emb: np.ndarray, p: np.ndarray, dist: np.ndarray | None = None) -> np.ndarray:
+        """``ag_uncertainty`` from embeddings, calibrated probabilities and input-space distances (see ``train/_confidence``).
+
+        ``dist``: :meth:`input_distance` of the same cells, which the novelty statistics of a
+        model trained since they were added need (older models read ``emb``).
+        """
         from ..train import uncertainty
 
         if not self.novelty_:  # saved without novelty statistics
             return 1.0 - p.max(axis=1)
-        return uncertainty(emb, p.max(axis=1), self.novelty_)
+        return uncertainty(emb, p.max(axis=1), self.novelty_, self._distance(dist))
+
+    def _distance(self, dist: np.ndarray | None) -> np.ndarray | None:
+        if "points" not in self.novelty_:
+            return None
+        if dist is None:
+            raise ValueError("This model's uncertainty needs the cells' input-space distances (model.input_distance).")
+        return dist
+
+    def level_uncertainty(
+        self, level: str, emb: np.ndarray, p: np.ndarray, dist: np.ndarray | None = None
+    ) -> np.ndarray | None:
+        """The uncertainty of each cell at a coarser ``level`` of the hierarchy (``None``: no statistics for it).
+
+        As ``ag_uncertainty``, with the level's confidence (the summed probability of its
+        classes): the rank of the cell's novelty score among the reference's held-out cells.
+        """
+        from ..train import uncertainty
+
+        state = self.novelty_levels_.get(level)
+        hierarchy = self.hierarchy
+        if not state or hierarchy is None:
+            return None
+        _, M = hierarchy.membership(level)
+        return uncertainty(emb, (p @ M).max(axis=1), state, self._distance(dist))
 
     def predict_proba(
         self, adata: AnnData, *, layer: str | None = None, use_raw: bool | None = None, batch_key: str | None = None
@@ -442,14 +485,15 @@ class Model:
         classification, ``confidence`` (the largest calibrated class probability) and
         ``uncertainty`` (see ``ag.tl.predict``).
         """
-        out, emb, _ = self.outputs(adata, layer=layer, use_raw=use_raw, batch_key=batch_key)
+        pipe, _, _ = self.pipeline(adata, layer=layer, use_raw=use_raw, batch_key=batch_key)
+        out, emb = self.outputs_of(pipe, adata.n_obs)
         pred, p = self.postprocess(out)
         if p is None:
             return pd.DataFrame({"prediction": pred}, index=adata.obs_names)
         labels = pd.Categorical.from_codes(pred, categories=self.classes_)
+        unc = self.uncertainty_of(emb, p, self.input_distance(pipe, adata.n_obs))
         return pd.DataFrame(
-            {"prediction": labels, "confidence": p.max(axis=1), "uncertainty": self.uncertainty_of(emb, p)},
-            index=adata.obs_names,
+            {"prediction": labels, "confidence": p.max(axis=1), "uncertainty": unc}, index=adata.obs_names
         )
 
     # ------------------------------------------------------------------ persistence
@@ -478,6 +522,8 @@ class Model:
         }
         if self.novelty_:
             state["novelty"] = dict(self.novelty_)
+        if self.novelty_levels_:
+            state["novelty_levels"] = {level: dict(v) for level, v in self.novelty_levels_.items()}
         meta = {
             "architecture": self.architecture,
             "task": self.task,
@@ -549,6 +595,10 @@ def read_model(path: str | Path) -> Model:
         path=path,
         calibration=meta.get("calibration", {}),
         novelty_={k: np.asarray(v) for k, v in state.get("novelty", {}).items()},
+        novelty_levels_={
+            str(level): {k: np.asarray(v) for k, v in stats.items()}
+            for level, stats in state.get("novelty_levels", {}).items()
+        },
         id_=meta.get("checksum"),
         hierarchy_=meta.get("hierarchy") or {},
         **_recorded_input(meta),
@@ -570,11 +620,12 @@ def read_model(path: str | Path) -> Model:
     if model.novelty_:  # the centroids live in the network's embedding: same width, or every uncertainty fails
         x = jnp.zeros((1, len(model.var_names_)))
         _, emb = jax.eval_shape(lambda v: model.net.apply(v, x, train=False), template)
-        if model.novelty_["centroids"].shape[1] != emb.shape[-1]:
-            raise DamagedModel(
-                f"'{path}': the novelty statistics in weights.msgpack are for an embedding of "
-                f"{model.novelty_['centroids'].shape[1]} dimensions, the network's has {emb.shape[-1]}."
-            )
+        for stats in [model.novelty_, *model.novelty_levels_.values()]:
+            if "centroids" in stats and stats["centroids"].shape[1] != emb.shape[-1]:
+                raise DamagedModel(
+                    f"'{path}': the novelty statistics in weights.msgpack are for an embedding of "
+                    f"{stats['centroids'].shape[1]} dimensions, the network's has {emb.shape[-1]}."
+                )
     model.variables = jax.tree.map(np.asarray, variables)
     return model
 

@@ -7,8 +7,8 @@ import numpy as np
 from .. import _logging as logg
 from ..data import TrainData
 from ..model import Model
-from ..train import fit_novelty, fit_temperature, reliability_bins, softmax_t
-from ..train._confidence import N_BINS, ece_from_bins
+from ..train import fit_temperature, reliability_bins, softmax_t
+from ..train._confidence import N_BINS, ece_from_bins, fit_input_novelty, fit_input_space, input_distance
 
 
 def calibrate(
@@ -26,7 +26,10 @@ def calibrate(
     temperature, its training cells are train + validation, and the novelty score's
     reference is the test split, which no model of the search has seen.
 
-    Sets ``model.calibration`` and ``model.novelty_``; returns ``(metrics, uns)``: the
+    Sets ``model.calibration``, ``model.novelty_`` (the novelty statistics behind
+    ``ag_uncertainty``: the input space of the training cells, standardised on the held-out
+    reference cells; ``train/_confidence.py``) and, with a label hierarchy,
+    ``model.novelty_levels_`` (:func:`_level_novelty`); returns ``(metrics, uns)``: the
     scalar metrics for ``uns["ag"]["metrics"]`` and the compact per-bin counts that
     ``ag.pl.reliability`` draws (validation and test, before and after).
     """
@@ -55,10 +58,32 @@ def calibrate(
         "ece_test_after": ece["test"][1],
     }
     model.calibration = {**metrics, "n_bins": N_BINS, "n_val": len(rows)}
-    ref_conf = softmax_t(out[ref], temperature).max(axis=1)
-    assert data.classes is not None  # calibration is for classifiers
-    model.novelty_ = fit_novelty(emb, y[tr], len(data.classes), emb[ref], ref_conf, train_rows=tr)
+    p_ref = softmax_t(out[ref], temperature)
+    block = data.pipeline.block  # the model's own input, as the network reads it
+    space = fit_input_space(block, tr, y[tr])
+    dist_ref = input_distance(block, ref, space)
+    model.novelty_ = fit_input_novelty(space, dist_ref, p_ref.max(axis=1))
+    model.novelty_levels_ = _level_novelty(model, dist_ref, p_ref)
     logg.info(
         f"    calibrated: temperature {temperature:.3f}, validation ECE {ece['val'][0]:.3f} -> {ece['val'][1]:.3f}"
     )
     return metrics, {"reliability": {"n_bins": N_BINS, **reliability}}
+
+
+def _level_novelty(model: Model, dist_ref: np.ndarray, p_ref: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+    """The novelty statistics of each coarser level of the model's label hierarchy (none without one).
+
+    The same score as the finest level's, with that level's confidence (the summed
+    probability of its classes), standardised and ranked on the same held-out cells; the
+    input-space distance is the finest level's. A cell of a fine type the reference lacks,
+    inside a coarse type it has, is unsure between fine types but sure of the coarse one:
+    where that tips its score, rejection keeps its coarse label.
+    """
+    hierarchy = model.hierarchy
+    if hierarchy is None:
+        return {}
+    out = {}
+    for level in hierarchy.levels[:-1]:
+        _, M = hierarchy.membership(level)
+        out[level] = fit_input_novelty({}, dist_ref, (p_ref @ M).max(axis=1))
+    return out

@@ -47,10 +47,10 @@ def predict(
     on the reference's validation split), so among cells with confidence 0.9 about 90%
     are labelled correctly, as long as the query resembles the reference.
     ``ag_uncertainty`` also rises for cells unlike anything in the reference: it combines
-    the distance of the cell's embedding to the nearest class centroid (diagonal
-    Mahalanobis, fitted on the training split) with ``1 - confidence``, and is expressed
-    as the fraction of held-out reference cells (validation split) that look more
-    typical. See ``docs/confidence.md``.
+    the cell's distance to its nearest training cells in input space (the principal
+    components of the model's input, z-scored on the training split) with
+    ``1 - confidence``, and is expressed as the fraction of held-out reference cells that
+    look more typical. See ``docs/confidence.md``.
 
     Parameters
     ----------
@@ -139,7 +139,10 @@ def predict(
     else:
         out, emb = model.outputs_of(pipe, query.n_obs)
         below = 0.0 if isinstance(reject, str) else reject  # "auto": no confidence threshold, the uncertainty's alone
-        added = write_predictions(query, model, out, emb, keys, reject=below, reject_uncertainty=reject_uncertainty)
+        dist = model.input_distance(pipe, query.n_obs)
+        added = write_predictions(
+            query, model, out, emb, keys, reject=below, reject_uncertainty=reject_uncertainty, dist=dist
+        )
     added += _record(
         query, model, keys, info, batch_key=batch_key, reject=reject, reject_uncertainty=reject_uncertainty
     )

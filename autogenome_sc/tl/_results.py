@@ -32,11 +32,13 @@ def write_predictions(
     *,
     reject: float | None = None,
     reject_uncertainty: float | None = None,
+    dist: np.ndarray | None = None,
 ) -> list[str]:
     """Write prediction, confidence, uncertainty and embedding; return what was added, for the log.
 
     With ``reject``, cells whose confidence is below ``reject`` or whose uncertainty is
-    above ``reject_uncertainty`` (unless ``None``) get the label ``"Unassigned"``.
+    above ``reject_uncertainty`` (unless ``None``) get the label ``"Unassigned"``. ``dist``:
+    the cells' input-space distances (``model.input_distance``), which the uncertainty needs.
     """
     pred, p = model.postprocess(out)
     if p is None:
@@ -44,14 +46,16 @@ def write_predictions(
         added = [f"'{keys.prediction}' (adata.obs)"]
     else:
         conf = p.max(axis=1)
-        unc = model.uncertainty_of(emb, p)
+        unc = model.uncertainty_of(emb, p, dist)
         assert model.classes_ is not None  # probabilities come from classification models only
         categories = list(model.classes_)
         novel = np.zeros(len(pred), bool) if reject_uncertainty is None else unc > reject_uncertainty
         labels = pd.Categorical.from_codes(pred, categories=categories)
         added = []
         if model.hierarchy is not None:
-            labels, added = _write_levels(adata, model.hierarchy, p, pred, keys, reject, novel)
+            novel_at, uncertain = _novel_at_levels(adata, model, emb, p, dist, keys, novel, reject_uncertainty)
+            labels, added = _write_levels(adata, model.hierarchy, p, pred, keys, reject, novel_at)
+            added += uncertain
         elif reject is not None:
             rejected = (conf < reject) | novel
             labels = pd.Categorical.from_codes(np.where(rejected, len(categories), pred), [*categories, UNASSIGNED])
@@ -95,6 +99,41 @@ def probability_classes(model: Model, keys: Keys) -> dict[str, np.ndarray]:
     return {k: np.asarray(names, dtype=str) for k, (names, _) in probability_tables(model, dummy, keys).items()}
 
 
+def _novel_at_levels(
+    adata: AnnData,
+    model: Model,
+    emb: np.ndarray,
+    p: np.ndarray,
+    dist: np.ndarray | None,
+    keys: Keys,
+    novel: np.ndarray,
+    reject_uncertainty: float | None,
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Which cells are unlike the reference at each level of the model's hierarchy, and the columns written.
+
+    The finest level's is ``novel`` (``ag_uncertainty``). A coarser level with its own novelty
+    statistics (models trained since they were added) scores with its own confidence, and its
+    uncertainty is written as ``<key>_uncertainty_<level>``: a cell of an unseen fine type
+    inside a known coarse type can keep the coarse label. A cell is novel at a level only where
+    it is novel at every finer one too (coarser levels only relax), so the levels kept stay
+    nested. A model without them applies ``novel`` at every level, as before.
+    """
+    hierarchy = model.hierarchy
+    assert hierarchy is not None  # called for hierarchies only
+    out = dict.fromkeys(hierarchy.levels, novel)
+    written = []
+    finer = novel
+    for level in reversed(hierarchy.levels[:-1]):  # fine to coarse
+        u = model.level_uncertainty(level, emb, p, dist)
+        if u is None:
+            continue
+        adata.obs[keys.level_uncertainty(level)] = u.astype(np.float32)
+        written.append(f"'{keys.level_uncertainty(level)}' (adata.obs)")
+        own = np.zeros(len(u), bool) if reject_uncertainty is None else u > reject_uncertainty
+        out[level] = finer = own & finer
+    return out, written
+
+
 def _write_levels(
     adata: AnnData,
     hierarchy: Hierarchy,
@@ -102,21 +141,20 @@ def _write_levels(
     pred: np.ndarray,
     keys: Keys,
     reject: float | None,
-    novel: np.ndarray,
+    novel_at: dict[str, np.ndarray],
 ) -> tuple[pd.Categorical, list[str]]:
     """Each level's label and confidence; the main label, which with ``reject`` is the deepest confident level's.
 
     A level's label is the parent of the fine label; with ``reject`` it is ``"Unassigned"``
-    where its confidence is below ``reject`` (or the cell is unlike the reference). The
-    confidence only grows towards the coarse levels, so the deepest confident level is the
-    finest one whose label is kept.
+    where its confidence is below ``reject`` or the cell is unlike the reference at that level
+    (``novel_at``). The deepest level whose label is kept gives the main label.
     """
     levels = level_outputs(hierarchy, p, pred)
     main = np.full(len(pred), UNASSIGNED, dtype=object)
     written = []
     for level in reversed(hierarchy.levels):  # fine to coarse
         classes, code, conf = levels[level]
-        keep = np.ones(len(pred), bool) if reject is None else (conf >= reject) & ~novel
+        keep = np.ones(len(pred), bool) if reject is None else (conf >= reject) & ~novel_at[level]
         names = np.asarray(classes, dtype=object)[code]
         cats = classes if reject is None else [*classes, UNASSIGNED]
         adata.obs[keys.level_prediction(level)] = pd.Categorical(np.where(keep, names, UNASSIGNED), categories=cats)
