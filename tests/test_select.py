@@ -109,6 +109,9 @@ def test_cv_selection_is_deterministic_and_its_model_round_trips(pbmc, tmp_path)
     pred = model.predict(pbmc, use_raw=True)
     np.testing.assert_array_equal(pred["prediction"].astype(str), a.obs["ag_prediction"].astype(str))
     np.testing.assert_allclose(pred["confidence"], a.obs["ag_confidence"], rtol=1e-5)
+    # the novelty score of an ensemble is the input space's, like any model's, and it survives saving
+    assert "points" in model.novelty_
+    np.testing.assert_allclose(pred["uncertainty"], a.obs["ag_uncertainty"], rtol=1e-5, atol=1e-6)
     # calibrated on the out-of-fold outputs, explained like any model, written h5ad-safe
     assert model.calibration["n_val"] == sel["n_cells"] and 0.05 < model.temperature < 20
     ag.tl.explain(a, max_cells=20, n_samples=20, n_background=20)

@@ -132,9 +132,28 @@ def test_a_search_of_trees_refits_on_the_stages_cross_validation_chose(searched)
         warnings.simplefilter("ignore")
         again = model.predict(adata, use_raw=True)
     assert (again["prediction"].astype(str).to_numpy() == adata.obs["ag_prediction"].astype(str).to_numpy()).all()
+    np.testing.assert_allclose(again["uncertainty"], adata.obs["ag_uncertainty"], rtol=1e-5, atol=1e-6)
     test = adata.obs["ag_split"] == "test"
     accuracy = (adata.obs["ag_prediction"][test].astype(str) == adata.obs["bulk_labels"][test].astype(str)).mean()
     assert accuracy > 0.7
+
+
+def test_a_tree_model_tells_cells_of_unseen_types(searched, _pbmc):
+    """ag_uncertainty reads the input space: it works for trees as for networks (issue 33, item 4)."""
+    from sklearn.metrics import roc_auc_score
+
+    adata, path = searched
+    query = _pbmc.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ag.tl.predict(query, path, use_raw=True, reject="auto")
+    unseen = ~query.obs["bulk_labels"].isin(adata.obs["bulk_labels"].unique()).to_numpy()  # T cells, CD34+
+    test = query.obs_names.isin(adata.obs_names[adata.obs["ag_split"] == "test"])
+    held = unseen | test
+    u = query.obs["ag_uncertainty"].to_numpy()
+    assert roc_auc_score(unseen[held], u[held]) > 0.85
+    rejected = (query.obs["ag_prediction"] == "Unassigned").to_numpy()
+    assert rejected[unseen].mean() > 0.5 and rejected[test].mean() < 0.15
 
 
 def test_a_tree_model_is_explained_in_logits_exactly(searched):
