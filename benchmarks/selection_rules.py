@@ -9,7 +9,9 @@ cross-validation chose (``search.final = "bag"``). One ``<data>_fold<f>.npz`` pe
 ``--out``; folds already there are skipped, so a stopped run resumes.
 
 ``report``: replays every rule of :data:`RULES` on those outputs (``choose`` of
-``autogenome_sc/search/_choose.py``, as the search calls it) and scores what each would have
+``autogenome_sc/search/_choose.py``, as the search calls it), and the ensembles of
+:data:`BUILT` (built otherwise than the package's greedy selection on the loss, each kept only
+where the default rule prefers it to the best single configuration), and scores what each would have
 built on the test fold: mean test accuracy / macro-F1 over the folds per data set, and, pooled
 over every fold, the test cells each rule gets right that the default gets wrong and the
 reverse. The test fold never enters a choice; ``best single on test`` (the configuration with
@@ -22,9 +24,13 @@ once more to stop at the chosen epoch, as the final model does). On 2 busy cores
 25 minutes, wide MLPs 3-7 minutes each, so the wide sets want fewer trials or narrower spaces
 (``--config``).
 
+``--timeout`` (with ``--n-trials 0``) runs each search as a user does, for that many seconds:
+the trials then differ from machine to machine, but every rule still chooses among the same ones.
+
 Run (from the repository root)::
 
     PYTHONPATH=. python benchmarks/selection_rules.py run --datasets hsmm,all --n-trials 20 --out rules
+    PYTHONPATH=. python benchmarks/selection_rules.py run --n-trials 0 --timeout 60 --out rules60
     PYTHONPATH=. python benchmarks/selection_rules.py report rules [--details]
 
 ``--config`` passes an expert config (JSON text) to the searches, e.g.
