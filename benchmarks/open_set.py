@@ -93,7 +93,7 @@ def one_fold(full, x, labels, unseen_type, seed, model_dir, key="bulk_labels", u
     conf = query.obs["ag_confidence"].to_numpy()
     pipe = model.pipeline(full, use_raw=use_raw)[0]
     out, _ = model.outputs_of(pipe, full.n_obs)
-    dist = model.input_distance(pipe, full.n_obs)  # the distance to the reference in input space
+    dist, _ = model.input_evidence(pipe, full.n_obs)  # the distance to the reference in input space
     y = unseen[held_out]
     rules = {}
     for r, level in RULES:  # the rule of ag.tl.predict(reject=r, reject_uncertainty=level)

@@ -162,7 +162,7 @@ def test_input_space_uncertainty_is_the_rank_among_held_out_cells(monkeypatch):
         KNN_POINTS,
         fit_input_novelty,
         fit_input_space,
-        input_distance,
+        input_evidence,
     )
 
     rng = np.random.default_rng(2)
@@ -184,18 +184,27 @@ def test_input_space_uncertainty_is_the_rank_among_held_out_cells(monkeypatch):
     np.testing.assert_array_equal(narrow["genes"], np.sort(np.argsort(-spread)[:10]))
     assert narrow["projection"].shape == (10, 10)
     # the distance, block by block, is the brute-force mean distance to the k nearest kept cells
-    d = input_distance(block, query[:300], space)
+    d, p_lr = input_evidence(block, query[:300], space)
     coords = X[query[:300]] @ space["projection"] - space["offset"]
     brute = np.sort(np.linalg.norm(coords[:, None, :] - space["points"][None], axis=2), axis=1)[:, :KNN_NEIGHBOURS]
     np.testing.assert_allclose(d, brute.mean(axis=1), rtol=1e-3)
+    # the reference-space classifier: probabilities over the classes it saw, from the same components
+    assert list(space["lr_classes"]) == [0, 1, 2, 3] and p_lr.shape == (300, 4)
+    np.testing.assert_allclose(p_lr, softmax(coords @ space["lr_coef"] + space["lr_intercept"], axis=1), rtol=1e-4)
     conf = rng.uniform(0.5, 1, len(X))
-    state = fit_input_novelty(space, input_distance(block, val, space), conf[val])
-    u = uncertainty(None, conf[query], state, input_distance(block, query, space))
+
+    def evidence(rows):
+        dist, probs = input_evidence(block, rows, space)
+        return dist, probs.max(axis=1)
+
+    d_val, lr_val = evidence(val)
+    state = fit_input_novelty(space, d_val, conf[val], lr_val)
+    u = uncertainty(None, conf[query], state, *evidence(query))
     # cells drawn like the held-out reference cells: uncertainty is roughly uniform
     assert np.quantile(u, 0.9) == pytest.approx(0.9, abs=0.05)
     assert np.mean(u > 0.95) == pytest.approx(0.05, abs=0.03)
     X[query[:50]] += 8.0  # cells far from every reference cell
-    far = uncertainty(None, conf[query[:50]], state, input_distance(block, query[:50], space))
+    far = uncertainty(None, conf[query[:50]], state, *evidence(query[:50]))
     assert far.min() > 0.99
 
 
@@ -210,7 +219,7 @@ def test_a_model_saved_with_embedding_novelty_keeps_its_score(open_set, tmp_path
     old = ag.read_model(model.path)
     old.novelty_ = ag.train.fit_novelty(emb[rows], y, len(model.classes_), emb[val], p[val].max(axis=1))
     again = ag.read_model(old.save(tmp_path / "old"))
-    assert again.input_distance(again.pipeline(query, use_raw=True)[0], query.n_obs) is None
+    assert again.input_evidence(again.pipeline(query, use_raw=True)[0], query.n_obs) is None
     expected = uncertainty(emb, p.max(axis=1), old.novelty_)
     np.testing.assert_allclose(again.predict(query, use_raw=True)["uncertainty"], expected, rtol=1e-5, atol=1e-6)
 

@@ -410,7 +410,7 @@ def test_a_full_tmpfs_leaves_the_model_and_the_journal_whole(trained, tmp_path):
     if shutil.which("unshare") is None or subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode:
         pytest.skip("no user namespaces here to mount a small tmpfs in (test_a_save_that_fails_midway simulates one)")
     env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
-    script = f'mount -t tmpfs -o size=256k tmpfs "$1" && exec "{sys.executable}" -c "$2" "$1" "$3"'
+    script = f'mount -t tmpfs -o size=1m tmpfs "$1" && exec "{sys.executable}" -c "$2" "$1" "$3"'
     proc = subprocess.run(
         ["unshare", "-rm", "sh", "-c", script, "sh", str(disk), _FULL_DISK, str(model.path)],
         env=env, capture_output=True, text=True, timeout=300,

@@ -297,6 +297,10 @@ def _rewrite_weights(path, change):
             lambda s: s["novelty"].__setitem__("points", s["novelty"]["points"][:, :-1]),
             r"reference cells, each with its class",
         ),
+        (
+            lambda s: s["novelty"].__setitem__("lr_coef", s["novelty"]["lr_coef"][:, :-1]),
+            r"the reference-space classifier",
+        ),
     ],
 )
 def test_damaged_novelty_statistics_are_refused(trained, tmp_path, change, match, monkeypatch):

@@ -210,7 +210,7 @@ def weights_bound(meta: dict[str, Any]) -> float:
     numbers += 2 * n_genes  # the per-gene scaling
     if meta["task"] == "classification":  # the novelty statistics: the input space or the centroids, the references
         levels = len((meta.get("hierarchy") or {}).get("levels") or [None])  # a reference per level of a hierarchy
-        space = n_genes * (_KNN_DIMS + 1) + _KNN_POINTS * (_KNN_DIMS + 1)
+        space = n_genes * (_KNN_DIMS + 1) + _KNN_POINTS * (_KNN_DIMS + 1) + (_KNN_DIMS + 2) * len(classes)
         numbers += max(space, len(classes) * (emb + 2) + emb) + levels * (_MAX_REFERENCE + 16)
     return 10 * numbers + 2 * 2**20
 
@@ -314,7 +314,8 @@ _SCORE = {
     "reference": (1, False),
     "tail": (0, True),
 }
-_NOVELTY_LEVEL = {**_SCORE, "conf_weight": (0, False)}  # a coarser level of a hierarchy: the finest level's space
+#: a coarser level of a hierarchy: the score's part (the finest level's input space)
+_NOVELTY_LEVEL = {**_SCORE, "conf_weight": (0, False), "lr_loc": (0, False), "lr_scale": (0, True)}
 _NOVELTY = {
     **_NOVELTY_LEVEL,
     "genes": (1, False),
@@ -323,6 +324,9 @@ _NOVELTY = {
     "points": (2, False),
     "point_class": (1, False),
     "k": (0, True),
+    "lr_classes": (1, False),
+    "lr_coef": (2, False),
+    "lr_intercept": (1, False),
 }
 _NOVELTY_EMBEDDING = {**_SCORE, "centroids": (2, False), "inv_var": (1, True), "present": (1, False)}
 _MAX_REFERENCE = 1000  # quantiles of the validation scores a model keeps (train/_confidence.py)
@@ -370,6 +374,16 @@ def _check_novelty(novelty: Any, path: Path, n_classes: int | None, n_genes: int
             raise DamagedModel(f"{bad} (a reference cell's class is not one of the model's {n_classes}).")
         if not np.issubdtype(arrays["k"].dtype, np.integer):
             raise DamagedModel(f"{bad} ('k' must be a whole number).")
+        lr_classes, coef = arrays["lr_classes"], arrays["lr_coef"]
+        if (
+            not np.issubdtype(lr_classes.dtype, np.integer)
+            or lr_classes.size == 0
+            or (lr_classes < 0).any()
+            or (n_classes is not None and (lr_classes >= n_classes).any())
+            or coef.shape != (d, lr_classes.size)
+            or arrays["lr_intercept"].shape != (lr_classes.size,)
+        ):
+            raise DamagedModel(f"{bad} (the reference-space classifier: a weight per component and class).")
     elif spec is _NOVELTY_EMBEDDING:
         centroids = arrays["centroids"]
         d = centroids.shape[1]

@@ -391,39 +391,47 @@ class Model:
             out, temperature=self.temperature, target_mean=self.target_mean_, target_std=self.target_std_
         )
 
-    def input_distance(self, pipe: Pipeline, n_obs: int) -> np.ndarray | None:
-        """Each cell's distance to the reference in input space (``None``: a model saved without it; see ``train/_confidence``)."""
-        from ..train._confidence import input_distance
+    def input_evidence(self, pipe: Pipeline, n_obs: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Each cell's distance to the reference in input space and the reference-space classifier's probabilities.
+
+        ``None`` for a model saved without them (see ``train/_confidence``).
+        """
+        from ..train._confidence import input_evidence
 
         if "points" not in self.novelty_:
             return None
-        return input_distance(pipe.block, np.arange(n_obs), self.novelty_)
+        return input_evidence(pipe.block, np.arange(n_obs), self.novelty_)
 
-    def uncertainty_of(self, emb: np.ndarray, p: np.ndarray, dist: np.ndarray | None = None) -> np.ndarray:
-        """``ag_uncertainty`` from embeddings, calibrated probabilities and input-space distances (see ``train/_confidence``).
+    def uncertainty_of(
+        self, emb: np.ndarray, p: np.ndarray, evidence: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> np.ndarray:
+        """``ag_uncertainty`` from embeddings, calibrated probabilities and the input space (see ``train/_confidence``).
 
-        ``dist``: :meth:`input_distance` of the same cells, which the novelty statistics of a
-        model trained since they were added need (older models read ``emb``).
+        ``evidence``: :meth:`input_evidence` of the same cells, which the novelty statistics of
+        a model trained since they were added need (older models read ``emb``).
         """
         from ..train import uncertainty
 
         if not self.novelty_:  # saved without novelty statistics
             return 1.0 - p.max(axis=1)
-        return uncertainty(emb, p.max(axis=1), self.novelty_, self._distance(dist))
+        dist, lr = self._evidence(evidence)
+        return uncertainty(emb, p.max(axis=1), self.novelty_, dist, None if lr is None else lr.max(axis=1))
 
-    def _distance(self, dist: np.ndarray | None) -> np.ndarray | None:
+    def _evidence(
+        self, evidence: tuple[np.ndarray, np.ndarray] | None
+    ) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
         if "points" not in self.novelty_:
-            return None
-        if dist is None:
-            raise ValueError("This model's uncertainty needs the cells' input-space distances (model.input_distance).")
-        return dist
+            return None, None
+        if evidence is None:
+            raise ValueError("This model's uncertainty needs the cells' input-space evidence (model.input_evidence).")
+        return evidence
 
     def level_uncertainty(
-        self, level: str, emb: np.ndarray, p: np.ndarray, dist: np.ndarray | None = None
+        self, level: str, emb: np.ndarray, p: np.ndarray, evidence: tuple[np.ndarray, np.ndarray] | None = None
     ) -> np.ndarray | None:
         """The uncertainty of each cell at a coarser ``level`` of the hierarchy (``None``: no statistics for it).
 
-        As ``ag_uncertainty``, with the level's confidence (the summed probability of its
+        As ``ag_uncertainty``, with the level's confidences (the summed probabilities of its
         classes): the rank of the cell's novelty score among the reference's held-out cells.
         """
         from ..train import uncertainty
@@ -433,7 +441,9 @@ class Model:
         if not state or hierarchy is None:
             return None
         _, M = hierarchy.membership(level)
-        return uncertainty(emb, (p @ M).max(axis=1), state, self._distance(dist))
+        dist, lr = self._evidence(evidence)
+        lr_level = None if lr is None else (lr @ M[np.asarray(self.novelty_["lr_classes"])]).max(axis=1)
+        return uncertainty(emb, (p @ M).max(axis=1), state, dist, lr_level)
 
     def predict_proba(
         self, adata: AnnData, *, layer: str | None = None, use_raw: bool | None = None, batch_key: str | None = None
@@ -491,7 +501,7 @@ class Model:
         if p is None:
             return pd.DataFrame({"prediction": pred}, index=adata.obs_names)
         labels = pd.Categorical.from_codes(pred, categories=self.classes_)
-        unc = self.uncertainty_of(emb, p, self.input_distance(pipe, adata.n_obs))
+        unc = self.uncertainty_of(emb, p, self.input_evidence(pipe, adata.n_obs))
         return pd.DataFrame(
             {"prediction": labels, "confidence": p.max(axis=1), "uncertainty": unc}, index=adata.obs_names
         )

@@ -76,8 +76,8 @@ def finish(
     if data.task == "embedding":
         added = _write_embedding(adata, model, data, latent, keys, reconstruct)
     else:
-        dist = model.input_distance(data.pipeline, adata.n_obs) if data.task == "classification" else None
-        added = write_predictions(adata, model, out, emb, keys, dist=dist)
+        evidence = model.input_evidence(data.pipeline, adata.n_obs) if data.task == "classification" else None
+        added = write_predictions(adata, model, out, emb, keys, evidence=evidence)
     params.update({"rng": rng, "n_devices": result.n_devices, **{f"arch_{k}": v for k, v in arch.items()}})
     record_run(adata, data, model, result, cfg, keys=keys, params=params, added=added, extra_uns=extra_uns)
     return model

@@ -139,9 +139,9 @@ def predict(
     else:
         out, emb = model.outputs_of(pipe, query.n_obs)
         below = 0.0 if isinstance(reject, str) else reject  # "auto": no confidence threshold, the uncertainty's alone
-        dist = model.input_distance(pipe, query.n_obs)
+        evidence = model.input_evidence(pipe, query.n_obs)
         added = write_predictions(
-            query, model, out, emb, keys, reject=below, reject_uncertainty=reject_uncertainty, dist=dist
+            query, model, out, emb, keys, reject=below, reject_uncertainty=reject_uncertainty, evidence=evidence
         )
     added += _record(
         query, model, keys, info, batch_key=batch_key, reject=reject, reject_uncertainty=reject_uncertainty

@@ -32,13 +32,13 @@ def write_predictions(
     *,
     reject: float | None = None,
     reject_uncertainty: float | None = None,
-    dist: np.ndarray | None = None,
+    evidence: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[str]:
     """Write prediction, confidence, uncertainty and embedding; return what was added, for the log.
 
     With ``reject``, cells whose confidence is below ``reject`` or whose uncertainty is
-    above ``reject_uncertainty`` (unless ``None``) get the label ``"Unassigned"``. ``dist``:
-    the cells' input-space distances (``model.input_distance``), which the uncertainty needs.
+    above ``reject_uncertainty`` (unless ``None``) get the label ``"Unassigned"``. ``evidence``:
+    the cells' input-space evidence (``model.input_evidence``), which the uncertainty needs.
     """
     pred, p = model.postprocess(out)
     if p is None:
@@ -46,14 +46,14 @@ def write_predictions(
         added = [f"'{keys.prediction}' (adata.obs)"]
     else:
         conf = p.max(axis=1)
-        unc = model.uncertainty_of(emb, p, dist)
+        unc = model.uncertainty_of(emb, p, evidence)
         assert model.classes_ is not None  # probabilities come from classification models only
         categories = list(model.classes_)
         novel = np.zeros(len(pred), bool) if reject_uncertainty is None else unc > reject_uncertainty
         labels = pd.Categorical.from_codes(pred, categories=categories)
         added = []
         if model.hierarchy is not None:
-            novel_at, uncertain = _novel_at_levels(adata, model, emb, p, dist, keys, novel, reject_uncertainty)
+            novel_at, uncertain = _novel_at_levels(adata, model, emb, p, evidence, keys, novel, reject_uncertainty)
             labels, added = _write_levels(adata, model.hierarchy, p, pred, keys, reject, novel_at)
             added += uncertain
         elif reject is not None:
@@ -104,7 +104,7 @@ def _novel_at_levels(
     model: Model,
     emb: np.ndarray,
     p: np.ndarray,
-    dist: np.ndarray | None,
+    evidence: tuple[np.ndarray, np.ndarray] | None,
     keys: Keys,
     novel: np.ndarray,
     reject_uncertainty: float | None,
@@ -124,7 +124,7 @@ def _novel_at_levels(
     written = []
     finer = novel
     for level in reversed(hierarchy.levels[:-1]):  # fine to coarse
-        u = model.level_uncertainty(level, emb, p, dist)
+        u = model.level_uncertainty(level, emb, p, evidence)
         if u is None:
             continue
         adata.obs[keys.level_uncertainty(level)] = u.astype(np.float32)

@@ -20,7 +20,10 @@ standardised on the reference's held-out cells (median 0, 90th percentile 1):
   leaving each type out in turn: mean AUROC 0.86 in input space, 0.72 in the network's
   embedding; docs/confidence.md);
 * ``1 - p_max``, the calibrated probability the model gives to any other class, weighted by
-  :data:`CONF_WEIGHT`: it rises for cells between two reference classes.
+  :data:`CONF_WEIGHT`: it rises for cells between two reference classes;
+* the same of a second, simple classifier, a logistic regression on the kept reference cells'
+  components (:data:`LR_C`), weighted by :data:`CONF_WEIGHT`: where it and the model disagree
+  or it is unsure, the cell is less like the reference (on the HSMM time course, 0.69 -> 0.74).
 
 The sum is turned into ``ag_uncertainty`` in [0, 1) by its rank among the held-out cells (a
 conformal p-value subtracted from one, with exponential tails outside the observed range so
@@ -46,10 +49,15 @@ KNN_DIMS = 50
 KNN_POINTS = 5000
 #: The genes of the input space: the most variable of the model's input over the training cells.
 KNN_GENES = 2000
-#: Cells x genes read densely (float32) to fit the z-scores and the principal axes: about 200 MB.
-KNN_FIT_VALUES = 50_000_000
-#: The weight of ``1 - p_max`` beside the input-space distance in the novelty score.
+#: Training cells read densely (float32) to fit the z-scores and the principal axes: at most this many,
+#: and at most :data:`KNN_FIT_VALUES` values (40 MB) unless that leaves fewer than 500 cells. Bounded,
+#: so what calibration holds does not grow with the training cells.
+KNN_FIT_CELLS = 5000
+KNN_FIT_VALUES = 10_000_000
+#: The weight of each ``1 - p_max`` (the model's, the reference-space classifier's) beside the distance.
 CONF_WEIGHT = 0.5
+#: The inverse penalty of the reference-space logistic regression (scikit-learn's ``C``).
+LR_C = 0.1
 _KNN_ROWS = 2048  # query cells per block of distances to the reference cells
 
 
@@ -183,15 +191,24 @@ def fit_novelty(
     return {k: np.asarray(v) for k, v in state.items()}
 
 
-def uncertainty(emb: np.ndarray, confidence: np.ndarray, state: dict, dist: np.ndarray | None = None) -> np.ndarray:
+def uncertainty(
+    emb: np.ndarray | None,
+    confidence: np.ndarray,
+    state: dict,
+    dist: np.ndarray | None = None,
+    lr_confidence: np.ndarray | None = None,
+) -> np.ndarray:
     """``ag_uncertainty`` in [0, 1): the rank of a cell's novelty score among the held-out reference cells.
 
-    ``dist``: the cells' input-space distances (:func:`input_distance`), for statistics fitted
-    with them (:func:`fit_input_novelty`); statistics without (older models) read ``emb``.
+    ``dist`` and ``lr_confidence``: the cells' input-space distances and the reference-space
+    classifier's largest probability (:func:`input_evidence`), for statistics fitted with them
+    (:func:`fit_input_novelty`); statistics without (older models) read ``emb``.
     """
     if dist is not None:
-        s = input_novelty_raw(dist, confidence, state)
+        assert lr_confidence is not None  # both come from input_evidence
+        s = input_novelty_raw(dist, confidence, lr_confidence, state)
     else:
+        assert emb is not None  # statistics of the embedding read it
         s = novelty_raw(emb, confidence, state)
     return rank_of(s, state)
 
@@ -236,8 +253,8 @@ def fit_input_space(block, train_rows: np.ndarray, y_train: np.ndarray, seed: in
     """The input-space part of the novelty statistics: the projection and the kept reference cells.
 
     ``block(rows)`` returns the model's input of those cells (dense, genes in the model's
-    order). The z-scores and principal axes are fitted on at most :data:`KNN_FIT_VALUES` input
-    values' worth of training cells (drawn with ``seed``); the projection folds both into one
+    order). The z-scores and principal axes are fitted on at most :data:`KNN_FIT_CELLS`
+    training cells (drawn with ``seed``; see :data:`KNN_FIT_VALUES`); the projection folds both into one
     matrix: ``coordinates = input[:, genes] @ projection - offset``.
     """
     from sklearn.decomposition import PCA
@@ -246,7 +263,7 @@ def fit_input_space(block, train_rows: np.ndarray, y_train: np.ndarray, seed: in
     train_rows = np.asarray(train_rows)
     x0 = np.asarray(block(train_rows[:1]))
     n_genes = x0.shape[1]
-    n_fit = int(min(len(train_rows), max(500, KNN_FIT_VALUES // max(n_genes, 1))))
+    n_fit = int(min(len(train_rows), KNN_FIT_CELLS, max(500, KNN_FIT_VALUES // max(n_genes, 1))))
     fit_rows = train_rows if n_fit >= len(train_rows) else np.sort(rng.choice(train_rows, n_fit, replace=False))
     x = _dense_rows(block, fit_rows)
     genes = np.arange(n_genes)
@@ -272,7 +289,28 @@ def fit_input_space(block, train_rows: np.ndarray, y_train: np.ndarray, seed: in
         "k": np.asarray(KNN_NEIGHBOURS, np.int64),
     }
     state["points"] = project(block, train_rows[keep], state)
+    state.update(_reference_classifier(state["points"], state["point_class"], seed))
     return state
+
+
+def _reference_classifier(points: np.ndarray, classes: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    """A multinomial logistic regression of the kept cells' classes on their components (its classes, weights)."""
+    from sklearn.linear_model import LogisticRegression
+
+    present = np.unique(classes)
+    d = points.shape[1]
+    if len(present) < 2:  # one class: sure of it everywhere
+        return {"lr_classes": present.astype(np.int32), "lr_coef": np.zeros((d, 1), np.float32),
+                "lr_intercept": np.zeros(1, np.float32)}  # fmt: skip
+    lr = LogisticRegression(C=LR_C, max_iter=1000, random_state=seed).fit(points, classes)
+    coef, intercept = np.asarray(lr.coef_, np.float64), np.asarray(lr.intercept_, np.float64)
+    if len(present) == 2:  # scikit-learn keeps one row for two classes: the first class's logit is 0
+        coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.r_[0.0, intercept]
+    return {
+        "lr_classes": present.astype(np.int32),
+        "lr_coef": coef.T.astype(np.float32),
+        "lr_intercept": intercept.astype(np.float32),
+    }
 
 
 def project(block, rows: np.ndarray, state: dict) -> np.ndarray:
@@ -286,35 +324,46 @@ def project(block, rows: np.ndarray, state: dict) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros((0, W.shape[1]), np.float32)
 
 
-def input_distance(block, rows: np.ndarray, state: dict) -> np.ndarray:
-    """The mean distance of each cell of ``rows`` to its ``k`` nearest reference cells, block by block of cells."""
+def input_evidence(block, rows: np.ndarray, state: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Each cell's mean distance to its ``k`` nearest reference cells, and the reference-space classifier's probabilities.
+
+    Block by block of cells; the probabilities are over ``state["lr_classes"]``.
+    """
     # float32 throughout: the squared distances of z-scored components (tens) lose about 1e-5 of their
     # size to rounding, far below the gaps between neighbours; float64 took twice the time of the
     # network's own outputs again (100,000 cells x 2,000 genes, 2 cores)
     pts = np.asarray(state["points"], np.float32)
     k = int(min(int(state["k"]), len(pts)))
     sq_pts = (pts * pts).sum(axis=1)
-    out = []
+    coef, intercept = np.asarray(state["lr_coef"], np.float32), np.asarray(state["lr_intercept"], np.float32)
+    dist, probs = [], []
     rows = np.asarray(rows)
     for s in range(0, len(rows), _KNN_ROWS):
         q = project(block, rows[s : s + _KNN_ROWS], state)
         d2 = (q * q).sum(axis=1)[:, None] + sq_pts[None, :] - 2.0 * (q @ pts.T)
         near = np.partition(d2, k - 1, axis=1)[:, :k]
-        out.append(np.sqrt(np.maximum(near, 0.0)).mean(axis=1, dtype=np.float64))
-    return np.concatenate(out) if out else np.zeros(0)
+        dist.append(np.sqrt(np.maximum(near, 0.0)).mean(axis=1, dtype=np.float64))
+        probs.append(softmax(np.asarray(q @ coef + intercept, np.float64), axis=1).astype(np.float32))
+    if not dist:
+        return np.zeros(0), np.zeros((0, coef.shape[1]))
+    return np.concatenate(dist), np.concatenate(probs)
 
 
-def input_novelty_raw(dist: np.ndarray, confidence: np.ndarray, state: dict) -> np.ndarray:
-    """The novelty score of input-space statistics: standardised distance + :data:`CONF_WEIGHT` x standardised ``1 - p_max``."""
+def input_novelty_raw(dist: np.ndarray, confidence: np.ndarray, lr_confidence: np.ndarray, state: dict) -> np.ndarray:
+    """The novelty score of input-space statistics: standardised distance + weighted standardised ``1 - p_max``.
+
+    Both ``1 - p_max``, the model's and the reference-space classifier's, weigh :data:`CONF_WEIGHT`.
+    """
     z_dist = (np.asarray(dist, np.float64) - state["dist_loc"]) / state["dist_scale"]
     z_conf = (1.0 - np.asarray(confidence, np.float64) - state["conf_loc"]) / state["conf_scale"]
-    return z_dist + float(state["conf_weight"]) * z_conf
+    z_lr = (1.0 - np.asarray(lr_confidence, np.float64) - state["lr_loc"]) / state["lr_scale"]
+    return z_dist + float(state["conf_weight"]) * (z_conf + z_lr)
 
 
 def fit_input_novelty(
-    space: dict[str, np.ndarray], dist_ref: np.ndarray, confidence_ref: np.ndarray
+    space: dict[str, np.ndarray], dist_ref: np.ndarray, confidence_ref: np.ndarray, lr_confidence_ref: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """Standardise the distance and ``1 - p_max`` on the held-out reference cells and keep their scores' quantiles.
+    """Standardise the distance and both ``1 - p_max`` on the held-out reference cells; keep their scores' quantiles.
 
     ``space``: :func:`fit_input_space`'s statistics (kept in the result; a hierarchy's coarser
     levels pass ``{}`` and read the finest level's). Returns what :func:`uncertainty` needs.
@@ -322,8 +371,9 @@ def fit_input_novelty(
     state: dict = dict(space)
     state["dist_loc"], state["dist_scale"] = _robust_scale(np.asarray(dist_ref, np.float64))
     state["conf_loc"], state["conf_scale"] = _robust_scale(1.0 - np.asarray(confidence_ref, np.float64))
+    state["lr_loc"], state["lr_scale"] = _robust_scale(1.0 - np.asarray(lr_confidence_ref, np.float64))
     state["conf_weight"] = CONF_WEIGHT
-    raw = input_novelty_raw(dist_ref, confidence_ref, state)
+    raw = input_novelty_raw(dist_ref, confidence_ref, lr_confidence_ref, state)
     m = min(len(raw), _MAX_REFERENCE)
     state["reference"] = np.quantile(raw, (np.arange(m) + 0.5) / m)
     state["tail"] = _robust_scale(raw)[1]
