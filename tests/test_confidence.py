@@ -148,6 +148,11 @@ def test_reject_auto_rejects_by_uncertainty_alone(open_set, tmp_path):
     unseen = (q.obs["bulk_labels"] == UNSEEN).to_numpy()
     test = q.obs_names.isin(ref.obs_names[ref.obs["ag_split"] == "test"])
     assert rejected[test].mean() < 0.15 and rejected[unseen].mean() > 3 * max(rejected[test].mean(), 0.05)
+    # training reported that share of its held-out test cells in advance, from the same uncertainty
+    in_ref = (ref.obs["ag_split"] == "test").to_numpy()
+    reported = ref.uns["ag"]["metrics"]["auto_rejected_test"]
+    assert reported == pytest.approx(float((ref.obs["ag_uncertainty"].to_numpy()[in_ref] > 0.95).mean()))
+    assert reported == pytest.approx(rejected[test].mean()) and model.metrics_["auto_rejected_test"] == reported
     looser = ag.tl.predict(query, model, use_raw=True, reject="auto", reject_uncertainty=0.8, copy=True)
     assert (looser.obs["ag_prediction"] == "Unassigned").sum() > rejected.sum()
     q.write_h5ad(tmp_path / "q.h5ad")  # the rule's name is h5ad-safe

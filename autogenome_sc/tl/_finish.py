@@ -22,6 +22,7 @@ from ..data._hierarchy import Hierarchy
 from ..model import Model
 from ..train import FitResult, evaluate_elbo, make_terms, predict_arrays
 from ._calibrate import calibrate
+from ._predict import REJECT_UNCERTAINTY
 from ._results import default_model_path, preprocessing_record, probability_classes, record_run, write_predictions
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ def finish(
             "reconstruct": reconstruct,
         }  # fmt: skip
     else:
-        out, emb, calib_uns = _score_supervised(model, data, result, adata.n_obs, held_out)
+        out, emb, evidence, calib_uns = _score_supervised(model, data, result, adata.n_obs, held_out)
         params = {"label_key": label_key}  # the finest level with a hierarchy, whose levels follow
         if hierarchy is not None:
             params["label_levels"] = hierarchy.levels
@@ -76,7 +77,6 @@ def finish(
     if data.task == "embedding":
         added = _write_embedding(adata, model, data, latent, keys, reconstruct)
     else:
-        evidence = model.input_evidence(data.pipeline, adata.n_obs) if data.task == "classification" else None
         added = write_predictions(adata, model, out, emb, keys, evidence=evidence)
     params.update({"rng": rng, "n_devices": result.n_devices, **{f"arch_{k}": v for k, v in arch.items()}})
     record_run(adata, data, model, result, cfg, keys=keys, params=params, added=added, extra_uns=extra_uns)
@@ -126,16 +126,20 @@ def _model(data: TrainData, kind: str, arch: dict, result: FitResult, cfg: Confi
 
 def _score_supervised(
     model: Model, data: TrainData, result: FitResult, n_obs: int, held_out: tuple[np.ndarray, np.ndarray] | None
-) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Outputs and embeddings of every cell; test metrics (and calibration, for classes) into ``model``."""
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None, dict[str, Any]]:
+    """Outputs, embeddings and input-space evidence of every cell; test metrics (and calibration) into ``model``."""
     pipe = data.pipeline
     out, emb = predict_arrays(model.apply_fn, model.variables, pipe, np.arange(n_obs), min(1024, n_obs))
     calib_metrics: dict[str, Any] = {}
     calib_uns: dict[str, Any] = {}
+    evidence = None
     if data.task == "classification":
         calib_metrics, calib_uns = calibrate(model, data, out, emb, held_out)
-    pred, _ = model.postprocess(out)
+        evidence = model.input_evidence(pipe, n_obs)
+    pred, p = model.postprocess(out)
     test = data.idx["test"]
+    if p is not None and model.novelty_ and len(test):
+        calib_metrics["auto_rejected_test"] = _auto_rejected(model, emb, p, evidence, test)
     metrics = model.task_type.metrics(data.y[test], pred[test], len(data.classes or ()))
     hierarchy = model.hierarchy
     if hierarchy is not None:  # each coarser level scored like the finest: its labels are the parents of the fine ones
@@ -149,7 +153,23 @@ def _score_supervised(
     metrics["best_val_loss"] = result.best_val_loss
     metrics.update(calib_metrics)
     model.metrics_ = metrics
-    return out, emb, calib_uns
+    return out, emb, evidence, calib_uns
+
+
+def _auto_rejected(
+    model: Model, emb: np.ndarray, p: np.ndarray, evidence: tuple[np.ndarray, np.ndarray] | None, test: np.ndarray
+) -> float:
+    """The share of held-out test cells ``predict(reject="auto")`` would leave ``"Unassigned"``; logged.
+
+    With ``ag.tl.train`` the uncertainty is ranked among the validation cells, so this
+    estimates the false-rejection rate on cells like the reference (about 5% by design); after a
+    search's cross-validation the test cells are that reference themselves.
+    """
+    part = None if evidence is None else (evidence[0][test], evidence[1][test])
+    u = model.uncertainty_of(emb[test], p[test], part)
+    share = float(np.mean(u > REJECT_UNCERTAINTY))
+    logg.info(f"    reject='auto' would leave {share:.1%} of the {len(test)} held-out test cells Unassigned")
+    return share
 
 
 def _score_embedding(
