@@ -7,23 +7,23 @@ Temperature scaling (Guo et al. 2017) divides the logits by one scalar ``T`` fit
 the validation split by minimising the negative log-likelihood; it changes no
 prediction, only how sure the model says it is.
 
-The novelty score behind ``ag_uncertainty`` combines two pieces of evidence, each
+The novelty score behind ``ag_uncertainty`` combines three pieces of evidence, each
 standardised on the reference's held-out cells (median 0, 90th percentile 1):
 
 * the **distance to the reference in input space**: the mean Euclidean distance of the cell
   to its :data:`KNN_NEIGHBOURS` nearest training cells (at most :data:`KNN_POINTS` of them
   kept, every class kept), in the first :data:`KNN_DIMS` principal components of the model's
   own input on its :data:`KNN_GENES` most variable genes, z-scored gene by gene on the
-  training cells. It rises for cells unlike any
-  reference cell, even when the network is confidently wrong about them: a network's own
-  representation maps an unseen type onto the known classes it resembles (on pbmc68k_reduced,
-  leaving each type out in turn: mean AUROC 0.86 in input space, 0.72 in the network's
-  embedding; docs/confidence.md);
+  training cells. It rises for cells unlike any reference cell, even when the network is
+  confidently wrong about them: a network's own representation maps an unseen type onto the
+  known classes it resembles, so distances in it tell unseen types apart less well
+  (docs/confidence.md has the comparison);
 * ``1 - p_max``, the calibrated probability the model gives to any other class, weighted by
   :data:`CONF_WEIGHT`: it rises for cells between two reference classes;
 * the same of a second, simple classifier, a logistic regression on the kept reference cells'
   components (:data:`LR_C`), weighted by :data:`CONF_WEIGHT`: where it and the model disagree
-  or it is unsure, the cell is less like the reference (on the HSMM time course, 0.69 -> 0.74).
+  or it is unsure, the cell is less like the reference (it helps most on a continuum, such as
+  a time course; docs/confidence.md).
 
 The sum is turned into ``ag_uncertainty`` in [0, 1) by its rank among the held-out cells (a
 conformal p-value subtracted from one, with exponential tails outside the observed range so
@@ -330,8 +330,8 @@ def input_evidence(block, rows: np.ndarray, state: dict) -> tuple[np.ndarray, np
     Block by block of cells; the probabilities are over ``state["lr_classes"]``.
     """
     # float32 throughout: the squared distances of z-scored components (tens) lose about 1e-5 of their
-    # size to rounding, far below the gaps between neighbours; float64 took twice the time of the
-    # network's own outputs again (100,000 cells x 2,000 genes, 2 cores)
+    # size to rounding, far below the gaps between neighbours, at much less time than float64
+    # (docs/confidence.md, "Cost")
     pts = np.asarray(state["points"], np.float32)
     k = int(min(int(state["k"]), len(pts)))
     sq_pts = (pts * pts).sum(axis=1)
