@@ -26,6 +26,8 @@ from typing import Any, get_args
 import numpy as np
 
 from .._names import ACTIVATIONS, INPUT_KINDS, LIKELIHOODS, TASKS, Preprocess, Scaling
+from ..train._confidence import KNN_DIMS as _KNN_DIMS
+from ..train._confidence import KNN_POINTS as _KNN_POINTS
 from ._errors import DamagedModel
 from ._schema import check_schema, expected_numbers
 
@@ -330,7 +332,6 @@ _NOVELTY = {
 }
 _NOVELTY_EMBEDDING = {**_SCORE, "centroids": (2, False), "inv_var": (1, True), "present": (1, False)}
 _MAX_REFERENCE = 1000  # quantiles of the validation scores a model keeps (train/_confidence.py)
-_KNN_DIMS, _KNN_POINTS = 50, 5000  # principal components and reference cells a model keeps (train/_confidence.py)
 
 
 def _check_novelty(novelty: Any, path: Path, n_classes: int | None, n_genes: int, *, level: bool = False) -> None:
