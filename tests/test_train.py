@@ -71,6 +71,47 @@ def test_each_model_trains_and_compiles_once(counts, model):
     assert res.history["val_accuracy"].max() > 0.5  # 4 well-separated types
 
 
+@pytest.mark.parametrize("model", ["mlp", "resnet"])
+def test_compile_fit_compiles_what_the_fit_runs(counts, model):
+    """Compiled ahead (in a worker thread, as the search does), the fit traces nothing and learns the same."""
+    import threading
+
+    from autogenome_sc.train._loop import compile_fit
+
+    cfg = config.validate({**FAST, "trainer": {"batch_size": 32, "max_epochs": 3}})
+    data, _ = prepare(
+        counts,
+        "cell_type",
+        layer=None,
+        use_raw=False,
+        split_key=None,
+        data_cfg=cfg.data,
+        loss="auto",
+        rng=np.random.default_rng(0),
+    )
+    assert data.cache_rows()  # a small problem: its rows on the device
+    arch = {"model": model, "width": 24, "n_blocks": 1} if model == "resnet" else {"model": "mlp", "widths": [24, 24]}
+    net = build_network(arch, data.n_out)
+    _train_chunk_fn.cache_clear()
+    make_apply.cache_clear()
+    cold = fit(net, data, cfg.trainer, cfg.loss, jax.random.key(5))
+    assert cold.n_traces == {"train_chunk": 1, "apply": 1}
+    _train_chunk_fn.cache_clear()
+    make_apply.cache_clear()
+    done = []
+    worker = threading.Thread(
+        target=lambda: done.append(compile_fit(net, data, cfg.trainer, cfg.loss, jax.random.key(5)))
+    )
+    worker.start()
+    worker.join()
+    assert done == [True]
+    warm = fit(net, data, cfg.trainer, cfg.loss, jax.random.key(5))
+    assert warm.n_traces == {"train_chunk": 0, "apply": 0}
+    np.testing.assert_array_equal(warm.history["val_loss"], cold.history["val_loss"])
+    for a, b in zip(jax.tree.leaves(warm.variables), jax.tree.leaves(cold.variables), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_same_rng_same_result_and_different_rng_differs(counts):
     a, b, c = counts.copy(), counts.copy(), counts.copy()
     ag.tl.train(a, "cell_type", config=FAST, rng=3)

@@ -565,6 +565,14 @@ class SearchConfig(_Strict):
         lt=1,
         description="The relative gain of the best validation value that counts as progress for search.stagnation.",
     )
+    compile_ahead: bool = Field(
+        True,
+        description=(
+            "Compile the portfolio's networks (the trials known in advance) in a worker thread while the "
+            "trials before them train, on problems small enough to keep on the device; it changes the time, "
+            "never a number."
+        ),
+    )
     spaces: SearchSpaces = Field(default_factory=SearchSpaces)
     metric: Literal["val_loss", "val_accuracy"] = Field(
         "val_loss",

@@ -11,6 +11,8 @@ split is never looked at here.
 from __future__ import annotations
 
 import dataclasses
+import os
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -26,7 +28,7 @@ from ..data import TrainData
 from ..nn import build_network
 from ..nn._fc import canonical
 from ..train import FitResult, fit, make_apply, predict_arrays
-from ..train._loop import eval_batch
+from ..train._loop import compile_fit, eval_batch
 from ._budget import Budget
 from ._record import TrialRecord
 from ._spaces import MODES, Report, TrialConfig, suggest
@@ -112,6 +114,7 @@ class Searcher:
     #: Why :meth:`run` stopped early: ``MAX_FAILED_IN_ROW`` trials in a row failed (the first one's reason).
     stopped_by_failures: str | None = None
     stopped_stagnant: str | None = None  # why the last run stopped before its budget (search.stagnation)
+    compiled_ahead: int = 0  # networks the last run compiled ahead of their trials (search.compile_ahead)
 
     @property
     def metric(self) -> str:
@@ -272,6 +275,7 @@ class Searcher:
                 )
                 study.stop()
 
+        ahead = self._compile_ahead(n_trials)
         old = optuna.logging.get_verbosity()
         optuna.logging.set_verbosity(optuna.logging.ERROR)  # our bar says what Optuna's log would
         try:
@@ -290,8 +294,48 @@ class Searcher:
                 raise
             raise cause from None
         finally:
+            ahead.stop()
+            self.compiled_ahead = ahead.compiled
+            if ahead.compiled:
+                logg.debug(f"    compiled {ahead.compiled} of the portfolio's networks ahead of their trials")
             optuna.logging.set_verbosity(old)
             bar.close()
+
+    def _compile_ahead(self, n_trials: int | None) -> _Ahead:
+        """Start compiling the waiting trials' networks (the portfolio's) in a worker thread (``search.compile_ahead``).
+
+        Each one's problem (its genes and scaling) is prepared here, as its trial would; the
+        thread compiles their fits (:func:`autogenome_sc.train._loop.compile_fit`) in the order
+        the trials will run, at most as many as ``n_trials`` leaves, all but the first (it starts
+        at once). On 2 cores a search spends 40-50% of its first minute compiling, 1-2 s per
+        network shape (docs/benchmarks.md).
+        """
+        jobs: list[tuple[Any, TrainData, TrialConfig]] = []
+        if self.cfg.search.compile_ahead:
+            waiting = sorted(
+                self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)), key=lambda t: t.number
+            )
+            if n_trials is not None:
+                waiting = waiting[: max(n_trials - self._n_counted(), 0)]
+            waiting = waiting[1:]  # the first one starts now, here
+            for t in waiting:
+                params = t.system_attrs.get("fixed_params") or {}
+                mode = MODES.get(str(params.get("mode")))
+                if mode is None or mode.solved or mode.run is not None or not mode.supervised:
+                    continue  # only the networks trained by train.fit compile a step of their own
+                try:
+                    tc = suggest(
+                        optuna.trial.FixedTrial({"batch_norm": True, **params}),
+                        self.cfg,
+                        self.modes,
+                        self.n_vars,
+                        self.data.task,
+                    )  # type: ignore[arg-type]
+                except Exception:  # noqa: BLE001 - a parameter left to the sampler: its shape is not known yet
+                    continue
+                problem = self.data.with_inputs(tc.scaling, tc.n_genes, tc.genes_by)
+                jobs.append((build_network(tc.arch, problem.n_out), problem, tc))
+        return _Ahead(jobs, trial_seed(self.rng))
 
     def _count_failure(self, frozen: optuna.trial.FrozenTrial) -> bool:
         """Note a failed trial (a finished one ends the run of failures); whether the search must stop for them."""
@@ -387,6 +431,37 @@ class Searcher:
         if supervised and len(problem.idx["val"]):
             fitted.val_out = outputs_of(fitted, problem.idx["val"])
         return fitted
+
+
+class _Ahead:
+    """A worker thread compiling ``jobs`` (network, problem, configuration) in order; :meth:`stop` ends it."""
+
+    def __init__(self, jobs: list[tuple[Any, TrainData, TrialConfig]], key: jax.Array) -> None:
+        self._stop = threading.Event()
+        self.compiled = 0
+        self._thread = None
+        if jobs:
+            self._thread = threading.Thread(target=self._run, args=(jobs, key), name="ag-compile-ahead", daemon=True)
+            self._thread.start()
+
+    def _run(self, jobs: list[tuple[Any, TrainData, TrialConfig]], key: jax.Array) -> None:
+        try:  # the trials come first: this thread gets the cores they leave idle (Linux: a nice value per thread)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except (AttributeError, OSError):  # pragma: no cover - elsewhere it competes as an equal
+            pass
+        for net, problem, tc in jobs:
+            if self._stop.is_set():
+                return
+            try:
+                self.compiled += bool(compile_fit(net, problem, tc.trainer, tc.loss, key))
+            except Exception:  # noqa: BLE001 - compiling ahead only saves time: the trial compiles what it needs
+                logg.debug(f"compiling a {tc.mode} ahead failed:\n{traceback.format_exc()}")
+
+    def stop(self) -> None:
+        """Start no further compilation; wait for the one running (a second or two)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
 
 
 def storage_failure(e: BaseException) -> OSError | None:

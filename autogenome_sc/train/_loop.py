@@ -214,25 +214,18 @@ def fit(
         A ``time.perf_counter()`` time: no epoch starts after it (the best epoch so far is
         kept, and :attr:`FitResult.stopped_at_deadline` says so).
     """
-    loss_name = task_type(data.task).default_loss if loss_cfg.name == "auto" else loss_cfg.name
-    mesh, batch = batch_mesh(trainer.data_parallel, data.batch_size_for(trainer.batch_size))
-    min_steps = getattr(trainer, "min_steps_per_epoch", 1)
-    steps_per_epoch, _ = data.steps_per_chunk(batch, min_steps)
-    net, hp, step = _chunk_step(net, data, trainer, loss_cfg, loss_name, mesh, trainer.max_epochs * steps_per_epoch)
-    n_traces = watch_traces(net, "train_chunk", "apply")
-    data, t_mean, t_std = _standardised(data)
-
-    k_init, k_shuffle, k_drop = jax.random.split(key, 3)
-    state = _initial_state(net, k_init, batch, data.pipeline.n_features, Optimizer(trainer.optimizer), hp, mesh)
-    np_rng = np.random.default_rng(int(jax.random.randint(k_shuffle, (), 0, 2**31 - 1)))
+    s = _setup(net, data, trainer, loss_cfg, key)
+    n_traces = watch_traces(s.net, "train_chunk", "apply")
+    data = s.data
+    np_rng = np.random.default_rng(int(jax.random.randint(s.k_shuffle, (), 0, 2**31 - 1)))
     chunks = data.train_index_chunks if data.pipeline.cache is not None else data.train_chunks  # see _chunk_step
     outputs: list[np.ndarray] | None = [] if keep_last else None
     stopper = EarlyStopping(trainer.patience, keep_last=keep_last or len(data.idx["val"]) == 0)  # no val: a refit
     run = run_epochs(
-        step,
-        (state, k_drop),
-        partial(chunks, batch, np_rng, min_steps),
-        _validation(make_apply(net), data, loss_name, outputs),
+        s.step,
+        s.carry,
+        partial(chunks, s.batch, np_rng, s.min_steps),
+        _validation(make_apply(s.net), data, s.loss_name, outputs),
         stopper,
         n_epochs=trainer.max_epochs,
         desc=desc,
@@ -244,15 +237,70 @@ def fit(
         {**run.history, "train_seconds": run.train_seconds},
         "validation loss",
         n_traces=n_traces(),
-        target_mean=t_mean,
-        target_std=t_std,
-        n_devices=1 if mesh is None else mesh.size,
+        target_mean=s.target_mean,
+        target_std=s.target_std,
+        n_devices=1 if s.mesh is None else s.mesh.size,
         epoch_seconds=run.clock.epoch_seconds,
         stopped_at_deadline=run.stopped_at_deadline,
     )
     if outputs:
         result.val_outputs = np.stack(outputs)
     return result
+
+
+@dataclasses.dataclass
+class _Setup:
+    """What :func:`fit` and :func:`compile_fit` set up before the first epoch."""
+
+    loss_name: str
+    mesh: Any
+    batch: int
+    min_steps: int
+    net: nn.Module  # canonical for the FC networks
+    step: Step
+    compile_step: Callable[[Any, Any, Any, Any], None]
+    data: TrainData  # a regression target standardised
+    target_mean: float
+    target_std: float
+    carry: tuple[Any, jax.Array]  # (initial state, dropout key)
+    k_shuffle: jax.Array
+
+
+def _setup(net: nn.Module, data: TrainData, trainer: TrainerConfig, loss_cfg: LossConfig, key: jax.Array) -> _Setup:
+    loss_name = task_type(data.task).default_loss if loss_cfg.name == "auto" else loss_cfg.name
+    mesh, batch = batch_mesh(trainer.data_parallel, data.batch_size_for(trainer.batch_size))
+    min_steps = getattr(trainer, "min_steps_per_epoch", 1)
+    steps_per_epoch, _ = data.steps_per_chunk(batch, min_steps)
+    total = trainer.max_epochs * steps_per_epoch
+    net, hp, step, compile_step = _chunk_step(net, data, trainer, loss_cfg, loss_name, mesh, total)
+    data, t_mean, t_std = _standardised(data)
+    k_init, k_shuffle, k_drop = jax.random.split(key, 3)
+    state = _initial_state(net, k_init, batch, data.pipeline.n_features, Optimizer(trainer.optimizer), hp, mesh)
+    return _Setup(
+        loss_name, mesh, batch, min_steps, net, step, compile_step, data, t_mean, t_std, (state, k_drop), k_shuffle
+    )
+
+
+@_under_precision
+def compile_fit(net: nn.Module, data: TrainData, trainer: TrainerConfig, loss_cfg: LossConfig, key: jax.Array) -> bool:
+    """Compile what :func:`fit` with these arguments runs (its chunk step and its evaluation), without training.
+
+    The search calls it in a worker thread for the portfolio's networks while earlier trials
+    train, so their fits find both compiled (``FitResult.n_traces`` is then 0). Nothing is
+    computed that a fit would read: the fit's numbers are the same with or without it. Only
+    for problems whose rows are cached on the device (:meth:`TrainData.cache_rows`: the small
+    ones, where compiling is most of a fit's time); returns whether it compiled.
+    """
+    if data.pipeline.cache is None:
+        return False
+    s = _setup(net, data, trainer, loss_cfg, key)
+    xs, ys, valid = next(iter(s.data.train_index_chunks(s.batch, np.random.default_rng(0), s.min_steps)))
+    s.compile_step(s.carry, xs, ys, valid)
+    val = s.data.idx["val"]
+    if len(val):
+        x, _ = next(iter(s.data.pipeline.eval_batches(val, eval_batch(len(val)), prefetch_depth=0)))
+        make_apply(s.net).lower(variables_of(s.carry), jnp.asarray(x)).compile()
+    return True
 
 
 def _chunk_step(
@@ -263,12 +311,13 @@ def _chunk_step(
     loss_name: str,
     mesh: Any,
     total_steps: int,
-) -> tuple[nn.Module, dict[str, Any], Step]:
+) -> tuple[nn.Module, dict[str, Any], Step, Callable[[Any, Any, Any, Any], None]]:
     """What :func:`fit` compiles: the network, the hyperparameters and the chunk step of the carry ``(state, key)``.
 
     The network is canonical for the FC networks (their dropout rates are hyperparameters);
     each chunk draws a fresh dropout key and is split across the devices of ``mesh``. A small
     problem's matrix goes to the device once, and the step gathers each minibatch's rows there.
+    The last function returned compiles the step for a carry and chunk without running it.
     """
     traced_rates = isinstance(net, _Net)
     hp, net = _hyperparameters(net, data, trainer, loss_cfg, loss_name, total_steps)
@@ -279,14 +328,21 @@ def _chunk_step(
     smoothing = loss_cfg.label_smoothing if loss_name == "cross_entropy" else 0.0
     hp_on, smooth = replicate(hp, mesh), replicate(jnp.asarray(smoothing, jnp.float32), mesh)
 
-    def step(carry, xs, ys, valid):
+    def arguments(carry, xs, ys, valid):
         state, k = carry
         k, sub = jax.random.split(k)
         inputs = (matrix, shard(xs, mesh, 1)) if on_device else shard(xs, mesh, 1)
-        state, loss = train_chunk(state, inputs, shard(ys, mesh, 1), shard(valid, mesh, None), sub, hp_on, smooth)
+        return k, (state, inputs, shard(ys, mesh, 1), shard(valid, mesh, None), sub, hp_on, smooth)
+
+    def step(carry, xs, ys, valid):
+        k, args = arguments(carry, xs, ys, valid)
+        state, loss = train_chunk(*args)
         return (state, k), loss
 
-    return net, hp, step
+    def compile_step(carry, xs, ys, valid) -> None:
+        train_chunk.lower(*arguments(carry, xs, ys, valid)[1]).compile()  # jit's own cache keeps it
+
+    return net, hp, step, compile_step
 
 
 def _initial_state(
