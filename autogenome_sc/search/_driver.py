@@ -324,13 +324,8 @@ class Searcher:
                 if mode is None or mode.solved or mode.run is not None or not mode.supervised:
                     continue  # only the networks trained by train.fit compile a step of their own
                 try:
-                    tc = suggest(
-                        optuna.trial.FixedTrial({"batch_norm": True, **params}),
-                        self.cfg,
-                        self.modes,
-                        self.n_vars,
-                        self.data.task,
-                    )  # type: ignore[arg-type]
+                    fixed = cast(optuna.Trial, optuna.trial.FixedTrial({"batch_norm": True, **params}))
+                    tc = suggest(fixed, self.cfg, self.modes, self.n_vars, self.data.task)
                 except Exception:  # noqa: BLE001 - a parameter left to the sampler: its shape is not known yet
                     continue
                 problem = self.data.with_inputs(tc.scaling, tc.n_genes, tc.genes_by)

@@ -299,7 +299,7 @@ def compile_fit(net: nn.Module, data: TrainData, trainer: TrainerConfig, loss_cf
     val = s.data.idx["val"]
     if len(val):
         x, _ = next(iter(s.data.pipeline.eval_batches(val, eval_batch(len(val)), prefetch_depth=0)))
-        make_apply(s.net).lower(variables_of(s.carry), jnp.asarray(x)).compile()
+        cast(Any, make_apply(s.net)).lower(variables_of(s.carry), jnp.asarray(x)).compile()
     return True
 
 
@@ -340,7 +340,7 @@ def _chunk_step(
         return (state, k), loss
 
     def compile_step(carry, xs, ys, valid) -> None:
-        train_chunk.lower(*arguments(carry, xs, ys, valid)[1]).compile()  # jit's own cache keeps it
+        cast(Any, train_chunk).lower(*arguments(carry, xs, ys, valid)[1]).compile()  # jit's own cache keeps it
 
     return net, hp, step, compile_step
 
