@@ -307,11 +307,16 @@ class Searcher:
         Each one's problem (its genes and scaling) is prepared here, as its trial would; the
         thread compiles their fits (:func:`autogenome_sc.train._loop.compile_fit`) in the order
         the trials will run, at most as many as ``n_trials`` leaves, all but the first (it starts
-        at once). On 2 cores a search spends 40-50% of its first minute compiling, 1-2 s per
-        network shape (docs/benchmarks.md).
+        at once). A fresh process on 2 cores spends 40-50% of a 60 s search compiling, 1-2 s per
+        network shape; but there the thread slows the trials it runs beside (and inflates their
+        measured times, from which the search reserves its cross-validation's), so ``"auto"`` turns
+        it on only where the trials run on an accelerator (docs/benchmarks.md).
         """
         jobs: list[tuple[Any, TrainData, TrialConfig]] = []
-        if self.cfg.search.compile_ahead:
+        on = self.cfg.search.compile_ahead
+        if on == "auto":
+            on = jax.default_backend() != "cpu"
+        if on:
             waiting = sorted(
                 self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)), key=lambda t: t.number
             )
