@@ -78,8 +78,9 @@ def predict_arrays(
             outs = np.empty((len(idx), *out.shape[1:]), np.float32)
             embs = np.empty((len(idx), *emb.shape[1:]), np.float32)
         assert outs is not None and embs is not None  # allocated at the first batch
-        outs[start : start + n] = out[:n]
-        embs[start : start + n] = emb[:n]
+        # sliced on the host: slicing the device array compiles a slice for every distinct n
+        outs[start : start + n] = np.asarray(out)[:n]
+        embs[start : start + n] = np.asarray(emb)[:n]
         start += n
     return cast(np.ndarray, outs), cast(np.ndarray, embs)  # None only for an empty idx, which no caller passes
 
