@@ -13,6 +13,15 @@ from autogenome_sc.train import fit, make_apply, one_cycle
 from autogenome_sc.train._loop import _train_chunk_fn
 
 
+def _prepared(counts, cfg):
+    """The training problem of ``counts``' cell types under ``cfg``'s data section (the package's 8:1:1 split)."""
+    data, _ = prepare(
+        counts, "cell_type", layer=None, use_raw=False, split_key=None, data_cfg=cfg.data, loss="auto",
+        rng=np.random.default_rng(0),
+    )  # fmt: skip
+    return data
+
+
 def test_learns_pbmc_bulk_labels(pbmc):
     ag.tl.train(pbmc, "bulk_labels", model="resnet", rng=0)
     m = pbmc.uns["ag"]["metrics"]
@@ -46,16 +55,7 @@ def test_each_model_trains_and_compiles_once(counts, model):
             },
         }
     )
-    data, _ = prepare(
-        counts,
-        "cell_type",
-        layer=None,
-        use_raw=False,
-        split_key=None,
-        data_cfg=cfg.data,
-        loss="auto",
-        rng=np.random.default_rng(0),
-    )
+    data = _prepared(counts, cfg)
     steps, k = data.steps_per_chunk(data.batch_size_for(cfg.trainer.batch_size))
     assert (steps, k) == (15, 4)
     arch = {"model": model, **getattr(cfg.models, model).model_dump()}
@@ -79,16 +79,7 @@ def test_compile_fit_compiles_what_the_fit_runs(counts, model):
     from autogenome_sc.train._loop import compile_fit
 
     cfg = config.validate({**FAST, "trainer": {"batch_size": 32, "max_epochs": 3}})
-    data, _ = prepare(
-        counts,
-        "cell_type",
-        layer=None,
-        use_raw=False,
-        split_key=None,
-        data_cfg=cfg.data,
-        loss="auto",
-        rng=np.random.default_rng(0),
-    )
+    data = _prepared(counts, cfg)
     assert data.cache_rows()  # a small problem: its rows on the device
     arch = {"model": model, "width": 24, "n_blocks": 1} if model == "resnet" else {"model": "mlp", "widths": [24, 24]}
     net = build_network(arch, data.n_out)

@@ -27,8 +27,15 @@ def _wrong_type(annotation: Any, value: Any) -> str | None:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        reasons = [_not_among(a, value) or _wrong_type(a, value) for a in args if a is not type(None)]
-        return None if None in reasons else reasons[0]
+        members = [a for a in args if a is not type(None)]
+        reasons = [_not_among(a, value) or _wrong_type(a, value) for a in members]
+        if None in reasons:
+            return None
+        words = [repr(v) for a in members if get_origin(a) is Literal for v in get_args(a)]
+        others = [r for a, r in zip(members, reasons, strict=True) if get_origin(a) is not Literal]
+        if words and others:  # bool | Literal["auto"]: "'on' is not true or false, nor 'auto'"
+            return f"{others[0]}, nor {' or '.join(words)}"
+        return reasons[0]
     if origin in (list, tuple) and isinstance(value, list | tuple):
         items = args[:1] * len(value) if origin is list or (len(args) == 2 and args[1] is Ellipsis) else args
         for item_type, item in zip(items, value, strict=False):

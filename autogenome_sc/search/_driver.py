@@ -134,8 +134,12 @@ class Searcher:
 
     def config_of(self, trial: optuna.trial.FrozenTrial) -> TrialConfig:
         """A trial's configuration, drawn again from its parameters."""
+        return self.config_from(trial.params, trial.number)
+
+    def config_from(self, params: dict[str, Any], number: int = 0) -> TrialConfig:
+        """The configuration these parameters draw (ValueError where one the configuration needs is missing)."""
         # a trial of a study begun before batch_norm was searched had BatchNorm (an unused entry is ignored)
-        fixed = optuna.trial.FixedTrial({"batch_norm": True, **trial.params}, number=trial.number)
+        fixed = optuna.trial.FixedTrial({"batch_norm": True, **params}, number=number)
         # FixedTrial offers Trial's suggest_* API without subclassing optuna.Trial
         return suggest(fixed, self.cfg, self.modes, self.n_vars, self.data.task)  # type: ignore[arg-type]
 
@@ -329,8 +333,7 @@ class Searcher:
                 if mode is None or mode.solved or mode.run is not None or not mode.supervised:
                     continue  # only the networks trained by train.fit compile a step of their own
                 try:
-                    fixed = cast(optuna.Trial, optuna.trial.FixedTrial({"batch_norm": True, **params}))
-                    tc = suggest(fixed, self.cfg, self.modes, self.n_vars, self.data.task)
+                    tc = self.config_from(params, t.number)
                 except Exception:  # noqa: BLE001 - a parameter left to the sampler: its shape is not known yet
                     continue
                 problem = self.data.with_inputs(tc.scaling, tc.n_genes, tc.genes_by)

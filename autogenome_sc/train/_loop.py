@@ -268,6 +268,7 @@ class _Setup:
 
 
 def _setup(net: nn.Module, data: TrainData, trainer: TrainerConfig, loss_cfg: LossConfig, key: jax.Array) -> _Setup:
+    """Everything :func:`fit` needs before its first epoch, as :func:`compile_fit` needs it too (one place)."""
     loss_name = task_type(data.task).default_loss if loss_cfg.name == "auto" else loss_cfg.name
     mesh, batch = batch_mesh(trainer.data_parallel, data.batch_size_for(trainer.batch_size))
     min_steps = getattr(trainer, "min_steps_per_epoch", 1)
