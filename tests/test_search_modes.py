@@ -206,11 +206,13 @@ def test_portfolio_has_a_plain_mlp_and_the_search_draws_batch_norm():
         net = build_network(tc.arch, 3)
         assert tc.arch["batch_norm"] is flag and net.batch_norm is flag
     # a trial of a study begun before batch_norm was searched is drawn again with BatchNorm
+    from functools import partial
     from types import SimpleNamespace
 
     from autogenome_sc.search._driver import Searcher
 
     searcher = SimpleNamespace(cfg=cfg, modes=modes, n_vars=765, data=SimpleNamespace(task="classification"))
+    searcher.config_from = partial(Searcher.config_from, searcher)  # type: ignore[arg-type]
     old = SimpleNamespace(params={k: v for k, v in plain[0].items() if k != "batch_norm"}, number=0)
     assert Searcher.config_of(searcher, old).arch["batch_norm"] is True  # type: ignore[arg-type]
 
