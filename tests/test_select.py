@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from types import SimpleNamespace
 
 import anndata
 import jax
@@ -15,7 +16,7 @@ from autogenome_sc import config
 from autogenome_sc.data import prepare
 from autogenome_sc.search import open_study
 from autogenome_sc.search._choose import greedy_weights
-from autogenome_sc.search._cv import candidates
+from autogenome_sc.search._cv import candidates, seeds_of
 from autogenome_sc.search._final import _bag
 from autogenome_sc.search._select import select
 
@@ -38,10 +39,10 @@ def _cfg(**search):
     return cfg
 
 
-def _opened(adata, tmp_path, name, n_trials=3):
-    """A study of the CV config on ``adata`` (pbmc68k_reduced), its ``n_trials`` trials run."""
+def _opened(adata, tmp_path, name, n_trials=3, **search):
+    """A study of the CV config (``search`` settings changed) on ``adata`` (pbmc68k_reduced), its ``n_trials`` trials run."""
     opened = open_study(
-        adata, "bulk_labels", cfg=config.validate(_cfg()), modes=None, n_trials=n_trials, timeout=None,
+        adata, "bulk_labels", cfg=config.validate(_cfg(**search)), modes=None, n_trials=n_trials, timeout=None,
         layer=None, use_raw=True, split_key=None, storage=None, study_name=name, run_dir=tmp_path, rng=0, keep=4,
     )  # fmt: skip
     opened.searcher.run(n_trials, None)
@@ -140,6 +141,42 @@ def test_out_of_fold_outputs_come_from_models_that_never_saw_the_cell(pbmc, tmp_
             net_out = _outputs(fit, held)
             np.testing.assert_allclose(scored.held_out[pos], net_out, rtol=1e-4, atol=1e-5)
         assert (seen[rows] == 1).all() and (seen[opened.data.idx["test"]] == 0).all()
+
+
+def test_cv_seeds_average_several_networks_per_fold_and_the_bag_keeps_them(pbmc, tmp_path):
+    opened = _opened(pbmc, tmp_path, "seeds", n_trials=2, cv_seeds=2, modes=["resnet"])
+    s = opened.searcher
+    sel = select(s, seed=0)
+    rows = sel.rows
+    net = sel.scored[0]
+    assert net.mode == "resnet"
+    # the linear mode, the solved families and the trees train once per fold
+    assert [seeds_of(t, s.cfg.search) for t in s.study.trials] == [2, 2]
+    for mode in ("linear", "svm", "logistic", "trees"):
+        assert seeds_of(SimpleNamespace(params={"mode": mode}), s.cfg.search) == 1
+    fits = _bag(s, net)
+    assert len(fits) == 6 and len({f.seed_offset for f in fits}) == 6  # two initialisations per fold
+    mix = np.zeros((len(rows), len(pbmc.obs["bulk_labels"].cat.categories)))
+    seen = np.zeros(len(rows), int)
+    outs = {}
+    for fit in fits:
+        held = fit.data.idx["val"]
+        assert not np.intersect1d(held, fit.data.idx["train"]).size
+        pos = np.searchsorted(rows, held)
+        outs.setdefault(tuple(held[:5]), []).append(_outputs(fit, held))
+        mix[pos] += softmax(np.asarray(_outputs(fit, held), np.float64), axis=1)
+        seen[pos] += 1
+    assert (seen == 2).all()
+    # the two networks of a fold differ, and the held-out outputs scored are their averaged probabilities
+    assert all(not np.allclose(a, b) for a, b in outs.values())
+    np.testing.assert_allclose(softmax(net.held_out.astype(np.float64), axis=1), mix / 2, rtol=1e-4, atol=1e-5)
+    # the final model is the bag of all six, saved and loaded as one model
+    a = pbmc.copy()
+    cfg = _cfg(cv_seeds=2, ensemble=1, modes=["resnet"])
+    ag.tl.search(a, "bulk_labels", n_trials=2, use_raw=True, run_dir=tmp_path, study_name="bag", config=cfg, rng=0)
+    model = ag.read_model(a.uns["ag"]["model_path"])
+    assert model.architecture["model"] == "ensemble" and len(model.architecture["members"]) == 6
+    np.testing.assert_array_equal(model.predict(pbmc, use_raw=True)["prediction"], a.obs["ag_prediction"])
 
 
 def _outputs(fit, idx):

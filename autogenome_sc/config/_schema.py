@@ -679,6 +679,17 @@ class SearchConfig(_Strict):
             "(variants of one mode, such as the svm at other penalties, may then fill every slot)."
         ),
     )
+    cv_seeds: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description=(
+            "Networks with hidden layers trained per cross-validation fold, each from its own initialisation; "
+            "their class probabilities are averaged into the fold's held-out outputs, and the final model ('bag') "
+            "keeps them all. The out-of-fold score then measures the averaged networks a bag is, not one network. "
+            "The linear mode, the solved families and the trees train once per fold."
+        ),
+    )
     cv_epochs_by: Literal["loss", "select_by"] = Field(
         "loss",
         description=(

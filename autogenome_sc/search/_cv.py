@@ -17,6 +17,7 @@ import time
 from typing import TYPE_CHECKING, cast
 
 import numpy as np
+from scipy.special import log_softmax, logsumexp
 
 from .. import _logging as logg
 from ..data import TrainData
@@ -24,7 +25,7 @@ from ._budget import Budget
 from ._choose import Scored, best_single, outputs_loss, scores
 from ._driver import Searcher
 from ._record import TrialRecord
-from ._spaces import is_floor
+from ._spaces import is_floor, is_solved
 
 if TYPE_CHECKING:
     from ..config._schema import SearchConfig
@@ -98,19 +99,50 @@ def _modes(trials: list) -> list[str]:
     return [str(t.params.get("mode")) for t in trials]
 
 
-def fold_seconds(data: TrainData, trial, k: int) -> float:
-    """What the ``k`` folds of ``trial``'s cross-validation should take: its rerun time, scaled to the larger folds."""
+def seeds_of(trial, search_cfg: SearchConfig) -> int:
+    """Networks trained per fold for ``trial``: ``search.cv_seeds`` for networks with hidden layers, else one.
+
+    The linear mode converges to nearly the same model from any initialisation, and the solved
+    families and the trees are fitted, not initialised at random: a second model per fold would
+    cost their time and average nothing away.
+    """
+    mode = trial.params.get("mode")
+    if mode == "linear" or is_solved(mode) or search_cfg.cv_seeds <= 1:
+        return 1
+    return int(search_cfg.cv_seeds)
+
+
+def fold_seconds(data: TrainData, trial, k: int, seeds: int = 1) -> float:
+    """What the ``k`` folds of ``trial``'s cross-validation should take: its rerun time, scaled to the larger folds.
+
+    ``seeds``: the models each fold trains (:func:`seeds_of`).
+    """
     pool = len(data.idx["train"]) + len(data.idx["val"])
     ratio = pool * (k - 1) / k / max(len(data.idx["train"]), 1)
-    return k * TrialRecord.from_trial(trial).rerun_cost * ratio
+    return k * seeds * TrialRecord.from_trial(trial).rerun_cost * ratio
 
 
 def cv_need(searcher: Searcher, k: int) -> float:
     """Seconds the cross-validation of the current candidates should take, unpadded (see :meth:`Budget.cv_seconds`)."""
     need = 0.0
     for t in candidates(searcher, searcher.cfg.search.cv_configs):
-        need += fold_seconds(searcher.data, t, k)
+        need += fold_seconds(searcher.data, t, k, seeds_of(t, searcher.cfg.search))
     return need
+
+
+def _average(outs: list[np.ndarray], task: str) -> np.ndarray:
+    """One output per cell from several models' ``outs`` (epochs x cells x outputs each).
+
+    For classification, the log of their averaged class probabilities: logits whose softmax is
+    that average, as an ensemble averages its members. Otherwise their mean.
+    """
+    if len(outs) == 1:
+        return outs[0]
+    stacked = np.stack([np.asarray(o, np.float64) for o in outs])
+    if task != "classification":
+        return stacked.mean(axis=0).astype(np.float32)
+    logp = log_softmax(stacked, axis=-1)
+    return (logsumexp(logp, axis=0) - np.log(len(outs))).astype(np.float32)
 
 
 def _solved(trial) -> bool:
@@ -191,7 +223,8 @@ def cross_validate(
     bar = logg.progress(total=len(trials) * k, desc=f"cross-validating {len(trials)} configurations ({k} folds)")
     for t in trials:
         tc = config_of(searcher, t)
-        guess = fold_seconds(data, t, k)
+        seeds = seeds_of(t, searcher.cfg.search)
+        guess = fold_seconds(data, t, k, seeds)
         if not budget.cv_fits(guess):
             left = budget.left()
             notes.append(
@@ -205,26 +238,30 @@ def cross_validate(
         fits = []
         try:
             for f, fold in enumerate(folds):
-                fitted = searcher.train(
-                    tc, stop_at_deadline, f"cv trial {t.number} fold {f + 1}/{k}", data=fold, seed_offset=f + 1,
-                    stop_after=n_epochs, keep_last=True,
-                )  # fmt: skip
-                # fit(keep_last=True) on a fold with held-out rows records every epoch's outputs; a mode with its
-                # own loop may run longer than the trial did (the trees boost until their fold's loss stalls):
-                # the trial's epochs bound the choice, as stop_after bounds a network's
-                outs = cast(np.ndarray, fitted.result.val_outputs)[:n_epochs]
-                at = pos[fold.idx["val"]]
-                curves[: len(outs), at] = outs
-                curves[len(outs) :, at] = outs[-1]
-                fits.append(fitted)
+                per_seed = []
+                for s in range(seeds):
+                    # seed offsets f + 1 (the first model of each fold, as with one seed), then f + 1 + k, ...
+                    fitted = searcher.train(
+                        tc, stop_at_deadline, f"cv trial {t.number} fold {f + 1}/{k}", data=fold,
+                        seed_offset=f + 1 + s * k, stop_after=n_epochs, keep_last=True,
+                    )  # fmt: skip
+                    # fit(keep_last=True) on a fold with held-out rows records every epoch's outputs; a mode with
+                    # its own loop may run longer than the trial did (the trees boost until their fold's loss
+                    # stalls): the trial's epochs bound the choice, as stop_after bounds a network's
+                    outs = cast(np.ndarray, fitted.result.val_outputs)[:n_epochs]
+                    if len(outs) < n_epochs:  # it stopped early: its last outputs stand for the later epochs
+                        outs = np.concatenate([outs, np.repeat(outs[-1:], n_epochs - len(outs), axis=0)])
+                    per_seed.append(outs)
+                    fits.append(fitted)
+                curves[:, pos[fold.idx["val"]]] = _average(per_seed, data.task)
                 bar.update(1)
         except _OutOfTime:
             notes.append(f"trial {t.number}: the time budget ran out during its cross-validation")
-            bar.update(k - len(fits))
+            bar.update(k - len(fits) // seeds)
             break
         except FloatingPointError as e:
             notes.append(f"trial {t.number} left out: {e}")
-            bar.update(k - len(fits))
+            bar.update(k - len(fits) // seeds)
             continue
         # the number of epochs: the best on the pooled held-out outputs (no fold stops early on its own fold)
         best = best_epoch(curves, data.y[rows], data.task, data.n_out, searcher.cfg.search)

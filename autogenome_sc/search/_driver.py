@@ -93,6 +93,7 @@ class Fitted:
     result: FitResult
     data: TrainData  # the problem with this configuration's scaling and genes
     val_out: np.ndarray | None = None  # network outputs on the validation split
+    seed_offset: int = 0  # what Searcher.train drew its initialisation with (a bag trains it again the same way)
 
 
 @dataclass
@@ -430,7 +431,7 @@ class Searcher:
             arch = tc.arch
             net = build_network(arch, problem.n_out)
             result = fit(net, problem, tc.trainer, tc.loss, key, callback=report, desc=desc, **fit_kw)
-        fitted = Fitted(tc, arch, result, problem)
+        fitted = Fitted(tc, arch, result, problem, seed_offset=seed_offset)
         if supervised and len(problem.idx["val"]):
             fitted.val_out = outputs_of(fitted, problem.idx["val"])
         return fitted

@@ -81,14 +81,14 @@ def _bag(searcher: Searcher, s: Scored) -> list[Fitted]:
     epochs = int(s.epochs[0]) + 1
     logg.info(f"    the {len(s.fits)} fold models of trial {s.trial} ({s.mode}) at epoch {epochs}")
     out = []
-    for f, fit in enumerate(s.fits):
+    for i, fit in enumerate(s.fits):
         if len(fit.result.history["epoch"]) == epochs:
             out.append(fit)  # it already stopped there
             continue
         fold = fit.data.base
         out.append(
             searcher.train(
-                fit.config, None, f"trial {s.trial} fold {f + 1}", data=fold, seed_offset=f + 1,
+                fit.config, None, f"trial {s.trial} fold model {i + 1}", data=fold, seed_offset=fit.seed_offset,
                 stop_after=epochs, keep_last=True,
             )
         )  # fmt: skip
