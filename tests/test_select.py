@@ -512,7 +512,6 @@ def test_balanced_class_weights_are_the_weighted_log_loss_and_raise_rare_class_r
 
 def test_candidates_keep_the_network_slots_for_networks():
     """Linear variants ranked high on the validation split take no network's place in the cross-validation."""
-    from types import SimpleNamespace
 
     def trial(number, mode, **params):
         return SimpleNamespace(number=number, params={"mode": mode, **params}, user_attrs={})
@@ -680,7 +679,6 @@ def test_cv_epochs_by_the_selection_rule_or_the_loss():
 
 
 def test_cv_slots_go_to_each_modes_best_first_when_asked():
-    from types import SimpleNamespace
 
     from autogenome_sc.search._cv import candidates
 
