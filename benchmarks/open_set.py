@@ -27,11 +27,21 @@ fine types is unassigned at every level). A left-out type whose lineage the refe
 (monocytes, dendritic cells, T cell types) should fall back to that lineage; one whose lineage is
 gone with it (B, NK) should stay unassigned.
 
+``--composition``: what ``query_aware=True`` costs when the query's composition differs from the
+reference's. ``ag.tl.train`` on 60% of pbmc68k_reduced (every type, stratified), then queries of the
+other 40% in which one type makes up ``--shares`` of the cells (all of its held-out cells, the rest
+drawn from the others); the share of that type's cells and of the others that ``reject="auto"``
+leaves ``"Unassigned"``, with and without ``query_aware``. No type is unseen here: every rejection
+is a false one.
+
+``--cost``: the time ``ag.tl.predict`` takes on 100,000 cells (pbmc68k_reduced's cells drawn again
+with a little noise) with and without ``query_aware``, twice each, in the same process.
+
 ``--dataset``: another labelled set of ``benchmarks/accuracy.py`` (``guo``: qPCR stages; ``hsmm``:
 hours of differentiation; ``all``: leukemia subtypes), each class of at least 5 cells left out in
 turn, on ``.X`` as the suite reads it; the peer on the suite's peer input.
 
-Run: ``PYTHONPATH=. python benchmarks/open_set.py [--seeds 0 1 2] [--hierarchy] [--dataset guo]`` (about 6
+Run: ``PYTHONPATH=. python benchmarks/open_set.py [--seeds 0 1 2] [--hierarchy] [--composition] [--cost] [--dataset guo]`` (about 6
 minutes on 2 cores for pbmc68k_reduced).
 """
 
@@ -84,13 +94,18 @@ def one_fold(full, x, labels, unseen_type, seed, model_dir, key="bulk_labels", u
     split[ref.obs_names] = ref.obs["ag_split"].astype(str)
     split = split.to_numpy()
     unseen = split == "unseen"
-    held_out = unseen | (split == "test")
+    seen_test = split == "test"
+    held_out = unseen | seen_test
     fit_cells = (split == "train") | (split == "val")
     classes, proba = celltypist_lr(x[fit_cells], labels[fit_cells], x, seed)
     p_max = proba.max(axis=1)
 
     u = query.obs["ag_uncertainty"].to_numpy()
     conf = query.obs["ag_confidence"].to_numpy()
+    aware = full.copy()  # the same query read as a whole (query_aware=True), rejected at "auto"
+    ag.tl.predict(aware, model, use_raw=use_raw, reject="auto", query_aware=True)
+    u_query = aware.obs["ag_uncertainty"].to_numpy()
+    rejected_query = (aware.obs["ag_prediction"] == "Unassigned").to_numpy()
     pipe = model.pipeline(full, use_raw=use_raw)[0]
     out, _ = model.outputs_of(pipe, full.n_obs)
     dist, _ = model.input_evidence(pipe, full.n_obs)  # the distance to the reference in input space
@@ -103,12 +118,11 @@ def one_fold(full, x, labels, unseen_type, seed, model_dir, key="bulk_labels", u
         rules[f"rule_{r}_{level}_unseen"] = rej[unseen].mean()
         rules[f"rule_{r}_{level}_seen"] = 1 - rej[split == "test"].mean()
     at_kept = {}
-    for name, score in (("ours", u), ("lr", -p_max)):
+    for name, score in (("ours", u), ("query", u_query), ("lr", -p_max)):
         for kept in (0.9, 0.8):  # threshold keeping this fraction of held-out seen cells
             cut = np.quantile(score[split == "test"], kept)
             at_kept[f"unseen_rejected_{name}_at_{kept}"] = float((score[unseen] > cut).mean())
     rejected = (query.obs["ag_prediction"] == "Unassigned").to_numpy()
-    seen_test = split == "test"
     truth = labels[seen_test]
     lr_pred = classes[proba[seen_test].argmax(axis=1)]
     return {
@@ -117,6 +131,9 @@ def one_fold(full, x, labels, unseen_type, seed, model_dir, key="bulk_labels", u
         "n_unseen": int(unseen.sum()),
         "n_seen_test": int(seen_test.sum()),
         "auroc_ours": roc_auc_score(y, u[held_out]),
+        "auroc_ours_query": roc_auc_score(y, u_query[held_out]),
+        "auto_query_unseen": rejected_query[unseen].mean(),
+        "auto_query_seen": 1 - rejected_query[seen_test].mean(),
         "auroc_ours_confidence_only": roc_auc_score(y, -conf[held_out]),
         "auroc_ours_distance_only": roc_auc_score(y, dist[held_out]),
         "auroc_lr": roc_auc_score(y, -p_max[held_out]),
@@ -181,6 +198,81 @@ def one_fold_hierarchy(full, labels, unseen_type, seed, model_dir):
     }
 
 
+def composition(full, labels, types, seeds, shares, model_dir):
+    """False rejections of ``reject="auto"`` when one known type is enriched in the query (see the module's text)."""
+    from sklearn.model_selection import train_test_split
+
+    rows = []
+    for seed in seeds:
+        ref_cells, held = train_test_split(np.arange(full.n_obs), test_size=0.4, stratify=labels, random_state=seed)
+        ref = full[ref_cells].copy()
+        ag.tl.train(ref, "bulk_labels", use_raw=True, rng=seed, config={"save": {"path": f"{model_dir}/c{seed}"}})
+        model = ag.read_model(ref.uns["ag"]["model_path"])
+        rng = np.random.default_rng(seed)
+        row = {"type": "(none: the held-out cells as drawn)", "seed": seed, "share": 0.0, "n_query": len(held)}
+        for aware in (False, True):
+            q = full[held].copy()
+            ag.tl.predict(q, model, use_raw=True, reject="auto", query_aware=aware)
+            rejected = (q.obs["ag_prediction"] == "Unassigned").to_numpy()
+            row[f"{'aware' if aware else 'alone'}_type"] = row[f"{'aware' if aware else 'alone'}_others"] = (
+                rejected.mean()
+            )
+        rows.append(row)
+        for t in types:
+            own, rest = held[labels[held] == t], held[labels[held] != t]
+            for share in shares:
+                n_rest = min(len(rest), int(round(len(own) * (1 - share) / share)))
+                cells = np.concatenate([own, rng.choice(rest, n_rest, replace=False)])
+                row = {"type": t, "seed": seed, "share": share, "n_query": len(cells)}
+                for aware in (False, True):
+                    q = full[cells].copy()
+                    ag.tl.predict(q, model, use_raw=True, reject="auto", query_aware=aware)
+                    rejected = (q.obs["ag_prediction"] == "Unassigned").to_numpy()
+                    name = "aware" if aware else "alone"
+                    row[f"{name}_type"], row[f"{name}_others"] = (
+                        rejected[: len(own)].mean(),
+                        rejected[len(own) :].mean(),
+                    )
+                rows.append(row)
+            print(f"  seed {seed} {t}", flush=True)
+    df = pd.DataFrame(rows).groupby(["share", "type"], sort=False).mean(numeric_only=True)
+    print("\nShare of cells `reject='auto'` leaves Unassigned (every type known; mean over seeds): the enriched type's")
+    print("cells / the other cells, without and with `query_aware=True`:\n")
+    print("| enriched type | its share of the query | query cells | without | with `query_aware` |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for (share, t), r in df.iterrows():
+        if share == 0:  # no type enriched: every cell rejected is a false rejection
+            print(f"| {t} | | {r.n_query:.0f} | {r.alone_type:.3f} | {r.aware_type:.3f} |")
+            continue
+        print(
+            f"| {t} | {share:.0%} | {r.n_query:.0f} | {r.alone_type:.3f} / {r.alone_others:.3f} | "
+            f"{r.aware_type:.3f} / {r.aware_others:.3f} |"
+        )
+    for share, r in df[df.index.get_level_values("share") > 0].groupby(level="share").mean().iterrows():
+        print(
+            f"| **mean, {share:.0%}** | | | **{r.alone_type:.3f}** / {r.alone_others:.3f} | "
+            f"**{r.aware_type:.3f}** / {r.aware_others:.3f} |"
+        )
+
+
+def cost(full, n=100_000):
+    """Seconds ``ag.tl.predict`` takes on ``n`` cells with and without ``query_aware`` (see the module's text)."""
+    import anndata
+
+    with tempfile.TemporaryDirectory() as model_dir:
+        ag.tl.train(full, "bulk_labels", use_raw=True, rng=0, config={"save": {"path": f"{model_dir}/m"}})
+        model = ag.read_model(full.uns["ag"]["model_path"])
+    x = full.raw.X.toarray() if hasattr(full.raw.X, "toarray") else np.asarray(full.raw.X)
+    rng = np.random.default_rng(0)
+    cells = x[rng.integers(0, full.n_obs, n)] + rng.normal(0, 0.05, (n, x.shape[1]))
+    query = anndata.AnnData(cells.astype(np.float32))
+    query.var_names = full.raw.var_names
+    for aware in (False, True, False, True):
+        start = time.perf_counter()
+        ag.tl.predict(query, model, use_raw=False, query_aware=aware)
+        print(f"  {n} cells, query_aware={aware}: {time.perf_counter() - start:.1f} s", flush=True)
+
+
 def report_hierarchy(rows):
     df = pd.DataFrame(rows)
     per_type = df.drop(columns="seed").groupby("type", sort=False).mean()
@@ -218,6 +310,11 @@ def main():
         "--dataset", default="pbmc68k", help="a labelled set of benchmarks/accuracy.py (guo, hsmm, all, ...)"
     )
     parser.add_argument("--hierarchy", action="store_true", help="with a lineage level: where unseen cells land")
+    parser.add_argument(
+        "--composition", action="store_true", help="query_aware's false rejections when a known type is enriched"
+    )
+    parser.add_argument("--shares", type=float, nargs="+", default=[0.3, 0.5], help="with --composition")
+    parser.add_argument("--cost", action="store_true", help="the time of query_aware on 100,000 cells")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     ag.settings.verbosity = 0
@@ -243,6 +340,16 @@ def main():
 
     rows = []
     start = time.perf_counter()
+    if args.cost:
+        cost(full)
+        return
+    if args.composition:
+        if args.dataset != "pbmc68k":
+            parser.error("--composition is for pbmc68k")
+        with tempfile.TemporaryDirectory() as model_dir:
+            composition(full, labels, types, args.seeds, args.shares, model_dir)
+        print(f"\nTotal {time.perf_counter() - start:.0f}s.")
+        return
     if args.hierarchy:
         with tempfile.TemporaryDirectory() as model_dir:
             for seed in args.seeds:
@@ -259,7 +366,8 @@ def main():
                 rows.append(one_fold(full, x, labels, t, seed, model_dir, key, use_raw))
                 r = rows[-1]
                 print(
-                    f"  seed {seed} {t:30s} AUROC ours {r['auroc_ours']:.3f} LR {r['auroc_lr']:.3f} "
+                    f"  seed {seed} {t:30s} AUROC ours {r['auroc_ours']:.3f} query-aware {r['auroc_ours_query']:.3f} "
+                    f"LR {r['auroc_lr']:.3f} "
                     f"({time.perf_counter() - t0:.0f}s)",
                     flush=True,
                 )
@@ -267,20 +375,22 @@ def main():
     per_type = df.drop(columns="seed").groupby("type", sort=False).mean()
 
     print(f"\nTotal {time.perf_counter() - start:.0f}s. Mean over seeds, per left-out type:\n")
-    cols = ["n_unseen", "auroc_ours", "auroc_lr", "auroc_ours_confidence_only", "auroc_ours_distance_only"]
+    cols = ["n_unseen", "auroc_ours", "auroc_ours_query", "auroc_lr", "auroc_ours_confidence_only"]
+    cols += ["auroc_ours_distance_only"]
     print(
-        "| left-out type | cells | AUROC ours | AUROC LR (CellTypist) | ratio | ours, confidence only | ours, distance only |"
+        "| left-out type | cells | AUROC ours | ours, `query_aware=True` | AUROC LR (CellTypist) | ratio | "
+        "ours, confidence only | ours, distance only |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for t, r in per_type[cols].iterrows():
         print(
-            f"| {t} | {int(r.n_unseen)} | {r.auroc_ours:.3f} | {r.auroc_lr:.3f} | {r.auroc_ours / r.auroc_lr:.2f} | "
-            f"{r.auroc_ours_confidence_only:.3f} | {r.auroc_ours_distance_only:.3f} |"
+            f"| {t} | {int(r.n_unseen)} | {r.auroc_ours:.3f} | {r.auroc_ours_query:.3f} | {r.auroc_lr:.3f} | "
+            f"{r.auroc_ours / r.auroc_lr:.2f} | {r.auroc_ours_confidence_only:.3f} | {r.auroc_ours_distance_only:.3f} |"
         )
     m = per_type.mean()
     print(
-        f"| **mean** | | **{m.auroc_ours:.3f}** | **{m.auroc_lr:.3f}** | **{m.auroc_ours / m.auroc_lr:.2f}** | "
-        f"{m.auroc_ours_confidence_only:.3f} | {m.auroc_ours_distance_only:.3f} |"
+        f"| **mean** | | **{m.auroc_ours:.3f}** | **{m.auroc_ours_query:.3f}** | **{m.auroc_lr:.3f}** | "
+        f"**{m.auroc_ours / m.auroc_lr:.2f}** | {m.auroc_ours_confidence_only:.3f} | {m.auroc_ours_distance_only:.3f} |"
     )
     seed_means = df.groupby("seed")[["auroc_ours", "auroc_lr"]].mean()
     print(
@@ -294,13 +404,18 @@ def main():
     for r, level in RULES:
         what = f"`reject={r!r}`" + (", `reject_uncertainty=None`" if level is None else "")
         print(f"| ours, {what} | {m[f'rule_{r}_{level}_unseen']:.3f} | {m[f'rule_{r}_{level}_seen']:.3f} |")
+    print(f"| ours, `reject='auto'`, `query_aware=True` | {m['auto_query_unseen']:.3f} | {m['auto_query_seen']:.3f} |")
     print(f"| LR, p_max < 0.5 (CellTypist default) | {m['unseen_rejected_lr_0.5']:.3f} | {m['seen_kept_lr_0.5']:.3f} |")
     print(f"| LR, p_max < 0.9 | {m['unseen_rejected_lr_0.9']:.3f} | {m['seen_kept_lr_0.9']:.3f} |")
 
     print("\nUnseen cells rejected at the threshold that keeps a given fraction of held-out seen cells:\n")
     print("| score | 90% of seen kept | 80% of seen kept |")
     print("| --- | ---: | ---: |")
-    for name, label in (("ours", "ours, `ag_uncertainty`"), ("lr", "LR, 1 - p_max")):
+    for name, label in (
+        ("ours", "ours, `ag_uncertainty`"),
+        ("query", "ours, `query_aware=True`"),
+        ("lr", "LR, 1 - p_max"),
+    ):
         print(f"| {label} | {m[f'unseen_rejected_{name}_at_0.9']:.3f} | {m[f'unseen_rejected_{name}_at_0.8']:.3f} |")
 
     print("\nCalibration on held-out seen cells (test split; mean over types and seeds):\n")

@@ -17,6 +17,10 @@ its composition: ``--unseen 1`` puts every left-out cell in the query (as
 ``benchmarks/open_set.py`` does) while the seen types come at 20%; ``--unseen 0.2`` samples both
 at 20%, so the query's density says nothing the reference does not.
 
+The package's ``ag.tl.predict(query_aware=True)`` builds on the density ratio, with the neighbour
+counts matched to the sets' sizes, the reference weighted to the query's composition and held-out
+reference cells read in the same query to calibrate it; ``benchmarks/open_set.py`` measures that.
+
 Run: ``python benchmarks/open_set_query.py [--unseen 0.2]``. Scanpy and scikit-learn only; a few
 seconds.
 """

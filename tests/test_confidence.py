@@ -213,6 +213,130 @@ def test_input_space_uncertainty_is_the_rank_among_held_out_cells(monkeypatch):
     assert far.min() > 0.99
 
 
+def test_density_ratio_matches_sizes_and_finds_a_gathered_unseen_type(monkeypatch):
+    """The query term: about 0 for a query drawn like the reference, whatever its size; high for a new tight group."""
+    from autogenome_sc.train._confidence import (
+        QUERY_MIN_CELLS,
+        fit_input_novelty,
+        fit_input_space,
+        input_evidence,
+        project,
+    )
+    from autogenome_sc.train._confidence import matched_neighbours as matched
+
+    assert matched(49, 5000) == (10, 1020) and matched(19_999, 5000) == (40, 10) and matched(4, 3) == (4, 3)
+    rng = np.random.default_rng(3)
+    n_genes = 30
+    centres = rng.normal(0, 4, (3, n_genes))
+    y_all = rng.choice(3, 9000)
+    X = (centres[y_all] + rng.normal(size=(9000, n_genes))).astype(np.float32)
+
+    def block(rows):
+        return X[rows]
+
+    train, val, query = np.arange(3000), np.arange(3000, 3400), np.arange(3400, 9000)
+    space = fit_input_space(block, train, y_all[train])
+    conf = rng.uniform(0.5, 1, len(X))
+    d_val, p_val = input_evidence(block, val, space)
+    state = fit_input_novelty(space, d_val, conf[val], p_val.max(axis=1), project(block, val, space))
+    assert state["held_out_points"].shape == (400, 30) and state["held_out_raw"].shape == (400,)
+    assert len(input_evidence(block, query, space, query=True)) == 2  # statistics without held-out cells
+    assert len(input_evidence(block, query[: QUERY_MIN_CELLS - 1], state, query=True)) == 2  # too few cells
+    assert len(input_evidence(block, query[:300], state)) == 2  # not asked for
+    dist, probs, density, held = input_evidence(block, query[:300], state, query=True)
+    # brute force: log(mean distance to the nearest reference cells, k_ref of them by weight, each weighing its
+    # class's share of the query over its share of the kept cells / to the k_query nearest other cells of the
+    # query, whose pool holds the kept held-out cells too)
+    coords = X[query[:300]] @ space["projection"] - space["offset"]
+    pool = np.concatenate([coords, state["held_out_points"]])
+    k_query, k_ref = matched(len(pool) - 1, len(space["points"]))
+    query_share = softmax(pool @ space["lr_coef"] + space["lr_intercept"], axis=1).mean(axis=0)
+    ref_share = np.bincount(space["point_class"]) / len(space["points"])
+    w = (query_share / ref_share)[space["point_class"]]
+    w *= len(w) / w.sum()
+    D = np.linalg.norm(pool[:, None] - space["points"][None], axis=2)
+    order = np.argsort(D, axis=1)
+    d_sorted, w_sorted = np.take_along_axis(D, order, axis=1), w[order]
+    counted = np.clip(k_ref - (np.cumsum(w_sorted, axis=1) - w_sorted), 0, w_sorted)
+    to_ref = (d_sorted * counted).sum(axis=1) / counted.sum(axis=1)
+    to_query = np.sort(np.linalg.norm(pool[:, None] - pool[None], axis=2), axis=1)[:, 1 : k_query + 1].mean(axis=1)
+    np.testing.assert_allclose(np.r_[density, held], np.log(to_ref / to_query), rtol=1e-3, atol=1e-4)
+    # drawn like the reference: about 0 at any size
+    for n in (100, 1000, 5600):
+        assert abs(np.median(input_evidence(block, query[:n], state, query=True)[2])) < 0.1
+    # a larger query than the pool compares a fixed random subset: the same result twice, still about 0
+    monkeypatch.setattr("autogenome_sc.train._confidence.QUERY_POOL", 1000)
+    sub = input_evidence(block, query[:3000], state, query=True)[2]
+    np.testing.assert_array_equal(sub, input_evidence(block, query[:3000], state, query=True)[2])
+    assert abs(np.median(sub)) < 0.1
+    monkeypatch.undo()
+    # a known class that makes up 80% of the query (a third of the reference): not more novel for that alone,
+    # and the others not less; against the reference as it is, the ratio would move both
+    enriched = np.concatenate([query[y_all[query] == 0][:1000], query[y_all[query] != 0][:250]])
+    common = np.arange(1250) < 1000
+    recomposed = input_evidence(block, enriched, state, query=True)[2]
+    monkeypatch.setattr("autogenome_sc.train._confidence.QUERY_RECOMPOSE_CLIP", 1.0)  # weights of 1
+    as_it_is = input_evidence(block, enriched, state, query=True)[2]
+    monkeypatch.undo()
+    assert abs(np.median(recomposed[common])) < 0.02 and abs(np.median(recomposed[~common])) < 0.03
+    assert np.median(as_it_is[common]) > 0.03 and np.median(as_it_is[~common]) < -0.04
+    # with the held-out cells read in the same query, the score is their rank: about 5% above 0.95
+    d_q, p_q, *density_q = input_evidence(block, query, state, query=True)
+    u = uncertainty(None, conf[query], state, d_q, p_q.max(axis=1), tuple(density_q))
+    assert np.mean(u > 0.95) == pytest.approx(0.05, abs=0.025)
+    # 200 cells of a new type beside a known one, gathered together: the ratio finds them
+    direction = rng.normal(size=n_genes)
+    X[query[:200]] = centres[0] + np.sqrt(n_genes) * direction / np.linalg.norm(direction)
+    X[query[:200]] += 0.5 * rng.normal(size=(200, n_genes))
+    d_q, p_q, *density_q = input_evidence(block, query, state, query=True)
+    new = np.arange(len(query)) < 200
+    assert roc_auc_score(new, density_q[0]) > 0.99
+    aware = uncertainty(None, conf[query], state, d_q, p_q.max(axis=1), tuple(density_q))
+    alone = uncertainty(None, conf[query], state, d_q, p_q.max(axis=1))
+    assert roc_auc_score(new, aware) > roc_auc_score(new, alone) + 0.2
+    assert np.mean(aware[new] > 0.95) > 0.8 > 0.3 > np.mean(alone[new] > 0.95)
+    assert np.mean(aware[~new] > 0.95) < 0.1
+
+
+def test_predict_query_aware(open_set, tmp_path):
+    """``query_aware=True``: the density ratio in ag_uncertainty; recorded; refused with a warning where it cannot be."""
+    ref, model, query = open_set
+    assert model.query_aware_available
+    aware = ag.tl.predict(query, model, use_raw=True, reject="auto", query_aware=True, copy=True)
+    alone = ag.tl.predict(query, model, use_raw=True, reject="auto", copy=True)
+    assert aware.uns["ag"]["prediction"]["query_aware"] and not alone.uns["ag"]["prediction"]["query_aware"]
+    np.testing.assert_array_equal(aware.obs["ag_confidence"], alone.obs["ag_confidence"])
+    unseen = (query.obs["bulk_labels"] == UNSEEN).to_numpy()
+    held_out = unseen | query.obs_names.isin(ref.obs_names[ref.obs["ag_split"] == "test"])
+    u, u0 = aware.obs["ag_uncertainty"].to_numpy(), alone.obs["ag_uncertainty"].to_numpy()
+    assert not np.allclose(u, u0)
+    assert roc_auc_score(unseen[held_out], u[held_out]) > 0.9
+    rejected = (aware.obs["ag_prediction"] == "Unassigned").to_numpy()
+    np.testing.assert_array_equal(rejected, u > 0.95)
+    assert rejected[unseen].mean() > 0.6 and rejected[held_out & ~unseen].mean() < 0.15
+    # the same after saving and loading
+    again = ag.read_model(model.save(tmp_path / "m"))
+    q2 = ag.tl.predict(query, again, use_raw=True, query_aware=True, copy=True)
+    np.testing.assert_allclose(q2.obs["ag_uncertainty"], u, rtol=1e-6)
+    # too few cells to read as a whole: a warning, and the reference's score
+    small = query[:30].copy()
+    with pytest.warns(UserWarning, match="query_aware=True needs at least 50 query cells"):
+        ag.tl.predict(small, model, use_raw=True, query_aware=True)
+    assert not small.uns["ag"]["prediction"]["query_aware"]
+    plain = ag.tl.predict(query[:30], model, use_raw=True, copy=True)
+    np.testing.assert_array_equal(small.obs["ag_uncertainty"], plain.obs["ag_uncertainty"])
+    # a model saved before the density ratio (no query statistics) loads, and warns the same way
+    old = ag.read_model(model.path)
+    old.novelty_ = {
+        k: v for k, v in old.novelty_.items() if k not in ("query_weight", "held_out_raw", "held_out_points")
+    }
+    old = ag.read_model(old.save(tmp_path / "old"))
+    assert not old.query_aware_available
+    with pytest.warns(UserWarning, match="query_aware=True needs"):
+        q3 = ag.tl.predict(query, old, use_raw=True, query_aware=True, copy=True)
+    np.testing.assert_allclose(q3.obs["ag_uncertainty"], u0, rtol=1e-6)
+
+
 def test_a_model_saved_with_embedding_novelty_keeps_its_score(open_set, tmp_path):
     """Models saved before the input-space distance hold class centroids of the embedding: their score is unchanged."""
     ref, model, query = open_set

@@ -162,6 +162,18 @@ def test_an_unseen_fine_type_falls_back_to_its_lineage(pbmc_levels, tmp_path):
     assert (falls & unseen).sum() > 0 and (main[falls & unseen] == "T").mean() > 0.8
     # with the lineage's confidence, the unseen cells are less unusual than among the fine types
     assert np.median(u_coarse[unseen]) < np.median(u_fine[unseen])
+    # query_aware: each level reads the same density ratios, ranked among its own held-out scores; still nested
+    assert (
+        "held_out_raw" in model.novelty_levels_["lineage"] and "held_out_points" not in model.novelty_levels_["lineage"]
+    )
+    aware = ag.tl.predict(q, model, use_raw=True, reject="auto", query_aware=True, copy=True)
+    assert aware.uns["ag"]["prediction"]["query_aware"]
+    a_fine, a_coarse = aware.obs["ag_uncertainty"].to_numpy(), aware.obs["ag_uncertainty_lineage"].to_numpy()
+    assert not np.allclose(a_coarse, u_coarse) and ((a_coarse >= 0) & (a_coarse < 1)).all()
+    fine_a = aware.obs["ag_prediction_bulk_labels"].astype(str).to_numpy()
+    coarse_a = aware.obs["ag_prediction_lineage"].astype(str).to_numpy()
+    assert not ((fine_a != "Unassigned") & (coarse_a == "Unassigned")).any()
+    assert (a_fine[unseen] > 0.95).mean() >= (u_fine[unseen] > 0.95).mean()
 
     # the statistics travel with the model, and forged ones are refused
     state = serialization.msgpack_restore((model.path / "weights.msgpack").read_bytes())

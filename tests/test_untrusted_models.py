@@ -284,6 +284,15 @@ def _rewrite_weights(path, change):
             lambda s: s["novelty"].__setitem__("reference", s["novelty"]["reference"][::-1].copy()),
             r"a sorted reference",
         ),
+        (
+            lambda s: s["novelty"].__setitem__("held_out_points", s["novelty"]["held_out_points"][1:]),
+            r"a held-out cell's coordinates for each held-out score",
+        ),
+        (
+            lambda s: s["novelty"].__setitem__("held_out_raw", np.zeros(1001)),
+            r"1 to 1000 held-out cells' scores",
+        ),
+        (lambda s: s["novelty"].pop("held_out_raw"), r"novelty statistics in weights.msgpack are damaged \(expected"),
         (lambda s: s["novelty"].pop("projection"), r"novelty statistics in weights.msgpack are damaged \(expected"),
         (
             lambda s: s["novelty"].__setitem__("projection", s["novelty"]["projection"][:-1]),

@@ -331,6 +331,10 @@ _NOVELTY = {
     "lr_intercept": (1, False),
 }
 _NOVELTY_EMBEDDING = {**_SCORE, "centroids": (2, False), "inv_var": (1, True), "present": (1, False)}
+#: ``query_aware``: the kept held-out cells' scores (and, at the finest level, their coordinates)
+_QUERY = {"query_weight": (0, False), "held_out_raw": (1, False)}
+_NOVELTY_LEVEL_QUERY = {**_NOVELTY_LEVEL, **_QUERY}
+_NOVELTY_QUERY = {**_NOVELTY, **_QUERY, "held_out_points": (2, False)}
 _MAX_REFERENCE = 1000  # quantiles of the validation scores a model keeps (train/_confidence.py)
 
 
@@ -341,7 +345,7 @@ def _check_novelty(novelty: Any, path: Path, n_classes: int | None, n_genes: int
     scales and a sorted reference; ``level``: a coarser level's, which holds the score's part only.
     """
     bad = f"'{path}': the novelty statistics in weights.msgpack are damaged"
-    kinds = [_NOVELTY_LEVEL] if level else [_NOVELTY, _NOVELTY_EMBEDDING]
+    kinds = [_NOVELTY_LEVEL, _NOVELTY_LEVEL_QUERY] if level else [_NOVELTY, _NOVELTY_QUERY, _NOVELTY_EMBEDDING]
     if not isinstance(novelty, dict) or not any(set(novelty) == set(k) for k in kinds):
         raise DamagedModel(f"{bad} (expected {' or '.join(', '.join(k) for k in kinds)}).")
     spec = next(k for k in kinds if set(novelty) == set(k))
@@ -354,7 +358,9 @@ def _check_novelty(novelty: Any, path: Path, n_classes: int | None, n_genes: int
     reference = arrays["reference"]
     if not 0 < reference.size <= _MAX_REFERENCE or (np.diff(reference) < 0).any():
         raise DamagedModel(f"{bad} (a sorted reference of 1 to 1000 scores).")
-    if spec is _NOVELTY:
+    if "held_out_raw" in arrays and not 0 < arrays["held_out_raw"].size <= _MAX_REFERENCE:
+        raise DamagedModel(f"{bad} (1 to 1000 held-out cells' scores).")
+    if spec is _NOVELTY or spec is _NOVELTY_QUERY:
         proj, points, cls, genes = arrays["projection"], arrays["points"], arrays["point_class"], arrays["genes"]
         d = proj.shape[1]
         if (
@@ -369,6 +375,8 @@ def _check_novelty(novelty: Any, path: Path, n_classes: int | None, n_genes: int
             raise DamagedModel(f"{bad} (a projection of the model's {n_genes} genes onto at most {_KNN_DIMS} axes).")
         if points.shape[1:] != (d,) or not 0 < len(points) <= _KNN_POINTS or cls.shape != (len(points),):
             raise DamagedModel(f"{bad} (1 to {_KNN_POINTS} reference cells, each with its class).")
+        if spec is _NOVELTY_QUERY and arrays["held_out_points"].shape != (arrays["held_out_raw"].size, d):
+            raise DamagedModel(f"{bad} (a held-out cell's coordinates for each held-out score).")
         if n_classes is not None and (
             not np.issubdtype(cls.dtype, np.integer) or (cls < 0).any() or (cls >= n_classes).any()
         ):

@@ -391,43 +391,60 @@ class Model:
             out, temperature=self.temperature, target_mean=self.target_mean_, target_std=self.target_std_
         )
 
-    def input_evidence(self, pipe: Pipeline, n_obs: int) -> tuple[np.ndarray, np.ndarray] | None:
+    @property
+    def query_aware_available(self) -> bool:
+        """Whether ``ag_uncertainty`` can read the query as a whole (``ag.tl.predict(query_aware=True)``).
+
+        Models trained before the density ratio was added, or whose held-out reference had fewer
+        than 10 cells to keep, cannot.
+        """
+        from ..train._confidence import has_query_term
+
+        return "points" in self.novelty_ and has_query_term(self.novelty_)
+
+    def input_evidence(self, pipe: Pipeline, n_obs: int, *, query: bool = False) -> tuple[np.ndarray, ...] | None:
         """Each cell's distance to the reference in input space and the reference-space classifier's probabilities.
 
+        ``query``: the cells are one query, and the model can read it (:attr:`query_aware_available`):
+        also the cells' density ratios and those of the held-out cells read with them (four arrays
+        then; two for a query of fewer than 50 cells).
         ``None`` for a model saved without them (see ``train/_confidence``).
         """
         from ..train._confidence import input_evidence
 
         if "points" not in self.novelty_:
             return None
-        return input_evidence(pipe.block, np.arange(n_obs), self.novelty_)
+        query = query and self.query_aware_available
+        return input_evidence(pipe.block, np.arange(n_obs), self.novelty_, query=query)
 
     def uncertainty_of(
-        self, emb: np.ndarray, p: np.ndarray, evidence: tuple[np.ndarray, np.ndarray] | None = None
+        self, emb: np.ndarray, p: np.ndarray, evidence: tuple[np.ndarray, ...] | None = None
     ) -> np.ndarray:
         """``ag_uncertainty`` from embeddings, calibrated probabilities and the input space (see ``train/_confidence``).
 
         ``evidence``: :meth:`input_evidence` of the same cells, which the novelty statistics of
-        a model trained since they were added need (older models read ``emb``).
+        a model trained since they were added need (older models read ``emb``); with four
+        arrays, the density ratios of the query and of the held-out cells, the score reads those too.
         """
         from ..train import uncertainty
 
         if not self.novelty_:  # saved without novelty statistics
             return 1.0 - p.max(axis=1)
-        dist, lr = self._evidence(evidence)
-        return uncertainty(emb, p.max(axis=1), self.novelty_, dist, None if lr is None else lr.max(axis=1))
+        dist, lr, density = self._evidence(evidence)
+        return uncertainty(emb, p.max(axis=1), self.novelty_, dist, None if lr is None else lr.max(axis=1), density)
 
     def _evidence(
-        self, evidence: tuple[np.ndarray, np.ndarray] | None
-    ) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
+        self, evidence: tuple[np.ndarray, ...] | None
+    ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None] | tuple[None, None, None]:
         if "points" not in self.novelty_:
-            return None, None
+            return None, None, None
         if evidence is None:
             raise ValueError("This model's uncertainty needs the cells' input-space evidence (model.input_evidence).")
-        return evidence
+        dist, lr, *density = evidence
+        return dist, lr, ((density[0], density[1]) if density else None)
 
     def level_uncertainty(
-        self, level: str, emb: np.ndarray, p: np.ndarray, evidence: tuple[np.ndarray, np.ndarray] | None = None
+        self, level: str, emb: np.ndarray, p: np.ndarray, evidence: tuple[np.ndarray, ...] | None = None
     ) -> np.ndarray | None:
         """The uncertainty of each cell at a coarser ``level`` of the hierarchy (``None``: no statistics for it).
 
@@ -441,9 +458,9 @@ class Model:
         if not state or hierarchy is None:
             return None
         _, M = hierarchy.membership(level)
-        dist, lr = self._evidence(evidence)
+        dist, lr, density = self._evidence(evidence)
         lr_level = None if lr is None else (lr @ M[np.asarray(self.novelty_["lr_classes"])]).max(axis=1)
-        return uncertainty(emb, (p @ M).max(axis=1), state, dist, lr_level)
+        return uncertainty(emb, (p @ M).max(axis=1), state, dist, lr_level, density)
 
     def predict_proba(
         self, adata: AnnData, *, layer: str | None = None, use_raw: bool | None = None, batch_key: str | None = None

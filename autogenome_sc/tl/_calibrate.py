@@ -8,7 +8,14 @@ from .. import _logging as logg
 from ..data import TrainData
 from ..model import Model
 from ..train import fit_temperature, reliability_bins, softmax_t
-from ..train._confidence import N_BINS, ece_from_bins, fit_input_novelty, fit_input_space, input_evidence
+from ..train._confidence import (
+    N_BINS,
+    ece_from_bins,
+    fit_input_novelty,
+    fit_input_space,
+    input_evidence,
+    project,
+)
 
 
 def calibrate(
@@ -61,8 +68,9 @@ def calibrate(
     p_ref = softmax_t(out[ref], temperature)
     block = data.pipeline.block  # the model's own input, as the network reads it
     space = fit_input_space(block, tr, y[tr])
-    dist_ref, lr_ref = input_evidence(block, ref, space)
-    model.novelty_ = fit_input_novelty(space, dist_ref, p_ref.max(axis=1), lr_ref.max(axis=1))
+    dist_ref, lr_ref, *_ = input_evidence(block, ref, space)
+    held = project(block, ref, space)  # kept (with their scores) for query_aware to read a query with
+    model.novelty_ = fit_input_novelty(space, dist_ref, p_ref.max(axis=1), lr_ref.max(axis=1), held)
     model.novelty_levels_ = _level_novelty(model, dist_ref, p_ref, lr_ref, space["lr_classes"])
     logg.info(
         f"    calibrated: temperature {temperature:.3f}, validation ECE {ece['val'][0]:.3f} -> {ece['val'][1]:.3f}"
@@ -71,14 +79,18 @@ def calibrate(
 
 
 def _level_novelty(
-    model: Model, dist_ref: np.ndarray, p_ref: np.ndarray, lr_ref: np.ndarray, lr_classes: np.ndarray
+    model: Model,
+    dist_ref: np.ndarray,
+    p_ref: np.ndarray,
+    lr_ref: np.ndarray,
+    lr_classes: np.ndarray,
 ) -> dict[str, dict[str, np.ndarray]]:
     """The novelty statistics of each coarser level of the model's label hierarchy (none without one).
 
     The same score as the finest level's, with that level's confidences (the summed
     probabilities of its classes, the model's and the reference-space classifier's, whose
     classes are ``lr_classes``), standardised and ranked on the same held-out cells; the
-    input-space distance is the finest level's. A cell of a fine type the reference lacks,
+    input-space distance (and the density ratio, read with the same held-out cells) is the finest level's. A cell of a fine type the reference lacks,
     inside a coarse type it has, is unsure between fine types but sure of the coarse one:
     where that tips its score, rejection keeps its coarse label.
     """
@@ -88,5 +100,7 @@ def _level_novelty(
     out = {}
     for level in hierarchy.levels[:-1]:
         _, M = hierarchy.membership(level)
-        out[level] = fit_input_novelty({}, dist_ref, (p_ref @ M).max(axis=1), (lr_ref @ M[lr_classes]).max(axis=1))
+        out[level] = fit_input_novelty(
+            {}, dist_ref, (p_ref @ M).max(axis=1), (lr_ref @ M[lr_classes]).max(axis=1), held_out_points=True
+        )
     return out

@@ -126,7 +126,7 @@ def _model(data: TrainData, kind: str, arch: dict, result: FitResult, cfg: Confi
 
 def _score_supervised(
     model: Model, data: TrainData, result: FitResult, n_obs: int, held_out: tuple[np.ndarray, np.ndarray] | None
-) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None, dict[str, Any]]:
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...] | None, dict[str, Any]]:
     """Outputs, embeddings and input-space evidence of every cell; test metrics (and calibration) into ``model``."""
     pipe = data.pipeline
     out, emb = predict_arrays(model.apply_fn, model.variables, pipe, np.arange(n_obs), min(1024, n_obs))
@@ -157,7 +157,7 @@ def _score_supervised(
 
 
 def _auto_rejected(
-    model: Model, emb: np.ndarray, p: np.ndarray, evidence: tuple[np.ndarray, np.ndarray] | None, test: np.ndarray
+    model: Model, emb: np.ndarray, p: np.ndarray, evidence: tuple[np.ndarray, ...] | None, test: np.ndarray
 ) -> float:
     """The share of held-out test cells ``predict(reject="auto")`` would leave ``"Unassigned"``; logged.
 

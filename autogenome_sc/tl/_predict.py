@@ -30,6 +30,7 @@ def predict(
     batch_key: str | None = None,
     reject: float | Literal["auto"] | None = None,
     reject_uncertainty: float | None = REJECT_UNCERTAINTY,
+    query_aware: bool = False,
     key_added: str = "ag",
     copy: bool = False,
 ) -> AnnData | None:
@@ -86,6 +87,20 @@ def predict(
         reference cells: about 5% of cells like the reference, and many cells of types the
         reference lacks, even when the network is confidently wrong about them. ``None``
         turns this part off (not with ``reject="auto"``).
+    query_aware
+        ``ag_uncertainty`` also reads the query as a whole: a cell whose nearest query cells are
+        much nearer than its nearest reference cells (the density ratio; the neighbour counts
+        matched to the two sets' sizes, the reference weighted to the query's composition)
+        scores higher. Cells of a type the reference lacks gather together away from the
+        reference, so they are told apart better (leave-one-type-out AUROC on pbmc68k_reduced
+        0.86 -> 0.92; ``reject="auto"`` rejects 62% of unseen cells instead of 44%). Held-out
+        reference cells kept in the model are read in the same query and rank its cells, so
+        ``"auto"`` still rejects about 5% of cells like the reference. But a cell's score then
+        depends on the cells predicted with it, and a known type far more common in the query
+        than in the reference loses a few more of its cells (docs/confidence.md). Needs at
+        least 50 query cells and a model that kept held-out cells (trained since it was added,
+        with at least 10 held-out cells); otherwise a warning says so and the score reads the
+        reference alone.
     key_added
         Prefix of the keys written.
     copy
@@ -114,7 +129,8 @@ def predict(
         ``model_path``, ``model_id``, ``matrix`` (the matrix read), ``genes`` (``matched_by``,
         ``n_model``, ``n_found``, ``n_exact``, ``n_unversioned``: found once Ensembl version
         suffixes were removed, ``n_missing``), ``genes_missing_fraction``, ``temperature``, ``reject``,
-        ``reject_uncertainty``, ``n_unassigned``, ``n_batches`` (the query's batches, 0 for a
+        ``reject_uncertainty``, ``n_unassigned``, ``query_aware`` (whether ``ag_uncertainty`` read
+        the query as a whole), ``n_batches`` (the query's batches, 0 for a
         model without a batch key) and, for a model with one, ``batch_key``.
     """
     if not isinstance(model, Model):
@@ -139,7 +155,13 @@ def predict(
     else:
         out, emb = model.outputs_of(pipe, query.n_obs)
         below = 0.0 if isinstance(reject, str) else reject  # "auto": no confidence threshold, the uncertainty's alone
-        evidence = model.input_evidence(pipe, query.n_obs)
+        evidence = model.input_evidence(pipe, query.n_obs, query=query_aware)
+        info["query_aware"] = evidence is not None and len(evidence) == 4
+        if query_aware and not info["query_aware"]:
+            logg.warn(
+                "query_aware=True needs at least 50 query cells and a model trained with the density ratio's "
+                "statistics; ag_uncertainty reads the reference alone."
+            )
         added = write_predictions(
             query, model, out, emb, keys, reject=below, reject_uncertainty=reject_uncertainty, evidence=evidence
         )

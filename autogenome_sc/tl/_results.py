@@ -32,7 +32,7 @@ def write_predictions(
     *,
     reject: float | None = None,
     reject_uncertainty: float | None = None,
-    evidence: tuple[np.ndarray, np.ndarray] | None = None,
+    evidence: tuple[np.ndarray, ...] | None = None,
 ) -> list[str]:
     """Write prediction, confidence, uncertainty and embedding; return what was added, for the log.
 
@@ -104,7 +104,7 @@ def _novel_at_levels(
     model: Model,
     emb: np.ndarray,
     p: np.ndarray,
-    evidence: tuple[np.ndarray, np.ndarray] | None,
+    evidence: tuple[np.ndarray, ...] | None,
     keys: Keys,
     novel: np.ndarray,
     reject_uncertainty: float | None,

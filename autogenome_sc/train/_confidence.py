@@ -25,6 +25,20 @@ standardised on the reference's held-out cells (median 0, 90th percentile 1):
   or it is unsure, the cell is less like the reference (it helps most on a continuum, such as
   a time course; docs/confidence.md).
 
+With ``query_aware`` (``ag.tl.predict``), a fourth term reads the query as a whole, weighted
+by :data:`QUERY_WEIGHT`:
+
+* the **density ratio**: the log of the cell's mean distance to its nearest reference cells over
+  its mean distance to its nearest other query cells, the two neighbour counts matched to the
+  two sets' sizes (:func:`matched_neighbours`), so that for a query drawn like the reference
+  it is about 0 whatever the sizes. A type the reference lacks lies far from the reference and
+  close to the other cells of its type in the query. The reference cells are weighted to the
+  query's composition (as the reference-space classifier estimates it), so that a known type
+  far more common in the query than in the reference is less novel for that alone. Up to
+  1,000 held-out reference cells are kept with their scores; their ratios are read in the same
+  query, alongside its cells, and standardise the term; the sum is ranked among theirs. It
+  makes a cell's score depend on the cells beside it in the query (docs/confidence.md).
+
 The sum is turned into ``ag_uncertainty`` in [0, 1) by its rank among the held-out cells (a
 conformal p-value subtracted from one, with exponential tails outside the observed range so
 that the order of every cell is kept): a cell with uncertainty 0.95 is more unusual than
@@ -59,6 +73,19 @@ CONF_WEIGHT = 0.5
 #: The inverse penalty of the reference-space logistic regression (scikit-learn's ``C``).
 LR_C = 0.1
 _KNN_ROWS = 2048  # query cells per block of distances to the reference cells
+#: The weight of the standardised density ratio of ``query_aware`` (docs/confidence.md: 0.25 and 0.5 measured).
+QUERY_WEIGHT = 0.5
+#: The fewest query cells the density ratio is read with, and the fewest held-out reference cells it is
+#: standardised on (read as one query of their own; a model with fewer cannot read it).
+QUERY_MIN_CELLS = 50
+QUERY_MIN_HELD_OUT = 10
+#: Query cells whose neighbourhoods the density ratio compares: a larger query compares a random subset
+#: of this many (fixed seed), so its cost grows linearly with the query and a block of distances to
+#: them stays at 80 MB (float32).
+QUERY_POOL = 10_000
+#: The density ratio's reference is recomposed like the query: each class's weight at most this many
+#: times, and at least its inverse, its share of the kept reference cells.
+QUERY_RECOMPOSE_CLIP = 10.0
 
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
@@ -197,20 +224,47 @@ def uncertainty(
     state: dict,
     dist: np.ndarray | None = None,
     lr_confidence: np.ndarray | None = None,
+    density: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """``ag_uncertainty`` in [0, 1): the rank of a cell's novelty score among the held-out reference cells.
 
     ``dist`` and ``lr_confidence``: the cells' input-space distances and the reference-space
     classifier's largest probability (:func:`input_evidence`), for statistics fitted with them
-    (:func:`fit_input_novelty`); statistics without (older models) read ``emb``.
+    (:func:`fit_input_novelty`); statistics without (older models) read ``emb``. ``density``:
+    the density ratios of the query's cells and of the kept held-out cells read with them
+    (:func:`input_evidence` with ``query=True``), for statistics with the query term
+    (:func:`has_query_term`): the score adds it, standardised on the held-out cells, and is
+    ranked among their scores with it.
     """
     if dist is not None:
         assert lr_confidence is not None  # both come from input_evidence
         s = input_novelty_raw(dist, confidence, lr_confidence, state)
+        if density is not None and has_query_term(state):
+            return _rank_with_query(s, density, state)
     else:
         assert emb is not None  # statistics of the embedding read it
         s = novelty_raw(emb, confidence, state)
     return rank_of(s, state)
+
+
+def has_query_term(state: dict) -> bool:
+    """Whether novelty statistics keep held-out cells to read a query's density ratio with (``query_aware``)."""
+    return "held_out_raw" in state
+
+
+def _rank_with_query(s: np.ndarray, density: tuple[np.ndarray, np.ndarray], state: dict) -> np.ndarray:
+    """The rank of ``s`` + the weighted standardised density ratio among the held-out cells' same sum.
+
+    The held-out cells' ratios were read in the same query as the cells', so this is the rank
+    among cells like the reference, in this query: a conformal p-value again.
+    """
+    query, held = (np.asarray(d, np.float64) for d in density)
+    loc, scale = _robust_scale(held)
+    w = float(state["query_weight"])
+    reference = np.asarray(state["held_out_raw"], np.float64) + w * (held - loc) / scale
+    m = min(len(reference), _MAX_REFERENCE)
+    ranks = {"reference": np.quantile(reference, (np.arange(m) + 0.5) / m), "tail": _robust_scale(reference)[1]}
+    return rank_of(s + w * (query - loc) / scale, ranks)
 
 
 def rank_of(s: np.ndarray, state: dict) -> np.ndarray:
@@ -324,10 +378,143 @@ def project(block, rows: np.ndarray, state: dict) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros((0, W.shape[1]), np.float32)
 
 
-def input_evidence(block, rows: np.ndarray, state: dict) -> tuple[np.ndarray, np.ndarray]:
+def matched_neighbours(n_others: int, n_reference: int, k: int = KNN_NEIGHBOURS) -> tuple[int, int]:
+    """Neighbour counts ``(among the other query cells, among the reference cells)`` for the density ratio.
+
+    ``k`` in the smaller set, and in the larger as many as cover the same share of it, so the
+    two mean distances reach equally far into sets drawn alike, whatever their sizes.
+    """
+    k = max(1, min(k, n_others, n_reference))
+    if n_others <= n_reference:
+        return k, min(n_reference, int(round(k * n_reference / n_others)))
+    return min(n_others, int(round(k * n_others / n_reference))), k
+
+
+def _mean_nearest(q: np.ndarray, pts: np.ndarray, sq_pts: np.ndarray, k: int, skip_first: np.ndarray | None = None):
+    """Mean distance of each row of ``q`` to its ``k`` nearest rows of ``pts``; ``skip_first``: rows that drop their nearest."""
+    d2 = (q * q).sum(axis=1)[:, None] + sq_pts[None, :] - 2.0 * (q @ pts.T)
+    if skip_first is None:
+        near = np.partition(d2, k - 1, axis=1)[:, :k]
+        return np.sqrt(np.maximum(near, 0.0)).mean(axis=1, dtype=np.float64)
+    near = np.sqrt(np.maximum(np.sort(np.partition(d2, k, axis=1)[:, : k + 1], axis=1), 0.0))
+    # a query cell in the pool is its own nearest: it drops that one, the others their farthest of k + 1
+    return np.where(skip_first, near[:, 1:].mean(axis=1, dtype=np.float64), near[:, :k].mean(axis=1, dtype=np.float64))
+
+
+def _weighted_mean_nearest(q: np.ndarray, pts: np.ndarray, sq_pts: np.ndarray, weight: np.ndarray, mass: float):
+    """Mean distance of each row of ``q`` to its nearest rows of ``pts``, each weighing ``weight``, up to ``mass`` in all.
+
+    The last neighbour counts with the part of its weight that completes the mass. With every
+    weight 1 and a whole ``mass``, the mean distance to the ``mass`` nearest.
+    """
+    d2 = (q * q).sum(axis=1)[:, None] + sq_pts[None, :] - 2.0 * (q @ pts.T)
+    m = int(min(len(pts), np.ceil(mass / weight.min()) + 1))  # enough neighbours to hold the mass
+    idx = np.argpartition(d2, m - 1, axis=1)[:, :m]
+    near = np.take_along_axis(d2, idx, axis=1)
+    order = np.argsort(near, axis=1)
+    near = np.sqrt(np.maximum(np.take_along_axis(near, order, axis=1), 0.0)).astype(np.float64)
+    w = weight[np.take_along_axis(idx, order, axis=1)].astype(np.float64)
+    counted = np.clip(mass - (np.cumsum(w, axis=1) - w), 0.0, w)
+    return (near * counted).sum(axis=1) / counted.sum(axis=1)
+
+
+def _recomposed_weights(pool_probs: np.ndarray, state: dict) -> np.ndarray:
+    """A weight per kept reference cell: its class's share of the query over its share of the kept cells.
+
+    The query's shares are the reference-space classifier's mean probabilities over the query's
+    cells, each ratio clipped to between 1 / :data:`QUERY_RECOMPOSE_CLIP` and
+    :data:`QUERY_RECOMPOSE_CLIP`; the weights sum to the number of kept cells. So the reference the density ratio compares
+    with is composed like the query, and a known type far more common in the query than in the
+    reference is not, for that alone, more novel.
+    """
+    lr_classes = np.asarray(state["lr_classes"])
+    at = np.searchsorted(lr_classes, np.asarray(state["point_class"]))
+    ref_share = np.bincount(at, minlength=len(lr_classes)) / len(at)
+    query_share = np.asarray(pool_probs, np.float64).mean(axis=0)
+    ratio = np.clip(query_share / np.maximum(ref_share, 1e-12), 1 / QUERY_RECOMPOSE_CLIP, QUERY_RECOMPOSE_CLIP)
+    weight = ratio[at]
+    return weight * len(weight) / weight.sum()
+
+
+def kept_held_out(n: int) -> np.ndarray | None:
+    """Positions of the held-out cells kept for ``query_aware``: all, or :data:`_MAX_REFERENCE` drawn (seed 0).
+
+    ``None`` with fewer than :data:`QUERY_MIN_HELD_OUT`: too few to rank by.
+    """
+    if n < QUERY_MIN_HELD_OUT:
+        return None
+    if n <= _MAX_REFERENCE:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(0).choice(n, _MAX_REFERENCE, replace=False))
+
+
+def _pool_of(n: int, size: int) -> np.ndarray:
+    """Which of ``n`` query cells make up the pool the density ratio compares with: all, or ``size`` drawn (seed 0)."""
+    in_pool = np.ones(n, bool)
+    if n > size:
+        in_pool[:] = False
+        in_pool[np.random.default_rng(0).choice(n, size, replace=False)] = True
+    return in_pool
+
+
+class _DensityReader:
+    """The density ratio of query cells against the kept reference cells of ``state``, with ``pool`` as the query.
+
+    ``pool``: the coordinates of the query cells compared with (a cell of the pool is not its own
+    neighbour). The reference cells are weighted to the pool's composition
+    (:func:`_recomposed_weights`); the neighbour counts are :func:`matched_neighbours`.
+    """
+
+    def __init__(self, pool: np.ndarray, state: dict):
+        self.pts = np.asarray(state["points"], np.float32)
+        self.sq_pts = (self.pts * self.pts).sum(axis=1)
+        self.pool = np.asarray(pool, np.float32)
+        self.sq_pool = (self.pool * self.pool).sum(axis=1)
+        self.k_query, self.k_ref = matched_neighbours(len(self.pool) - 1, len(self.pts))
+        coef, intercept = np.asarray(state["lr_coef"], np.float32), np.asarray(state["lr_intercept"], np.float32)
+        self.weight = _recomposed_weights(softmax(np.asarray(self.pool @ coef + intercept, np.float64), axis=1), state)
+
+    def __call__(self, q: np.ndarray, in_pool: np.ndarray | None = None) -> np.ndarray:
+        """The log density ratio of the cells at coordinates ``q``; ``in_pool``: which of them are in the pool.
+
+        ``None``: the kept held-out cells, all in the pool and perhaps in the query as well (a user
+        predicting on the reference's own cells): each skips every copy of itself, so that it is
+        not read as denser than the query's cells are.
+        """
+        d_ref = _weighted_mean_nearest(q, self.pts, self.sq_pts, self.weight, self.k_ref)
+        if in_pool is None:
+            d_query = _mean_nearest_other(q, self.pool, self.sq_pool, self.k_query)
+        else:
+            d_query = _mean_nearest(q, self.pool, self.sq_pool, self.k_query, skip_first=in_pool)
+        return np.log(np.maximum(d_ref, 1e-6)) - np.log(np.maximum(d_query, 1e-6))
+
+
+def _mean_nearest_other(q: np.ndarray, pool: np.ndarray, sq_pool: np.ndarray, k: int, copies: int = 2) -> np.ndarray:
+    """Mean distance of each row of ``q`` to its ``k`` nearest rows of ``pool`` that are not the same cell.
+
+    A row of ``pool`` at (float32) distance 0 is the same cell: up to ``copies`` of them are
+    skipped (itself, and the query's copy of it); ``k`` of the rest are averaged.
+    """
+    k = min(k, len(pool) - copies)
+    sq_q = (q * q).sum(axis=1)
+    d2 = sq_q[:, None] + sq_pool[None, :] - 2.0 * (q @ pool.T)
+    near = np.sort(np.partition(d2, k + copies - 1, axis=1)[:, : k + copies], axis=1)
+    same = (near[:, :copies] <= 1e-5 * (2.0 * sq_q[:, None] + 1.0)).sum(axis=1)  # rounding of |q|^2 + |p|^2 - 2qp
+    cols = same[:, None] + np.arange(k)[None, :]
+    return np.sqrt(np.maximum(np.take_along_axis(near, cols, axis=1), 0.0)).mean(axis=1, dtype=np.float64)
+
+
+def input_evidence(block, rows: np.ndarray, state: dict, *, query: bool = False) -> tuple[np.ndarray, ...]:
     """Each cell's mean distance to its ``k`` nearest reference cells, and the reference-space classifier's probabilities.
 
-    Block by block of cells; the probabilities are over ``state["lr_classes"]``.
+    Block by block of cells; the probabilities are over ``state["lr_classes"]``. ``query``:
+    the cells ``rows`` are one query (at least :data:`QUERY_MIN_CELLS` of them, and statistics
+    that keep held-out cells): also each one's density ratio, the log of its mean distance to
+    the reference cells over its mean distance to the other query cells (at most
+    :data:`QUERY_POOL` of them, drawn with a fixed seed, and the kept held-out cells), at
+    :func:`matched_neighbours`, the reference cells weighted to the query's composition
+    (:func:`_recomposed_weights`); and the kept held-out cells' ratios, read in the same query.
+    Four arrays then.
     """
     # float32 throughout: the squared distances of z-scored components (tens) lose about 1e-5 of their
     # size to rounding, far below the gaps between neighbours, at much less time than float64
@@ -336,16 +523,25 @@ def input_evidence(block, rows: np.ndarray, state: dict) -> tuple[np.ndarray, np
     k = int(min(int(state["k"]), len(pts)))
     sq_pts = (pts * pts).sum(axis=1)
     coef, intercept = np.asarray(state["lr_coef"], np.float32), np.asarray(state["lr_intercept"], np.float32)
-    dist, probs = [], []
     rows = np.asarray(rows)
+    query = query and len(rows) >= QUERY_MIN_CELLS
+    query = query and has_query_term(state)
+    if query:  # the query's pool and the kept held-out cells, who are read with it
+        in_pool = _pool_of(len(rows), QUERY_POOL)
+        held = np.asarray(state["held_out_points"], np.float32)
+        reader = _DensityReader(np.concatenate([project(block, rows[in_pool], state), held]), state)
+    dist, probs, density = [], [], []
     for s in range(0, len(rows), _KNN_ROWS):
         q = project(block, rows[s : s + _KNN_ROWS], state)
-        d2 = (q * q).sum(axis=1)[:, None] + sq_pts[None, :] - 2.0 * (q @ pts.T)
-        near = np.partition(d2, k - 1, axis=1)[:, :k]
-        dist.append(np.sqrt(np.maximum(near, 0.0)).mean(axis=1, dtype=np.float64))
+        dist.append(_mean_nearest(q, pts, sq_pts, k))
         probs.append(softmax(np.asarray(q @ coef + intercept, np.float64), axis=1).astype(np.float32))
+        if query:
+            density.append(reader(q, in_pool[s : s + _KNN_ROWS]))
     if not dist:
         return np.zeros(0), np.zeros((0, coef.shape[1]))
+    if query:
+        held_density = reader(held)
+        return np.concatenate(dist), np.concatenate(probs), np.concatenate(density), held_density
     return np.concatenate(dist), np.concatenate(probs)
 
 
@@ -361,12 +557,19 @@ def input_novelty_raw(dist: np.ndarray, confidence: np.ndarray, lr_confidence: n
 
 
 def fit_input_novelty(
-    space: dict[str, np.ndarray], dist_ref: np.ndarray, confidence_ref: np.ndarray, lr_confidence_ref: np.ndarray
+    space: dict[str, np.ndarray],
+    dist_ref: np.ndarray,
+    confidence_ref: np.ndarray,
+    lr_confidence_ref: np.ndarray,
+    held_out_points: np.ndarray | bool | None = None,
 ) -> dict[str, np.ndarray]:
     """Standardise the distance and both ``1 - p_max`` on the held-out reference cells; keep their scores' quantiles.
 
     ``space``: :func:`fit_input_space`'s statistics (kept in the result; a hierarchy's coarser
-    levels pass ``{}`` and read the finest level's). Returns what :func:`uncertainty` needs.
+    levels pass ``{}`` and read the finest level's). ``held_out_points``: the held-out cells'
+    coordinates (:func:`project`), or ``True`` at a coarser level: at most :data:`_MAX_REFERENCE`
+    of the cells (the same ones at every level: :func:`kept_held_out`) and their scores are kept,
+    for ``query_aware`` to read a query's density ratio with. Returns what :func:`uncertainty` needs.
     """
     state: dict = dict(space)
     state["dist_loc"], state["dist_scale"] = _robust_scale(np.asarray(dist_ref, np.float64))
@@ -377,4 +580,11 @@ def fit_input_novelty(
     m = min(len(raw), _MAX_REFERENCE)
     state["reference"] = np.quantile(raw, (np.arange(m) + 0.5) / m)
     state["tail"] = _robust_scale(raw)[1]
+    if held_out_points is not None:
+        kept = kept_held_out(len(raw))
+        if kept is not None:
+            state["held_out_raw"] = raw[kept]
+            state["query_weight"] = QUERY_WEIGHT
+            if not isinstance(held_out_points, bool):
+                state["held_out_points"] = np.asarray(held_out_points, np.float32)[kept]
     return {k: np.asarray(v) for k, v in state.items()}
