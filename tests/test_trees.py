@@ -154,6 +154,13 @@ def test_a_tree_model_tells_cells_of_unseen_types(searched, _pbmc):
     assert roc_auc_score(unseen[held], u[held]) > 0.85
     rejected = (query.obs["ag_prediction"] == "Unassigned").to_numpy()
     assert rejected[unseen].mean() > 0.5 and rejected[test].mean() < 0.15
+    # reading the query as a whole works for what a search returns too: its test split is the kept held-out cells
+    aware = ag.tl.predict(query, path, use_raw=True, reject="auto", query_aware=True, copy=True)
+    assert aware.uns["ag"]["prediction"]["query_aware"]
+    u_aware = aware.obs["ag_uncertainty"].to_numpy()
+    assert roc_auc_score(unseen[held], u_aware[held]) > 0.85 and not np.allclose(u_aware, u)
+    rejected = (aware.obs["ag_prediction"] == "Unassigned").to_numpy()
+    assert rejected[unseen].mean() > 0.5 and rejected[test].mean() < 0.15
 
 
 def test_a_tree_model_is_explained_in_logits_exactly(searched):
