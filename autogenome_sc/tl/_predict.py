@@ -93,7 +93,7 @@ def predict(
         matched to the two sets' sizes, the reference weighted to the query's composition)
         scores higher. Cells of a type the reference lacks gather together away from the
         reference, so they are told apart better (leave-one-type-out AUROC on pbmc68k_reduced
-        0.86 -> 0.92; ``reject="auto"`` rejects 62% of unseen cells instead of 44%). Held-out
+        0.86 -> 0.92; ``reject="auto"`` rejects 61% of unseen cells instead of 41%). Held-out
         reference cells kept in the model are read in the same query and rank its cells, so
         ``"auto"`` still rejects about 5% of cells like the reference. But a cell's score then
         depends on the cells predicted with it, and a known type far more common in the query

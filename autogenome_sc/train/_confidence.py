@@ -268,7 +268,13 @@ def _rank_with_query(s: np.ndarray, density: tuple[np.ndarray, np.ndarray], stat
 
 
 def rank_of(s: np.ndarray, state: dict) -> np.ndarray:
-    """The rank of novelty scores ``s`` among the reference scores of ``state``, in [0, 1) with exponential tails."""
+    """The rank of novelty scores ``s`` among the reference scores of ``state``, in (0, 1) with exponential tails.
+
+    The rank among ``m`` reference scores is taken as among ``m + 1`` (the cell's own one
+    more, as in a conformal p-value): the share of new cells like the reference above a level
+    ``t`` is then at most ``1 - t``, however few reference scores there are. Without it, 57
+    held-out cells put 5.8% of such cells above 0.95 (docs/confidence.md).
+    """
     ref = np.asarray(state["reference"], np.float64)
     m = len(ref)
     levels = (np.arange(m) + 0.5) / m
@@ -277,7 +283,7 @@ def rank_of(s: np.ndarray, state: dict) -> np.ndarray:
     lo, hi = s < ref[0], s > ref[-1]
     u[lo] = levels[0] * np.exp((s[lo] - ref[0]) / tail)
     u[hi] = 1.0 - (1.0 - levels[-1]) * np.exp(-(s[hi] - ref[-1]) / tail)
-    return u
+    return (u * m + 0.5) / (m + 1)
 
 
 # ---------------------------------------------------------------------------- input-space novelty
