@@ -39,7 +39,7 @@ by :data:`QUERY_WEIGHT`:
   query, alongside its cells, and standardise the term; the sum is ranked among theirs. It
   makes a cell's score depend on the cells beside it in the query (docs/confidence.md).
 
-The sum is turned into ``ag_uncertainty`` in [0, 1) by its rank among the held-out cells (a
+The sum is turned into ``ag_uncertainty`` in (0, 1) by its rank among the held-out cells (a
 conformal p-value subtracted from one, with exponential tails outside the observed range so
 that the order of every cell is kept): a cell with uncertainty 0.95 is more unusual than
 about 95% of held-out reference cells.
@@ -73,10 +73,10 @@ CONF_WEIGHT = 0.5
 #: The inverse penalty of the reference-space logistic regression (scikit-learn's ``C``).
 LR_C = 0.1
 _KNN_ROWS = 2048  # query cells per block of distances to the reference cells
-#: The weight of the standardised density ratio of ``query_aware`` (docs/confidence.md: 0.25 and 0.5 measured).
+#: The weight of the standardised density ratio of ``query_aware`` (docs/benchmarks.md: 0.25 and 0.5 measured).
 QUERY_WEIGHT = 0.5
-#: The fewest query cells the density ratio is read with, and the fewest held-out reference cells it is
-#: standardised on (read as one query of their own; a model with fewer cannot read it).
+#: The fewest query cells the density ratio is read with, and the fewest held-out reference cells a model
+#: keeps to calibrate it with (a model with fewer cannot read a query as a whole).
 QUERY_MIN_CELLS = 50
 QUERY_MIN_HELD_OUT = 10
 #: Query cells whose neighbourhoods the density ratio compares: a larger query compares a random subset
@@ -226,7 +226,7 @@ def uncertainty(
     lr_confidence: np.ndarray | None = None,
     density: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """``ag_uncertainty`` in [0, 1): the rank of a cell's novelty score among the held-out reference cells.
+    """``ag_uncertainty`` in (0, 1): the rank of a cell's novelty score among the held-out reference cells.
 
     ``dist`` and ``lr_confidence``: the cells' input-space distances and the reference-space
     classifier's largest probability (:func:`input_evidence`), for statistics fitted with them
@@ -429,9 +429,9 @@ def _recomposed_weights(pool_probs: np.ndarray, state: dict) -> np.ndarray:
 
     The query's shares are the reference-space classifier's mean probabilities over the query's
     cells, each ratio clipped to between 1 / :data:`QUERY_RECOMPOSE_CLIP` and
-    :data:`QUERY_RECOMPOSE_CLIP`; the weights sum to the number of kept cells. So the reference the density ratio compares
-    with is composed like the query, and a known type far more common in the query than in the
-    reference is not, for that alone, more novel.
+    :data:`QUERY_RECOMPOSE_CLIP`; the weights sum to the number of kept cells. So the reference
+    the density ratio compares with is composed like the query, and a known type far more
+    common in the query than in the reference is not, for that alone, more novel.
     """
     lr_classes = np.asarray(state["lr_classes"])
     at = np.searchsorted(lr_classes, np.asarray(state["point_class"]))
