@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Literal
 
 from ._checks import check_key_added
 from ._names import SUPERVISED_MODES
@@ -122,6 +123,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model directory written by search or train")
     p.add_argument("--key-added", default="ag", help="prefix of the keys written (default ag)")
     p.add_argument("--out", required=True, help="output .h5ad file")
+    p.add_argument(
+        "--reject",
+        default=None,
+        metavar="P|auto",
+        help="label 'Unassigned' the cells with confidence below P, or unlike the reference; 'auto': by "
+        "ag_uncertainty alone, about 5%% of cells like the reference (see ag.tl.predict)",
+    )
+    p.add_argument(
+        "--query-aware",
+        action="store_true",
+        help="ag_uncertainty also reads the query as a whole, to tell cells of types the reference lacks "
+        "(see ag.tl.predict's query_aware)",
+    )
     _add_data_args(p)
     return parser
 
@@ -264,13 +278,26 @@ def _predict(args) -> None:
 
     _check_out(args.out)
     check_key_added(args.key_added, "--key-added")
+    reject = _reject(args.reject)
     adata = _read(args.data, args.backed)
     ag.tl.predict(  # without --use-raw or --layer: the matrix the model was trained on, when the file has it
         adata, args.model, layer=args.layer, use_raw=args.use_raw or None, batch_key=args.batch_key,
-        gene_symbols=args.gene_symbols, key_added=args.key_added,
+        gene_symbols=args.gene_symbols, key_added=args.key_added, reject=reject, query_aware=args.query_aware,
     )  # fmt: skip
     adata.write_h5ad(args.out)
     print(f"labelled {adata.n_obs} cells with '{args.model}'; wrote {args.out}")
+
+
+def _reject(value: str | None) -> float | Literal["auto"] | None:
+    """``--reject``: ``"auto"`` or a number (its range is ag.tl.predict's to check), else a one-sentence error."""
+    if value is None:
+        return None
+    if value == "auto":
+        return "auto"
+    try:
+        return float(value)
+    except ValueError:
+        raise _UserError(f"--reject must be a probability in (0, 1) or 'auto', not {value!r}.") from None
 
 
 def _sentence(e: BaseException) -> str:

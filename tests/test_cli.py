@@ -70,3 +70,16 @@ def test_search_then_predict(h5ad, tmp_path):
     )
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert r.returncode == 1 and len(lines) == 1 and "trained without a batch_key" in lines[0], r.stderr[-2000:]
+    # --reject and --query-aware reach ag.tl.predict; a bad --reject is one sentence
+    r = cli(
+        "predict", h5ad, "--model", tmp_path / model, "--use-raw", "--reject", "auto", "--query-aware",
+        "--out", pred_out, cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    info = anndata.read_h5ad(pred_out).uns["ag"]["prediction"]
+    assert info["reject"] == "auto" and info["query_aware"] and "n_unassigned" in info
+    for bad, says in (("often", "--reject must be a probability in (0, 1) or 'auto', not 'often'"),
+                      ("1.5", "reject must be")):  # fmt: skip
+        r = cli("predict", h5ad, "--model", tmp_path / model, "--reject", bad, "--out", pred_out, cwd=tmp_path)
+        lines = [line for line in r.stderr.splitlines() if line.strip()]
+        assert r.returncode == 1 and len(lines) == 1 and says in lines[0], r.stderr[-2000:]
