@@ -314,10 +314,11 @@ def test_predict_query_aware(open_set, tmp_path):
     rejected = (aware.obs["ag_prediction"] == "Unassigned").to_numpy()
     np.testing.assert_array_equal(rejected, u > 0.95)
     assert rejected[unseen].mean() > 0.6 and rejected[held_out & ~unseen].mean() < 0.15
-    # the same after saving and loading
+    # the same after saving and loading, and from the model's own predict
     again = ag.read_model(model.save(tmp_path / "m"))
     q2 = ag.tl.predict(query, again, use_raw=True, query_aware=True, copy=True)
     np.testing.assert_allclose(q2.obs["ag_uncertainty"], u, rtol=1e-6)
+    np.testing.assert_allclose(again.predict(query, use_raw=True, query_aware=True)["uncertainty"], u, rtol=1e-6)
     # too few cells to read as a whole: a warning, and the reference's score
     small = query[:30].copy()
     with pytest.warns(UserWarning, match="query_aware=True needs at least 50 query cells"):

@@ -319,6 +319,9 @@ class Model:
         batch_key
             For a model trained with a ``batch_key``: the column of ``adata.obs`` whose batches
             are each standardised on their own cells (default: the model's column).
+        query_aware
+            The uncertainty also reads ``adata`` as one query (as ``ag.tl.predict``'s
+            ``query_aware``; where it cannot, the uncertainty reads the reference alone).
 
         Returns
         -------
@@ -477,6 +480,9 @@ class Model:
         batch_key
             For a model trained with a ``batch_key``: the column of ``adata.obs`` whose batches
             are each standardised on their own cells (default: the model's column).
+        query_aware
+            The uncertainty also reads ``adata`` as one query (as ``ag.tl.predict``'s
+            ``query_aware``; where it cannot, the uncertainty reads the reference alone).
 
         Returns
         -------
@@ -490,7 +496,13 @@ class Model:
         return pd.DataFrame(p, index=adata.obs_names, columns=self.classes_)
 
     def predict(
-        self, adata: AnnData, *, layer: str | None = None, use_raw: bool | None = None, batch_key: str | None = None
+        self,
+        adata: AnnData,
+        *,
+        layer: str | None = None,
+        use_raw: bool | None = None,
+        batch_key: str | None = None,
+        query_aware: bool = False,
     ) -> pd.DataFrame:
         """Predict every cell of ``adata``; genes are aligned to the model's by name.
 
@@ -505,6 +517,9 @@ class Model:
         batch_key
             For a model trained with a ``batch_key``: the column of ``adata.obs`` whose batches
             are each standardised on their own cells (default: the model's column).
+        query_aware
+            The uncertainty also reads ``adata`` as one query (as ``ag.tl.predict``'s
+            ``query_aware``; where it cannot, the uncertainty reads the reference alone).
 
         Returns
         -------
@@ -518,7 +533,7 @@ class Model:
         if p is None:
             return pd.DataFrame({"prediction": pred}, index=adata.obs_names)
         labels = pd.Categorical.from_codes(pred, categories=self.classes_)
-        unc = self.uncertainty_of(emb, p, self.input_evidence(pipe, adata.n_obs))
+        unc = self.uncertainty_of(emb, p, self.input_evidence(pipe, adata.n_obs, query=query_aware))
         return pd.DataFrame(
             {"prediction": labels, "confidence": p.max(axis=1), "uncertainty": unc}, index=adata.obs_names
         )
