@@ -78,6 +78,13 @@ def check_key_added(key: Any, name: str = "key_added") -> str:
     return key
 
 
+def check_flag(value: Any, name: str) -> bool:
+    """``value`` if it is ``True`` or ``False``; otherwise a one-sentence ``TypeError`` naming ``name``."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, not {type(value).__name__} {value!r}.")
+    return value
+
+
 def writable(adata: Any, copy: bool, name: str = "adata") -> AnnData:
     """The AnnData results are written into: ``adata`` itself, or its copy for ``copy=True``.
 
@@ -89,8 +96,7 @@ def writable(adata: Any, copy: bool, name: str = "adata") -> AnnData:
     """
     if not isinstance(adata, AnnData):
         raise TypeError(f"Expected an AnnData object as {name}, got {type(adata).__name__}.")
-    if not isinstance(copy, bool):
-        raise TypeError(f"copy must be True or False, not {type(copy).__name__} {copy!r}.")
+    check_flag(copy, "copy")
     if not adata.isbacked:
         return adata.copy() if copy else adata
     if adata.is_view and copy:

@@ -437,6 +437,15 @@ def test_bad_reject_uncertainty(open_set):
         ag.tl.predict(query, model, use_raw=True, reject_uncertainty=0.9, copy=True)
 
 
+@pytest.mark.parametrize("flag", ["yes", 1, None])
+def test_query_aware_is_true_or_false(open_set, flag):
+    _, model, query = open_set
+    with pytest.raises(TypeError, match=rf"^query_aware must be True or False, not {type(flag).__name__} "):
+        ag.tl.predict(query, model, use_raw=True, query_aware=flag, copy=True)
+    with pytest.raises(TypeError, match="query_aware must be True or False"):
+        model.predict(query, use_raw=True, query_aware=flag)
+
+
 def test_smooth_labels_needs_neighbors_and_predictions(open_set):
     _, _, query = open_set
     bare = query.copy()

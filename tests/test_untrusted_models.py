@@ -289,6 +289,10 @@ def _rewrite_weights(path, change):
             r"a held-out cell's coordinates for each held-out score",
         ),
         (
+            lambda s: s["novelty"].__setitem__("query_weight", np.float64(-0.5)),
+            r"\('query_weight' must be positive",
+        ),
+        (
             lambda s: s["novelty"].__setitem__("held_out_raw", np.zeros(1001)),
             r"1 to 1000 held-out cells' scores",
         ),

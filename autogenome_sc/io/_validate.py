@@ -332,7 +332,7 @@ _NOVELTY = {
 }
 _NOVELTY_EMBEDDING = {**_SCORE, "centroids": (2, False), "inv_var": (1, True), "present": (1, False)}
 #: ``query_aware``: the kept held-out cells' scores (and, at the finest level, their coordinates)
-_QUERY = {"query_weight": (0, False), "held_out_raw": (1, False)}
+_QUERY = {"query_weight": (0, True), "held_out_raw": (1, False)}
 _NOVELTY_LEVEL_QUERY = {**_NOVELTY_LEVEL, **_QUERY}
 _NOVELTY_QUERY = {**_NOVELTY, **_QUERY, "held_out_points": (2, False)}
 _MAX_REFERENCE = 1000  # quantiles of the validation scores a model keeps (train/_confidence.py)

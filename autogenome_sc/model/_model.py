@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._checks import check_flag
 from .._logging import warn
 from .._precision import at_full_precision
 from ..io import DamagedModel, read_model_files, write_model_files
@@ -527,6 +528,7 @@ class Model:
         classification, ``confidence`` (the largest calibrated class probability) and
         ``uncertainty`` (see ``ag.tl.predict``).
         """
+        check_flag(query_aware, "query_aware")
         pipe, _, _ = self.pipeline(adata, layer=layer, use_raw=use_raw, batch_key=batch_key)
         out, emb = self.outputs_of(pipe, adata.n_obs)
         pred, p = self.postprocess(out)

@@ -116,6 +116,7 @@ class Searcher:
     stopped_by_failures: str | None = None
     stopped_stagnant: str | None = None  # why the last run stopped before its budget (search.stagnation)
     compiled_ahead: int = 0  # networks the last run compiled ahead of their trials (search.compile_ahead)
+    planned_ahead: int = 0  # of the networks it set out to compile ahead
 
     @property
     def metric(self) -> str:
@@ -300,7 +301,7 @@ class Searcher:
             raise cause from None
         finally:
             ahead.stop()
-            self.compiled_ahead = ahead.compiled
+            self.compiled_ahead, self.planned_ahead = ahead.compiled, ahead.planned
             if ahead.compiled:
                 logg.debug(f"    compiled {ahead.compiled} of the portfolio's networks ahead of their trials")
             optuna.logging.set_verbosity(old)
@@ -442,6 +443,7 @@ class _Ahead:
 
     def __init__(self, jobs: list[tuple[Any, TrainData, TrialConfig]], key: jax.Array) -> None:
         self._stop = threading.Event()
+        self.planned = len(jobs)
         self.compiled = 0
         self._thread = None
         if jobs:

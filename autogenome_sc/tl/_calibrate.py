@@ -14,6 +14,7 @@ from ..train._confidence import (
     fit_input_novelty,
     fit_input_space,
     input_evidence,
+    kept_held_out,
     project,
 )
 
@@ -69,7 +70,8 @@ def calibrate(
     block = data.pipeline.block  # the model's own input, as the network reads it
     space = fit_input_space(block, tr, y[tr])
     dist_ref, lr_ref, *_ = input_evidence(block, ref, space)
-    held = project(block, ref, space)  # kept (with their scores) for query_aware to read a query with
+    kept = kept_held_out(len(ref))  # kept (with their scores) for query_aware to read a query with
+    held = None if kept is None else project(block, ref[kept], space)
     model.novelty_ = fit_input_novelty(space, dist_ref, p_ref.max(axis=1), lr_ref.max(axis=1), held)
     model.novelty_levels_ = _level_novelty(model, dist_ref, p_ref, lr_ref, space["lr_classes"])
     logg.info(

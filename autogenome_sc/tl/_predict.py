@@ -10,7 +10,7 @@ import numpy as np
 from anndata import AnnData
 
 from .. import _logging as logg
-from .._checks import check_key_added, writable
+from .._checks import check_flag, check_key_added, writable
 from .._keys import UNASSIGNED, Keys
 from ..model import Model, read_model
 from ._results import probability_classes, write_predictions
@@ -139,6 +139,7 @@ def predict(
         raise TypeError(f"Expected an AnnData object as query, got {type(query).__name__}.")
     keys = Keys(check_key_added(key_added))
     _check_reject(model, reject, reject_uncertainty)
+    check_flag(query_aware, "query_aware")
     model.check_batch_key(batch_key)
     query = writable(query, copy, "query")
     layer, use_raw, gene_symbols, why = model.read_input(query, layer=layer, use_raw=use_raw, gene_symbols=gene_symbols)

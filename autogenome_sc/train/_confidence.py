@@ -396,9 +396,14 @@ def matched_neighbours(n_others: int, n_reference: int, k: int = KNN_NEIGHBOURS)
     return min(n_others, int(round(k * n_others / n_reference))), k
 
 
+def _sq_distances_to(q: np.ndarray, pts: np.ndarray, sq_pts: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances of every row of ``q`` to every row of ``pts`` (``sq_pts``: their squared norms)."""
+    return (q * q).sum(axis=1)[:, None] + sq_pts[None, :] - 2.0 * (q @ pts.T)
+
+
 def _mean_nearest(q: np.ndarray, pts: np.ndarray, sq_pts: np.ndarray, k: int, skip_first: np.ndarray | None = None):
     """Mean distance of each row of ``q`` to its ``k`` nearest rows of ``pts``; ``skip_first``: rows that drop their nearest."""
-    d2 = (q * q).sum(axis=1)[:, None] + sq_pts[None, :] - 2.0 * (q @ pts.T)
+    d2 = _sq_distances_to(q, pts, sq_pts)
     if skip_first is None:
         near = np.partition(d2, k - 1, axis=1)[:, :k]
         return np.sqrt(np.maximum(near, 0.0)).mean(axis=1, dtype=np.float64)
@@ -413,7 +418,7 @@ def _weighted_mean_nearest(q: np.ndarray, pts: np.ndarray, sq_pts: np.ndarray, w
     The last neighbour counts with the part of its weight that completes the mass. With every
     weight 1 and a whole ``mass``, the mean distance to the ``mass`` nearest.
     """
-    d2 = (q * q).sum(axis=1)[:, None] + sq_pts[None, :] - 2.0 * (q @ pts.T)
+    d2 = _sq_distances_to(q, pts, sq_pts)
     m = int(min(len(pts), np.ceil(mass / weight.min()) + 1))  # enough neighbours to hold the mass
     idx = np.argpartition(d2, m - 1, axis=1)[:, :m]
     near = np.take_along_axis(d2, idx, axis=1)
@@ -442,24 +447,25 @@ def _recomposed_weights(pool_probs: np.ndarray, state: dict) -> np.ndarray:
     return weight * len(weight) / weight.sum()
 
 
+def _drawn(n: int, size: int) -> np.ndarray:
+    """Sorted positions of at most ``size`` of ``n`` cells: all, or ``size`` drawn with seed 0 (the same every time)."""
+    if n <= size:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(0).choice(n, size, replace=False))
+
+
 def kept_held_out(n: int) -> np.ndarray | None:
     """Positions of the held-out cells kept for ``query_aware``: all, or :data:`_MAX_REFERENCE` drawn (seed 0).
 
     ``None`` with fewer than :data:`QUERY_MIN_HELD_OUT`: too few to rank by.
     """
-    if n < QUERY_MIN_HELD_OUT:
-        return None
-    if n <= _MAX_REFERENCE:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(0).choice(n, _MAX_REFERENCE, replace=False))
+    return None if n < QUERY_MIN_HELD_OUT else _drawn(n, _MAX_REFERENCE)
 
 
 def _pool_of(n: int, size: int) -> np.ndarray:
     """Which of ``n`` query cells make up the pool the density ratio compares with: all, or ``size`` drawn (seed 0)."""
-    in_pool = np.ones(n, bool)
-    if n > size:
-        in_pool[:] = False
-        in_pool[np.random.default_rng(0).choice(n, size, replace=False)] = True
+    in_pool = np.zeros(n, bool)
+    in_pool[_drawn(n, size)] = True
     return in_pool
 
 
@@ -503,7 +509,7 @@ def _mean_nearest_other(q: np.ndarray, pool: np.ndarray, sq_pool: np.ndarray, k:
     """
     k = min(k, len(pool) - copies)
     sq_q = (q * q).sum(axis=1)
-    d2 = sq_q[:, None] + sq_pool[None, :] - 2.0 * (q @ pool.T)
+    d2 = _sq_distances_to(q, pool, sq_pool)
     near = np.sort(np.partition(d2, k + copies - 1, axis=1)[:, : k + copies], axis=1)
     same = (near[:, :copies] <= 1e-5 * (2.0 * sq_q[:, None] + 1.0)).sum(axis=1)  # rounding of |q|^2 + |p|^2 - 2qp
     cols = same[:, None] + np.arange(k)[None, :]
@@ -572,10 +578,10 @@ def fit_input_novelty(
     """Standardise the distance and both ``1 - p_max`` on the held-out reference cells; keep their scores' quantiles.
 
     ``space``: :func:`fit_input_space`'s statistics (kept in the result; a hierarchy's coarser
-    levels pass ``{}`` and read the finest level's). ``held_out_points``: the held-out cells'
-    coordinates (:func:`project`), or ``True`` at a coarser level: at most :data:`_MAX_REFERENCE`
-    of the cells (the same ones at every level: :func:`kept_held_out`) and their scores are kept,
-    for ``query_aware`` to read a query's density ratio with. Returns what :func:`uncertainty` needs.
+    levels pass ``{}`` and read the finest level's). ``held_out_points``: the coordinates
+    (:func:`project`) of the held-out cells at :func:`kept_held_out`'s positions, or ``True`` at a
+    coarser level: those cells' scores are kept (and their coordinates), for ``query_aware`` to
+    read a query's density ratio with. Returns what :func:`uncertainty` needs.
     """
     state: dict = dict(space)
     state["dist_loc"], state["dist_scale"] = _robust_scale(np.asarray(dist_ref, np.float64))
@@ -592,5 +598,6 @@ def fit_input_novelty(
             state["held_out_raw"] = raw[kept]
             state["query_weight"] = QUERY_WEIGHT
             if not isinstance(held_out_points, bool):
-                state["held_out_points"] = np.asarray(held_out_points, np.float32)[kept]
+                assert len(held_out_points) == len(kept)  # projected at kept_held_out's positions
+                state["held_out_points"] = np.asarray(held_out_points, np.float32)
     return {k: np.asarray(v) for k, v in state.items()}
