@@ -84,8 +84,8 @@ SEARCH_BUDGET = """n_trials
     timeout
         Seconds for the trials and the selection of the winner (the running trial is stopped
         at its next epoch); the final model's fit comes after it and is reported separately.
-        Default: the config's; with neither ``n_trials`` nor ``timeout`` anywhere, 30 trials
-        or 240 s, whichever comes first."""
+        Default: the config's; with neither ``n_trials`` nor ``timeout`` anywhere, 60 s (the
+        Res-VAE's search, without labels: 30 trials or 240 s, whichever comes first)."""
 
 #: ``storage``, ``study_name`` and ``run_dir``: where a search's Optuna study lives.
 SEARCH_STUDY = """storage

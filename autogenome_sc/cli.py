@@ -60,7 +60,7 @@ def _add_study_args(p: argparse.ArgumentParser, *, need_study: bool) -> None:
         "--preset",
         choices=tuple(PRESETS),
         default=None,
-        help="budget, model families and ensemble depth by one word (fast: 30 s; default: 30 trials or 240 s; "
+        help="budget, model families and ensemble depth by one word (fast: 30 s; default: 60 s; "
         "best: 15 min); --modes, --n-trials, --timeout and --config win over it",
     )
     p.add_argument("--n-trials", type=int, default=None, help="trials the study should have in total")

@@ -38,7 +38,7 @@ of ``split_key`` (so the search never trains on it) and a stratified ninth of th
 fold as ``val``. Its wall time is reported separately from the final model's fit.
 
 ``--preset fast`` runs the search with that preset (and its budget, unless ``--timeout`` is
-given); ``--timeout 0``, with the search's default budget (30 trials or 240 s).
+given); ``--timeout 0``, with the search's default budget (60 s; before issue 29, 30 trials or 240 s).
 
 Run: ``PYTHONPATH=. python benchmarks/accuracy.py [--datasets a,b] [--folds 1,2] [--timeout 60]``.
 Not run by CI. Prints one table per data set, then a summary (markdown) and a paired

@@ -55,10 +55,22 @@ def test_fast_narrows_the_families_and_sets_the_budget(pbmc, tmp_path):
     # the arguments win: the modes asked for by name, the budget given
     opened = _opened(pbmc, "bulk_labels", tmp_path / "b", "fast", modes=["resnet"], n_trials=3)
     assert opened.searcher.modes == ["resnet"] and (opened.n_trials, opened.timeout) == (3, None)
-    # without a preset, the defaults: every mode that can learn the labels, 30 trials or 240 s
+    # without a preset, the defaults: every mode that can learn the labels, 60 s
     opened = _opened(pbmc, "bulk_labels", tmp_path / "c", None)
     assert {"resnet", "densenet", "trees"} <= set(opened.searcher.modes)
-    assert (opened.n_trials, opened.timeout) == (30, 240.0)
+    assert (opened.n_trials, opened.timeout) == (None, 60.0)
+
+
+def test_the_default_budget_is_a_minute_for_labels_and_30_trials_or_240_s_for_the_res_vae():
+    from autogenome_sc.search import resolve_budget
+
+    cfg = ag.config.validate({})
+    assert resolve_budget(None, None, cfg) == (None, 60.0)
+    assert resolve_budget(None, None, cfg, supervised=False) == (30, 240.0)
+    # a budget given anywhere replaces the default whole
+    assert resolve_budget(5, None, cfg) == (5, None)
+    assert resolve_budget(None, 10.0, cfg, supervised=False) == (None, 10.0)
+    assert resolve_budget(None, None, ag.config.validate({"search": {"n_trials": 7}})) == (7, None)
 
 
 def test_fast_on_a_regression_leaves_out_the_classifiers_silently(pbmc, tmp_path):

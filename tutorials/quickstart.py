@@ -1,7 +1,7 @@
 """The main job on bundled real data: pbmc68k_reduced (ships inside scanpy), 700 PBMCs, 10 types.
 
-Searches logistic regressions, a linear SVM, MLP, RFCN-ResNet and RFCN-DenseNet with the default budget (30 trials
-or 240 s on 2 CPU cores), evaluates the winner once on the held-out test split, transfers its labels to
+Searches logistic regressions, a linear SVM, MLP, RFCN-ResNet and RFCN-DenseNet with the default budget (60 s of
+search, then the final fit), evaluates the winner once on the held-out test split, transfers its labels to
 a query with other genes, explains it with SHAP values and draws three figures.
 
 Run: python tutorials/quickstart.py

@@ -26,8 +26,8 @@ class PresetSpec:
     modes: tuple[str, ...] | None = None
 
 
-#: What each preset sets. ``"default"`` sets nothing: the search as it is without a preset (30 trials
-#: or 240 s). ``"fast"``: the solved linear families, the linear mode and the MLP for 30 s, two
+#: What each preset sets. ``"default"`` sets nothing: the search as it is without a preset (60 s; the
+#: Res-VAE's 30 trials or 240 s). ``"fast"``: the solved linear families, the linear mode and the MLP for 30 s, two
 #: configurations cross-validated, ensembles of two at most (on pbmc68k_reduced and HSMM the first
 #: model within 0.01 of the best came after 2-7 s: docs/benchmarks.md). ``"best"``: 15 minutes, five
 #: configurations cross-validated, ensembles of up to five.

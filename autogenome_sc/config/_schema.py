@@ -562,7 +562,10 @@ class SearchConfig(_Strict):
     timeout: float | None = Field(
         None,
         gt=0,
-        description="Seconds after which a run starts no new trial; with neither this nor n_trials: 30 trials or 240 s.",
+        description=(
+            "Seconds after which a run starts no new trial; with neither this nor n_trials: 60 s "
+            "(the Res-VAE: 30 trials or 240 s)."
+        ),
     )
     stagnation: int | None = Field(
         None,

@@ -2,7 +2,7 @@
 
 from . import _modes  # noqa: F401  (registers the 'enas' and 'resvae' modes)
 from ._budget import Budget
-from ._driver import DEFAULT_N_TRIALS, DEFAULT_TIMEOUT, Searcher
+from ._driver import DEFAULT_N_TRIALS, DEFAULT_TIMEOUT, DEFAULT_VAE_TIMEOUT, Searcher
 from ._enas import EnasResult, EnasSearch, enas_uns, run_enas
 from ._outcome import SearchOutcome
 from ._record import TrialRecord, leaderboard
@@ -14,6 +14,7 @@ from ._study import check_storage, is_stale, journal_path, make_storage, recover
 __all__ = [
     "DEFAULT_N_TRIALS",
     "DEFAULT_TIMEOUT",
+    "DEFAULT_VAE_TIMEOUT",
     "MODES",
     "Budget",
     "EnasResult",

@@ -20,7 +20,7 @@ from .. import _logging as logg
 from .._checks import check_count, check_file_name, check_rng, check_timeout
 from ..data import TrainData, prepare
 from ._continue import check_same_space, space_of
-from ._driver import DEFAULT_N_TRIALS, DEFAULT_TIMEOUT, Searcher, direction
+from ._driver import DEFAULT_N_TRIALS, DEFAULT_TIMEOUT, DEFAULT_VAE_TIMEOUT, Searcher, direction
 from ._record import TrialRecord
 from ._spaces import MODES, check_modes, portfolio, vae_portfolio
 from ._study import check_storage, make_pruner, make_sampler, make_storage
@@ -75,8 +75,14 @@ def resolve_modes(label_key: str | None, modes: str | Sequence[str] | None, cfg:
     return check_modes(modes, supervised)
 
 
-def resolve_budget(n_trials: int | None, timeout: float | None, cfg: Config) -> tuple[int | None, float | None]:
-    """Arguments first, then the config; with neither, the default budget (about 5 minutes)."""
+def resolve_budget(
+    n_trials: int | None, timeout: float | None, cfg: Config, *, supervised: bool = True
+) -> tuple[int | None, float | None]:
+    """Arguments first, then the config; with neither, the default budget.
+
+    That is :data:`DEFAULT_TIMEOUT` seconds for a supervised search, and :data:`DEFAULT_N_TRIALS`
+    trials or :data:`DEFAULT_VAE_TIMEOUT` seconds for the Res-VAE's.
+    """
     n_trials = n_trials if n_trials is not None else cfg.search.n_trials
     timeout = timeout if timeout is not None else cfg.search.timeout
     if n_trials is not None and (not isinstance(n_trials, int | np.integer) or n_trials < 1):
@@ -84,7 +90,7 @@ def resolve_budget(n_trials: int | None, timeout: float | None, cfg: Config) -> 
     if timeout is not None and not timeout > 0:
         raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}.")
     if n_trials is None and timeout is None:
-        return DEFAULT_N_TRIALS, DEFAULT_TIMEOUT
+        return (None, DEFAULT_TIMEOUT) if supervised else (DEFAULT_N_TRIALS, DEFAULT_VAE_TIMEOUT)
     return n_trials, timeout
 
 
@@ -166,7 +172,7 @@ def open_study(
     check_same_space(study, space_of(cfg, modes, int(data.base.pipeline.n_features), data.task))  # before any trial
     if n_trials is None and timeout is None and N_TRIALS_ATTR in study.user_attrs:
         n_trials = int(study.user_attrs[N_TRIALS_ATTR])
-    n_trials, timeout = resolve_budget(n_trials, timeout, cfg)
+    n_trials, timeout = resolve_budget(n_trials, timeout, cfg, supervised=label_key is not None)
     if n_trials is not None and N_TRIALS_ATTR not in study.user_attrs:
         study.set_user_attr(N_TRIALS_ATTR, int(n_trials))
     # Workers must not repeat each other's random draws, nor a resumed run its first run's.

@@ -71,7 +71,7 @@ def search(
         A budget, model families and ensemble depth by one word, filling in only what ``modes``,
         ``n_trials``, ``timeout`` and ``config`` leave unset: ``"fast"`` (30 s; the linear
         families and the MLP; two configurations cross-validated, ensembles of two at most),
-        ``"default"`` (as without a preset: 30 trials or 240 s) or ``"best"`` (15 minutes; five
+        ``"default"`` (as without a preset: 60 s) or ``"best"`` (15 minutes; five
         configurations cross-validated, ensembles of up to five). See docs/searching.md.
     {budget}
     {input_split_key}
