@@ -80,7 +80,8 @@ def doc_params(**pieces: str) -> Callable[[F], F]:
 #: ``n_trials`` and ``timeout`` of a search (``ag.tl.search``, ``search.run_search``).
 SEARCH_BUDGET = """n_trials
         Trials the study should have in total (finished or pruned, over all runs and
-        workers). Default: the config's, else 30.
+        workers). Default: the config's; else none for a labelled search (``timeout``'s
+        default bounds it), 30 for the Res-VAE's.
     timeout
         Seconds for the trials and the selection of the winner (the running trial is stopped
         at its next epoch); the final model's fit comes after it and is reported separately.

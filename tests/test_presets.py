@@ -73,6 +73,17 @@ def test_the_default_budget_is_a_minute_for_labels_and_30_trials_or_240_s_for_th
     assert resolve_budget(None, None, ag.config.validate({"search": {"n_trials": 7}})) == (7, None)
 
 
+def test_a_continued_study_keeps_its_trial_count_and_a_default_one_gets_another_minute(pbmc, tmp_path):
+    # a study started with n_trials: a run continuing it without a budget takes that count
+    _opened(pbmc, "bulk_labels", tmp_path / "counted", None, n_trials=12)
+    again = _opened(pbmc, "bulk_labels", tmp_path / "counted", None)
+    assert (again.n_trials, again.timeout) == (12, None)
+    # a study started with the default budget records no count: each continuing run searches 60 s more
+    _opened(pbmc, "bulk_labels", tmp_path / "timed", None)
+    again = _opened(pbmc, "bulk_labels", tmp_path / "timed", None)
+    assert (again.n_trials, again.timeout) == (None, 60.0)
+
+
 def test_fast_on_a_regression_leaves_out_the_classifiers_silently(pbmc, tmp_path):
     pbmc.obs["score"] = np.asarray(pbmc.obs["n_genes"], np.float32)  # a number to learn
     opened = _opened(pbmc, "score", tmp_path, "fast")
