@@ -60,6 +60,28 @@ def test_the_arrays_evaluate_as_scikit_learns_trees(multiclass):
     assert result.history["val_accuracy"][result.best_epoch] > 0.6
 
 
+def test_a_share_of_the_genes_at_each_split_is_scikit_learns_and_reruns_identically(_pbmc):
+    """``max_features`` reaches scikit-learn: the staged fit is its one-shot fit, the seed fixes the draw."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    data = _problem(_pbmc)
+    settings = {**SETTINGS, "max_iter": 20, "max_features": 0.2}
+    arch, result = fit_trees(data, settings, seed=3)
+    x, train = data.pipeline.cache, data.idx["train"]
+    ref = HistGradientBoostingClassifier(
+        learning_rate=0.2, max_iter=result.best_epoch + 1, max_leaf_nodes=7, max_features=0.2, early_stopping=False,
+        random_state=3,
+    ).fit(x[train], data.y[train])  # fmt: skip
+    ours = _outputs(arch, result, data, np.arange(len(data.y)))
+    np.testing.assert_allclose(ours, ref.decision_function(x), atol=2e-5)
+    _, again = fit_trees(data, settings, seed=3)
+    _, other = fit_trees(data, settings, seed=4)
+    _, every = fit_trees(data, {**settings, "max_features": 1.0}, seed=3)
+    np.testing.assert_array_equal(again.val_outputs, result.val_outputs)
+    assert not np.allclose(other.val_outputs[-1], result.val_outputs[-1])  # another draw of genes
+    assert not np.allclose(every.val_outputs[-1], result.val_outputs[-1])
+
+
 def test_two_classes_and_a_class_absent_from_training(_pbmc):
     data = _problem(_pbmc, ["CD14+ Monocyte", "CD19+ B"])
     arch, result = fit_trees(data, SETTINGS)

@@ -425,6 +425,14 @@ class SearchSpaces(_Strict):
     trees_l2: list[float] = Field(
         [0.0, 1.0], min_length=1, description="Trees mode: the L2 penalty on leaf values (l2_regularization)."
     )
+    trees_max_features: list[float] = Field(
+        [0.2, 0.5, 1.0],
+        min_length=1,
+        description=(
+            "Trees mode: the share of genes drawn at random at each split (scikit-learn's max_features; 1 uses "
+            "every gene). The portfolio's trees use 0.2 (docs/benchmarks.md)."
+        ),
+    )
     trees_stages: int = Field(
         200,
         ge=1,
@@ -435,13 +443,14 @@ class SearchSpaces(_Strict):
         ),
     )
 
-    @field_validator("trees_learning_rate", "trees_leaf_nodes", "trees_l2")
+    @field_validator("trees_learning_rate", "trees_leaf_nodes", "trees_l2", "trees_max_features")
     @classmethod
     def _trees_ranges(cls, v: list, info: ValidationInfo) -> list:
         lo, hi, what = {
             "trees_learning_rate": (0.0, 1.0, "above 0 and at most 1"),
             "trees_leaf_nodes": (1, 65535, "whole numbers of at least 2"),
             "trees_l2": (-1.0, float("inf"), "at least 0"),
+            "trees_max_features": (0.0, 1.0, "above 0 and at most 1"),
         }[str(info.field_name)]
         if not all(lo < x <= hi for x in v) or (info.field_name == "trees_l2" and min(v) < 0):
             raise ValueError(f"every value must be {what}")

@@ -145,8 +145,9 @@ class Searcher:
 
     def config_from(self, params: dict[str, Any], number: int = 0) -> TrialConfig:
         """The configuration these parameters draw (ValueError where one the configuration needs is missing)."""
-        # a trial of a study begun before batch_norm was searched had BatchNorm (an unused entry is ignored)
-        fixed = optuna.trial.FixedTrial({"batch_norm": True, **params}, number=number)
+        # a trial of a study begun before batch_norm was searched had BatchNorm, and one before the trees'
+        # max_features was searched used every gene (an unused entry is ignored)
+        fixed = optuna.trial.FixedTrial({"batch_norm": True, "trees_max_features": 1.0, **params}, number=number)
         # FixedTrial offers Trial's suggest_* API without subclassing optuna.Trial
         return suggest(fixed, self.cfg, self.modes, self.n_vars, self.data.task)  # type: ignore[arg-type]
 

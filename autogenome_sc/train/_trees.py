@@ -45,12 +45,14 @@ def fit_trees(
     data
         A classification problem whose preprocessed matrix fits in memory.
     settings
-        ``learning_rate``, ``max_leaf_nodes``, ``l2_regularization`` and ``max_iter`` (the number of
-        boosting stages) of ``HistGradientBoostingClassifier``.
+        ``learning_rate``, ``max_leaf_nodes``, ``l2_regularization``, ``max_iter`` (the number of
+        boosting stages) and ``max_features`` (the share of genes drawn at each split; default 1, all of
+        them) of ``HistGradientBoostingClassifier``.
     class_weight
         ``"balanced"`` weighs each training cell by ``n / (n_classes * n_c)``.
     seed
-        The seed of scikit-learn's binning subsample (used above 200,000 cells only).
+        The seed of scikit-learn's genes drawn at each split (``max_features`` below 1) and of its
+        binning subsample (above 200,000 cells).
     deadline
         A ``time.perf_counter()`` time after which no more stages are added.
 
@@ -79,6 +81,7 @@ def fit_trees(
         max_iter=int(settings["max_iter"]) if len(val) == 0 else min(STEP, int(settings["max_iter"])),
         max_leaf_nodes=int(settings["max_leaf_nodes"]),
         l2_regularization=float(settings["l2_regularization"]),
+        max_features=float(settings.get("max_features", 1.0)),
         early_stopping=False,
         warm_start=True,
         random_state=int(seed),
