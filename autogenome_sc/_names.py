@@ -31,7 +31,7 @@ BuiltinMode = Literal[SupervisedMode, "resvae"]
 #: How a search chose its final model: on out-of-fold predictions (cross-validation) or on the validation split.
 SelectionMethod = Literal["cv", "validation"]
 #: What a search chose: one configuration, or a weighted ensemble of several.
-Chosen = Literal["single", "ensemble"]
+Chosen = Literal["single", "ensemble", "stack"]
 #: The final model after cross-validation (``search.final``): the fold models averaged, or a refit.
 FinalFit = Literal["bag", "refit"]
 #: The final model a search wrote: a ``FinalFit``, or (chosen on the validation split) a trial's own model.

@@ -45,7 +45,7 @@ Not run by CI. Prints one table per data set, then a summary (markdown) and a pa
 comparison of ``ag.tl.search`` with the best peer on the same test cells (exact McNemar test on
 accuracy, paired bootstrap interval on macro-F1: is a gap larger than what the test cells can
 tell apart?), then which family the search's final model was in each fold (its mode, ENAS's
-as ``rrfcn``; ``ensemble of a+b`` when several configurations were chosen), and writes the raw
+as ``rrfcn``; ``ensemble of a+b`` or ``stack of a+b`` when several configurations were chosen), and writes the raw
 scores and every test cell's prediction to ``--out`` (JSON) when given. ``--report
 scores.json`` prints the tables again from such a file (several files: their data sets merged,
 later files winning).
@@ -348,19 +348,18 @@ def _search_fold(name: str, f: int, timeout: float | None, config, tmp: str, pre
 
 
 def family(record: dict) -> str:
-    """The family of a fold's final model, from its record: the chosen mode, or ``ensemble of a+b`` (heaviest first).
+    """The family of a fold's final model, from its record: the chosen mode, ``ensemble of a+b`` (heaviest first) or ``stack of a+b``.
 
-    ENAS's mode is named by what it trains (``rrfcn``); a choice other than one configuration
-    or a weighted ensemble (a stack) is named as recorded.
+    ENAS's mode is named by what it trains (``rrfcn``); any other choice is named as recorded.
     """
     chosen = record.get("chosen", "")
-    if chosen not in ("single", "ensemble"):
+    if chosen not in ("single", "ensemble", "stack"):
         return str(chosen) or "?"
     rows = sorted((r for r in record.get("selection", []) if r["weight"] > 0), key=lambda r: -r["weight"])
     names = list(dict.fromkeys("rrfcn" if r["mode"] == "enas" else str(r["mode"]) for r in rows))
     if chosen == "single" or len(rows) < 2:
         return names[0] if names else "?"
-    return "ensemble of " + "+".join(names)
+    return f"{chosen} of " + "+".join(names)
 
 
 def family_table(all_scores: dict[str, dict]) -> str:

@@ -63,6 +63,8 @@ from autogenome_sc.search._choose import (  # noqa: E402
     greedy_weights,
     probs_loss,
     scores,
+    stack_features,
+    stacked,
 )
 
 #: name -> (search.select_by, members tempered, standard errors of "within_noise", most members of an ensemble).
@@ -85,6 +87,9 @@ BUILT: dict[str, tuple[str, int]] = {
     "families, always": ("families_always", 2),
 }
 DEFAULT = "accuracy_f1"
+#: The default's choice, or the stack of the package (``stacked``) where its nested out-of-fold score beats the
+#: choice's by more than the margin (``search.stack_margin``): name -> margin.
+STACKS: dict[str, float] = {"default + stack": 0.005, "default + stack, any margin": 0.0}
 
 
 # ------------------------------------------------------------------------------------ run
@@ -245,6 +250,26 @@ def replay_built(rec, rule: str) -> tuple[np.ndarray, str, np.ndarray]:
     return np.eye(n)[best], "single", test_prediction(rec, np.eye(n)[best], None)
 
 
+def replay_stack(rec, rule: str) -> tuple[np.ndarray, str, np.ndarray]:
+    """(weights, "single" | "ensemble" | "stack", test predictions) of the default with the stack of :data:`STACKS`."""
+    w, chosen, pred = replay(rec, DEFAULT)
+    scored = _scored(rec)
+    y, n_out = rec["y"], rec["held_0"].shape[1]
+    st = stacked(scored, y, n_out) if len(rec["folds"]) else None
+    if st is None:
+        return w, chosen, pred
+    mix = sum(w[i] * softmax(scored[i].tempered, axis=1) for i in range(len(w)) if w[i] > 0)
+    if st.scores.score <= scores(mix, y, "classification", n_out).score + STACKS[rule]:
+        return w, chosen, pred
+    # the final model's groups: each member's test outputs (its refit, or its fold models averaged)
+    probs = [
+        softmax(rec[f"test_{i}"].astype(np.float64) / scored[i].temperature, axis=2).mean(axis=0) for i in st.members
+    ]
+    w = np.zeros(len(scored))
+    w[st.members] = 1.0 / len(st.members)
+    return w, "stack", (stack_features(probs) @ st.coef + st.intercept).argmax(axis=1)
+
+
 def test_prediction(rec, weights: np.ndarray, temperatures: list[float] | None) -> np.ndarray:
     """What the final model built from ``weights`` predicts on the test fold: the weighted mean of member probabilities."""
     mix = 0.0
@@ -265,7 +290,8 @@ def _hindsight(rec) -> np.ndarray:
 def _family(rec, w: np.ndarray, chosen: str) -> str:
     names = [str(rec["modes"][i]) for i in np.argsort(-w) if w[i] > 0]
     names = list(dict.fromkeys("rrfcn" if m == "enas" else m for m in names))
-    return names[0] if chosen == "single" or len(names) < 2 else "ensemble of " + "+".join(names)
+    form = "stack of " if chosen == "stack" else "ensemble of "
+    return names[0] if chosen == "single" or len(names) < 2 else form + "+".join(names)
 
 
 def report(paths: list[Path], details: bool) -> None:
@@ -276,6 +302,7 @@ def report(paths: list[Path], details: bool) -> None:
         rec = dict(np.load(path))
         y_test = rec["y_test"]
         got = {rule: replay(rec, rule) for rule in RULES} | {rule: replay_built(rec, rule) for rule in BUILT}
+        got |= {rule: replay_stack(rec, rule) for rule in STACKS}
         if str(rec["select_by"]) == DEFAULT and not np.allclose(got[DEFAULT][0], rec["weights"]):
             print(f"{path.name}: the replayed default chose {got[DEFAULT][0]}, the search {rec['weights']}")
         per = results.setdefault(name, {})
@@ -297,7 +324,7 @@ def _f1(y: np.ndarray, pred: np.ndarray) -> float:
 
 
 def _rules(results: dict) -> list[str]:
-    return [*RULES, *BUILT, "best single on test"]
+    return [*RULES, *BUILT, *STACKS, "best single on test"]
 
 
 def _table(results: dict) -> str:

@@ -620,6 +620,18 @@ class SearchConfig(_Strict):
             "split) and kept only where it beats the best single configuration; 1: never an ensemble."
         ),
     )
+    stack_margin: float | None = Field(
+        0.005,
+        ge=-1,
+        le=1,
+        description=(
+            "After cross-validation (classification, ensemble at least 2): a stack of the two best configurations "
+            "(trees excepted), a logistic regression on their log-probabilities fitted on their out-of-fold "
+            "outputs, replaces the choice where its own out-of-fold score (the meta-learner cross-validated in the "
+            "same folds; the mean of accuracy and macro-F1) beats the choice's by more than this. None: never "
+            "stack."
+        ),
+    )
     cv_folds: int = Field(
         5,
         ge=0,

@@ -168,11 +168,14 @@ def _check_ensemble(arch: dict[str, Any], where: str, path: Path, models: tuple[
     members = arch.get("members")
     if not isinstance(members, list) or not members:
         raise DamagedModel(f"'{path}': {where} in model.json is an ensemble without a list of members.")
+    stack = arch.get("average") == "stack"
     for key in arch:
-        if key not in ("model", "members", "average", "weights", "temperatures"):
+        if key not in ("model", "members", "average", "weights", "temperatures", *STACK_KEYS[: 3 * stack]):
             raise DamagedModel(f"'{path}': {where}.{key} in model.json is not a setting of an ensemble.")
-    if arch.get("average", "probs") not in ("probs", "mean"):
-        raise DamagedModel(f"'{path}': {where}.average in model.json must be 'probs' or 'mean'.")
+    if arch.get("average", "probs") not in ("probs", "mean", "stack"):
+        raise DamagedModel(f"'{path}': {where}.average in model.json must be 'probs', 'mean' or 'stack'.")
+    if stack:
+        _check_stack(arch, len(members), where, path)
     for key in ("weights", "temperatures"):  # a list of one would broadcast over every member unnoticed
         values = arch.get(key)
         if values is not None and (not isinstance(values, list) or len(values) != len(members)):
@@ -185,6 +188,36 @@ def _check_ensemble(arch: dict[str, Any], where: str, path: Path, models: tuple[
         raise DamagedModel(f"'{path}': {where}.temperatures in model.json must be positive finite numbers.")
     for i, m in enumerate(members):
         _check(m, f"{where}.members[{i}]", path, models, member=True)
+
+
+#: What a stacked ensemble holds besides an ensemble's settings (nn.Ensemble, ``average="stack"``).
+STACK_KEYS = ("groups", "coef", "intercept")
+#: The most classes a stack's meta-learner may claim (its coefficients are groups x classes^2 numbers in model.json).
+MAX_STACK_CLASSES = 1000
+
+
+def _check_stack(arch: dict[str, Any], n_members: int, where: str, path: Path) -> None:
+    """A stack: a group (0, 1, ..., each used) per member, and a meta-learner of finite numbers that fits them."""
+    groups, coef, intercept = (arch.get(k) for k in STACK_KEYS)
+    if not (isinstance(groups, list) and len(groups) == n_members and all(_is_whole(g, 0) for g in groups)):
+        raise DamagedModel(f"'{path}': {where}.groups in model.json must hold one whole number per member.")
+    n_groups = max(groups) + 1
+    if sorted(set(groups)) != list(range(n_groups)):
+        raise DamagedModel(f"'{path}': {where}.groups in model.json must be 0, 1, ... with every group used.")
+    if not (
+        isinstance(intercept, list) and 2 <= len(intercept) <= MAX_STACK_CLASSES and all(map(_is_number, intercept))
+    ):
+        raise DamagedModel(f"'{path}': {where}.intercept in model.json must hold one finite number per class.")
+    n = len(intercept)
+    if not (
+        isinstance(coef, list)
+        and len(coef) == n_groups * n
+        and all(isinstance(r, list) and len(r) == n and all(map(_is_number, r)) for r in coef)
+    ):
+        raise DamagedModel(
+            f"'{path}': {where}.coef in model.json must hold {n_groups} x {n} rows of {n} finite numbers (groups x "
+            "classes rows, one number per class)."
+        )
 
 
 def _member_input(v: Any) -> str | None:

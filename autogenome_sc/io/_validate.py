@@ -44,7 +44,7 @@ OPTIONAL_CHECKED_FIELDS = ("hierarchy",)
 #: Fields that appeared after format 1: a model claiming format 1 (no checksum) while holding one was edited.
 _SINCE_FORMAT_2 = ("matrix", "hierarchy")
 #: String values an architecture may hold, by key.
-_STRINGS = {"activation": ACTIVATIONS, "likelihood": LIKELIHOODS, "average": ("probs", "mean")}
+_STRINGS = {"activation": ACTIVATIONS, "likelihood": LIKELIHOODS, "average": ("probs", "mean", "stack")}
 _PREPROCESS: tuple[str, ...] = get_args(Preprocess)  # what the config asked for
 _TRANSFORMS = tuple(p for p in _PREPROCESS if p != "auto")  # what was applied
 _SCALINGS = (*get_args(Scaling), "none")
@@ -150,6 +150,9 @@ def check_meta(meta: dict[str, Any], path: Path, models: tuple[str, ...] | None 
     _check_calibration(meta.get("calibration", {}), path)
     _check_predict_config(meta.get("config", {}), path)
     check_schema(meta["architecture"], meta["task"], path, models)
+    arch = meta["architecture"]
+    if arch.get("average") == "stack" and (not isinstance(classes, list) or len(arch["intercept"]) != len(classes)):
+        raise DamagedModel(f"'{path}': model.json's stacked ensemble must have one intercept per class.")
 
 
 def _check_preprocessing(pre: Any, path: Path) -> None:

@@ -206,6 +206,12 @@ class Ensemble(nn.Module):
     calibrated probabilities); a member architecture with an ``"input"`` entry
     (``{"n_genes": int | None, "clip": [lo, hi] | None}``) reads the shared input through its own
     :class:`InputTransform`.
+
+    ``"average": "stack"`` (a stacked choice of the search, classification) also needs
+    ``"groups"`` (per member, its configuration: 0, 1, ...), ``"coef"`` (groups x classes rows of
+    classes numbers) and ``"intercept"`` (one per class): each group's members are averaged as
+    probabilities by their weights, and the output is the meta-learner's logits,
+    ``concat_g log p_g @ coef + intercept``.
     """
 
     members: Sequence[nn.Module]
@@ -213,6 +219,9 @@ class Ensemble(nn.Module):
     weights: Sequence[float] | None = None
     inputs: Sequence[tuple | None] | None = None  # per member: (n_genes, lo, hi) or None
     temperatures: Sequence[float] | None = None  # per member (None: all 1)
+    groups: Sequence[int] | None = None  # "stack": each member's configuration
+    coef: Sequence[Sequence[float]] | None = None  # "stack": (groups * classes, classes)
+    intercept: Sequence[float] | None = None  # "stack": (classes,)
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -227,13 +236,40 @@ class Ensemble(nn.Module):
         w = jnp.asarray(self.weights if self.weights is not None else [1.0] * n, jnp.float32)
         w = (w / w.sum())[:, None, None]
         out = jnp.stack(outs)
-        if self.average == "probs":
+        if self.average == "stack":
+            if self.temperatures is not None:
+                out = out / jnp.asarray(self.temperatures, out.dtype)[:, None, None]
+            probs = nn.softmax(out, axis=-1)
+            groups = list(self.groups or [])
+            logs = []
+            for g in range(max(groups) + 1):
+                idx = [i for i in range(n) if groups[i] == g]
+                wg = jnp.asarray([(self.weights or [1.0] * n)[i] for i in idx], jnp.float32)
+                pg = jnp.sum((wg / wg.sum())[:, None, None] * probs[jnp.asarray(idx)], axis=0)
+                logs.append(jnp.log(pg + 1e-12))
+            coef = jnp.asarray(self.coef, jnp.float32)
+            out = jnp.concatenate(logs, axis=-1) @ coef + jnp.asarray(self.intercept, jnp.float32)
+        elif self.average == "probs":
             if self.temperatures is not None:
                 out = out / jnp.asarray(self.temperatures, out.dtype)[:, None, None]
             out = jnp.log(jnp.sum(w * nn.softmax(out, axis=-1), axis=0) + 1e-12)
         else:
             out = jnp.sum(w * out, axis=0)
         return out, jnp.concatenate(embs, axis=-1)
+
+
+def _check_stack(arch: dict, n_members: int, n_out: int) -> None:
+    """A stack's groups, coefficients and intercept fit its members and classes (ValueError, one sentence, if not)."""
+    groups, coef, intercept = arch.get("groups"), arch.get("coef"), arch.get("intercept")
+    if not isinstance(groups, list | tuple) or len(groups) != n_members:
+        raise ValueError(f"A stacked ensemble needs one group per member ({n_members}).")
+    n_groups = max(groups) + 1 if groups else 0
+    if sorted(set(groups)) != list(range(n_groups)):
+        raise ValueError("A stacked ensemble's groups must be 0, 1, ... with every group holding a member.")
+    if not isinstance(intercept, list | tuple) or len(intercept) != n_out:
+        raise ValueError(f"A stacked ensemble needs one intercept per class ({n_out}).")
+    if not isinstance(coef, list | tuple) or len(coef) != n_groups * n_out or any(len(r) != n_out for r in coef):
+        raise ValueError(f"A stacked ensemble needs {n_groups * n_out} rows of {n_out} coefficients.")
 
 
 def member_input(spec: dict | None) -> tuple | None:
@@ -250,11 +286,17 @@ def _build(arch: dict, n_out: int) -> nn.Module:
         members = [dict(m) for m in arch["members"]]
         inputs = tuple(member_input(m.pop("input", None)) for m in members)
         weights, temperatures = arch.get("weights"), arch.get("temperatures")
+        stack = arch.get("average") == "stack"
+        if stack:
+            _check_stack(arch, len(members), n_out)
         return Ensemble(
             members=tuple(_build(m, n_out) for m in members),
             average=arch.get("average", "probs"),
             weights=None if weights is None else tuple(float(w) for w in weights),
             inputs=inputs if any(v is not None for v in inputs) else None,
             temperatures=None if temperatures is None else tuple(float(t) for t in temperatures),
+            groups=tuple(int(g) for g in arch["groups"]) if stack else None,
+            coef=tuple(tuple(float(c) for c in row) for row in arch["coef"]) if stack else None,
+            intercept=tuple(float(b) for b in arch["intercept"]) if stack else None,
         )
     return build_network(arch, n_out)

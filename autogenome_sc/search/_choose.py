@@ -327,3 +327,74 @@ def best_single(held: list[Scores], y: np.ndarray, rule: str) -> int:
     if not rivals:
         return by_loss
     return max(rivals, key=lambda i: (held[i].accuracy, held[i].macro_f1, -held[i].loss))
+
+
+#: Members of a stack: the best configurations by the score, trees excepted (:data:`ALONE`).
+STACK_MEMBERS = 2
+
+
+@dataclass
+class Stack:
+    """A meta-learner over configurations' log-probabilities: ``logits = concat_g log p_g @ coef + intercept``."""
+
+    members: list[int]  # indices of the stacked configurations, in the order of coef's blocks
+    coef: np.ndarray  # (len(members) * n_out, n_out)
+    intercept: np.ndarray  # (n_out,)
+    scores: Scores  # of its nested out-of-fold outputs
+    held_out: np.ndarray  # its nested out-of-fold logits
+
+
+def stack_features(probs: list[np.ndarray]) -> np.ndarray:
+    """What the meta-learner reads: the log of each member's class probabilities, side by side (as nn.Ensemble does)."""
+    return np.concatenate([np.log(np.asarray(p, np.float64) + 1e-12) for p in probs], axis=1)
+
+
+def _meta(x: np.ndarray, y: np.ndarray, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """A multinomial logistic regression (scikit-learn's, C=1) of ``y`` on ``x``: ``(coef, intercept)`` over every class.
+
+    A class absent from ``y`` gets no weight and an intercept far below the others, never a prediction.
+    """
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    present = np.unique(y)
+    coef, intercept = np.zeros((x.shape[1], n_out)), np.full(n_out, -30.0)
+    if len(present) == 1:
+        intercept[present[0]] = 0.0
+        return coef, intercept
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        m = LogisticRegression(C=1.0, max_iter=2000).fit(x, y)
+    if len(present) == 2:  # scikit-learn's one column: the second class's logit against the first's 0
+        coef[:, present[1]], intercept[present[0]], intercept[present[1]] = m.coef_[0], 0.0, m.intercept_[0]
+    else:
+        coef[:, present], intercept[present] = m.coef_.T, m.intercept_
+    return coef, intercept
+
+
+def stacked(scored: list[Scored], y: np.ndarray, n_out: int, n_members: int = STACK_MEMBERS) -> Stack | None:
+    """A stack of the best configurations, scored by a cross-validation of its meta-learner nested in the same folds.
+
+    Classification after a cross-validation only. The members are the ``n_members`` best
+    configurations by the mean of accuracy and macro-F1 (ties by the loss), trees excepted; the
+    meta-learner (:func:`_meta`) reads their tempered log-probabilities. Its out-of-fold outputs
+    come from meta-learners each fitted on the other folds' rows, so its score is comparable to
+    the configurations' own; ``None`` where fewer than two can be stacked.
+    """
+    folds = scored[0].folds if scored else None
+    joins = [i for i, s in enumerate(scored) if s.mode not in ALONE and s.scores is not None]
+    if folds is None or len(joins) < 2 or n_members < 2:
+        return None
+    held = [cast(Scores, scored[i].scores) for i in joins]
+    order = sorted(range(len(joins)), key=lambda j: (-held[j].score, held[j].loss))
+    members = [joins[j] for j in order[:n_members]]
+    x = stack_features([softmax(scored[i].tempered, axis=1) for i in members])
+    out = np.zeros((len(y), n_out))
+    for f in np.unique(folds):
+        fit, rows = folds != f, folds == f
+        coef, intercept = _meta(x[fit], y[fit], n_out)
+        out[rows] = x[rows] @ coef + intercept
+    coef, intercept = _meta(x, y, n_out)
+    return Stack(members, coef, intercept, scores(out, y, "classification", n_out, folds=folds), out.astype(np.float32))

@@ -39,8 +39,12 @@ def final_model(selection: Selection, searcher: Searcher, *, final: FinalFit) ->
     """
     members: list[tuple[Fitted, float]] = []
     temperatures: list[float] = []
+    groups: list[int] = []  # a stack's: the configuration (its block of the meta-learner) of each member
     chosen_t = selection.temperatures or [1.0] * len(selection.scored)
-    for s, w, t in zip(selection.scored, selection.weights, chosen_t, strict=True):
+    stack = selection.stack
+    order = range(len(selection.scored)) if stack is None else stack.members
+    for i in order:
+        s, w, t = selection.scored[i], selection.weights[i], chosen_t[i]
         if w <= 0:
             continue
         if selection.method != "cv":
@@ -52,8 +56,12 @@ def final_model(selection: Selection, searcher: Searcher, *, final: FinalFit) ->
             added = [(_refit(searcher, s), float(w))]
         else:
             added = [(f, float(w) / len(s.fits)) for f in _bag(searcher, s)]
+        groups += [len(set(groups))] * len(added)
         members += added
         temperatures += [float(t)] * len(added)
+    if stack is not None:
+        meta = {"groups": groups, "coef": stack.coef, "intercept": stack.intercept}
+        return ensemble_of(members, searcher.data, temperatures=temperatures, stack=meta)
     if len(members) == 1:
         f = members[0][0]
         return f.arch, f.result, f.data
@@ -114,13 +122,18 @@ def input_spec(data: TrainData) -> tuple[dict, dict]:
 
 
 def ensemble_of(
-    members: list[tuple[Fitted, float]], base: TrainData, *, temperatures: Sequence[float] | None = None
-) -> tuple[dict, FitResult, TrainData]:
+    members: list[tuple[Fitted, float]], base: TrainData, *, temperatures: Sequence[float] | None = None,
+    stack: dict | None = None,
+) -> tuple[dict, FitResult, TrainData]:  # fmt: skip
     """An ensemble network holding every member's weights and input transform, reading ``base``'s rows.
 
     ``temperatures`` (one per member, classification): what each member's logits are divided
     by before their probabilities are averaged; stored in the architecture only where one is
-    not 1, so an ensemble without them is written as before.
+    not 1, so an ensemble without them is written as before. ``stack`` (classification):
+    ``{"groups", "coef", "intercept"}`` of a stacked choice (``"average": "stack"``, see
+    :class:`~autogenome_sc.nn.Ensemble`): the members of each group (a configuration's fold
+    models, or its one refit) are averaged by their weights, and the meta-learner reads the
+    groups' log-probabilities.
     """
     import jax.numpy as jnp
 
@@ -132,6 +145,13 @@ def ensemble_of(
         "weights": [w for _, w in members],
         "members": [{**f.arch, "input": spec} for (f, _), (spec, _) in zip(members, specs, strict=True)],
     }
+    if stack is not None:
+        if base.task != "classification":
+            raise ValueError("Only classifiers are stacked.")
+        arch["average"] = "stack"
+        arch["groups"] = [int(g) for g in stack["groups"]]
+        arch["coef"] = np.asarray(stack["coef"], np.float64).tolist()
+        arch["intercept"] = np.asarray(stack["intercept"], np.float64).tolist()
     if temperatures is not None and base.task == "classification" and any(t != 1.0 for t in temperatures):
         if len(temperatures) != len(members):
             raise ValueError(f"{len(temperatures)} temperatures for {len(members)} ensemble members.")

@@ -119,7 +119,9 @@ def chose_line(sel: Selection, final: FinalFit, n_trials: int, search_seconds: f
     """The log's account of a supervised search: trials, how the winner was chosen, what it is, how long."""
     how = "cross-validation" if sel.method == "cv" else "the validation split"
     lead = sel.lead
-    form = f"an ensemble of trials {sel.members}" if sel.chosen == "ensemble" else f"trial {lead.trial} ({lead.mode})"
+    form = {"ensemble": f"an ensemble of trials {sel.members}", "stack": f"a stack of trials {sel.members}"}.get(
+        sel.chosen, f"trial {lead.trial} ({lead.mode})"
+    )
     if sel.method == "cv":
         form += " (" + ("its fold models averaged" if _built(sel, final) == "bag" else "refitted") + ")"
     return f"{n_trials} trials and {how} in {search_seconds:.0f}s chose {form}; final model {final_seconds:.0f}s"

@@ -35,7 +35,7 @@ import pandas as pd
 
 from .._names import Chosen, SelectionMethod
 from ._budget import Budget
-from ._choose import FOLD_COLUMNS, Scored, Scores, choose
+from ._choose import FOLD_COLUMNS, Scored, Scores, Stack, choose, scores, stacked
 from ._cv import candidates, cheap_first, cross_validate, on_validation, use_cv
 from ._driver import Searcher
 
@@ -55,11 +55,12 @@ class Selection:
     seconds: float = 0.0
     held_out: np.ndarray | None = None  # outputs of the chosen combination on `rows`
     notes: list[str] = field(default_factory=list)
+    stack: Stack | None = None  # the meta-learner of a stacked choice
 
     @property
     def temperatures(self) -> list[float] | None:
-        """What each configuration's outputs are divided by in the final model: an ensemble's own, else none."""
-        return [s.temperature for s in self.scored] if self.chosen == "ensemble" else None
+        """What each configuration's outputs are divided by in the final model: an ensemble's or stack's own, else none."""
+        return [s.temperature for s in self.scored] if self.chosen in ("ensemble", "stack") else None
 
     def table(self) -> pd.DataFrame:
         """One row per scored configuration: held-out loss, accuracy, macro-F1, ensemble weight, temperature.
@@ -122,4 +123,16 @@ def select(searcher: Searcher, *, seed: int, budget: Budget | None = None) -> Se
     for s in scored:
         s.score_on(y, data.task, data.n_out)
     weights, chosen, combo = choose(scored, y, data.task, cfg.ensemble, cfg.select_by)
-    return Selection(method, rows, y, data.task, scored, weights, chosen, k, time.perf_counter() - start, combo, notes)
+    stack = None
+    if method == "cv" and data.task == "classification" and cfg.stack_margin is not None and cfg.ensemble >= 2:
+        stack = stacked(scored, y, data.n_out)
+        best = scores(combo, y, data.task, data.n_out)  # the choice's own held-out score
+        if stack is not None and stack.scores.score > best.score + cfg.stack_margin:
+            weights = np.zeros(len(scored))
+            weights[stack.members] = 1.0 / len(stack.members)
+            chosen, combo = "stack", stack.held_out
+        else:
+            stack = None
+    return Selection(
+        method, rows, y, data.task, scored, weights, chosen, k, time.perf_counter() - start, combo, notes, stack
+    )
