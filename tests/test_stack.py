@@ -48,6 +48,13 @@ def test_a_stack_of_two_configurations_each_right_on_other_classes_beats_both():
     assert stacked([a, b], y, k + 1).intercept[k] < -10
     assert stacked([_scored(a.held_out, None, y, 0), _scored(b.held_out, None, y, 1)], y, k) is None
     assert stacked([a, trees], y, k) is None
+    # two classes: scikit-learn's one column becomes the second class's logit against the first's
+    two = np.isin(y, [0, 2])
+    y2, f2 = (y[two] == 2).astype(int), folds[two]
+    pair = [_scored(s.held_out[two][:, [0, 2]], f2, y2, i) for i, s in enumerate((a, b))]
+    st2 = stacked(pair, y2, 2)
+    assert st2 is not None and st2.intercept[0] == 0 and not st2.coef[:, 0].any()
+    assert st2.scores.accuracy > 0.9
 
 
 def _stack_by_hand(model, adata, n):

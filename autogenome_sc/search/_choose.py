@@ -11,7 +11,9 @@ average of untempered probabilities follows whichever member is the most sure, r
 built by greedy forward selection with replacement on the held-out loss of the tempered
 probabilities (Caruana et al. 2004), kept only where the same rule prefers it; the rule
 ``"within_noise"`` then prefers, among configurations the held-out cells cannot tell from the
-best, the ensemble or the simplest (:func:`_within_noise`).
+best, the ensemble or the simplest (:func:`_within_noise`). After a cross-validation,
+:func:`stacked` fits a meta-learner on the two best configurations' log-probabilities and scores it
+by a cross-validation nested in the same folds; ``select`` keeps it where ``search.stack_margin`` says.
 """
 
 from __future__ import annotations
