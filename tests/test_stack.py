@@ -102,7 +102,7 @@ def stack_search(_pbmc, tmp_path_factory):
     return adata, path
 
 
-def test_a_stacked_search_saves_loads_and_predicts_what_it_wrote(stack_search, tmp_path):
+def test_a_stacked_search_saves_loads_and_predicts_what_it_wrote(stack_search, _pbmc, tmp_path):
     adata, path = stack_search
     sel = adata.uns["ag"]["selection"]
     assert sel["chosen"] == "stack" and (sel["table"]["weight"] > 0).sum() == 2
@@ -121,6 +121,13 @@ def test_a_stacked_search_saves_loads_and_predicts_what_it_wrote(stack_search, t
     np.testing.assert_allclose(proba, softmax(logits / model.temperature, axis=1), rtol=1e-4, atol=1e-6)
     test = adata.obs["ag_split"] == "test"
     assert (adata.obs["ag_prediction"][test].astype(str) == adata.obs["bulk_labels"][test].astype(str)).mean() > 0.8
+    # unknown cells: the 6 types the stack never saw are rejected more often than the held-out known ones
+    known = _pbmc.obs["bulk_labels"].isin(adata.obs["bulk_labels"].unique()).to_numpy()
+    query = ag.tl.predict(_pbmc[~known].copy(), model, use_raw=True, reject="auto", copy=True)
+    held = ag.tl.predict(adata[test.to_numpy()].copy(), model, use_raw=True, reject="auto", copy=True)
+    unseen = (query.obs["ag_prediction"] == "Unassigned").mean()
+    seen = (held.obs["ag_prediction"] == "Unassigned").mean()
+    assert unseen > 0.3 and seen < 0.2 and unseen > 2 * seen, (unseen, seen)
     # the meta-learner's numbers are in the checksum, and a model.json whose stack does not fit is refused
     again = ag.read_model(model.save(tmp_path / "again"))
     assert again.id_ == model.id_
