@@ -62,6 +62,13 @@ def test_search_config_errors_name_the_field(section, match):
         ({"search": {"spaces": {"n_genes": [None, "500"]}}}, r"'search.spaces.n_genes': '500' is not a number"),
         ({"search": {"spaces": {"densenet_blocks": [[2, "3"]]}}}, r"'search.spaces.densenet_blocks': '3' is not a"),
         ({"search": {"spaces": {"batch_norm": [True, 1]}}}, r"'search.spaces.batch_norm': 1 is not true or false"),
+        (
+            {"search": {"spaces": {"trees_max_features": [0.0, 0.2]}}},
+            r"'search.spaces.trees_max_features': every value "
+            r"must be above 0 and at most 1\.$",
+        ),
+        ({"search": {"stack_margin": "x"}}, r"'search.stack_margin': 'x' is not a number \(a str\)\.$"),
+        ({"search": {"stack_margin": 2}}, r"'search.stack_margin': Input should be less than or equal to 1"),
         ({"models": {"mlp": {"widths": [8, True]}}}, r"'models.mlp.widths': True is not a number"),
         ({"models": {"mlp": {"widths": [8, 0]}}}, r"'models.mlp.widths': every width must be a positive integer; 0"),
         ({"models": {"mlp": {"widths": [16.5]}}}, r"'models.mlp.widths.0': Input should be a valid integer"),

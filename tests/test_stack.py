@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
+from _search_helpers import four_types
 from scipy.special import softmax
 
 import autogenome_sc as ag
@@ -89,8 +90,7 @@ def _stack_by_hand(model, adata, n):
 @pytest.fixture(scope="module")
 def stack_search(_pbmc, tmp_path_factory):
     """A search told to stack whatever the scores (stack_margin -1), on 4 types of pbmc68k_reduced; its model saved."""
-    keep = _pbmc.obs["bulk_labels"].isin(["CD14+ Monocyte", "CD19+ B", "CD56+ NK", "Dendritic"]).to_numpy()
-    adata = _pbmc[keep].copy()
+    adata = four_types(_pbmc)
     path = tmp_path_factory.mktemp("stack") / "model"
     cfg = {
         "trainer": {"max_epochs": 8},

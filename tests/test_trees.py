@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 import pytest
+from _search_helpers import four_types
 
 import autogenome_sc as ag
 from autogenome_sc.train._trees import _floor32, fit_trees
@@ -128,8 +129,7 @@ def test_tree_shap_is_exact_for_the_logits(multiclass):
 @pytest.fixture(scope="module")
 def searched(_pbmc, tmp_path_factory):
     """A search of the trees mode only, on 300 cells of 4 types; its model saved."""
-    keep = _pbmc.obs["bulk_labels"].isin(["CD14+ Monocyte", "CD19+ B", "CD56+ NK", "Dendritic"]).to_numpy()
-    adata = _pbmc[keep].copy()
+    adata = four_types(_pbmc)
     path = tmp_path_factory.mktemp("trees") / "model"
     config = {
         "search": {"spaces": {"trees_learning_rate": [0.2], "trees_leaf_nodes": [7], "n_genes": [200]}, "cv_folds": 3},
