@@ -67,6 +67,10 @@ def test_search_config_errors_name_the_field(section, match):
             r"'search.spaces.trees_max_features': every value "
             r"must be above 0 and at most 1\.$",
         ),
+        (
+            {"search": {"spaces": {"trees_max_bins": [63, 256]}}},
+            r"'search.spaces.trees_max_bins': every value must be whole numbers from 2 to 255\.$",
+        ),
         ({"search": {"stack_margin": "x"}}, r"'search.stack_margin': 'x' is not a number \(a str\)\.$"),
         ({"search": {"stack_margin": 2}}, r"'search.stack_margin': Input should be less than or equal to 1"),
         ({"models": {"mlp": {"widths": [8, True]}}}, r"'models.mlp.widths': True is not a number"),

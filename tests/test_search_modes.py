@@ -215,11 +215,15 @@ def test_portfolio_has_a_plain_mlp_and_the_search_draws_batch_norm():
     searcher.config_from = partial(Searcher.config_from, searcher)  # type: ignore[arg-type]
     old = SimpleNamespace(params={k: v for k, v in plain[0].items() if k != "batch_norm"}, number=0)
     assert Searcher.config_of(searcher, old).arch["batch_norm"] is True  # type: ignore[arg-type]
-    # and a trees trial of a study begun before max_features was searched used every gene
+    # and a trees trial of a study begun before max_features and max_bins were searched used every gene and
+    # 255 bins: drawn again with every gene and the offered number of bins nearest 255
     searcher.modes = ["trees"]
     trees = {"mode": "trees", "trees_learning_rate": 0.1, "trees_leaf_nodes": 31, "trees_l2": 0.0, "scaling": "minmax",
              "class_weight": "none", "n_genes": None}  # fmt: skip
-    assert Searcher.config_of(searcher, SimpleNamespace(params=trees, number=0)).arch["max_features"] == 1.0
+    old_trees = Searcher.config_of(searcher, SimpleNamespace(params=trees, number=0)).arch
+    assert old_trees["max_features"] == 1.0 and old_trees["max_bins"] == 63
+    searcher.cfg = ag.config.validate({"search": {"spaces": {"trees_max_bins": [63, 255]}}})
+    assert Searcher.config_of(searcher, SimpleNamespace(params=trees, number=0)).arch["max_bins"] == 255
 
 
 def _settings(entries: dict) -> dict:
@@ -266,10 +270,13 @@ def test_portfolio_entries_by_name_on_a_narrow_and_a_wide_problem():
     # the trees draw a fifth of the genes at each split, and that setting reaches scikit-learn
     assert got["trees"]["trees_max_features"] == 0.2
     tc = suggest(optuna.trial.FixedTrial(got["trees"]), cfg, modes, 12_600)
-    assert tc.arch["max_features"] == 0.2 and tc.arch["max_leaf_nodes"] == 31
+    assert tc.arch["max_features"] == 0.2 and tc.arch["max_leaf_nodes"] == 31 and tc.arch["max_bins"] == 63
     # where the spaces offer no 0.2, the portfolio has no trees entry (a space is never left)
     all_genes = ag.config.validate({"search": {"spaces": {"trees_max_features": [1.0]}}})
     assert "trees" not in named_portfolio(all_genes, modes, 12_600, 100)
+    # the bins are a matter of speed: where 63 is not offered, the nearest offered number
+    fine = ag.config.validate({"search": {"spaces": {"trees_max_bins": [255, 128]}}})
+    assert named_portfolio(fine, modes, 12_600, 100)["trees"]["trees_max_bins"] == 128
     # a regression has no classifier, no F test, and its networks read the most variable genes
     regression = named_portfolio(cfg, modes, n_vars=12_600, n_train=100, task="regression")
     assert list(regression) == ["linear_zscore", "resnet", "mlp", "mlp_sklearn", "linear_minmax"]

@@ -83,6 +83,23 @@ def test_a_share_of_the_genes_at_each_split_is_scikit_learns_and_reruns_identica
     assert not np.allclose(every.val_outputs[-1], result.val_outputs[-1])
 
 
+def test_fewer_bins_reach_scikit_learn(_pbmc):
+    """``max_bins`` reaches scikit-learn: 15 bins per gene give its 15-bin trees, not its 255-bin ones."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    data = _problem(_pbmc)
+    settings = {**SETTINGS, "max_iter": 10, "max_bins": 15}
+    arch, result = fit_trees(data, settings, seed=0)
+    x, train = data.pipeline.cache, data.idx["train"]
+    ours = _outputs(arch, result, data, np.arange(len(data.y)))
+    for bins in (15, 255):
+        ref = HistGradientBoostingClassifier(
+            learning_rate=0.2, max_iter=result.best_epoch + 1, max_leaf_nodes=7, max_bins=bins, early_stopping=False,
+            random_state=0,
+        ).fit(x[train], data.y[train])  # fmt: skip
+        assert np.allclose(ours, ref.decision_function(x), atol=2e-5) is (bins == 15)
+
+
 def test_two_classes_and_a_class_absent_from_training(_pbmc):
     data = _problem(_pbmc, ["CD14+ Monocyte", "CD19+ B"])
     arch, result = fit_trees(data, SETTINGS)

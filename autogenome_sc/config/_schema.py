@@ -433,6 +433,15 @@ class SearchSpaces(_Strict):
             "every gene). The portfolio's trees use 0.2 (docs/benchmarks.md)."
         ),
     )
+    trees_max_bins: list[int] = Field(
+        [31, 63],
+        min_length=1,
+        description=(
+            "Trees mode: the most bins each gene's values are sorted into before the splits are sought "
+            "(scikit-learn's max_bins, 2 to 255). Fewer bins fit faster; 31 and 63 were as accurate as 255 on the "
+            "suite (docs/benchmarks.md). The portfolio's trees use 63."
+        ),
+    )
     trees_stages: int = Field(
         200,
         ge=1,
@@ -443,7 +452,7 @@ class SearchSpaces(_Strict):
         ),
     )
 
-    @field_validator("trees_learning_rate", "trees_leaf_nodes", "trees_l2", "trees_max_features")
+    @field_validator("trees_learning_rate", "trees_leaf_nodes", "trees_l2", "trees_max_features", "trees_max_bins")
     @classmethod
     def _trees_ranges(cls, v: list, info: ValidationInfo) -> list:
         lo, hi, what = {
@@ -451,6 +460,7 @@ class SearchSpaces(_Strict):
             "trees_leaf_nodes": (1, 65535, "whole numbers of at least 2"),
             "trees_l2": (-1.0, float("inf"), "at least 0"),
             "trees_max_features": (0.0, 1.0, "above 0 and at most 1"),
+            "trees_max_bins": (1, 255, "whole numbers from 2 to 255"),
         }[str(info.field_name)]
         if not all(lo < x <= hi for x in v) or (info.field_name == "trees_l2" and min(v) < 0):
             raise ValueError(f"every value must be {what}")

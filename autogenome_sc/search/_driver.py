@@ -146,8 +146,11 @@ class Searcher:
     def config_from(self, params: dict[str, Any], number: int = 0) -> TrialConfig:
         """The configuration these parameters draw (ValueError where one the configuration needs is missing)."""
         # a trial of a study begun before batch_norm was searched had BatchNorm, and one before the trees'
-        # max_features was searched used every gene (an unused entry is ignored)
-        fixed = optuna.trial.FixedTrial({"batch_norm": True, "trees_max_features": 1.0, **params}, number=number)
+        # max_features and max_bins were searched used every gene and 255 bins: drawn again with the offered
+        # number of bins nearest 255, a matter of speed (an unused entry is ignored)
+        bins = min(self.cfg.search.spaces.trees_max_bins, key=lambda b: abs(b - 255))
+        old = {"batch_norm": True, "trees_max_features": 1.0, "trees_max_bins": bins}
+        fixed = optuna.trial.FixedTrial({**old, **params}, number=number)
         # FixedTrial offers Trial's suggest_* API without subclassing optuna.Trial
         return suggest(fixed, self.cfg, self.modes, self.n_vars, self.data.task)  # type: ignore[arg-type]
 

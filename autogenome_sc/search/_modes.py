@@ -91,6 +91,7 @@ def _trees_suggest(trial, spaces, models) -> dict:
         "max_leaf_nodes": int(trial.suggest_categorical("trees_leaf_nodes", list(spaces.trees_leaf_nodes))),
         "l2_regularization": float(trial.suggest_categorical("trees_l2", list(spaces.trees_l2))),
         "max_features": float(trial.suggest_categorical("trees_max_features", list(spaces.trees_max_features))),
+        "max_bins": int(trial.suggest_categorical("trees_max_bins", list(spaces.trees_max_bins))),
         "max_iter": int(spaces.trees_stages),
     }
 

@@ -46,8 +46,9 @@ def fit_trees(
         A classification problem whose preprocessed matrix fits in memory.
     settings
         ``learning_rate``, ``max_leaf_nodes``, ``l2_regularization``, ``max_iter`` (the number of
-        boosting stages) and ``max_features`` (the share of genes drawn at each split; default 1, all of
-        them) of ``HistGradientBoostingClassifier``.
+        boosting stages), ``max_features`` (the share of genes drawn at each split; default 1, all of
+        them) and ``max_bins`` (the bins of each gene's values; default 255) of
+        ``HistGradientBoostingClassifier``.
     class_weight
         ``"balanced"`` weighs each training cell by ``n / (n_classes * n_c)``.
     seed
@@ -82,6 +83,7 @@ def fit_trees(
         max_leaf_nodes=int(settings["max_leaf_nodes"]),
         l2_regularization=float(settings["l2_regularization"]),
         max_features=float(settings.get("max_features", 1.0)),
+        max_bins=int(settings.get("max_bins", 255)),
         early_stopping=False,
         warm_start=True,
         random_state=int(seed),
