@@ -77,26 +77,29 @@ def fit_trees(
     weights = None
     if class_weight == "balanced":
         weights = balanced_weights(data.y[train], data.n_out)[data.y[train]]
+    max_bins = int(settings.get("max_bins", 255))
     model = HistGradientBoostingClassifier(
         learning_rate=float(settings["learning_rate"]),
         max_iter=int(settings["max_iter"]) if len(val) == 0 else min(STEP, int(settings["max_iter"])),
         max_leaf_nodes=int(settings["max_leaf_nodes"]),
         l2_regularization=float(settings["l2_regularization"]),
         max_features=float(settings.get("max_features", 1.0)),
-        max_bins=int(settings.get("max_bins", 255)),
+        max_bins=max_bins,
         early_stopping=False,
         warm_start=True,
         random_state=int(seed),
     )
     t0 = time.perf_counter()
-    x_train = np.asarray(x[train], np.float32)
+    edges = bin_edges(np.asarray(x[train], np.float32), max_bins)
+    x_train = binned(np.asarray(x[train], np.float32), edges)
+    x_val = binned(np.asarray(x[val], np.float32), edges)
     history: dict[str, list] = {"epoch": [], "train_seconds": [], "val_loss": [], "val_accuracy": []}
     val_out = None
     while True:
         model.fit(x_train, data.y[train], sample_weight=weights)
         if len(val) == 0:
             break
-        val_out = np.stack([_logits(d, present, data.n_out) for d in model.staged_decision_function(x[val])])
+        val_out = np.stack([_logits(d, present, data.n_out) for d in model.staged_decision_function(x_val)])
         losses = [host_loss("cross_entropy", o, data.y[val]) for o in val_out]
         best = int(np.argmin(losses))
         stalled = len(losses) - 1 - best >= PATIENCE
@@ -115,8 +118,8 @@ def fit_trees(
         best = stages - 1
     history["epoch"] = list(range(stages))
     history["train_seconds"] = [seconds / stages] * stages
-    arch, variables = tree_arrays(model, present, data.n_out, stages=best + 1)
-    train_out = np.asarray(_logits(model.decision_function(x[train]), present, data.n_out))
+    arch, variables = tree_arrays(model, present, data.n_out, stages=best + 1, edges=edges)
+    train_out = np.asarray(_logits(model.decision_function(x_train), present, data.n_out))
     history["train_loss"] = [host_loss("cross_entropy", train_out, data.y[train])] * stages
     result = FitResult(
         variables={"params": variables, "batch_stats": {}},
@@ -130,6 +133,51 @@ def fit_trees(
     return arch, result
 
 
+def bin_edges(x: np.ndarray, max_bins: int) -> np.ndarray:
+    """Each gene's bin edges as scikit-learn places them without weights: ``(max_bins - 1, genes)``, NaN where unused.
+
+    A gene with at most ``max_bins`` distinct values keeps them (its column is all NaN); the others
+    get scikit-learn's unweighted quantiles (``averaged_inverted_cdf``), duplicates kept. :func:`binned`
+    then gives scikit-learn at most ``max_bins`` values per gene, which it bins by their midpoints and
+    never by weighted quantiles: with sample weights (balanced classes) and more distinct values
+    than bins, scikit-learn 1.9 computes each quantile of each gene in a Python loop, 5-6 s per fit on
+    pbmc68k_reduced and 50 s on 5,000 genes of the ALL microarray (docs/benchmarks.md), at every
+    step of a fit. The bins are the unweighted ones with or without weights.
+    """
+    x = np.asarray(x, np.float64)  # scikit-learn bins float64 values
+    edges = np.full((max(max_bins - 1, 0), x.shape[1]), np.nan)
+    if len(x) == 0 or max_bins < 2:
+        return edges
+    ordered = np.sort(x, axis=0)
+    distinct = 1 + (np.diff(ordered, axis=0) != 0).sum(axis=0)
+    many = np.flatnonzero(distinct > max_bins)
+    if len(many):
+        q = np.linspace(0, 100, max_bins + 1)[1:-1]
+        edges[:, many] = np.percentile(ordered[:, many], q, axis=0, method="averaged_inverted_cdf")
+    return edges
+
+
+def binned(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """``x`` (float64) with each value of a binned gene replaced by its bin's upper edge (the top bin: a value well above).
+
+    scikit-learn then splits between two such values where the gene's edge lies; :func:`tree_arrays`
+    puts that edge back as the threshold, so the trees read the genes' own values.
+    """
+    out = np.asarray(x, np.float64).copy()
+    cols = np.flatnonzero(~np.isnan(edges[0])) if len(edges) else np.zeros(0, np.int64)
+    if len(cols) == 0:
+        return out
+    e = edges[:, cols]
+    top = e[-1] + np.maximum(1.0, np.abs(e[-1]))  # well above every edge: the top bin's stand-in
+    step = max(1, 2**24 // max(e.size, 1))  # rows at a time: about 16M comparisons
+    for start in range(0, len(out), step):
+        v = out[start : start + step, cols]
+        idx = (v[:, None, :] > e[None, :, :]).sum(axis=1)  # the bin: how many edges lie below the value
+        reps = np.where(idx < len(e), np.take_along_axis(e, np.minimum(idx, len(e) - 1), axis=0), top)
+        out[start : start + step, cols] = reps
+    return out
+
+
 def _logits(decision: np.ndarray, present: np.ndarray, n_out: int) -> np.ndarray:
     """scikit-learn's raw scores as logits over every class (a class absent from training: far below the rest)."""
     d = np.asarray(decision, np.float64)
@@ -140,11 +188,15 @@ def _logits(decision: np.ndarray, present: np.ndarray, n_out: int) -> np.ndarray
     return out
 
 
-def tree_arrays(model: Any, present: np.ndarray, n_out: int, stages: int) -> tuple[dict, dict]:
+def tree_arrays(
+    model: Any, present: np.ndarray, n_out: int, stages: int, edges: np.ndarray | None = None
+) -> tuple[dict, dict]:
     """The first ``stages`` boosting stages of a fitted ``HistGradientBoostingClassifier`` as :class:`~autogenome_sc.nn.Trees`.
 
     ``present``: the classes (0 .. ``n_out`` - 1) the model was fitted on, in its order. With two
-    of them scikit-learn grows one tree per stage, for the second class's logit.
+    of them scikit-learn grows one tree per stage, for the second class's logit. ``edges``: the
+    bin edges of a model fitted on :func:`binned` values; a split of a binned gene then gets the
+    largest edge below scikit-learn's threshold, so the trees read the genes' own values.
     """
     per_stage = model._predictors[:stages]
     nodes = [p.nodes for stage in per_stage for p in stage]
@@ -160,7 +212,13 @@ def tree_arrays(model: Any, present: np.ndarray, n_out: int, stages: int) -> tup
         m = len(n)
         split = ~n["is_leaf"].astype(bool)
         arrays["feature"][t, :m] = np.where(split, n["feature_idx"], 0)
-        arrays["threshold"][t, :m] = np.where(split, _floor32(n["num_threshold"]), 0.0)
+        threshold = np.asarray(n["num_threshold"], np.float64)
+        if edges is not None and len(edges):
+            e = edges[:, n["feature_idx"]]  # each node's gene's edges (NaN: not binned)
+            below = (e <= threshold[None, :]).sum(axis=0) - 1  # the midpoint's lower neighbour, or itself
+            edge = np.take_along_axis(e, np.maximum(below, 0)[None, :], axis=0)[0]
+            threshold = np.where(split & ~np.isnan(e[0]) & (below >= 0), edge, threshold)
+        arrays["threshold"][t, :m] = np.where(split, _floor32(threshold), 0.0)
         arrays["left"][t, :m] = np.where(split, n["left"], np.arange(m))
         arrays["right"][t, :m] = np.where(split, n["right"], np.arange(m))
         arrays["value"][t, :m] = np.where(split, 0.0, n["value"])
