@@ -49,7 +49,7 @@ def test_budget_keeps_time_for_cv_and_a_first_epoch():
 def test_budget_of_the_selection_has_a_grace():
     clock = Clock(0.0)
     budget = Budget(60.0, grace=0.05, clock=clock)
-    assert budget.start == 0.0 and budget.deadline == 60.0
+    assert budget.start == 0.0 and budget.deadline == 60.0 and budget.cv_deadline() == 63.0
     clock.now = 50.0
     assert budget.left() == 10.0
     assert budget.cv_fits(12.5) and not budget.cv_fits(12.6)  # 80% of the guess must fit
@@ -66,7 +66,7 @@ def test_an_untimed_budget_never_stops_anything():
     budget.first_epoch_took(1e9)
     assert not budget.timed and budget.deadline is None and budget.reserved == 0.0
     assert not budget.trials_over(starting=True) and budget.own_loop_deadline() is None
-    assert budget.cv_fits(1e9) and not budget.cv_overrun() and budget.left() == np.inf
+    assert budget.cv_fits(1e9) and not budget.cv_overrun() and budget.left() == np.inf and budget.cv_deadline() is None
 
 
 def test_trial_record_round_trips_through_a_study_with_the_stored_keys():

@@ -379,6 +379,45 @@ def test_a_fold_that_runs_longer_than_its_trial_is_cut_to_the_trials_epochs(tmp_
     assert scored[0].held_out.shape == (len(rows), 3) and scored[0].epochs[0] < n_epochs
 
 
+def test_a_fold_of_trees_boosts_after_the_trials_time_is_over(tmp_path, monkeypatch):
+    """Cross-validation runs after the trials' time: the trees of a fold boost until the selection's deadline.
+
+    They were given the trials' own deadline, which has passed by then: every fold stopped after its
+    first ten stages and the trees were scored, and refitted, on those.
+    """
+    from autogenome_sc.search._budget import Budget
+    from autogenome_sc.search._cv import cross_validate
+    from autogenome_sc.search._driver import Searcher
+    from autogenome_sc.train._trees import STEP
+
+    adata = ag.datasets.synthetic(160, 300, n_types=3, rng=0)
+    spaces = {"trees_stages": 40, "trees_learning_rate": [0.05]}
+    cfg = config.validate({"search": {"modes": ["trees"], "spaces": spaces}})
+    opened = open_study(
+        adata, "cell_type", cfg=cfg, modes=None, n_trials=1, timeout=None, layer=None, use_raw=False,
+        split_key=None, storage=None, study_name="after", run_dir=tmp_path, rng=0, keep=1,
+    )  # fmt: skip
+    opened.searcher.run(1, None)
+    (trial,) = opened.searcher.top_trials(1)
+    stages: list[int] = []
+    train = Searcher.train
+
+    def counted(self, *args, **kw):
+        fitted = train(self, *args, **kw)
+        stages.append(len(fitted.result.history["epoch"]))
+        return fitted
+
+    monkeypatch.setattr(Searcher, "train", counted)
+    budget = Budget(600.0)
+    budget.start_trials()
+    budget.trials_end = budget.clock() - 1.0  # the trials' time is over, as when the selection starts
+    opened.searcher.budget = budget  # one budget for the trials and the selection, as in a search
+    notes: list[str] = []
+    scored, _ = cross_validate(opened.searcher, [trial], 2, 0, budget, notes)
+    assert len(scored) == 1 and not notes
+    assert len(stages) == 2 and min(stages) > STEP
+
+
 def test_greedy_weights_keep_only_members_that_help():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 300)

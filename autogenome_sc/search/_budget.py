@@ -155,10 +155,19 @@ class Budget:
         deadline = self.deadline
         return deadline is None or not self.clock() + 0.8 * guess > deadline
 
-    def cv_overrun(self) -> bool:
-        """Whether a running cross-validation must stop: past the deadline by more than the grace."""
+    def cv_deadline(self) -> float | None:
+        """When a cross-validation fit of a mode with its own loop (the trees) must stop: the deadline and its grace.
+
+        Not the trials' :meth:`own_loop_deadline`, which has passed when the selection starts: the
+        trees of a fold would stop after their first stages and be scored on them.
+        """
         deadline = self.deadline
         if deadline is None:
-            return False
+            return None
         assert self.timeout is not None  # a deadline means a timeout
-        return self.clock() > deadline + self.grace * self.timeout
+        return deadline + self.grace * self.timeout
+
+    def cv_overrun(self) -> bool:
+        """Whether a running cross-validation must stop: past the deadline by more than the grace."""
+        end = self.cv_deadline()
+        return end is not None and self.clock() > end

@@ -244,6 +244,7 @@ def cross_validate(
                     fitted = searcher.train(
                         tc, stop_at_deadline, f"cv trial {t.number} fold {f + 1}/{k}", data=fold,
                         seed_offset=f + 1 + s * k, stop_after=n_epochs, keep_last=True,
+                        own_deadline=budget.cv_deadline(),
                     )  # fmt: skip
                     # fit(keep_last=True) on a fold with held-out rows records every epoch's outputs; a mode with
                     # its own loop may run longer than the trial did (the trees boost until their fold's loss

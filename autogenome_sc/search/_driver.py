@@ -419,11 +419,14 @@ class Searcher:
         desc: str,
         data: TrainData | None = None,
         seed_offset: int = 0,
+        own_deadline: float | None | Literal["trial"] = "trial",
         **fit_kw: Any,
     ) -> Fitted:
         """Train one configuration on ``data`` (default: the search's problem) with its scaling and genes.
 
         ``seed_offset`` > 0 draws another initialisation (the folds of a cross-validation);
+        ``own_deadline``: when a mode with its own loop (trees, ENAS) must stop, ``"trial"`` the
+        trials' share of the budget (:meth:`Budget.own_loop_deadline`, where ``report`` is given);
         ``fit_kw`` go to :func:`autogenome_sc.train.fit`.
         """
         base = self.data if data is None else data
@@ -435,7 +438,9 @@ class Searcher:
             key = jax.random.fold_in(key, seed_offset)
         if mode is not None and mode.run is not None:  # a mode with its own loop: a trial's gets a deadline
             cfg = self.cfg.model_copy(update={"loss": tc.loss})
-            deadline = self.budget.own_loop_deadline() if report is not None else None
+            deadline = own_deadline
+            if deadline == "trial":
+                deadline = self.budget.own_loop_deadline() if report is not None else None
             arch, result = mode.run(problem, tc.arch, tc.trainer, cfg, key, report, deadline=deadline)
         else:
             arch = tc.arch
