@@ -343,6 +343,19 @@ def test_the_solved_families_are_floors_and_cross_validated_cheapest_first(tmp_p
     assert [t for t in cheap_first(chosen) if t.params["mode"] == "linear"] == linear  # each group keeps its ranks
 
 
+def _one_trees_trial(tmp_path, spaces: dict):
+    """A study of one trees trial (``spaces`` for its search spaces) on 160 synthetic cells of 3 types: the study, the trial."""
+    adata = ag.datasets.synthetic(160, 300, n_types=3, rng=0)
+    cfg = config.validate({"search": {"modes": ["trees"], "spaces": spaces}})
+    opened = open_study(
+        adata, "cell_type", cfg=cfg, modes=None, n_trials=1, timeout=None, layer=None, use_raw=False,
+        split_key=None, storage=None, study_name="trees", run_dir=tmp_path, rng=0, keep=1,
+    )  # fmt: skip
+    opened.searcher.run(1, None)
+    (trial,) = opened.searcher.top_trials(1)
+    return opened, trial
+
+
 def test_a_fold_that_runs_longer_than_its_trial_is_cut_to_the_trials_epochs(tmp_path, monkeypatch):
     """A mode with its own loop (the trees) can boost more stages in a fold than its trial did.
 
@@ -355,14 +368,7 @@ def test_a_fold_that_runs_longer_than_its_trial_is_cut_to_the_trials_epochs(tmp_
     from autogenome_sc.search._driver import Searcher
     from autogenome_sc.search._record import TrialRecord
 
-    adata = ag.datasets.synthetic(160, 300, n_types=3, rng=0)
-    cfg = config.validate({"search": {"modes": ["trees"], "spaces": {"trees_stages": 6}}})
-    opened = open_study(
-        adata, "cell_type", cfg=cfg, modes=None, n_trials=1, timeout=None, layer=None, use_raw=False,
-        split_key=None, storage=None, study_name="longer", run_dir=tmp_path, rng=0, keep=1,
-    )  # fmt: skip
-    opened.searcher.run(1, None)
-    (trial,) = opened.searcher.top_trials(1)
+    opened, trial = _one_trees_trial(tmp_path, {"trees_stages": 6})
     n_epochs = int(TrialRecord.from_trial(trial).epochs)
     train = Searcher.train
 
@@ -390,15 +396,7 @@ def test_a_fold_of_trees_boosts_after_the_trials_time_is_over(tmp_path, monkeypa
     from autogenome_sc.search._driver import Searcher
     from autogenome_sc.train._trees import STEP
 
-    adata = ag.datasets.synthetic(160, 300, n_types=3, rng=0)
-    spaces = {"trees_stages": 40, "trees_learning_rate": [0.05]}
-    cfg = config.validate({"search": {"modes": ["trees"], "spaces": spaces}})
-    opened = open_study(
-        adata, "cell_type", cfg=cfg, modes=None, n_trials=1, timeout=None, layer=None, use_raw=False,
-        split_key=None, storage=None, study_name="after", run_dir=tmp_path, rng=0, keep=1,
-    )  # fmt: skip
-    opened.searcher.run(1, None)
-    (trial,) = opened.searcher.top_trials(1)
+    opened, trial = _one_trees_trial(tmp_path, {"trees_stages": 40, "trees_learning_rate": [0.05]})
     stages: list[int] = []
     train = Searcher.train
 

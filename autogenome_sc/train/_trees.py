@@ -90,8 +90,9 @@ def fit_trees(
         random_state=int(seed),
     )
     t0 = time.perf_counter()
-    edges = bin_edges(np.asarray(x[train], np.float32), max_bins)
-    x_train = binned(np.asarray(x[train], np.float32), edges)
+    raw = np.asarray(x[train], np.float32)
+    edges = bin_edges(raw, max_bins)
+    x_train = binned(raw, edges)
     x_val = binned(np.asarray(x[val], np.float32), edges)
     history: dict[str, list] = {"epoch": [], "train_seconds": [], "val_loss": [], "val_accuracy": []}
     val_out = None
