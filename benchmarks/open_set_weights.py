@@ -1,0 +1,139 @@
+"""The unknown-type score's terms, each alone and reweighted: leave-one-type-out, replayed on saved terms.
+
+For each type of a labelled set (``--dataset``, as in ``benchmarks/open_set.py``: pbmc68k_reduced's
+types with at least 30 cells, another set's classes with at least 5), ``ag.tl.train`` (defaults) on
+the other cells, then the four terms of ``ag_uncertainty`` for every cell, read once from the model
+(the input-space distance, the model's and the reference-space classifier's ``1 - p_max``, and the
+``query_aware`` density ratio with every cell as the query). ``ag_uncertainty`` is then recomputed with
+the package's own rank function for each weight of the density ratio in ``--query-weights`` (the other
+terms as the package weighs them; the model's own weight gives ``benchmarks/open_set.py``'s figures).
+Printed: each term's AUROC alone, and per weight the mean AUROC (unseen cells against the reference's
+test split), the unseen cells ``reject="auto"`` rejects and the seen test cells it keeps.
+
+Run: ``PYTHONPATH=. python benchmarks/open_set_weights.py --dataset hsmm [--seeds 0] [--query-weights 0.5 1]``
+(about 5 minutes for HSMM on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scanpy as sc
+from scipy.special import softmax
+from sklearn.metrics import roc_auc_score
+
+import autogenome_sc as ag
+from autogenome_sc.train._confidence import _MAX_REFERENCE, _robust_scale, rank_of
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def terms(full, labels, key, unseen_type, seed, use_raw, model_dir):
+    """The split of every cell and the four terms, standardised as the model standardises them."""
+    ref = full[labels != unseen_type].copy()
+    ref.obs[key] = ref.obs[key].astype(str).astype("category")
+    ag.tl.train(
+        ref, key, use_raw=use_raw, rng=seed, config={"save": {"path": f"{model_dir}/{seed}_{hash(unseen_type)}"}}
+    )
+    model = ag.read_model(ref.uns["ag"]["model_path"])
+    split = pd.Series("unseen", index=full.obs_names)
+    split[ref.obs_names] = ref.obs["ag_split"].astype(str)
+    pipe = model.pipeline(full, use_raw=use_raw)[0]
+    out, _ = model.outputs_of(pipe, full.n_obs)
+    p = softmax(out / model.temperature, axis=1)
+    evidence = model.input_evidence(pipe, full.n_obs, query=True)
+    if evidence is None or len(evidence) != 4:
+        return None  # too few held-out cells for the density ratio
+    dist, lr, density, held_density = evidence
+    st = model.novelty_
+    z_dist = (dist - st["dist_loc"]) / st["dist_scale"]
+    z_conf = (1 - p.max(axis=1) - st["conf_loc"]) / st["conf_scale"]
+    z_lr = (1 - lr.max(axis=1) - st["lr_loc"]) / st["lr_scale"]
+    s = z_dist + float(st["conf_weight"]) * (z_conf + z_lr)
+    loc, scale = _robust_scale(np.asarray(held_density, np.float64))
+    return {
+        "split": split.to_numpy(),
+        "alone": {
+            "distance": dist,
+            "confidence": 1 - p.max(axis=1),
+            "classifier": 1 - lr.max(axis=1),
+            "density": density,
+        },
+        "s": s,
+        "q": (np.asarray(density, np.float64) - loc) / scale,
+        "held_q": (np.asarray(held_density, np.float64) - loc) / scale,
+    }
+
+
+def uncertainty(t: dict, w: float) -> np.ndarray:
+    """``ag_uncertainty`` with the density ratio weighted ``w``: the rank among the held-out cells (the validation split)."""
+    reference = t["s"][t["split"] == "val"] + w * t["held_q"]
+    m = min(len(reference), _MAX_REFERENCE)
+    ranks = {"reference": np.quantile(reference, (np.arange(m) + 0.5) / m), "tail": _robust_scale(reference)[1]}
+    return rank_of(t["s"] + w * t["q"], ranks)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="pbmc68k")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--query-weights", type=float, nargs="+", default=[0.5, 0.75, 1.0])
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    ag.settings.verbosity = 0
+    if args.dataset == "pbmc68k":
+        full, key, use_raw = sc.datasets.pbmc68k_reduced(), "bulk_labels", True
+    else:
+        import accuracy
+
+        got = accuracy.DATASETS[args.dataset]()
+        if got is None:
+            parser.error(f"{args.dataset} is not in {accuracy.DEVDATA}: run ../shared/devdata/make_devdata.sh")
+        full, key, _ = got
+        use_raw = False
+    labels = full.obs[key].astype(str).to_numpy()
+    counts = full.obs[key].value_counts()
+    types = [t for t, n in counts.items() if n >= (30 if args.dataset == "pbmc68k" else 5)]
+    rows = []
+    with tempfile.TemporaryDirectory() as model_dir:
+        for seed in args.seeds:
+            for unseen_type in types:
+                t = terms(full, labels, key, unseen_type, seed, use_raw, model_dir)
+                if t is None:
+                    print(f"  seed {seed} {unseen_type}: too few held-out cells for the density ratio; left out")
+                    continue
+                held = (t["split"] == "unseen") | (t["split"] == "test")
+                y = (t["split"] == "unseen")[held]
+                row = {"type": unseen_type, "seed": seed}
+                row.update({f"alone {k}": roc_auc_score(y, np.asarray(v)[held]) for k, v in t["alone"].items()})
+                for w in args.query_weights:
+                    u = uncertainty(t, w)
+                    row[f"{w} AUROC"] = roc_auc_score(y, u[held])
+                    row[f"{w} unseen rejected"] = float((u[t["split"] == "unseen"] > 0.95).mean())
+                    row[f"{w} seen kept"] = float((u[t["split"] == "test"] <= 0.95).mean())
+                rows.append(row)
+                print(f"  seed {seed} {unseen_type}", flush=True)
+    df = pd.DataFrame(rows).drop(columns="seed").groupby("type", sort=False).mean()
+    m = df.mean()
+    print(f"\n{args.dataset}, {len(df)} left-out types, seeds {args.seeds}: each term alone, mean AUROC")
+    print("| distance | `1 - ag_confidence` | reference-space classifier | density ratio |")
+    print("| ---: | ---: | ---: | ---: |")
+    print(
+        f"| {m['alone distance']:.3f} | {m['alone confidence']:.3f} | {m['alone classifier']:.3f} | "
+        f"{m['alone density']:.3f} |"
+    )
+    print('\nThe density ratio\'s weight: AUROC / unseen cells rejected by `reject="auto"` / seen test cells kept')
+    print("| weight | AUROC | unseen rejected | seen kept |")
+    print("| ---: | ---: | ---: | ---: |")
+    for w in args.query_weights:
+        print(f"| {w} | {m[f'{w} AUROC']:.3f} | {m[f'{w} unseen rejected']:.3f} | {m[f'{w} seen kept']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
