@@ -29,13 +29,13 @@ from scipy.special import softmax
 from sklearn.metrics import roc_auc_score
 
 import autogenome_sc as ag
-from autogenome_sc.train._confidence import _MAX_REFERENCE, _robust_scale, rank_of
+from autogenome_sc.train._confidence import _rank_with_query, input_novelty_raw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def terms(full, labels, key, unseen_type, seed, use_raw, model_dir):
-    """The split of every cell and the four terms, standardised as the model standardises them."""
+    """The split of every cell, each term alone, and what the package ranks (``None``: no density ratio)."""
     ref = full[labels != unseen_type].copy()
     ref.obs[key] = ref.obs[key].astype(str).astype("category")
     ag.tl.train(
@@ -46,37 +46,23 @@ def terms(full, labels, key, unseen_type, seed, use_raw, model_dir):
     split[ref.obs_names] = ref.obs["ag_split"].astype(str)
     pipe = model.pipeline(full, use_raw=use_raw)[0]
     out, _ = model.outputs_of(pipe, full.n_obs)
-    p = softmax(out / model.temperature, axis=1)
+    confidence = softmax(out / model.temperature, axis=1).max(axis=1)
     evidence = model.input_evidence(pipe, full.n_obs, query=True)
     if evidence is None or len(evidence) != 4:
         return None  # too few held-out cells for the density ratio
     dist, lr, density, held_density = evidence
-    st = model.novelty_
-    z_dist = (dist - st["dist_loc"]) / st["dist_scale"]
-    z_conf = (1 - p.max(axis=1) - st["conf_loc"]) / st["conf_scale"]
-    z_lr = (1 - lr.max(axis=1) - st["lr_loc"]) / st["lr_scale"]
-    s = z_dist + float(st["conf_weight"]) * (z_conf + z_lr)
-    loc, scale = _robust_scale(np.asarray(held_density, np.float64))
     return {
         "split": split.to_numpy(),
-        "alone": {
-            "distance": dist,
-            "confidence": 1 - p.max(axis=1),
-            "classifier": 1 - lr.max(axis=1),
-            "density": density,
-        },
-        "s": s,
-        "q": (np.asarray(density, np.float64) - loc) / scale,
-        "held_q": (np.asarray(held_density, np.float64) - loc) / scale,
+        "alone": {"distance": dist, "confidence": 1 - confidence, "classifier": 1 - lr.max(axis=1), "density": density},
+        "s": input_novelty_raw(dist, confidence, lr.max(axis=1), model.novelty_),
+        "density": (density, held_density),
+        "state": model.novelty_,
     }
 
 
 def uncertainty(t: dict, w: float) -> np.ndarray:
-    """``ag_uncertainty`` with the density ratio weighted ``w``: the rank among the held-out cells (the validation split)."""
-    reference = t["s"][t["split"] == "val"] + w * t["held_q"]
-    m = min(len(reference), _MAX_REFERENCE)
-    ranks = {"reference": np.quantile(reference, (np.arange(m) + 0.5) / m), "tail": _robust_scale(reference)[1]}
-    return rank_of(t["s"] + w * t["q"], ranks)
+    """``ag_uncertainty`` as ``ag.tl.predict(query_aware=True)`` computes it, with the density ratio weighted ``w``."""
+    return _rank_with_query(t["s"], t["density"], {**t["state"], "query_weight": np.asarray(w)})
 
 
 def main() -> None:
