@@ -63,6 +63,7 @@ from autogenome_sc.search._choose import (  # noqa: E402
     greedy_weights,
     probs_loss,
     scores,
+    stack_block,
     stack_features,
     stacked,
 )
@@ -262,12 +263,12 @@ def replay_stack(rec, rule: str) -> tuple[np.ndarray, str, np.ndarray]:
     if st.scores.score <= scores(mix, y, "classification", n_out).score + STACKS[rule]:
         return w, chosen, pred
     # the final model's groups: each member's test outputs (its refit, or its fold models averaged)
-    probs = [
-        softmax(rec[f"test_{i}"].astype(np.float64) / scored[i].temperature, axis=2).mean(axis=0) for i in st.members
+    blocks = [
+        stack_block(rec[f"test_{i}"].astype(np.float64) / scored[i].temperature, scored[i].mode) for i in st.members
     ]
     w = np.zeros(len(scored))
     w[st.members] = 1.0 / len(st.members)
-    return w, "stack", (stack_features(probs) @ st.coef + st.intercept).argmax(axis=1)
+    return w, "stack", (stack_features(blocks) @ st.coef + st.intercept).argmax(axis=1)
 
 
 def test_prediction(rec, weights: np.ndarray, temperatures: list[float] | None) -> np.ndarray:

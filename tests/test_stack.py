@@ -1,4 +1,4 @@
-"""Stacking (issue 28, item 3): a meta-learner on the best configurations' out-of-fold log-probabilities."""
+"""Stacking (issue 28, item 3): a meta-learner on the best configurations' out-of-fold log-probabilities (trees: logits)."""
 
 import json
 import shutil
@@ -10,7 +10,7 @@ from _search_helpers import four_types
 from scipy.special import softmax
 
 import autogenome_sc as ag
-from autogenome_sc.search._choose import Scored, stack_features, stacked
+from autogenome_sc.search._choose import Scored, stack_block, stack_features, stacked
 
 
 def _scored(held: np.ndarray, folds: np.ndarray, y: np.ndarray, trial: int, mode: str = "mlp") -> Scored:
@@ -36,19 +36,18 @@ def test_a_stack_of_two_configurations_each_right_on_other_classes_beats_both():
 
     a, b = _scored(expert([0, 1]), folds, y, 0), _scored(expert([2, 3]), folds, y, 1)
     weak = _scored(gen.normal(0, 1, (n, k)), folds, y, 2)  # a third, worse than both: not a member
-    trees = _scored(sure + gen.normal(0, 1, (n, k)), folds, y, 3, mode="trees")  # the best, but never stacked
-    st = stacked([weak, a, trees, b], y, k)
-    assert st is not None and sorted(st.members) == [1, 3]
+    st = stacked([weak, a, b], y, k)
+    assert st is not None and sorted(st.members) == [1, 2]
     assert st.coef.shape == (2 * k, k) and st.intercept.shape == (k,)
     assert st.scores.accuracy > max(a.accuracy, b.accuracy) + 0.2
     # its out-of-fold logits come from meta-learners that never saw the rows they score
-    x = stack_features([softmax([weak, a, trees, b][i].tempered, axis=1) for i in st.members])
+    x = stack_features([stack_block([weak, a, b][i].tempered, "mlp") for i in st.members])
+    np.testing.assert_allclose(x[:, :k], np.log(softmax([weak, a, b][st.members[0]].tempered, axis=1) + 1e-12))
     assert not np.allclose(st.held_out, x @ st.coef + st.intercept, atol=1e-3)
     np.testing.assert_array_equal(st.held_out.argmax(1), st.scores.pred)
     # a class absent from the rows gets no prediction; without folds (the validation split) nothing is stacked
     assert stacked([a, b], y, k + 1).intercept[k] < -10
     assert stacked([_scored(a.held_out, None, y, 0), _scored(b.held_out, None, y, 1)], y, k) is None
-    assert stacked([a, trees], y, k) is None
     # two classes: scikit-learn's one column becomes the second class's logit against the first's
     two = np.isin(y, [0, 2])
     y2, f2 = (y[two] == 2).astype(int), folds[two]
@@ -58,19 +57,40 @@ def test_a_stack_of_two_configurations_each_right_on_other_classes_beats_both():
     assert st2.scores.accuracy > 0.9
 
 
-def _stack_by_hand(model, adata, n):
-    """A stacked model's logits on the first ``n`` cells, from each member run on its own."""
+def test_boosted_trees_join_a_stack_as_centred_logits():
+    """Trees right on two classes beside a model right on the other two: stacked, the meta-learner reads their logits."""
+    gen = np.random.default_rng(1)
+    n, k = 400, 4
+    y = np.repeat(np.arange(k), n // k)
+    folds = np.tile(np.arange(5), n // 5)
+    half = np.isin(y, [0, 1])
+    z_trees, z_net = gen.normal(0, 1, (n, k)), gen.normal(0, 1, (n, k))
+    z_trees[half, y[half]] += 6.0  # logits on a wider scale than a network's
+    z_net[~half, y[~half]] += 3.0
+    trees, net = _scored(z_trees + 50.0, folds, y, 0, mode="trees"), _scored(z_net, folds, y, 1)
+    st = stacked([trees, net], y, k)
+    assert st is not None and sorted(st.members) == [0, 1]
+    block = stack_block(trees.tempered, "trees")
+    # centred per cell: the trees' constant offset (+50) is gone, and their block is their tempered logits
+    np.testing.assert_allclose(block.mean(axis=1), 0.0, atol=1e-9)
+    np.testing.assert_allclose(block, trees.tempered - trees.tempered.mean(axis=1, keepdims=True), rtol=1e-6)
+    # fold models' logits are averaged (not their probabilities)
+    two = np.stack([trees.tempered, trees.tempered + 1.0])
+    np.testing.assert_allclose(stack_block(two, "trees"), block, atol=1e-9)
+    assert st.scores.accuracy > max(trees.accuracy, net.accuracy) + 0.2
+
+
+def _stack_blocks(model, x):
+    """What a stacked model's meta-learner reads on the input rows ``x``, one block per group, each member run alone."""
     import jax
 
     from autogenome_sc.nn import build_network, member_input
     from autogenome_sc.nn._fc import InputTransform
 
     arch = model.architecture
-    pipe, _, _ = model.pipeline(adata, use_raw=True)
-    x = pipe.block(np.arange(n))
     groups = np.asarray(arch["groups"])
     weights, temperatures = np.asarray(arch["weights"]), arch.get("temperatures", [1.0] * len(groups))
-    probs = []
+    tempered = []
     for i, member in enumerate(arch["members"]):
         xi = InputTransform(*member_input(member["input"])).apply(
             {"inputs": model.variables["inputs"][f"input_{i}"]}, x
@@ -79,12 +99,27 @@ def _stack_by_hand(model, adata, n):
              if f"members_{i}" in model.variables.get(c, {})}  # fmt: skip
         with jax.default_matmul_precision("highest"):
             out, _ = build_network(member, len(model.classes_)).apply(v, xi, train=False)
-        probs.append(softmax(np.asarray(out, np.float64) / temperatures[i], axis=1))
-    logs = []
+        tempered.append(np.asarray(out, np.float64) / temperatures[i])
+    blocks = []
     for g in range(groups.max() + 1):
-        w = weights[groups == g] / weights[groups == g].sum()
-        logs.append(np.log(sum(wi * probs[i] for wi, i in zip(w, np.flatnonzero(groups == g), strict=True)) + 1e-12))
-    return np.concatenate(logs, axis=1) @ np.asarray(arch["coef"]) + np.asarray(arch["intercept"])
+        members = np.flatnonzero(groups == g)
+        w = weights[members] / weights[members].sum()
+        if arch["members"][members[0]]["model"] == "trees":  # the trees' logits, centred per cell
+            blocks.append(
+                sum(wi * (tempered[i] - tempered[i].mean(1, keepdims=True)) for wi, i in zip(w, members, strict=True))
+            )
+        else:
+            blocks.append(
+                np.log(sum(wi * softmax(tempered[i], axis=1) for wi, i in zip(w, members, strict=True)) + 1e-12)
+            )
+    return blocks
+
+
+def _stack_by_hand(model, adata, n):
+    """A stacked model's logits on the first ``n`` cells, from each member run on its own."""
+    pipe, _, _ = model.pipeline(adata, use_raw=True)
+    blocks = _stack_blocks(model, pipe.block(np.arange(n)))
+    return np.concatenate(blocks, axis=1) @ np.asarray(model.architecture["coef"]) + model.architecture["intercept"]
 
 
 @pytest.fixture(scope="module")
@@ -157,3 +192,51 @@ def test_a_stacked_model_is_explained_with_local_accuracy(stack_search):
     # per cell and class, base value + the sum of the SHAP values ~ the logit (Monte-Carlo error of 60 draws)
     err = np.abs(exp.base_values + exp.values.sum(1) - logits)
     assert err.mean() < 0.25 * np.abs(logits - exp.base_values).mean()
+
+
+def test_a_stack_with_boosted_trees_saves_predicts_and_is_explained_exactly(_pbmc, tmp_path):
+    """Trees and a logistic regression stacked: the model reads the trees' logits, and both SHAP parts are exact."""
+    adata = four_types(_pbmc)
+    path = tmp_path / "model"
+    cfg = {
+        "search": {"stack_margin": -1.0, "cv_folds": 3, "spaces": {"n_genes": [200]}},
+        "save": {"path": str(path)},
+    }
+    ag.tl.search(adata, label_key="bulk_labels", use_raw=True, modes=["logistic", "trees"], n_trials=2, config=cfg,
+                 run_dir=tmp_path / "runs", rng=0)  # fmt: skip
+    sel = adata.uns["ag"]["selection"]
+    assert sel["chosen"] == "stack"
+    assert set(sel["table"]["mode"][sel["table"]["weight"] > 0]) == {"logistic", "trees"}
+    model = ag.read_model(path)
+    arch = model.architecture
+    assert "trees" in {m["model"] for m in arch["members"]} and len(set(arch["groups"])) == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pred = model.predict(adata, use_raw=True)
+    np.testing.assert_array_equal(pred["prediction"].astype(str), adata.obs["ag_prediction"].astype(str))
+    logits = model.outputs(adata[:50].copy(), use_raw=True)[0]
+    np.testing.assert_allclose(logits, _stack_by_hand(model, adata, 50), rtol=1e-4, atol=1e-4)
+    test = adata.obs["ag_split"] == "test"
+    assert (adata.obs["ag_prediction"][test].astype(str) == adata.obs["bulk_labels"][test].astype(str)).mean() > 0.8
+    assert ag.read_model(model.save(tmp_path / "again")).id_ == model.id_
+    # explained in logits, with a warning where probabilities were asked for; local accuracy per cell and class
+    with pytest.warns(UserWarning, match="boosted trees is explained in logits"):
+        ag.tl.explain(adata, n_background=40, n_samples=40, max_cells=30, output="probability", rng=0)
+    exp = ag.tl.explain(adata, n_background=40, n_samples=40, max_cells=30, output="logit", return_explanation=True,
+                        rng=0)  # fmt: skip
+    cells = [adata.obs_names.get_loc(c) for c in adata.uns["ag"]["shap"]["obs_names"]]
+    logits = model.outputs(adata[cells].copy(), use_raw=True)[0]
+    err = np.abs(exp.base_values + exp.values.sum(1) - logits)
+    assert err.mean() < 0.1 * np.abs(logits - exp.base_values).mean(), err.mean()
+    # the trees' share is exact: its values sum to the trees' block of the logits minus its mean over the background
+    from autogenome_sc.explain._trees import stacked_trees_shap
+
+    pipe, _, _ = model.pipeline(adata, use_raw=True)
+    x, bg = pipe.block(np.asarray(cells)), pipe.block(np.flatnonzero(adata.obs["ag_split"] == "train")[:40])
+    part = stacked_trees_shap(arch, model.variables, x, bg)
+    g = next(arch["groups"][i] for i, m in enumerate(arch["members"]) if m["model"] == "trees")
+    k = len(model.classes_)
+    block = np.asarray(arch["coef"])[g * k : (g + 1) * k]
+    share, share_bg = (_stack_blocks(model, v)[g] @ block for v in (x, bg))
+    np.testing.assert_allclose(part.sum(1), share - share_bg.mean(0), atol=1e-3)
+    assert np.abs(part.sum(1)).mean() > 0.1

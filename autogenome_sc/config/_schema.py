@@ -635,8 +635,8 @@ class SearchConfig(_Strict):
         ge=-1,
         le=1,
         description=(
-            "After cross-validation (classification, ensemble at least 2): a stack of the two best configurations "
-            "(trees excepted), a logistic regression on their log-probabilities fitted on their out-of-fold "
+            "After cross-validation (classification, ensemble at least 2): a stack of the two best configurations, "
+            "a logistic regression on their log-probabilities (boosted trees: centred logits) fitted on their out-of-fold "
             "outputs, replaces the choice where its own out-of-fold score (the meta-learner cross-validated in the "
             "same folds; the mean of accuracy and macro-F1) beats the choice's by more than this. None: never "
             "stack."

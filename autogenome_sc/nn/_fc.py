@@ -211,7 +211,10 @@ class Ensemble(nn.Module):
     ``"groups"`` (per member, its configuration: 0, 1, ...), ``"coef"`` (groups x classes rows of
     classes numbers) and ``"intercept"`` (one per class): each group's members are averaged as
     probabilities by their weights, and the output is the meta-learner's logits,
-    ``concat_g log p_g @ coef + intercept``.
+    ``concat_g log p_g @ coef + intercept``. A group of boosted trees (``logit_groups``, set by
+    :func:`build_network` for groups whose members are ``"trees"``) gives the meta-learner its
+    members' weighted mean of tempered logits, centred per cell, instead of ``log p_g``: linear in
+    the trees' logits, so Tree SHAP explains its share of the stack exactly (``tl/_explain.py``).
     """
 
     members: Sequence[nn.Module]
@@ -222,6 +225,7 @@ class Ensemble(nn.Module):
     groups: Sequence[int] | None = None  # "stack": each member's configuration
     coef: Sequence[Sequence[float]] | None = None  # "stack": (groups * classes, classes)
     intercept: Sequence[float] | None = None  # "stack": (classes,)
+    logit_groups: Sequence[int] | None = None  # "stack": the groups read as centred logits (boosted trees)
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -240,13 +244,17 @@ class Ensemble(nn.Module):
             if self.temperatures is not None:
                 out = out / jnp.asarray(self.temperatures, out.dtype)[:, None, None]
             probs = nn.softmax(out, axis=-1)
-            groups = list(self.groups or [])
+            centred = out - out.mean(axis=-1, keepdims=True)
+            groups, by_logit = list(self.groups or []), set(self.logit_groups or ())
             logs = []
             for g in range(max(groups) + 1):
                 idx = [i for i in range(n) if groups[i] == g]
                 wg = jnp.asarray([(self.weights or [1.0] * n)[i] for i in idx], jnp.float32)
-                pg = jnp.sum((wg / wg.sum())[:, None, None] * probs[jnp.asarray(idx)], axis=0)
-                logs.append(jnp.log(pg + 1e-12))
+                wg = (wg / wg.sum())[:, None, None]
+                if g in by_logit:
+                    logs.append(jnp.sum(wg * centred[jnp.asarray(idx)], axis=0))
+                else:
+                    logs.append(jnp.log(jnp.sum(wg * probs[jnp.asarray(idx)], axis=0) + 1e-12))
             coef = jnp.asarray(self.coef, jnp.float32)
             out = jnp.concatenate(logs, axis=-1) @ coef + jnp.asarray(self.intercept, jnp.float32)
         elif self.average == "probs":
@@ -272,6 +280,23 @@ def _check_stack(arch: dict, n_members: int, n_out: int) -> None:
         raise ValueError(f"A stacked ensemble needs {n_groups * n_out} rows of {n_out} coefficients.")
 
 
+def stack_logit_groups(arch: dict) -> tuple[int, ...] | None:
+    """The groups of a stacked ensemble whose members are boosted trees (read as centred logits); ``None`` if none.
+
+    A group is one configuration, so its members are all trees or none (ValueError otherwise).
+    """
+    groups = [int(g) for g in arch["groups"]]
+    trees = [m.get("model") == "trees" for m in arch["members"]]
+    found = []
+    for g in sorted(set(groups)):
+        kinds = {t for t, gi in zip(trees, groups, strict=True) if gi == g}
+        if len(kinds) > 1:
+            raise ValueError(f"Group {g} of a stacked ensemble mixes boosted trees with other models.")
+        if kinds == {True}:
+            found.append(g)
+    return tuple(found) or None
+
+
 def member_input(spec: dict | None) -> tuple | None:
     """An architecture's ``"input"`` entry as :class:`InputTransform` arguments."""
     if spec is None:
@@ -287,8 +312,10 @@ def _build(arch: dict, n_out: int) -> nn.Module:
         inputs = tuple(member_input(m.pop("input", None)) for m in members)
         weights, temperatures = arch.get("weights"), arch.get("temperatures")
         stack = arch.get("average") == "stack"
+        logit_groups = None
         if stack:
             _check_stack(arch, len(members), n_out)
+            logit_groups = stack_logit_groups(arch)
         return Ensemble(
             members=tuple(_build(m, n_out) for m in members),
             average=arch.get("average", "probs"),
@@ -298,5 +325,6 @@ def _build(arch: dict, n_out: int) -> nn.Module:
             groups=tuple(int(g) for g in arch["groups"]) if stack else None,
             coef=tuple(tuple(float(c) for c in row) for row in arch["coef"]) if stack else None,
             intercept=tuple(float(b) for b in arch["intercept"]) if stack else None,
+            logit_groups=logit_groups,
         )
     return build_network(arch, n_out)

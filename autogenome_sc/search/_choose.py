@@ -14,6 +14,7 @@ probabilities (Caruana et al. 2004), kept only where the same rule prefers it; t
 best, the ensemble or the simplest (:func:`_within_noise`). After a cross-validation,
 :func:`stacked` fits a meta-learner on the two best configurations' log-probabilities and scores it
 by a cross-validation nested in the same folds; ``select`` keeps it where ``search.stack_margin`` says.
+Boosted trees join stacks (as centred logits, :func:`stack_block`) but never greedy ensembles.
 """
 
 from __future__ import annotations
@@ -30,10 +31,14 @@ if TYPE_CHECKING:
     from .._names import Chosen, SelectBy
     from ._driver import Fitted
 
-#: Modes whose models are chosen alone, never as an ensemble's members: boosted trees, whose SHAP values are
-#: exact for their logits only (explain/_trees.py), and the SHAP values of an average of probabilities are the
-#: average of the members' SHAP values of their probabilities.
+#: Modes whose models are never a greedy ensemble's members: boosted trees, whose SHAP values are exact for their
+#: logits only (explain/_trees.py), and the SHAP values of an average of probabilities are the average of the
+#: members' SHAP values of their probabilities. They do join stacks, where the meta-learner reads their logits
+#: (:data:`LOGIT_FED`), a linear function of them that Tree SHAP explains exactly.
 ALONE = ("trees",)
+#: Modes a stack's meta-learner reads as tempered logits centred per cell, not as log-probabilities (nn.Ensemble's
+#: ``logit_groups``).
+LOGIT_FED = ("trees",)
 N_GREEDY = 25  # greedy ensemble steps (members may repeat: the counts are the weights)
 #: "Clearly more accurate": the paired per-cell accuracy difference exceeds this many standard errors.
 CLEARLY = 2.0
@@ -331,7 +336,7 @@ def best_single(held: list[Scores], y: np.ndarray, rule: str) -> int:
     return max(rivals, key=lambda i: (held[i].accuracy, held[i].macro_f1, -held[i].loss))
 
 
-#: Members of a stack: the best configurations by the score, trees excepted (:data:`ALONE`).
+#: Members of a stack: the best configurations by the score.
 STACK_MEMBERS = 2
 
 
@@ -346,9 +351,22 @@ class Stack:
     held_out: np.ndarray  # its nested out-of-fold logits
 
 
-def stack_features(probs: list[np.ndarray]) -> np.ndarray:
-    """What the meta-learner reads: the log of each member's class probabilities, side by side (as nn.Ensemble does)."""
-    return np.concatenate([np.log(np.asarray(p, np.float64) + 1e-12) for p in probs], axis=1)
+def stack_block(tempered: np.ndarray, mode: str) -> np.ndarray:
+    """One configuration's block of what the meta-learner reads, from its tempered outputs ``(models, cells, classes)``.
+
+    The log of its models' mean class probabilities, or, for :data:`LOGIT_FED` modes, the mean of
+    its models' logits centred per cell (as nn.Ensemble computes them). A 2-D array is one model's.
+    """
+    z = np.asarray(tempered, np.float64)
+    z = z[None] if z.ndim == 2 else z
+    if mode in LOGIT_FED:
+        return (z - z.mean(axis=2, keepdims=True)).mean(axis=0)
+    return np.log(softmax(z, axis=2).mean(axis=0) + 1e-12)
+
+
+def stack_features(blocks: list[np.ndarray]) -> np.ndarray:
+    """What the meta-learner reads: each configuration's :func:`stack_block`, side by side."""
+    return np.concatenate(blocks, axis=1)
 
 
 def _meta(x: np.ndarray, y: np.ndarray, n_out: int) -> tuple[np.ndarray, np.ndarray]:
@@ -380,19 +398,20 @@ def stacked(scored: list[Scored], y: np.ndarray, n_out: int, n_members: int = ST
     """A stack of the best configurations, scored by a cross-validation of its meta-learner nested in the same folds.
 
     Classification after a cross-validation only. The members are the ``n_members`` best
-    configurations by the mean of accuracy and macro-F1 (ties by the loss), trees excepted; the
-    meta-learner (:func:`_meta`) reads their tempered log-probabilities. Its out-of-fold outputs
+    configurations by the mean of accuracy and macro-F1 (ties by the loss); the meta-learner
+    (:func:`_meta`) reads their :func:`stack_block` (tempered log-probabilities, or the trees'
+    centred tempered logits). Its out-of-fold outputs
     come from meta-learners each fitted on the other folds' rows, so its score is comparable to
     the configurations' own; ``None`` where fewer than two can be stacked.
     """
     folds = scored[0].folds if scored else None
-    joins = [i for i, s in enumerate(scored) if s.mode not in ALONE and s.scores is not None]
+    joins = [i for i, s in enumerate(scored) if s.scores is not None]
     if folds is None or len(joins) < 2 or n_members < 2:
         return None
     held = [cast(Scores, scored[i].scores) for i in joins]
     order = sorted(range(len(joins)), key=lambda j: (-held[j].score, held[j].loss))
     members = [joins[j] for j in order[:n_members]]
-    x = stack_features([softmax(scored[i].tempered, axis=1) for i in members])
+    x = stack_features([stack_block(scored[i].tempered, scored[i].mode) for i in members])
     out = np.zeros((len(y), n_out))
     for f in np.unique(folds):
         fit, rows = folds != f, folds == f

@@ -15,7 +15,7 @@ from .._checks import check_rng
 from .._keys import Keys
 from ..data import matrix_name
 from ..explain import SAMPLINGS, NetworkOutput, expected_gradients, model_output
-from ..explain._trees import is_trees, tree_shap
+from ..explain._trees import is_trees, stacked_trees_shap, tree_shap
 from ..model import Model, read_model
 
 if TYPE_CHECKING:
@@ -233,16 +233,23 @@ def _explain_cells(adata: AnnData, key: str, model: Model, groups, opts: _Option
     x = pipe.block(cells)
     background = pipe.block(bg_idx)
     draws = int(gen.integers(2**31))
+    with_trees = has_trees(model.architecture)
     if is_trees(model.architecture):
         output, method = "logit", "exact Tree SHAP (shap.TreeExplainer, interventional)"
-        if opts.output != "logit":
-            logg.warn(
-                "a boosted-trees model is explained in logits: Tree SHAP has no exact values of multiclass "
-                "probabilities (output='logit' says so and silences this)"
-            )
+    elif with_trees:
+        output = "logit"
+        method = (
+            f"expected gradients, {opts.n_samples} {opts.sampling} draws per cell, and exact Tree SHAP for the "
+            "stacked boosted trees"
+        )
     else:
         output, method = opts.output, f"expected gradients, {opts.n_samples} {opts.sampling} draws per cell"
     start = logg.info(f"explaining {len(cells)} cells with {model!r}: {method} over {len(bg_idx)} background cells")
+    if with_trees and opts.output != "logit":
+        logg.warn(
+            "a model with boosted trees is explained in logits: Tree SHAP has no exact values of multiclass "
+            "probabilities (output='logit' says so and silences this)"
+        )
     if is_trees(model.architecture):
         phi, base = tree_shap(model.variables["params"], x, background)  # the raw logits, as for any network
     else:
@@ -252,6 +259,10 @@ def _explain_cells(adata: AnnData, key: str, model: Model, groups, opts: _Option
             chunk_size=opts.chunk_size, rng=draws,
         )  # fmt: skip
         base = model_output(f, model.variables, background).mean(axis=0)
+        if with_trees:  # a stack's trees: their share, exactly (expected gradients gave them nothing)
+            trees_part = stacked_trees_shap(model.architecture, model.variables, x, background)
+            assert trees_part is not None  # has_trees: a stack with a trees group
+            phi = phi + trees_part
     outputs = _output_names(model, adata.uns[key])
     importance, n_cells, columns = _importance(phi, labels, outputs, model.task == "classification")
     params = {
@@ -299,6 +310,11 @@ def _background_cells(adata: AnnData, keys: Keys, n_background: int, gen) -> np.
     if keys.split in adata.obs and (adata.obs[keys.split] == "train").any():
         pool = np.flatnonzero(adata.obs[keys.split].to_numpy() == "train")
     return np.sort(gen.choice(pool, min(int(n_background), len(pool)), replace=False))
+
+
+def has_trees(arch: dict) -> bool:
+    """Whether a model is boosted trees or a stack holding some: explained in logits only."""
+    return is_trees(arch) or (arch.get("average") == "stack" and any(is_trees(m) for m in arch.get("members", [])))
 
 
 def _explained_function(model: Model, output: str) -> NetworkOutput:
