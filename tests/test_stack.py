@@ -219,6 +219,13 @@ def test_a_stack_with_boosted_trees_saves_predicts_and_is_explained_exactly(_pbm
     test = adata.obs["ag_split"] == "test"
     assert (adata.obs["ag_prediction"][test].astype(str) == adata.obs["bulk_labels"][test].astype(str)).mean() > 0.8
     assert ag.read_model(model.save(tmp_path / "again")).id_ == model.id_
+    # an architecture that puts the trees in one group with another model is refused in one sentence
+    from autogenome_sc.nn import build_network
+
+    k = len(model.classes_)
+    mixed = {**arch, "groups": [0] * len(arch["groups"]), "coef": arch["coef"][:k]}
+    with pytest.raises(ValueError, match="mixes boosted trees with other models"):
+        build_network(mixed, k)
     # explained in logits, with a warning where probabilities were asked for; local accuracy per cell and class
     with pytest.warns(UserWarning, match="boosted trees is explained in logits"):
         ag.tl.explain(adata, n_background=40, n_samples=40, max_cells=30, output="probability", rng=0)
@@ -235,7 +242,6 @@ def test_a_stack_with_boosted_trees_saves_predicts_and_is_explained_exactly(_pbm
     x, bg = pipe.block(np.asarray(cells)), pipe.block(np.flatnonzero(adata.obs["ag_split"] == "train")[:40])
     part = stacked_trees_shap(arch, model.variables, x, bg)
     g = next(arch["groups"][i] for i, m in enumerate(arch["members"]) if m["model"] == "trees")
-    k = len(model.classes_)
     block = np.asarray(arch["coef"])[g * k : (g + 1) * k]
     share, share_bg = (_stack_blocks(model, v)[g] @ block for v in (x, bg))
     np.testing.assert_allclose(part.sum(1), share - share_bg.mean(0), atol=1e-3)
