@@ -4,7 +4,11 @@ For each type of a labelled set (``--dataset``, as in ``benchmarks/open_set.py``
 types with at least 30 cells, another set's classes with at least 5), ``ag.tl.train`` (defaults) on
 the other cells, then the four terms of ``ag_uncertainty`` for every cell, read once from the model
 (the input-space distance, the model's and the reference-space classifier's ``1 - p_max``, and the
-``query_aware`` density ratio with every cell as the query). ``ag_uncertainty`` is then recomputed with
+``query_aware`` density ratio with every cell as the query), and, for comparison, two scores issue 33
+lists that the package does not use, in the same space (the reference's principal components the
+distance is measured in): the Mahalanobis distance to the nearest class mean, with one covariance
+shared by the classes (Ledoit-Wolf), and the relative Mahalanobis distance (that, less the distance
+to the reference as one Gaussian; Ren et al. 2021). ``ag_uncertainty`` is then recomputed with
 the package's own rank function for each weight of the density ratio in ``--query-weights`` (the other
 terms as the package weighs them; the model's own weight gives ``benchmarks/open_set.py``'s figures).
 Printed: each term's AUROC alone, and per weight the mean AUROC (unseen cells against the reference's
@@ -29,7 +33,7 @@ from scipy.special import softmax
 from sklearn.metrics import roc_auc_score
 
 import autogenome_sc as ag
-from autogenome_sc.train._confidence import _rank_with_query, input_novelty_raw
+from autogenome_sc.train._confidence import _rank_with_query, input_novelty_raw, project
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -51,13 +55,39 @@ def terms(full, labels, key, unseen_type, seed, use_raw, model_dir):
     if evidence is None or len(evidence) != 4:
         return None  # too few held-out cells for the density ratio
     dist, lr, density, held_density = evidence
+    maha, relative = mahalanobis(project(pipe.block, np.arange(full.n_obs), model.novelty_), model.novelty_)
     return {
         "split": split.to_numpy(),
-        "alone": {"distance": dist, "confidence": 1 - confidence, "classifier": 1 - lr.max(axis=1), "density": density},
+        "alone": {
+            "distance": dist,
+            "confidence": 1 - confidence,
+            "classifier": 1 - lr.max(axis=1),
+            "density": density,
+            "mahalanobis": maha,
+            "relative mahalanobis": relative,
+        },  # fmt: skip
         "s": input_novelty_raw(dist, confidence, lr.max(axis=1), model.novelty_),
         "density": (density, held_density),
         "state": model.novelty_,
     }
+
+
+def mahalanobis(coords: np.ndarray, state: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Squared Mahalanobis distance to the nearest class mean (shared covariance), and the relative one.
+
+    Fitted on the reference cells the model keeps (``state["points"]``, their classes in ``"point_class"``).
+    """
+    from sklearn.covariance import LedoitWolf
+
+    points, classes = np.asarray(state["points"], np.float64), np.asarray(state["point_class"])
+    means = np.stack([points[classes == c].mean(axis=0) for c in np.unique(classes)])
+    within = points - means[np.searchsorted(np.unique(classes), classes)]
+    precision = LedoitWolf().fit(within).precision_
+    x = np.asarray(coords, np.float64)
+    d = np.stack([np.einsum("ij,jk,ik->i", x - m, precision, x - m) for m in means], axis=1).min(axis=1)
+    whole = LedoitWolf().fit(points)
+    d0 = np.einsum("ij,jk,ik->i", x - whole.location_, whole.precision_, x - whole.location_)
+    return d, d - d0
 
 
 def uncertainty(t: dict, w: float) -> np.ndarray:
@@ -108,12 +138,21 @@ def main() -> None:
     df = pd.DataFrame(rows).drop(columns="seed").groupby("type", sort=False).mean()
     m = df.mean()
     print(f"\n{args.dataset}, {len(df)} left-out types, seeds {args.seeds}: each term alone, mean AUROC")
-    print("| distance | `1 - ag_confidence` | reference-space classifier | density ratio |")
-    print("| ---: | ---: | ---: | ---: |")
+    print(
+        "| distance | `1 - ag_confidence` | reference-space classifier | density ratio | Mahalanobis | "
+        "relative Mahalanobis |"
+    )
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
     print(
         f"| {m['alone distance']:.3f} | {m['alone confidence']:.3f} | {m['alone classifier']:.3f} | "
-        f"{m['alone density']:.3f} |"
+        f"{m['alone density']:.3f} | {m['alone mahalanobis']:.3f} | {m['alone relative mahalanobis']:.3f} |"
     )
+    print("\nPer left-out type, each term alone:")
+    alone = [c for c in df.columns if c.startswith("alone")]
+    print("| type | " + " | ".join(c.removeprefix("alone ") for c in alone) + " |")
+    print("| --- |" + " ---: |" * len(alone))
+    for name, r in df.iterrows():
+        print(f"| {name} | " + " | ".join(f"{r[c]:.3f}" for c in alone) + " |")
     print('\nThe density ratio\'s weight: AUROC / unseen cells rejected by `reject="auto"` / seen test cells kept')
     print("| weight | AUROC | unseen rejected | seen kept |")
     print("| ---: | ---: | ---: | ---: |")
