@@ -8,7 +8,9 @@ the other cells, then the four terms of ``ag_uncertainty`` for every cell, read 
 lists that the package does not use, in the same space (the reference's principal components the
 distance is measured in): the Mahalanobis distance to the nearest class mean, with one covariance
 shared by the classes (Ledoit-Wolf), and the relative Mahalanobis distance (that, less the distance
-to the reference as one Gaussian; Ren et al. 2021). ``ag_uncertainty`` is then recomputed with
+to the reference as one Gaussian; Ren et al. 2021). And the reference-only score (``query_aware=False``)
+with the Mahalanobis distance in place of the distance, or beside it at half weight each, standardised
+as the package standardises the distance (median and 90% quantile of the validation cells). ``ag_uncertainty`` is then recomputed with
 the package's own rank function for each weight of the density ratio in ``--query-weights`` (the other
 terms as the package weighs them; the model's own weight gives ``benchmarks/open_set.py``'s figures).
 Printed: each term's AUROC alone, and per weight the mean AUROC (unseen cells against the reference's
@@ -33,7 +35,7 @@ from scipy.special import softmax
 from sklearn.metrics import roc_auc_score
 
 import autogenome_sc as ag
-from autogenome_sc.train._confidence import _rank_with_query, input_novelty_raw, project
+from autogenome_sc.train._confidence import _rank_with_query, _robust_scale, input_novelty_raw, project
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -56,7 +58,17 @@ def terms(full, labels, key, unseen_type, seed, use_raw, model_dir):
         return None  # too few held-out cells for the density ratio
     dist, lr, density, held_density = evidence
     maha, relative = mahalanobis(project(pipe.block, np.arange(full.n_obs), model.novelty_), model.novelty_)
+    state = model.novelty_
+    now = input_novelty_raw(dist, confidence, lr.max(axis=1), state)
+    z_dist = (dist - state["dist_loc"]) / state["dist_scale"]
+    loc, scale = _robust_scale(maha[(split == "val").to_numpy()])
+    z_maha = (maha - loc) / scale
     return {
+        "reference only": {
+            "as now": now,
+            "Mahalanobis for the distance": now - z_dist + z_maha,
+            "half each": now - 0.5 * z_dist + 0.5 * z_maha,
+        },  # fmt: skip
         "split": split.to_numpy(),
         "alone": {
             "distance": dist,
@@ -128,6 +140,7 @@ def main() -> None:
                 y = (t["split"] == "unseen")[held]
                 row = {"type": unseen_type, "seed": seed}
                 row.update({f"alone {k}": roc_auc_score(y, np.asarray(v)[held]) for k, v in t["alone"].items()})
+                row.update({f"ref {k}": roc_auc_score(y, np.asarray(v)[held]) for k, v in t["reference only"].items()})
                 for w in args.query_weights:
                     u = uncertainty(t, w)
                     row[f"{w} AUROC"] = roc_auc_score(y, u[held])
@@ -148,11 +161,17 @@ def main() -> None:
         f"{m['alone density']:.3f} | {m['alone mahalanobis']:.3f} | {m['alone relative mahalanobis']:.3f} |"
     )
     print("\nPer left-out type, each term alone:")
-    alone = [c for c in df.columns if c.startswith("alone")]
+    alone = [c for c in df.columns if c.startswith(("alone", "ref "))]
     print("| type | " + " | ".join(c.removeprefix("alone ") for c in alone) + " |")
     print("| --- |" + " ---: |" * len(alone))
     for name, r in df.iterrows():
         print(f"| {name} | " + " | ".join(f"{r[c]:.3f}" for c in alone) + " |")
+    ref = [c for c in df.columns if c.startswith("ref ")]
+    print("\nThe reference-only score (no query): mean AUROC, and the lowest left-out type's")
+    print("| distance term | mean | lowest |")
+    print("| --- | ---: | ---: |")
+    for c in ref:
+        print(f"| {c.removeprefix('ref ')} | {df[c].mean():.3f} | {df[c].min():.3f} ({df[c].idxmin()}) |")
     print('\nThe density ratio\'s weight: AUROC / unseen cells rejected by `reject="auto"` / seen test cells kept')
     print("| weight | AUROC | unseen rejected | seen kept |")
     print("| ---: | ---: | ---: | ---: |")
