@@ -256,7 +256,11 @@ class Ensemble(nn.Module):
                 else:
                     logs.append(jnp.log(jnp.sum(wg * probs[jnp.asarray(idx)], axis=0) + 1e-12))
             coef = jnp.asarray(self.coef, jnp.float32)
-            out = jnp.concatenate(logs, axis=-1) @ coef + jnp.asarray(self.intercept, jnp.float32)
+            # full float32 on every device (a GPU's default TF32 would move the logits its explanations sum to)
+            feats = jnp.concatenate(logs, axis=-1)
+            out = jnp.matmul(feats, coef, precision=jax.lax.Precision.HIGHEST) + jnp.asarray(
+                self.intercept, jnp.float32
+            )
         elif self.average == "probs":
             if self.temperatures is not None:
                 out = out / jnp.asarray(self.temperatures, out.dtype)[:, None, None]

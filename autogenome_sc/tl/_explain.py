@@ -233,7 +233,7 @@ def _explain_cells(adata: AnnData, key: str, model: Model, groups, opts: _Option
     x = pipe.block(cells)
     background = pipe.block(bg_idx)
     draws = int(gen.integers(2**31))
-    with_trees = has_trees(model.architecture)
+    with_trees = _has_trees(model.architecture)
     if is_trees(model.architecture):
         output, method = "logit", "exact Tree SHAP (shap.TreeExplainer, interventional)"
     elif with_trees:
@@ -312,7 +312,7 @@ def _background_cells(adata: AnnData, keys: Keys, n_background: int, gen) -> np.
     return np.sort(gen.choice(pool, min(int(n_background), len(pool)), replace=False))
 
 
-def has_trees(arch: dict) -> bool:
+def _has_trees(arch: dict) -> bool:
     """Whether a model is boosted trees or a stack holding some: explained in logits only."""
     return is_trees(arch) or (arch.get("average") == "stack" and any(is_trees(m) for m in arch.get("members", [])))
 
