@@ -108,7 +108,10 @@ def one_fold(full, x, labels, unseen_type, seed, model_dir, key="bulk_labels", u
     rejected_query = (aware.obs["ag_prediction"] == "Unassigned").to_numpy()
     pipe = model.pipeline(full, use_raw=use_raw)[0]
     out, _ = model.outputs_of(pipe, full.n_obs)
-    dist, _ = model.input_evidence(pipe, full.n_obs)  # the distance to the reference in input space
+    dist, _ = model.input_evidence(pipe, full.n_obs)  # the distances to the reference in input space
+    if dist.ndim == 2:  # the neighbour and the Mahalanobis distance, standardised and weighed as the score does
+        state = model.novelty_
+        dist = ((dist - state["dist_loc"]) / state["dist_scale"]) @ np.asarray(state["dist_weights"])
     y = unseen[held_out]
     rules = {}
     for r, level in RULES:  # the rule of ag.tl.predict(reject=r, reject_uncertainty=level)

@@ -9,8 +9,9 @@ lists that the package does not use, in the same space (the reference's principa
 distance is measured in): the Mahalanobis distance to the nearest class mean, with one covariance
 shared by the classes (Ledoit-Wolf), and the relative Mahalanobis distance (that, less the distance
 to the reference as one Gaussian; Ren et al. 2021). And the reference-only score (``query_aware=False``)
-with the Mahalanobis distance in place of the distance, or beside it at half weight each, standardised
-as the package standardises the distance (median and 90% quantile of the validation cells). ``ag_uncertainty`` is then recomputed with
+with either distance alone or both at half weight each (the package's weights since the Mahalanobis
+distance joined the score; for a model with the neighbour distance alone, the Mahalanobis distance is
+standardised here as the package standardises it: median and 90% quantile of the validation cells). ``ag_uncertainty`` is then recomputed with
 the package's own rank function for each weight of the density ratio in ``--query-weights`` (the other
 terms as the package weighs them; the model's own weight gives ``benchmarks/open_set.py``'s figures).
 Printed: each term's AUROC alone, and per weight the mean AUROC (unseen cells against the reference's
@@ -56,18 +57,25 @@ def terms(full, labels, key, unseen_type, seed, use_raw, model_dir):
     evidence = model.input_evidence(pipe, full.n_obs, query=True)
     if evidence is None or len(evidence) != 4:
         return None  # too few held-out cells for the density ratio
-    dist, lr, density, held_density = evidence
-    maha, relative = mahalanobis(project(pipe.block, np.arange(full.n_obs), model.novelty_), model.novelty_)
+    both, lr, density, held_density = evidence
     state = model.novelty_
-    now = input_novelty_raw(dist, confidence, lr.max(axis=1), state)
-    z_dist = (dist - state["dist_loc"]) / state["dist_scale"]
-    loc, scale = _robust_scale(maha[(split == "val").to_numpy()])
-    z_maha = (maha - loc) / scale
+    now = input_novelty_raw(both, confidence, lr.max(axis=1), state)
+    if both.ndim == 2:  # the model's own two distances: the neighbour's, the Mahalanobis
+        z = (both - state["dist_loc"]) / state["dist_scale"]
+        z_both = z @ np.asarray(state["dist_weights"])
+        dist, maha, z_dist, z_maha = both[:, 0], both[:, 1], z[:, 0], z[:, 1]
+        relative = mahalanobis(project(pipe.block, np.arange(full.n_obs), state), state)[1]
+    else:  # a model with the neighbour distance alone: the Mahalanobis one standardised here as the package does
+        dist, z_both = both, (both - state["dist_loc"]) / state["dist_scale"]
+        maha, relative = mahalanobis(project(pipe.block, np.arange(full.n_obs), state), state)
+        loc, scale = _robust_scale(maha[(split == "val").to_numpy()])
+        z_dist, z_maha = z_both, (maha - loc) / scale
     return {
         "reference only": {
             "as now": now,
-            "Mahalanobis for the distance": now - z_dist + z_maha,
-            "half each": now - 0.5 * z_dist + 0.5 * z_maha,
+            "neighbour distance alone": now - z_both + z_dist,
+            "Mahalanobis alone": now - z_both + z_maha,
+            "half each": now - z_both + 0.5 * z_dist + 0.5 * z_maha,
         },  # fmt: skip
         "split": split.to_numpy(),
         "alone": {

@@ -192,7 +192,16 @@ def test_input_space_uncertainty_is_the_rank_among_held_out_cells(monkeypatch):
     d, p_lr = input_evidence(block, query[:300], space)
     coords = X[query[:300]] @ space["projection"] - space["offset"]
     brute = np.sort(np.linalg.norm(coords[:, None, :] - space["points"][None], axis=2), axis=1)[:, :KNN_NEIGHBOURS]
-    np.testing.assert_allclose(d, brute.mean(axis=1), rtol=1e-3)
+    assert d.shape == (300, 2)
+    np.testing.assert_allclose(d[:, 0], brute.mean(axis=1), rtol=1e-3)
+    # beside it, the squared Mahalanobis distance to the nearest class mean, one shrunk covariance for all classes
+    from sklearn.covariance import LedoitWolf
+
+    pts, cls = space["points"].astype(np.float64), space["point_class"]
+    means = np.stack([pts[cls == c].mean(axis=0) for c in range(4)])
+    precision = LedoitWolf().fit(pts - means[cls]).precision_
+    maha = np.stack([np.einsum("ij,jk,ik->i", coords - m, precision, coords - m) for m in means], axis=1)
+    np.testing.assert_allclose(d[:, 1], maha.min(axis=1), rtol=1e-3)
     # the reference-space classifier: probabilities over the classes it saw, from the same components
     assert list(space["lr_classes"]) == [0, 1, 2, 3] and p_lr.shape == (300, 4)
     np.testing.assert_allclose(p_lr, softmax(coords @ space["lr_coef"] + space["lr_intercept"], axis=1), rtol=1e-4)
@@ -211,6 +220,17 @@ def test_input_space_uncertainty_is_the_rank_among_held_out_cells(monkeypatch):
     X[query[:50]] += 8.0  # cells far from every reference cell
     far = uncertainty(None, conf[query[:50]], state, *evidence(query[:50]))
     assert far.min() > 0.99
+    # the two distances, each standardised on the held-out cells, weigh half each
+    assert state["dist_loc"].shape == state["dist_scale"].shape == (2,)
+    np.testing.assert_array_equal(state["dist_weights"], [0.5, 0.5])
+    # statistics saved before the Mahalanobis distance: the neighbour distance alone, at full weight
+    old = {k: v for k, v in space.items() if not k.startswith("maha_")}
+    d_old, p_old = input_evidence(block, val, old)
+    np.testing.assert_array_equal(d_old, d_val[:, 0])
+    old_state = fit_input_novelty(old, d_old, conf[val], p_old.max(axis=1))
+    assert "dist_weights" not in old_state and np.ndim(old_state["dist_loc"]) == 0
+    raw = (d_old - old_state["dist_loc"]) / old_state["dist_scale"]
+    assert np.quantile(raw, 0.9) == pytest.approx(1.0) and np.median(raw) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_density_ratio_matches_sizes_and_finds_a_gathered_unseen_type(monkeypatch):

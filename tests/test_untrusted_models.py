@@ -314,6 +314,23 @@ def _rewrite_weights(path, change):
             lambda s: s["novelty"].__setitem__("lr_coef", s["novelty"]["lr_coef"][:, :-1]),
             r"the reference-space classifier",
         ),
+        (
+            lambda s: s["novelty"].__setitem__("maha_means", s["novelty"]["maha_means"][:-1]),
+            r"the Mahalanobis distance: a whitening of the components, a mean per class",
+        ),
+        (
+            lambda s: s["novelty"].__setitem__("maha_whiten", s["novelty"]["maha_whiten"][:, :-1]),
+            r"the Mahalanobis distance: a whitening of the components, a mean per class",
+        ),
+        (
+            lambda s: s["novelty"].__setitem__("dist_weights", np.r_[s["novelty"]["dist_weights"], 1.0]),
+            r"two distances: a location, a scale and a weight for each",
+        ),
+        (
+            lambda s: s["novelty"].__setitem__("dist_scale", -s["novelty"]["dist_scale"]),
+            r"\('dist_scale' must be positive",
+        ),
+        (lambda s: s["novelty"].pop("maha_whiten"), r"novelty statistics in weights.msgpack are damaged \(expected"),
     ],
 )
 def test_damaged_novelty_statistics_are_refused(trained, tmp_path, change, match, monkeypatch):
@@ -329,13 +346,39 @@ def test_novelty_statistics_of_another_embedding_are_refused(trained, tmp_path):
     path = _copy(model, tmp_path)
 
     def wider(s):  # the statistics of a model saved before the input-space distance: class centroids of the embedding
-        score = {k: s["novelty"][k] for k in ("dist_loc", "dist_scale", "conf_loc", "conf_scale", "reference", "tail")}
+        score = {k: s["novelty"][k] for k in ("conf_loc", "conf_scale", "reference", "tail")}
+        score.update(dist_loc=np.float64(0.0), dist_scale=np.float64(1.0))  # one distance then
         n, width = len(model.classes_), 64  # the network embeds in 32
         s["novelty"] = {**score, "centroids": np.zeros((n, width)), "inv_var": np.ones(width), "present": np.ones(n)}
 
     _rewrite_weights(path, wider)
     with pytest.raises(ValueError, match=r"novelty statistics in weights.msgpack are for an embedding of 64 dim"):
         ag.read_model(path)
+
+
+def test_a_model_saved_before_the_mahalanobis_distance_reads_the_neighbour_distance_alone(trained, tmp_path):
+    """Its statistics hold one distance: it loads, and its uncertainty is the score it was saved with."""
+    from autogenome_sc.train._confidence import input_novelty_raw, rank_of
+
+    adata, model = trained
+    path = _copy(model, tmp_path)
+
+    def before(s):
+        nov = s["novelty"]
+        for k in ("maha_whiten", "maha_means", "dist_weights"):
+            nov.pop(k)
+        nov["dist_loc"], nov["dist_scale"] = np.float64(nov["dist_loc"][0]), np.float64(nov["dist_scale"][0])
+
+    _rewrite_weights(path, before)
+    old = ag.read_model(path)
+    pipe = old.pipeline(adata)[0]
+    dist, lr = old.input_evidence(pipe, adata.n_obs)
+    assert dist.ndim == 1
+    np.testing.assert_allclose(dist, model.input_evidence(model.pipeline(adata)[0], adata.n_obs)[0][:, 0])
+    got = ag.tl.predict(adata, old, copy=True).obs["ag_uncertainty"].to_numpy()
+    conf = adata.obs["ag_confidence"].to_numpy()  # the same network: the same calibrated confidence
+    want = rank_of(input_novelty_raw(dist, conf, lr.max(axis=1), old.novelty_), old.novelty_)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
 def _no_reading(monkeypatch, name):

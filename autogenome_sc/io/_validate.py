@@ -338,6 +338,14 @@ _NOVELTY_EMBEDDING = {**_SCORE, "centroids": (2, False), "inv_var": (1, True), "
 _QUERY = {"query_weight": (0, True), "held_out_raw": (1, False)}
 _NOVELTY_LEVEL_QUERY = {**_NOVELTY_LEVEL, **_QUERY}
 _NOVELTY_QUERY = {**_NOVELTY, **_QUERY, "held_out_points": (2, False)}
+#: the Mahalanobis distance beside the neighbour distance: two of each standardising constant, their weights,
+#: and (at the finest level) the whitening and the whitened class means
+_TWO_DISTANCES = {"dist_loc": (1, False), "dist_scale": (1, True), "dist_weights": (1, False)}
+_MAHALANOBIS = {**_TWO_DISTANCES, "maha_whiten": (2, False), "maha_means": (2, False)}
+_NOVELTY_LEVEL_KINDS = [_NOVELTY_LEVEL, _NOVELTY_LEVEL_QUERY] + [
+    {**k, **_TWO_DISTANCES} for k in (_NOVELTY_LEVEL, _NOVELTY_LEVEL_QUERY)
+]
+_NOVELTY_INPUT_KINDS = [_NOVELTY, _NOVELTY_QUERY] + [{**k, **_MAHALANOBIS} for k in (_NOVELTY, _NOVELTY_QUERY)]
 _MAX_REFERENCE = 1000  # quantiles of the validation scores a model keeps (train/_confidence.py)
 
 
@@ -348,7 +356,7 @@ def _check_novelty(novelty: Any, path: Path, n_classes: int | None, n_genes: int
     scales and a sorted reference; ``level``: a coarser level's, which holds the score's part only.
     """
     bad = f"'{path}': the novelty statistics in weights.msgpack are damaged"
-    kinds = [_NOVELTY_LEVEL, _NOVELTY_LEVEL_QUERY] if level else [_NOVELTY, _NOVELTY_QUERY, _NOVELTY_EMBEDDING]
+    kinds = _NOVELTY_LEVEL_KINDS if level else [*_NOVELTY_INPUT_KINDS, _NOVELTY_EMBEDDING]
     if not isinstance(novelty, dict) or not any(set(novelty) == set(k) for k in kinds):
         raise DamagedModel(f"{bad} (expected {' or '.join(', '.join(k) for k in kinds)}).")
     spec = next(k for k in kinds if set(novelty) == set(k))
@@ -358,12 +366,14 @@ def _check_novelty(novelty: Any, path: Path, n_classes: int | None, n_genes: int
         _check_numeric(a, path)
         if a.ndim != ndim or (positive and not (a > 0).all()):
             raise DamagedModel(f"{bad} ('{name}' must be {'positive, ' if positive else ''}{ndim}-dimensional).")
+    if "dist_weights" in spec and any(arrays[k].shape != (2,) for k in _TWO_DISTANCES):
+        raise DamagedModel(f"{bad} (two distances: a location, a scale and a weight for each).")
     reference = arrays["reference"]
     if not 0 < reference.size <= _MAX_REFERENCE or (np.diff(reference) < 0).any():
         raise DamagedModel(f"{bad} (a sorted reference of 1 to 1000 scores).")
     if "held_out_raw" in arrays and not 0 < arrays["held_out_raw"].size <= _MAX_REFERENCE:
         raise DamagedModel(f"{bad} (1 to 1000 held-out cells' scores).")
-    if spec is _NOVELTY or spec is _NOVELTY_QUERY:
+    if any(spec is k for k in _NOVELTY_INPUT_KINDS):
         proj, points, cls, genes = arrays["projection"], arrays["points"], arrays["point_class"], arrays["genes"]
         d = proj.shape[1]
         if (
@@ -378,7 +388,7 @@ def _check_novelty(novelty: Any, path: Path, n_classes: int | None, n_genes: int
             raise DamagedModel(f"{bad} (a projection of the model's {n_genes} genes onto at most {_KNN_DIMS} axes).")
         if points.shape[1:] != (d,) or not 0 < len(points) <= _KNN_POINTS or cls.shape != (len(points),):
             raise DamagedModel(f"{bad} (1 to {_KNN_POINTS} reference cells, each with its class).")
-        if spec is _NOVELTY_QUERY and arrays["held_out_points"].shape != (arrays["held_out_raw"].size, d):
+        if "held_out_points" in spec and arrays["held_out_points"].shape != (arrays["held_out_raw"].size, d):
             raise DamagedModel(f"{bad} (a held-out cell's coordinates for each held-out score).")
         if n_classes is not None and (
             not np.issubdtype(cls.dtype, np.integer) or (cls < 0).any() or (cls >= n_classes).any()
@@ -396,6 +406,10 @@ def _check_novelty(novelty: Any, path: Path, n_classes: int | None, n_genes: int
             or arrays["lr_intercept"].shape != (lr_classes.size,)
         ):
             raise DamagedModel(f"{bad} (the reference-space classifier: a weight per component and class).")
+        if "maha_means" in spec and (
+            arrays["maha_whiten"].shape != (d, d) or arrays["maha_means"].shape != (lr_classes.size, d)
+        ):
+            raise DamagedModel(f"{bad} (the Mahalanobis distance: a whitening of the components, a mean per class).")
     elif spec is _NOVELTY_EMBEDDING:
         centroids = arrays["centroids"]
         d = centroids.shape[1]

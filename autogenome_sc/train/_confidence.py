@@ -7,7 +7,7 @@ Temperature scaling (Guo et al. 2017) divides the logits by one scalar ``T`` fit
 the validation split by minimising the negative log-likelihood; it changes no
 prediction, only how sure the model says it is.
 
-The novelty score behind ``ag_uncertainty`` combines three pieces of evidence, each
+The novelty score behind ``ag_uncertainty`` combines four pieces of evidence, each
 standardised on the reference's held-out cells (median 0, 90th percentile 1):
 
 * the **distance to the reference in input space**: the mean Euclidean distance of the cell
@@ -18,6 +18,11 @@ standardised on the reference's held-out cells (median 0, 90th percentile 1):
   confidently wrong about them: a network's own representation maps an unseen type onto the
   known classes it resembles, so distances in it tell unseen types apart less well
   (docs/confidence.md has the comparison);
+* the **Mahalanobis distance** in the same components: the squared distance to the nearest
+  class mean of the kept cells, under one within-class covariance shared by the classes
+  (Ledoit-Wolf shrinkage). It reads the shape of the classes, which the neighbour distance
+  does not: a cell a little off a class's axis of variation is far, one along it is near.
+  The two distances weigh :data:`DIST_WEIGHTS` (half each: docs/confidence.md);
 * ``1 - p_max``, the calibrated probability the model gives to any other class, weighted by
   :data:`CONF_WEIGHT`: it rises for cells between two reference classes;
 * the same of a second, simple classifier, a logistic regression on the kept reference cells'
@@ -44,8 +49,9 @@ conformal p-value subtracted from one, with exponential tails outside the observ
 that the order of every cell is kept): a cell with uncertainty 0.95 is more unusual than
 about 95% of held-out reference cells.
 
-Models saved before the input-space distance (no ``"points"`` in their statistics) keep
-their own score: the diagonal Mahalanobis distance of the embedding to the nearest class
+Models saved before the Mahalanobis distance (no ``"maha_means"``) keep the neighbour distance
+alone, at full weight. Models saved before the input-space distance (no ``"points"`` in their
+statistics) keep their own score: the diagonal Mahalanobis distance of the embedding to the nearest class
 centroid plus ``1 - p_max`` (:func:`novelty_raw`).
 """
 
@@ -70,6 +76,8 @@ KNN_FIT_CELLS = 5000
 KNN_FIT_VALUES = 10_000_000
 #: The weight of each ``1 - p_max`` (the model's, the reference-space classifier's) beside the distance.
 CONF_WEIGHT = 0.5
+#: The weights of the two distances (to the nearest cells, Mahalanobis to the nearest class mean), each standardised.
+DIST_WEIGHTS = (0.5, 0.5)
 #: The inverse penalty of the reference-space logistic regression (scikit-learn's ``C``).
 LR_C = 0.1
 _KNN_ROWS = 2048  # query cells per block of distances to the reference cells
@@ -158,6 +166,14 @@ def _robust_scale(v: np.ndarray) -> tuple[float, float]:
     med = float(np.median(v))
     scale = float(np.quantile(v, 0.9) - med)
     return med, scale if scale > 1e-12 else 1.0
+
+
+def _robust_scales(v: np.ndarray) -> tuple[np.ndarray | float, np.ndarray | float]:
+    """:func:`_robust_scale` of ``v``, or of each column of a 2-D ``v`` (then two arrays)."""
+    if v.ndim == 1:
+        return _robust_scale(v)
+    loc, scale = zip(*(_robust_scale(c) for c in v.T), strict=True)
+    return np.asarray(loc), np.asarray(scale)
 
 
 #: Cells per block in the novelty computations, so float64 temporaries stay small at any size.
@@ -350,7 +366,38 @@ def fit_input_space(block, train_rows: np.ndarray, y_train: np.ndarray, seed: in
     }
     state["points"] = project(block, train_rows[keep], state)
     state.update(_reference_classifier(state["points"], state["point_class"], seed))
+    state.update(_class_gaussians(state["points"], state["point_class"]))
     return state
+
+
+def _class_gaussians(points: np.ndarray, classes: np.ndarray) -> dict[str, np.ndarray]:
+    """The Mahalanobis distance's statistics: a whitening of the shared within-class covariance, the whitened class means.
+
+    The covariance of the kept cells' residuals from their class means, shrunk by Ledoit-Wolf
+    (scikit-learn), eigenvalues floored at a millionth of their mean; ``maha_whiten`` maps
+    coordinates to a space where it is the identity, ``maha_means`` are the class means there
+    (one row per class of ``np.unique(classes)``, the reference-space classifier's order).
+    """
+    from sklearn.covariance import ledoit_wolf
+
+    x = np.asarray(points, np.float64)
+    present, at = np.unique(classes, return_inverse=True)
+    means = np.zeros((len(present), x.shape[1]))
+    np.add.at(means, at, x)
+    means /= np.bincount(at, minlength=len(present))[:, None]
+    cov = ledoit_wolf(x - means[at], assume_centered=True)[0]
+    lam, vec = np.linalg.eigh(cov)
+    lam = np.maximum(lam, 1e-6 * max(float(lam.mean()), 1e-12))
+    whiten = vec / np.sqrt(lam)[None, :]
+    return {"maha_whiten": whiten.astype(np.float32), "maha_means": (means @ whiten).astype(np.float32)}
+
+
+def _mahalanobis(q: np.ndarray, state: dict) -> np.ndarray:
+    """Squared Mahalanobis distance of each row of coordinates ``q`` to the nearest class mean (:func:`_class_gaussians`)."""
+    w = np.asarray(state["maha_whiten"], np.float64)
+    means = np.asarray(state["maha_means"], np.float64)
+    z = np.asarray(q, np.float64) @ w
+    return np.maximum(_sq_distances_to(z, means, (means * means).sum(axis=1)).min(axis=1), 0.0)
 
 
 def _reference_classifier(points: np.ndarray, classes: np.ndarray, seed: int) -> dict[str, np.ndarray]:
@@ -517,9 +564,11 @@ def _mean_nearest_other(q: np.ndarray, pool: np.ndarray, sq_pool: np.ndarray, k:
 
 
 def input_evidence(block, rows: np.ndarray, state: dict, *, query: bool = False) -> tuple[np.ndarray, ...]:
-    """Each cell's mean distance to its ``k`` nearest reference cells, and the reference-space classifier's probabilities.
+    """Each cell's distances to the reference, and the reference-space classifier's probabilities.
 
-    Block by block of cells; the probabilities are over ``state["lr_classes"]``. ``query``:
+    The distances: the mean distance to the ``k`` nearest reference cells, and, for statistics
+    with them (``"maha_means"``), the squared Mahalanobis distance to the nearest class mean
+    (:func:`_mahalanobis`) beside it, as a second column. Block by block of cells; the probabilities are over ``state["lr_classes"]``. ``query``:
     the cells ``rows`` are one query (at least :data:`QUERY_MIN_CELLS` of them, and statistics
     that keep held-out cells): also each one's density ratio, the log of its mean distance to
     the reference cells over its mean distance to the other query cells (at most
@@ -543,14 +592,16 @@ def input_evidence(block, rows: np.ndarray, state: dict, *, query: bool = False)
         held = np.asarray(state["held_out_points"], np.float32)
         reader = _DensityReader(np.concatenate([project(block, rows[in_pool], state), held]), state)
     dist, probs, density = [], [], []
+    maha = "maha_means" in state
     for s in range(0, len(rows), _KNN_ROWS):
         q = project(block, rows[s : s + _KNN_ROWS], state)
-        dist.append(_mean_nearest(q, pts, sq_pts, k))
+        near = _mean_nearest(q, pts, sq_pts, k)
+        dist.append(np.stack([near, _mahalanobis(q, state)], axis=1) if maha else near)
         probs.append(softmax(np.asarray(q @ coef + intercept, np.float64), axis=1).astype(np.float32))
         if query:
             density.append(reader(q, in_pool[s : s + _KNN_ROWS]))
     if not dist:
-        return np.zeros(0), np.zeros((0, coef.shape[1]))
+        return np.zeros((0, 2) if maha else 0), np.zeros((0, coef.shape[1]))
     if query:
         held_density = reader(held)
         return np.concatenate(dist), np.concatenate(probs), np.concatenate(density), held_density
@@ -561,8 +612,12 @@ def input_novelty_raw(dist: np.ndarray, confidence: np.ndarray, lr_confidence: n
     """The novelty score of input-space statistics: standardised distance + weighted standardised ``1 - p_max``.
 
     Both ``1 - p_max``, the model's and the reference-space classifier's, weigh :data:`CONF_WEIGHT`.
+    Two columns of distances (:func:`input_evidence`) are each standardised and weigh
+    ``state["dist_weights"]`` (:data:`DIST_WEIGHTS`).
     """
     z_dist = (np.asarray(dist, np.float64) - state["dist_loc"]) / state["dist_scale"]
+    if z_dist.ndim == 2:
+        z_dist = z_dist @ np.asarray(state["dist_weights"], np.float64)
     z_conf = (1.0 - np.asarray(confidence, np.float64) - state["conf_loc"]) / state["conf_scale"]
     z_lr = (1.0 - np.asarray(lr_confidence, np.float64) - state["lr_loc"]) / state["lr_scale"]
     return z_dist + float(state["conf_weight"]) * (z_conf + z_lr)
@@ -584,7 +639,10 @@ def fit_input_novelty(
     read a query's density ratio with. Returns what :func:`uncertainty` needs.
     """
     state: dict = dict(space)
-    state["dist_loc"], state["dist_scale"] = _robust_scale(np.asarray(dist_ref, np.float64))
+    dist_ref = np.asarray(dist_ref, np.float64)
+    state["dist_loc"], state["dist_scale"] = _robust_scales(dist_ref)
+    if dist_ref.ndim == 2:
+        state["dist_weights"] = np.asarray(DIST_WEIGHTS, np.float64)
     state["conf_loc"], state["conf_scale"] = _robust_scale(1.0 - np.asarray(confidence_ref, np.float64))
     state["lr_loc"], state["lr_scale"] = _robust_scale(1.0 - np.asarray(lr_confidence_ref, np.float64))
     state["conf_weight"] = CONF_WEIGHT
