@@ -86,7 +86,7 @@ def terms(full, labels, key, unseen_type, seed, use_raw, model_dir):
             "mahalanobis": maha,
             "relative mahalanobis": relative,
         },  # fmt: skip
-        "s": input_novelty_raw(dist, confidence, lr.max(axis=1), model.novelty_),
+        "s": input_novelty_raw(both, confidence, lr.max(axis=1), model.novelty_),
         "density": (density, held_density),
         "state": model.novelty_,
     }
