@@ -233,6 +233,16 @@ def test_input_space_uncertainty_is_the_rank_among_held_out_cells(monkeypatch):
     assert np.quantile(raw, 0.9) == pytest.approx(1.0) and np.median(raw) == pytest.approx(0.0, abs=1e-12)
 
 
+def test_mahalanobis_distance_of_classes_without_spread():
+    """Classes of one kept cell each have no residuals: the distance stays finite, 0 at each class's own cell."""
+    from autogenome_sc.train._confidence import _class_gaussians, _mahalanobis
+
+    points = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32) * 100
+    stats = _class_gaussians(points, np.arange(4))
+    d = _mahalanobis(np.vstack([points, points.mean(axis=0, keepdims=True)]), stats)
+    assert np.isfinite(d).all() and d[4] > 0 and (d[:4] <= 1e-9 * d[4]).all()  # 0 up to rounding
+
+
 def test_density_ratio_matches_sizes_and_finds_a_gathered_unseen_type(monkeypatch):
     """The query term: about 0 for a query drawn like the reference, whatever its size; high for a new tight group."""
     from autogenome_sc.train._confidence import (

@@ -374,9 +374,11 @@ def _class_gaussians(points: np.ndarray, classes: np.ndarray) -> dict[str, np.nd
     """The Mahalanobis distance's statistics: a whitening of the shared within-class covariance, the whitened class means.
 
     The covariance of the kept cells' residuals from their class means, shrunk by Ledoit-Wolf
-    (scikit-learn), eigenvalues floored at a millionth of their mean; ``maha_whiten`` maps
-    coordinates to a space where it is the identity, ``maha_means`` are the class means there
-    (one row per class of ``np.unique(classes)``, the reference-space classifier's order).
+    (scikit-learn), eigenvalues floored at a millionth of their mean or of the cells' own mean
+    variance (classes of one cell each have no residuals); ``maha_whiten`` maps coordinates to a
+    space where it is the identity, ``maha_means`` are the class means there (one row per class of
+    ``np.unique(classes)``, the reference-space classifier's order). Both in float64: a whitening of
+    small eigenvalues is large, and float32 would round the distance of a class's own mean off 0.
     """
     from sklearn.covariance import ledoit_wolf
 
@@ -387,9 +389,9 @@ def _class_gaussians(points: np.ndarray, classes: np.ndarray) -> dict[str, np.nd
     means /= np.bincount(at, minlength=len(present))[:, None]
     cov = ledoit_wolf(x - means[at], assume_centered=True)[0]
     lam, vec = np.linalg.eigh(cov)
-    lam = np.maximum(lam, 1e-6 * max(float(lam.mean()), 1e-12))
+    lam = np.maximum(lam, 1e-6 * max(float(lam.mean()), float(x.var(axis=0).mean()), 1e-12))
     whiten = vec / np.sqrt(lam)[None, :]
-    return {"maha_whiten": whiten.astype(np.float32), "maha_means": (means @ whiten).astype(np.float32)}
+    return {"maha_whiten": whiten, "maha_means": means @ whiten}
 
 
 def _mahalanobis(q: np.ndarray, state: dict) -> np.ndarray:
