@@ -37,11 +37,12 @@ is a false one.
 ``--cost``: the time ``ag.tl.predict`` takes on 100,000 cells (pbmc68k_reduced's cells drawn again
 with a little noise) with and without ``query_aware``, twice each, in the same process.
 
-``--dataset``: another labelled set of ``benchmarks/accuracy.py`` (``guo``: qPCR stages; ``hsmm``:
+``--dataset``: other labelled sets of ``benchmarks/accuracy.py`` (``guo``: qPCR stages; ``hsmm``:
 hours of differentiation; ``all``: leukemia subtypes), each class of at least 5 cells left out in
-turn, on ``.X`` as the suite reads it; the peer on the suite's peer input.
+turn, on ``.X`` as the suite reads it; the peer on the suite's peer input. Several (``--dataset pbmc68k
+guo hsmm all``): each set's tables, then one summary row per set (issue 33's measures).
 
-Run: ``PYTHONPATH=. python benchmarks/open_set.py [--seeds 0 1 2] [--hierarchy] [--composition] [--cost] [--dataset guo]`` (about 6
+Run: ``PYTHONPATH=. python benchmarks/open_set.py [--seeds 0 1 2] [--hierarchy] [--composition] [--cost] [--dataset guo hsmm]`` (about 6
 minutes on 2 cores for pbmc68k_reduced).
 """
 
@@ -303,6 +304,21 @@ def _ece_test(model, out, cells, truth, temperature):
     return expected_calibration_error(softmax(out[cells] / temperature, axis=1), y)
 
 
+def load(name, parser):
+    """A labelled set: (the AnnData, its label key, whether the model reads ``.raw``, the peer's input)."""
+    if name == "pbmc68k":
+        full = sc.datasets.pbmc68k_reduced()
+        x = full.raw.X.toarray() if hasattr(full.raw.X, "toarray") else np.asarray(full.raw.X)
+        return full, "bulk_labels", True, x
+    import accuracy
+
+    got = accuracy.DATASETS[name]()
+    if got is None:
+        parser.error(f"{name} is not in {accuracy.DEVDATA}: run ../shared/devdata/make_devdata.sh")
+    full, key, kind = got
+    return full, key, False, accuracy.peer_input(full.X, kind)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -310,7 +326,10 @@ def main():
         "--min-cells", type=int, default=None, help="types left out: those with at least this many cells"
     )
     parser.add_argument(
-        "--dataset", default="pbmc68k", help="a labelled set of benchmarks/accuracy.py (guo, hsmm, all, ...)"
+        "--dataset",
+        nargs="+",
+        default=["pbmc68k"],
+        help="labelled sets of benchmarks/accuracy.py (guo, hsmm, all, ...); several: a summary table at the end",
     )
     parser.add_argument("--hierarchy", action="store_true", help="with a lineage level: where unseen cells land")
     parser.add_argument(
@@ -321,63 +340,70 @@ def main():
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     ag.settings.verbosity = 0
-
-    if args.dataset == "pbmc68k":
-        full, key, use_raw = sc.datasets.pbmc68k_reduced(), "bulk_labels", True
-        x = full.raw.X.toarray() if hasattr(full.raw.X, "toarray") else np.asarray(full.raw.X)
-    else:
+    if (args.hierarchy or args.composition or args.cost) and args.dataset != ["pbmc68k"]:
+        parser.error("--hierarchy, --composition and --cost are for pbmc68k (its lineages, its cells)")
+    summary = []
+    for name in args.dataset:
+        full, key, use_raw, x = load(name, parser)
+        labels = full.obs[key].astype(str).to_numpy()
+        counts = full.obs[key].value_counts()
+        min_cells = args.min_cells if args.min_cells is not None else (30 if name == "pbmc68k" else 5)
+        types = [t for t, n in counts.items() if n >= min_cells]
+        print(f"{name}: {full.n_obs} cells; leaving out each of {len(types)} types; seeds {args.seeds}")
+        start = time.perf_counter()
+        if args.cost:
+            cost(full)
+            return
+        if args.composition:
+            with tempfile.TemporaryDirectory() as model_dir:
+                composition(full, labels, types, args.seeds, args.shares, model_dir)
+            print(f"\nTotal {time.perf_counter() - start:.0f}s.")
+            return
+        rows = []
         if args.hierarchy:
-            parser.error("--hierarchy is for pbmc68k (its lineages)")
-        import accuracy
-
-        got = accuracy.DATASETS[args.dataset]()
-        if got is None:
-            parser.error(f"{args.dataset} is not in {accuracy.DEVDATA}: run ../shared/devdata/make_devdata.sh")
-        full, key, kind = got
-        use_raw, x = False, accuracy.peer_input(full.X, kind)
-    labels = full.obs[key].astype(str).to_numpy()
-    counts = full.obs[key].value_counts()
-    min_cells = args.min_cells if args.min_cells is not None else (30 if args.dataset == "pbmc68k" else 5)
-    types = [t for t, n in counts.items() if n >= min_cells]
-    print(f"{args.dataset}: {full.n_obs} cells; leaving out each of {len(types)} types; seeds {args.seeds}")
-
-    rows = []
-    start = time.perf_counter()
-    if args.cost:
-        cost(full)
-        return
-    if args.composition:
-        if args.dataset != "pbmc68k":
-            parser.error("--composition is for pbmc68k")
-        with tempfile.TemporaryDirectory() as model_dir:
-            composition(full, labels, types, args.seeds, args.shares, model_dir)
-        print(f"\nTotal {time.perf_counter() - start:.0f}s.")
-        return
-    if args.hierarchy:
+            with tempfile.TemporaryDirectory() as model_dir:
+                for seed in args.seeds:
+                    for t in types:
+                        rows.append(one_fold_hierarchy(full, labels, t, seed, model_dir))
+                        print(f"  seed {seed} {t}", flush=True)
+            print(f"\nTotal {time.perf_counter() - start:.0f}s.")
+            report_hierarchy(rows)
+            return
         with tempfile.TemporaryDirectory() as model_dir:
             for seed in args.seeds:
                 for t in types:
-                    rows.append(one_fold_hierarchy(full, labels, t, seed, model_dir))
-                    print(f"  seed {seed} {t}", flush=True)
-        print(f"\nTotal {time.perf_counter() - start:.0f}s.")
-        report_hierarchy(rows)
-        return
-    with tempfile.TemporaryDirectory() as model_dir:
-        for seed in args.seeds:
-            for t in types:
-                t0 = time.perf_counter()
-                rows.append(one_fold(full, x, labels, t, seed, model_dir, key, use_raw))
-                r = rows[-1]
-                print(
-                    f"  seed {seed} {t:30s} AUROC ours {r['auroc_ours']:.3f} query-aware {r['auroc_ours_query']:.3f} "
-                    f"LR {r['auroc_lr']:.3f} "
-                    f"({time.perf_counter() - t0:.0f}s)",
-                    flush=True,
-                )
-    df = pd.DataFrame(rows)
+                    t0 = time.perf_counter()
+                    rows.append(one_fold(full, x, labels, t, seed, model_dir, key, use_raw))
+                    r = rows[-1]
+                    print(
+                        f"  seed {seed} {t:30s} AUROC ours {r['auroc_ours']:.3f} "
+                        f"query-aware {r['auroc_ours_query']:.3f} LR {r['auroc_lr']:.3f} "
+                        f"({time.perf_counter() - t0:.0f}s)",
+                        flush=True,
+                    )
+        print(f"\nTotal {time.perf_counter() - start:.0f}s.", end=" ")
+        summary.append({"data": name, "types": len(types), **report(pd.DataFrame(rows))})
+    if len(summary) > 1:
+        print(
+            f"\nEvery set, seeds {args.seeds}: mean AUROC over the left-out types, and `reject='auto'` with the query"
+        )
+        print(
+            "| data | types | reference only | `query_aware=True` | lowest type, with it | CellTypist's LR | "
+            "`'auto'` with it: unseen rejected / seen kept |"
+        )
+        print("| --- | ---: | ---: | ---: | --- | ---: | --- |")
+        for r in summary:
+            print(
+                f"| {r['data']} | {r['types']} | {r['ref']:.3f} | {r['query']:.3f} | {r['lowest']:.3f} "
+                f"({r['lowest_type']}) | {r['lr']:.3f} | {r['auto_unseen']:.3f} / {r['auto_seen']:.3f} |"
+            )
+
+
+def report(df):
+    """Print the tables of one set's leave-one-type-out folds; return its summary figures."""
     per_type = df.drop(columns="seed").groupby("type", sort=False).mean()
 
-    print(f"\nTotal {time.perf_counter() - start:.0f}s. Mean over seeds, per left-out type:\n")
+    print("Mean over seeds, per left-out type:\n")
     cols = ["n_unseen", "auroc_ours", "auroc_ours_query", "auroc_lr", "auroc_ours_confidence_only"]
     cols += ["auroc_ours_distance_only"]
     print(
@@ -430,6 +456,15 @@ def main():
     print(
         f"\nECE ratio after/before: {m['ece_after'] / m['ece_before']:.2f}; ours/LR: {m['ece_after'] / m['ece_lr']:.2f}"
     )
+    return {
+        "ref": m.auroc_ours,
+        "query": m.auroc_ours_query,
+        "lowest": per_type.auroc_ours_query.min(),
+        "lowest_type": per_type.auroc_ours_query.idxmin(),
+        "lr": m.auroc_lr,
+        "auto_unseen": m["auto_query_unseen"],
+        "auto_seen": m["auto_query_seen"],
+    }
 
 
 if __name__ == "__main__":
