@@ -570,8 +570,8 @@ def input_evidence(block, rows: np.ndarray, state: dict, *, query: bool = False)
 
     The distances: the mean distance to the ``k`` nearest reference cells, and, for statistics
     with them (``"maha_means"``), the squared Mahalanobis distance to the nearest class mean
-    (:func:`_mahalanobis`) beside it, as a second column. Block by block of cells; the probabilities are over ``state["lr_classes"]``. ``query``:
-    the cells ``rows`` are one query (at least :data:`QUERY_MIN_CELLS` of them, and statistics
+    (:func:`_mahalanobis`) beside it, as a second column. Block by block of cells; the
+    probabilities are over ``state["lr_classes"]``. ``query``: the cells ``rows`` are one query (at least :data:`QUERY_MIN_CELLS` of them, and statistics
     that keep held-out cells): also each one's density ratio, the log of its mean distance to
     the reference cells over its mean distance to the other query cells (at most
     :data:`QUERY_POOL` of them, drawn with a fixed seed, and the kept held-out cells), at
