@@ -407,8 +407,10 @@ class Model:
         return "points" in self.novelty_ and has_query_term(self.novelty_)
 
     def input_evidence(self, pipe: Pipeline, n_obs: int, *, query: bool = False) -> tuple[np.ndarray, ...] | None:
-        """Each cell's distance to the reference in input space and the reference-space classifier's probabilities.
+        """Each cell's distances to the reference in input space and the reference-space classifier's probabilities.
 
+        The distances: one column (models saved before the Mahalanobis distance) or two, the mean
+        distance to the nearest reference cells and the Mahalanobis distance to the nearest class mean.
         ``query``: the cells are one query, and the model can read it (:attr:`query_aware_available`):
         also the cells' density ratios and those of the held-out cells read with them (four arrays
         then; two for a query of fewer than 50 cells).

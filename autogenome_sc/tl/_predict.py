@@ -48,8 +48,9 @@ def predict(
     on the reference's validation split), so among cells with confidence 0.9 about 90%
     are labelled correctly, as long as the query resembles the reference.
     ``ag_uncertainty`` also rises for cells unlike anything in the reference: it combines
-    the cell's distance to its nearest training cells in input space (the principal
-    components of the model's input, z-scored on the training split) with
+    the cell's distances to the reference in input space (the principal components of the
+    model's input, z-scored on the training split: the mean distance to its nearest training
+    cells and the Mahalanobis distance to the nearest class mean, half each) with
     ``1 - confidence``, and is expressed as the fraction of held-out reference cells that
     look more typical. See ``docs/confidence.md``.
 
