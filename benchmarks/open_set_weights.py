@@ -36,7 +36,14 @@ from scipy.special import softmax
 from sklearn.metrics import roc_auc_score
 
 import autogenome_sc as ag
-from autogenome_sc.train._confidence import _rank_with_query, _robust_scale, input_novelty_raw, project
+from autogenome_sc.train._confidence import (
+    _class_gaussians,
+    _mahalanobis,
+    _rank_with_query,
+    _robust_scale,
+    input_novelty_raw,
+    project,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -60,16 +67,17 @@ def terms(full, labels, key, unseen_type, seed, use_raw, model_dir):
     both, lr, density, held_density = evidence
     state = model.novelty_
     now = input_novelty_raw(both, confidence, lr.max(axis=1), state)
+    coords = project(pipe.block, np.arange(full.n_obs), state)
     if both.ndim == 2:  # the model's own two distances: the neighbour's, the Mahalanobis
         z = (both - state["dist_loc"]) / state["dist_scale"]
         z_both = z @ np.asarray(state["dist_weights"])
         dist, maha, z_dist, z_maha = both[:, 0], both[:, 1], z[:, 0], z[:, 1]
-        relative = mahalanobis(project(pipe.block, np.arange(full.n_obs), state), state)[1]
-    else:  # a model with the neighbour distance alone: the Mahalanobis one standardised here as the package does
+    else:  # a model with the neighbour distance alone: the package's Mahalanobis distance, standardised as it does
         dist, z_both = both, (both - state["dist_loc"]) / state["dist_scale"]
-        maha, relative = mahalanobis(project(pipe.block, np.arange(full.n_obs), state), state)
+        maha = _mahalanobis(coords, _class_gaussians(state["points"], state["point_class"]))
         loc, scale = _robust_scale(maha[(split == "val").to_numpy()])
         z_dist, z_maha = z_both, (maha - loc) / scale
+    relative = maha - whole_reference(coords, state)
     return {
         "reference only": {
             "as now": now,
@@ -86,28 +94,19 @@ def terms(full, labels, key, unseen_type, seed, use_raw, model_dir):
             "mahalanobis": maha,
             "relative mahalanobis": relative,
         },  # fmt: skip
-        "s": input_novelty_raw(both, confidence, lr.max(axis=1), model.novelty_),
+        "s": now,
         "density": (density, held_density),
         "state": model.novelty_,
     }
 
 
-def mahalanobis(coords: np.ndarray, state: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Squared Mahalanobis distance to the nearest class mean (shared covariance), and the relative one.
-
-    Fitted on the reference cells the model keeps (``state["points"]``, their classes in ``"point_class"``).
-    """
+def whole_reference(coords: np.ndarray, state: dict) -> np.ndarray:
+    """Squared Mahalanobis distance to the kept reference cells as one Gaussian (Ledoit-Wolf): the relative one's base."""
     from sklearn.covariance import LedoitWolf
 
-    points, classes = np.asarray(state["points"], np.float64), np.asarray(state["point_class"])
-    means = np.stack([points[classes == c].mean(axis=0) for c in np.unique(classes)])
-    within = points - means[np.searchsorted(np.unique(classes), classes)]
-    precision = LedoitWolf().fit(within).precision_
-    x = np.asarray(coords, np.float64)
-    d = np.stack([np.einsum("ij,jk,ik->i", x - m, precision, x - m) for m in means], axis=1).min(axis=1)
-    whole = LedoitWolf().fit(points)
-    d0 = np.einsum("ij,jk,ik->i", x - whole.location_, whole.precision_, x - whole.location_)
-    return d, d - d0
+    whole = LedoitWolf().fit(np.asarray(state["points"], np.float64))
+    x = np.asarray(coords, np.float64) - whole.location_
+    return np.einsum("ij,jk,ik->i", x, whole.precision_, x)
 
 
 def uncertainty(t: dict, w: float) -> np.ndarray:

@@ -30,7 +30,7 @@ standardised on the reference's held-out cells (median 0, 90th percentile 1):
   or it is unsure, the cell is less like the reference (it helps most on a continuum, such as
   a time course; docs/confidence.md).
 
-With ``query_aware`` (``ag.tl.predict``), a fourth term reads the query as a whole, weighted
+With ``query_aware`` (``ag.tl.predict``), a fifth term reads the query as a whole, weighted
 by :data:`QUERY_WEIGHT`:
 
 * the **density ratio**: the log of the cell's mean distance to its nearest reference cells over
